@@ -1,1 +1,38 @@
-//! placeholder
+//! `sluice-storage`: partition logs on disk. A log is a directory of segments (`<base>.log` with its
+//! `.index` and `.timeindex`); batches are stored exactly as `sluice-protocol` encodes them, with the
+//! offsets and raft position patched into their headers on append.
+//!
+//! Contract, in brief (the whole of it is in `docs/architecture.md`):
+//! - an append returns once written to the page cache, or fsynced, as the [`FlushPolicy`] says;
+//! - a read returns `Bytes` borrowing the segment's memory map, never a copy, and never a batch whose
+//!   CRCs fail;
+//! - after a crash, open keeps every fsynced batch and truncates a torn or corrupt tail;
+//! - after an fsync error the log refuses all writes.
+//!
+//! Map of the crate:
+//! - [`log`]: [`PartitionLog`], append / read / flush / close, and the locks between them;
+//! - `segment`, `index`: one segment's files, memory maps and sparse indexes;
+//! - `recovery`, `checkpoint`: opening a directory after a clean or an unclean stop;
+//! - `retention`, `compaction`, `truncate`: the operations that remove data;
+//! - `publish`: how the writer publishes the readable end to readers (loom-checked).
+
+mod checkpoint;
+mod compaction;
+mod config;
+mod error;
+mod index;
+mod io;
+pub mod log;
+mod publish;
+mod recovery;
+mod retention;
+mod segment;
+mod sync;
+mod truncate;
+
+pub use compaction::CompactionReport;
+pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES};
+pub use error::{Result, StorageError};
+pub use log::{AppendInfo, PartitionLog, ReadResult};
+pub use recovery::{RecoveryReport, TruncatedTail};
+pub use retention::RetentionReport;

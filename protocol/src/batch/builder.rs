@@ -132,7 +132,9 @@ impl BatchBuilder {
             + headers
                 .iter()
                 .map(|h| {
-                    varint::len_u64(h.key.len() as u64) + h.key.len() + bytes_len(h.value.as_deref())
+                    varint::len_u64(h.key.len() as u64)
+                        + h.key.len()
+                        + bytes_len(h.value.as_deref())
                 })
                 .sum::<usize>();
         let buf = &mut self.buf;
@@ -166,7 +168,9 @@ impl BatchBuilder {
             }
         };
         if buf.len() > MAX_BATCH_LEN {
-            return Err(BatchError::BadLength(u32::try_from(buf.len()).unwrap_or(u32::MAX)));
+            return Err(BatchError::BadLength(
+                u32::try_from(buf.len()).unwrap_or(u32::MAX),
+            ));
         }
         let max_ts = if self.record_count == 0 {
             self.first_timestamp_ms
@@ -179,7 +183,8 @@ impl BatchBuilder {
         buf[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_le_bytes());
         buf[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4]
             .copy_from_slice(&self.last_offset_delta.to_le_bytes());
-        buf[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&self.record_count.to_le_bytes());
+        buf[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4]
+            .copy_from_slice(&self.record_count.to_le_bytes());
         buf[OFF_FIRST_TIMESTAMP..OFF_FIRST_TIMESTAMP + 8]
             .copy_from_slice(&self.first_timestamp_ms.to_le_bytes());
         buf[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8].copy_from_slice(&max_ts.to_le_bytes());

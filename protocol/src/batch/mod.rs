@@ -172,15 +172,18 @@ impl BatchHeader {
             first_timestamp_ms: get_u64(buf, OFF_FIRST_TIMESTAMP) as i64,
             max_timestamp_ms: get_u64(buf, OFF_MAX_TIMESTAMP) as i64,
             producer_id: get_u64(buf, OFF_PRODUCER_ID) as i64,
-            producer_epoch: u16::from_le_bytes([buf[OFF_PRODUCER_EPOCH], buf[OFF_PRODUCER_EPOCH + 1]])
-                as i16,
+            producer_epoch: u16::from_le_bytes([
+                buf[OFF_PRODUCER_EPOCH],
+                buf[OFF_PRODUCER_EPOCH + 1],
+            ]) as i16,
             base_sequence: get_u32(buf, OFF_BASE_SEQUENCE) as i32,
         })
     }
 
     /// Offset of the batch's last record.
     pub fn last_offset(&self) -> u64 {
-        self.base_offset.saturating_add(u64::from(self.last_offset_delta))
+        self.base_offset
+            .saturating_add(u64::from(self.last_offset_delta))
     }
 
     /// Offset after the batch's last record.
@@ -190,7 +193,9 @@ impl BatchHeader {
 
     /// The codec of the records section.
     pub fn compression(&self) -> Result<crate::Compression, BatchError> {
-        Ok(crate::Compression::from_id(self.attributes & ATTR_CODEC_MASK)?)
+        Ok(crate::Compression::from_id(
+            self.attributes & ATTR_CODEC_MASK,
+        )?)
     }
 
     /// Whether this is a control batch (raft blank or membership entry) that consumers skip.
@@ -280,7 +285,11 @@ fn get_u64(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-pub(crate) fn attributes(compression: crate::Compression, log_append_time: bool, control: bool) -> u8 {
+pub(crate) fn attributes(
+    compression: crate::Compression,
+    log_append_time: bool,
+    control: bool,
+) -> u8 {
     let mut a = compression.id() & ATTR_CODEC_MASK;
     if log_append_time {
         a |= ATTR_LOG_APPEND_TIME;

@@ -198,7 +198,11 @@ fn append_at_rejects_non_increasing_deltas() {
     assert!(b.append_at(9, 0, None, Some(b"c"), &[]));
     let sealed = b.seal().unwrap();
     let (batch, _) = RecordBatch::decode(&sealed).unwrap();
-    let offsets: Vec<u64> = batch.records().unwrap().map(|r| r.unwrap().offset).collect();
+    let offsets: Vec<u64> = batch
+        .records()
+        .unwrap()
+        .map(|r| r.unwrap().offset)
+        .collect();
     assert_eq!(offsets, vec![5, 9]);
     assert_eq!(batch.header().last_offset_delta, 9);
 }

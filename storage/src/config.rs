@@ -1,0 +1,106 @@
+//! Per-log configuration: segment size and age, index density, retention, flush policy.
+
+use std::time::Duration;
+
+use crate::error::{Result, StorageError};
+
+/// When appended bytes are forced to disk, and so what an append's return means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Never fsync on the write path: an append returns once its bytes are in the page cache. A process
+    /// crash loses nothing; a machine crash loses what the kernel had not written back. Segments are
+    /// fsynced at clean shutdown.
+    Never,
+    /// A background flusher fsyncs once `max_bytes` are unflushed or `max_delay` has passed since the
+    /// oldest unflushed append. An append returns after the page-cache write; [`crate::PartitionLog::
+    /// flushed_offset`] says what is durable.
+    Interval { max_bytes: u64, max_delay: Duration },
+    /// An append returns only after an fsync that covers it. Concurrent appenders share fsyncs
+    /// (group commit).
+    Always,
+}
+
+impl FlushPolicy {
+    /// The interval policy with the defaults chosen by measurement (see `docs/benchmarks.md`).
+    pub fn interval() -> Self {
+        FlushPolicy::Interval {
+            max_bytes: 4 << 20,
+            max_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Configuration of one partition log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A segment rolls when the next batch would take it past this many bytes.
+    pub segment_bytes: u64,
+    /// A segment rolls when a batch's max timestamp is this far past the segment's first timestamp.
+    pub segment_ms: Option<i64>,
+    /// Bytes of log between two sparse index entries.
+    pub index_interval_bytes: u64,
+    /// Size the offset index of a segment is preallocated to (a segment rolls when it fills up).
+    pub max_index_bytes: u64,
+    /// Delete the oldest segments while the log is larger than this.
+    pub retention_bytes: Option<u64>,
+    /// Delete segments whose newest record is older than this.
+    pub retention_ms: Option<i64>,
+    /// How long compaction keeps a tombstone after the segment holding it was written.
+    pub tombstone_retention_ms: i64,
+    /// Bound on the memory compaction may use for its key map.
+    pub compaction_max_map_bytes: usize,
+    /// What an append's return means.
+    pub flush: FlushPolicy,
+}
+
+/// Largest segment: index entries hold 32-bit positions.
+pub const MAX_SEGMENT_BYTES: u64 =
+    (u32::MAX as u64) - (sluice_protocol::batch::MAX_BATCH_LEN as u64);
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
+            index_interval_bytes: 4096,
+            max_index_bytes: 10 << 20,
+            retention_bytes: None,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            tombstone_retention_ms: 24 * 3600 * 1000,
+            compaction_max_map_bytes: 128 << 20,
+            flush: FlushPolicy::interval(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks that the values are in range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(StorageError::Config(m));
+        if self.segment_bytes < 4096 || self.segment_bytes > MAX_SEGMENT_BYTES {
+            return bad(format!(
+                "segment_bytes {} outside [4096, {MAX_SEGMENT_BYTES}]",
+                self.segment_bytes
+            ));
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index_interval_bytes must be positive".into());
+        }
+        if self.max_index_bytes < 1024 || self.max_index_bytes > (1 << 30) {
+            return bad(format!(
+                "max_index_bytes {} outside [1024, 1 GiB]",
+                self.max_index_bytes
+            ));
+        }
+        if let FlushPolicy::Interval {
+            max_bytes,
+            max_delay,
+        } = self.flush
+        {
+            if max_bytes == 0 || max_delay.is_zero() {
+                return bad("flush interval needs positive max_bytes and max_delay".into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! Offset index: sparse entries (offset relative to the segment base, byte position), both `u32`.
+
+use std::path::Path;
+
+use super::IndexFile;
+use crate::error::Result;
+
+const ENTRY_LEN: usize = 8;
+
+/// Maps offsets to byte positions in a segment's log file.
+#[derive(Debug)]
+pub(crate) struct OffsetIndex {
+    file: IndexFile,
+}
+
+impl OffsetIndex {
+    pub(crate) fn open(
+        path: &Path,
+        capacity_bytes: u64,
+        entries: Option<usize>,
+        writable: bool,
+    ) -> Result<Self> {
+        Ok(OffsetIndex {
+            file: IndexFile::open(path, ENTRY_LEN, capacity_bytes, entries, writable)?,
+        })
+    }
+
+    pub(crate) fn entry(&self, i: usize) -> (u32, u32) {
+        let mut b = [0u8; ENTRY_LEN];
+        self.file.read(i, &mut b);
+        let rel = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let pos = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        (rel, pos)
+    }
+
+    /// The last entry whose relative offset is at most `rel`: where a scan for `rel` may start.
+    pub(crate) fn floor(&self, rel: u32) -> Option<(u32, u32)> {
+        let n = self.file.len();
+        // Binary search for the first entry with relative offset > rel.
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.entry(mid).0 <= rel {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1).map(|i| self.entry(i))
+    }
+
+    pub(crate) fn push(&self, rel: u32, pos: u32) -> bool {
+        let mut b = [0u8; ENTRY_LEN];
+        b[..4].copy_from_slice(&rel.to_le_bytes());
+        b[4..].copy_from_slice(&pos.to_le_bytes());
+        self.file.push(&b)
+    }
+
+    /// Keeps only entries whose position is below `pos`.
+    pub(crate) fn truncate_to_position(&self, pos: u32) {
+        let n = self.file.len();
+        let keep = (0..n).find(|&i| self.entry(i).1 >= pos).unwrap_or(n);
+        self.file.truncate_entries(keep);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.file.len()
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.file.is_full()
+    }
+
+    pub(crate) fn file(&self) -> &IndexFile {
+        &self.file
+    }
+}

@@ -1,0 +1,520 @@
+//! [`PartitionLog`]: a partition's ordered list of segments with one writer and many readers.
+//!
+//! Positions of the whole log, as stated invariants:
+//! - `log_start_offset <= flushed_offset <= log_end_offset` (flushed may lag start after retention);
+//! - `log_end_offset` (the offset the next append gets) only moves back through
+//!   [`PartitionLog::truncate_after`];
+//! - `flushed_offset`: every batch below it is on disk (fsynced); only truncation moves it back.
+//!
+//! Locks, always taken in this order: `compaction`, `flush`, `writer`, `segments`. Readers take only a
+//! brief read lock on `segments` to clone the current list.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_protocol::batch::{self, HEADER_LEN};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::{Result, StorageError};
+use crate::io::sync_dir;
+use crate::publish::Watermark;
+use crate::segment::Segment;
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// Base offset of the segment holding the batch.
+    pub segment_base: u64,
+    /// Byte position of the batch in its segment.
+    pub position: u64,
+    /// Whether the batch was fsynced before `append` returned (flush policy `always`).
+    pub flushed: bool,
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole batches, exactly as stored, borrowing the segment's memory map.
+    pub bytes: Bytes,
+    /// The offset to read next (after the last batch returned; the requested offset if none).
+    pub next_offset: u64,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+}
+
+/// A partition log. Cheap to clone; clones share the same log.
+#[derive(Debug, Clone)]
+pub struct PartitionLog {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) flush_lock: Mutex<()>,
+    pub(crate) compaction_lock: Mutex<()>,
+    pub(crate) log_start: Watermark,
+    pub(crate) log_end: Watermark,
+    pub(crate) flushed: Watermark,
+    pub(crate) failed: Mutex<Option<String>>,
+    pub(crate) signal: Arc<FlushSignal>,
+}
+
+/// State only the writer touches.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) active: Arc<Segment>,
+    /// Sealed segments with bytes not yet fsynced (policy `never`).
+    pub(crate) unsynced: Vec<Arc<Segment>>,
+    pub(crate) unflushed_bytes: u64,
+    pub(crate) recovery_base: u64,
+    pub(crate) closed: bool,
+}
+
+/// Wakes the interval flusher thread.
+#[derive(Debug, Default)]
+pub(crate) struct FlushSignal {
+    state: Mutex<SignalState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SignalState {
+    requested: bool,
+    stop: bool,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every guarded state here stays consistent across a panic in another thread (no multi-step
+    // invariants are left half-done while the lock is held without an error return).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let mut s = lock(&self.signal.state);
+        s.stop = true;
+        self.signal.cv.notify_all();
+    }
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the log in `dir`, recovering it if the last shutdown was not clean.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+    ) -> Result<(PartitionLog, crate::RecoveryReport)> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let (segments, report, recovery_base) = crate::recovery::open_segments(&dir, &config)?;
+        let active = segments
+            .last()
+            .cloned()
+            .ok_or_else(|| StorageError::Config("recovery produced no segment".into()))?;
+        let log_start = segments.first().map_or(0, |s| s.base_offset());
+        let log_end = active.next_offset();
+        let inner = Arc::new(Inner {
+            dir,
+            segments: RwLock::new(Arc::new(segments)),
+            writer: Mutex::new(Writer {
+                active,
+                unsynced: Vec::new(),
+                unflushed_bytes: 0,
+                recovery_base,
+                closed: false,
+            }),
+            flush_lock: Mutex::new(()),
+            compaction_lock: Mutex::new(()),
+            log_start: Watermark::new(log_start),
+            log_end: Watermark::new(log_end),
+            // After a clean shutdown or a recovery scan, what is on disk is what we have: treat it as
+            // flushed. (A recovered tail may sit only in the page cache; the first flush covers it.)
+            flushed: Watermark::new(log_end),
+            failed: Mutex::new(None),
+            signal: Arc::new(FlushSignal::default()),
+            config,
+        });
+        if let FlushPolicy::Interval { max_delay, .. } = inner.config.flush {
+            spawn_flusher(&inner, max_delay)?;
+        }
+        Ok((PartitionLog { inner }, report))
+    }
+
+    /// Appends one batch (exactly one, CRC-checked here) and assigns its offsets. What the return
+    /// means depends on the flush policy: written to the page cache (`never`, `interval`) or fsynced
+    /// (`always`).
+    pub fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
+        self.append_raft(batch, 0, 0)
+    }
+
+    /// [`PartitionLog::append`] recording the raft term and index the batch was replicated under.
+    pub fn append_raft(
+        &self,
+        batch_bytes: &[u8],
+        raft_term: u64,
+        raft_index: u64,
+    ) -> Result<AppendInfo> {
+        let inner = &*self.inner;
+        let h = batch::check(batch_bytes).map_err(StorageError::InvalidBatch)?;
+        if h.length as usize != batch_bytes.len() {
+            return Err(StorageError::BatchLength {
+                declared: h.length as usize,
+                actual: batch_bytes.len(),
+            });
+        }
+        let mut w = lock(&inner.writer);
+        inner.check_usable(&w)?;
+        let base = inner.log_end.load();
+        let last = base + u64::from(h.last_offset_delta);
+        if w.active
+            .needs_roll(&inner.config, u64::from(h.length), last, h.max_timestamp_ms)
+        {
+            inner.roll(&mut w)?;
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&batch_bytes[..HEADER_LEN]);
+        batch::patch_position(&mut header, base, raft_term, raft_index)
+            .map_err(StorageError::InvalidBatch)?;
+        let mut patched = h;
+        patched.base_offset = base;
+        let position = match w
+            .active
+            .append(&header, &batch_bytes[HEADER_LEN..], &patched)
+        {
+            Ok(p) => p,
+            Err(e) => return Err(inner.fail(e)),
+        };
+        inner.log_end.publish(last + 1);
+        w.unflushed_bytes += u64::from(h.length);
+        let info = AppendInfo {
+            base_offset: base,
+            last_offset: last,
+            segment_base: w.active.base_offset(),
+            position,
+            flushed: false,
+        };
+        match inner.config.flush {
+            FlushPolicy::Never => Ok(info),
+            FlushPolicy::Interval { max_bytes, .. } => {
+                if w.unflushed_bytes >= max_bytes {
+                    w.unflushed_bytes = 0;
+                    drop(w);
+                    let mut s = lock(&inner.signal.state);
+                    s.requested = true;
+                    inner.signal.cv.notify_one();
+                }
+                Ok(info)
+            }
+            FlushPolicy::Always => {
+                drop(w);
+                inner.flush_upto(last + 1)?;
+                Ok(AppendInfo {
+                    flushed: true,
+                    ..info
+                })
+            }
+        }
+    }
+
+    /// fsyncs everything appended so far (group commit: concurrent callers share one fsync). Returns
+    /// the flushed offset.
+    pub fn flush(&self) -> Result<u64> {
+        let end = self.inner.log_end.load();
+        self.inner.flush_upto(end)?;
+        Ok(self.inner.flushed.load())
+    }
+
+    /// Reads whole batches from the one holding `offset`, up to `max_bytes` (at least one batch, so a
+    /// reader always makes progress). Batches not yet CRC-checked by this process are checked first; a
+    /// corrupt batch is reported as [`StorageError::Corrupt`], never returned.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        let inner = &*self.inner;
+        // Load the end before the segment list: a batch published under `log_end` is in the list.
+        let log_end = inner.log_end.load();
+        let segments = inner.segments_snapshot();
+        let log_start = inner.log_start.load();
+        let empty = |next| ReadResult {
+            bytes: Bytes::new(),
+            next_offset: next,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        };
+        if offset < log_start || offset > log_end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        if offset == log_end {
+            return Ok(empty(offset));
+        }
+        let first = segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        for seg in &segments[first..] {
+            if let Some((bytes, next)) = seg.read(offset, max_bytes)? {
+                return Ok(ReadResult {
+                    bytes,
+                    next_offset: next,
+                    log_start_offset: log_start,
+                    log_end_offset: log_end,
+                });
+            }
+        }
+        Ok(empty(log_end))
+    }
+
+    /// The offset of the first record whose timestamp is at or after `timestamp_ms`, or `None` if every
+    /// record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        let segments = self.inner.segments_snapshot();
+        for seg in segments.iter() {
+            if let Some(off) = seg.offset_for_timestamp(timestamp_ms)? {
+                return Ok(Some(off));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Drops every batch after the one whose last offset is `last_kept` (`None`: drop everything), for
+    /// an uncommitted suffix a new raft leader overrides. `last_kept` must end a stored batch. Readers
+    /// holding bytes of the dropped suffix see zeros, never a torn batch. Returns the new log end.
+    pub fn truncate_after(&self, last_kept: Option<u64>) -> Result<u64> {
+        let inner = &*self.inner;
+        let _f = lock(&inner.flush_lock);
+        let mut w = lock(&inner.writer);
+        inner.check_usable(&w)?;
+        crate::truncate::truncate_after(inner, &mut w, last_kept)
+    }
+
+    /// Deletes the oldest segments as the retention settings say (never the active one).
+    pub fn apply_retention(&self, now_ms: i64) -> Result<crate::RetentionReport> {
+        crate::retention::apply(&self.inner, now_ms)
+    }
+
+    /// Key compaction of the sealed segments: keeps the latest record per key, drops tombstones older
+    /// than the tombstone retention. Appends go on meanwhile; only the final swap takes the writer lock.
+    pub fn compact(&self, now_ms: i64) -> Result<crate::CompactionReport> {
+        crate::compaction::compact(&self.inner, now_ms)
+    }
+
+    /// Flushes everything, trims the active segment's files and records a clean checkpoint, so the next
+    /// open does not scan. Further appends fail with [`StorageError::Closed`]; reads keep working.
+    pub fn close(&self) -> Result<()> {
+        let inner = &*self.inner;
+        {
+            let mut s = lock(&inner.signal.state);
+            s.stop = true;
+            inner.signal.cv.notify_all();
+        }
+        let _f = lock(&inner.flush_lock);
+        let mut w = lock(&inner.writer);
+        if w.closed {
+            return Ok(());
+        }
+        inner.check_usable(&w)?;
+        for seg in w.unsynced.drain(..) {
+            seg.sync_all().map_err(|e| inner.fail(e))?;
+        }
+        let active = w.active.clone();
+        active.seal().map_err(|e| inner.fail(e))?;
+        active.sync_all().map_err(|e| inner.fail(e))?;
+        inner.flushed.raise(inner.log_end.load());
+        Checkpoint {
+            clean: true,
+            recovery_base: active.base_offset(),
+            active_base: active.base_offset(),
+            active_len: active.len(),
+            next_offset: inner.log_end.load(),
+        }
+        .write(&inner.dir)?;
+        w.closed = true;
+        Ok(())
+    }
+
+    /// First offset still in the log.
+    pub fn log_start_offset(&self) -> u64 {
+        self.inner.log_start.load()
+    }
+
+    /// The offset the next append gets.
+    pub fn log_end_offset(&self) -> u64 {
+        self.inner.log_end.load()
+    }
+
+    /// Every batch below this offset is fsynced.
+    pub fn flushed_offset(&self) -> u64 {
+        self.inner.flushed.load()
+    }
+
+    /// Bytes of batches in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.segments_snapshot().iter().map(|s| s.len()).sum()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.inner
+            .segments_snapshot()
+            .iter()
+            .map(|s| s.base_offset())
+            .collect()
+    }
+
+    /// The directory holding the log.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Inner {
+    pub(crate) fn segments_snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_segments(&self, list: Vec<Arc<Segment>>) {
+        *self.segments.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
+    }
+
+    pub(crate) fn check_usable(&self, w: &Writer) -> Result<()> {
+        if let Some(msg) = lock(&self.failed).as_ref() {
+            return Err(StorageError::Failed(msg.clone()));
+        }
+        if w.closed {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Stops the log after an I/O error on the write path: a failed fsync leaves the page cache in an
+    /// unknown state, so nothing is retried and every later write fails.
+    pub(crate) fn fail(&self, e: StorageError) -> StorageError {
+        tracing::error!(dir = %self.dir.display(), error = %e, "partition log stopped");
+        let mut f = lock(&self.failed);
+        if f.is_none() {
+            *f = Some(e.to_string());
+        }
+        e
+    }
+
+    /// Seals the active segment and starts a new one at the log end. Writer lock held.
+    pub(crate) fn roll(&self, w: &mut Writer) -> Result<()> {
+        let old = w.active.clone();
+        old.seal().map_err(|e| self.fail(e))?;
+        let base = self.log_end.load();
+        let new =
+            Arc::new(Segment::create(&self.dir, base, "", &self.config).map_err(|e| self.fail(e))?);
+        sync_dir(&self.dir).map_err(|e| self.fail(e))?;
+        let mut list: Vec<Arc<Segment>> = self.segments_snapshot().as_ref().clone();
+        list.push(new.clone());
+        self.set_segments(list);
+        w.active = new;
+        tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
+        if self.config.flush == FlushPolicy::Never {
+            w.unsynced.push(old);
+        } else {
+            // Make the sealed segment durable and move the recovery point past it, so an unclean
+            // restart scans only the active segment.
+            for seg in w.unsynced.drain(..) {
+                seg.sync_all().map_err(|e| self.fail(e))?;
+            }
+            old.sync_all().map_err(|e| self.fail(e))?;
+            w.recovery_base = base;
+            Checkpoint {
+                clean: false,
+                recovery_base: base,
+                active_base: base,
+                active_len: 0,
+                next_offset: base,
+            }
+            .write(&self.dir)
+            .map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every batch below `target` durable. One caller fsyncs for everyone who appended before it
+    /// started (group commit); the others find `flushed` already past their target.
+    pub(crate) fn flush_upto(&self, target: u64) -> Result<()> {
+        if self.flushed.load() >= target {
+            return Ok(());
+        }
+        let _f = lock(&self.flush_lock);
+        if self.flushed.load() >= target {
+            return Ok(());
+        }
+        let (end, to_sync) = {
+            let mut w = lock(&self.writer);
+            self.check_usable(&w)?;
+            let mut v: Vec<Arc<Segment>> = w.unsynced.drain(..).collect();
+            v.push(w.active.clone());
+            w.unflushed_bytes = 0;
+            (self.log_end.load(), v)
+        };
+        let n = to_sync.len();
+        for (i, seg) in to_sync.iter().enumerate() {
+            // Sealed segments need their indexes durable too; the active one's are rebuilt by recovery.
+            let r = if i + 1 < n {
+                seg.sync_all()
+            } else {
+                seg.sync_data()
+            };
+            if let Err(e) = r {
+                return Err(self.fail(e));
+            }
+        }
+        self.flushed.raise(end);
+        Ok(())
+    }
+}
+
+/// The interval flusher: a thread that fsyncs when enough bytes are unflushed or the delay passed.
+/// It holds only a weak reference while it waits, so dropping the log ends it.
+fn spawn_flusher(inner: &Arc<Inner>, max_delay: Duration) -> Result<()> {
+    let weak = Arc::downgrade(inner);
+    let signal = inner.signal.clone();
+    std::thread::Builder::new()
+        .name("sluice-flush".into())
+        .spawn(move || loop {
+            {
+                let mut s = lock(&signal.state);
+                if !s.requested && !s.stop {
+                    s = signal
+                        .cv
+                        .wait_timeout(s, max_delay)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+                if s.stop {
+                    return;
+                }
+                s.requested = false;
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            let end = inner.log_end.load();
+            if end > inner.flushed.load() {
+                if let Err(e) = inner.flush_upto(end) {
+                    tracing::error!(error = %e, "interval flush failed; flusher stops");
+                    return;
+                }
+            }
+        })
+        .map_err(|e| StorageError::Io {
+            context: "spawn flusher thread",
+            path: inner.dir.clone(),
+            source: e,
+        })?;
+    Ok(())
+}

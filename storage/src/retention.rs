@@ -1,0 +1,58 @@
+//! Retention: deletes whole segments, oldest first, by age (newest record older than `retention_ms`)
+//! and by size (while the log stays at least `retention_bytes` without them). Never the active segment.
+
+use crate::error::Result;
+use crate::io::sync_dir;
+use crate::log::{lock, Inner};
+use crate::recovery::remove_segment_files;
+
+/// What retention deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub deleted_segments: Vec<u64>,
+    pub bytes_deleted: u64,
+    pub log_start_offset: u64,
+}
+
+pub(crate) fn apply(inner: &Inner, now_ms: i64) -> Result<RetentionReport> {
+    let mut w = lock(&inner.writer);
+    inner.check_usable(&w)?;
+    let segs = inner.segments_snapshot();
+    let mut total: u64 = segs.iter().map(|s| s.len()).sum();
+    let mut n = 0;
+    let mut report = RetentionReport::default();
+    for s in &segs[..segs.len().saturating_sub(1)] {
+        let by_time = inner
+            .config
+            .retention_ms
+            .is_some_and(|ms| s.max_timestamp_ms() < now_ms.saturating_sub(ms));
+        let by_size = inner
+            .config
+            .retention_bytes
+            .is_some_and(|limit| total - s.len() >= limit);
+        if !(by_time || by_size) {
+            break;
+        }
+        total -= s.len();
+        report.bytes_deleted += s.len();
+        report.deleted_segments.push(s.base_offset());
+        n += 1;
+    }
+    report.log_start_offset = inner.log_start.load();
+    if n == 0 {
+        return Ok(report);
+    }
+    let kept = segs[n..].to_vec();
+    let start = kept[0].base_offset();
+    inner.log_start.publish(start.max(inner.log_start.load()));
+    inner.set_segments(kept);
+    w.unsynced.retain(|s| s.base_offset() >= start);
+    drop(w);
+    for &base in &report.deleted_segments {
+        remove_segment_files(&inner.dir, base)?;
+    }
+    sync_dir(&inner.dir)?;
+    report.log_start_offset = start;
+    tracing::info!(dir = %inner.dir.display(), deleted = n, log_start = start, "retention deleted segments");
+    Ok(report)
+}

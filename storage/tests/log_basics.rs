@@ -1,0 +1,234 @@
+//! Append, read, reopen, time lookup, truncation and flush policies of a partition log.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use sluice_protocol::RecordBatch;
+use sluice_storage::{FlushPolicy, LogConfig, PartitionLog, StorageError};
+
+#[test]
+fn appends_get_dense_offsets_and_read_back_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, report) = PartitionLog::open(dir.path(), small_config(FlushPolicy::Never)).unwrap();
+    assert!(report.clean_shutdown);
+    let mut expected = Vec::new();
+    for i in 0..200 {
+        let info = log
+            .append(&batch(&format!("b{i}"), 5, 0, 1000 + i))
+            .unwrap();
+        assert_eq!(info.base_offset, i as u64 * 5);
+        assert_eq!(info.last_offset, i as u64 * 5 + 4);
+        for j in 0..5 {
+            expected.push((i as u64 * 5 + j, None, Some(format!("b{i}-{j}"))));
+        }
+    }
+    assert!(
+        log.segment_bases().len() > 3,
+        "small segments should have rolled"
+    );
+    assert_eq!(log.log_end_offset(), 1000);
+    assert_eq!(read_all(&log), expected);
+
+    // A read from the middle of a batch returns that whole batch.
+    let r = log.read(7, 1).unwrap();
+    let batches: Vec<_> = RecordBatch::iter_all(r.bytes).collect();
+    assert_eq!(
+        batches.len(),
+        1,
+        "max_bytes smaller than a batch still returns one batch"
+    );
+    assert_eq!(batches[0].as_ref().unwrap().header().base_offset, 5);
+    assert_eq!(r.next_offset, 10);
+
+    // Out of range and at the end.
+    assert!(matches!(
+        log.read(1001, 100),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert!(log.read(1000, 100).unwrap().bytes.is_empty());
+}
+
+#[test]
+fn reads_borrow_the_segment_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), small_config(FlushPolicy::Never)).unwrap();
+    log.append(&batch("a", 3, 0, 1)).unwrap();
+    let a = log.read(0, 1 << 20).unwrap().bytes;
+    let b = log.read(0, 1 << 20).unwrap().bytes;
+    // Two reads of the same batch point at the same memory: the map, not a copy.
+    assert_eq!(a.as_ptr(), b.as_ptr());
+}
+
+#[test]
+fn clean_reopen_does_not_scan_and_unclean_reopen_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(FlushPolicy::Always);
+    {
+        let (log, _) = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+        for i in 0..50 {
+            log.append(&batch(&format!("b{i}"), 4, 0, i)).unwrap();
+        }
+        log.close().unwrap();
+        assert!(matches!(
+            log.append(&batch("x", 1, 0, 0)),
+            Err(StorageError::Closed)
+        ));
+    }
+    let before = {
+        let (log, report) = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+        assert!(report.clean_shutdown);
+        assert_eq!(report.segments_scanned, 0);
+        assert_eq!(log.log_end_offset(), 200);
+        let all = read_all(&log);
+        assert_eq!(all.len(), 200);
+        log.append(&batch("after", 2, 0, 99)).unwrap();
+        all
+        // dropped without close: unclean
+    };
+    let (log, report) = PartitionLog::open(dir.path(), cfg).unwrap();
+    assert!(!report.clean_shutdown);
+    assert_eq!(
+        report.segments_scanned, 1,
+        "only the active segment is past the checkpoint"
+    );
+    assert!(report.truncated.is_none());
+    let all = read_all(&log);
+    assert_eq!(&all[..200], &before[..]);
+    assert_eq!(all.len(), 202);
+    // Appends continue at the right offset after recovery.
+    assert_eq!(
+        log.append(&batch("more", 1, 0, 100)).unwrap().base_offset,
+        202
+    );
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), small_config(FlushPolicy::Never)).unwrap();
+    for i in 0..300i64 {
+        log.append(&batch("t", 2, 0, 10_000 + i * 10)).unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(10_000).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(10_001).unwrap(), Some(2));
+    assert_eq!(log.offset_for_timestamp(11_500).unwrap(), Some(300));
+    assert_eq!(log.offset_for_timestamp(12_990).unwrap(), Some(598));
+    assert_eq!(log.offset_for_timestamp(12_991).unwrap(), None);
+    log.close().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), small_config(FlushPolicy::Never)).unwrap();
+    assert_eq!(log.offset_for_timestamp(11_505).unwrap(), Some(302));
+}
+
+#[test]
+fn truncate_after_drops_only_the_suffix_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(FlushPolicy::Interval {
+        max_bytes: 1 << 20,
+        max_delay: std::time::Duration::from_millis(50),
+    });
+    let (log, _) = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+    for i in 0..100 {
+        log.append(&batch(&format!("b{i}"), 10, 0, i)).unwrap();
+    }
+    let segments_before = log.segment_bases().len();
+    assert!(segments_before > 2);
+    assert!(matches!(
+        log.truncate_after(Some(104)),
+        Err(StorageError::NotBatchBoundary(104))
+    ));
+    // Truncate into an early, sealed segment.
+    assert_eq!(log.truncate_after(Some(99)).unwrap(), 100);
+    assert_eq!(log.log_end_offset(), 100);
+    assert!(log.segment_bases().len() < segments_before);
+    assert_eq!(read_all(&log).len(), 100);
+    assert!(log.flushed_offset() <= 100);
+    // New appends reuse the offsets.
+    assert_eq!(log.append(&batch("new", 3, 0, 5)).unwrap().base_offset, 100);
+    drop(log);
+    let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+    let all = read_all(&log);
+    assert_eq!(all.len(), 103);
+    assert_eq!(all[100].2.as_deref(), Some("new-0"));
+    assert_eq!(log.truncate_after(None).unwrap(), 0);
+    assert!(read_all(&log).is_empty());
+}
+
+#[test]
+fn flush_policies_state_what_is_durable() {
+    for policy in [
+        FlushPolicy::Never,
+        FlushPolicy::interval(),
+        FlushPolicy::Always,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = PartitionLog::open(dir.path(), small_config(policy)).unwrap();
+        let info = log.append(&batch("x", 3, 0, 1)).unwrap();
+        match policy {
+            FlushPolicy::Always => {
+                assert!(info.flushed);
+                assert_eq!(log.flushed_offset(), 3);
+            }
+            _ => assert!(!info.flushed),
+        }
+        assert_eq!(log.flush().unwrap(), 3);
+        assert_eq!(log.flushed_offset(), 3);
+    }
+}
+
+#[test]
+fn interval_flusher_flushes_without_being_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(FlushPolicy::Interval {
+        max_bytes: 1 << 30,
+        max_delay: std::time::Duration::from_millis(10),
+    });
+    let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+    log.append(&batch("x", 3, 0, 1)).unwrap();
+    // Poll (no timing assertion): the flusher eventually covers the append.
+    for _ in 0..2000 {
+        if log.flushed_offset() == 3 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("interval flusher never flushed");
+}
+
+#[test]
+fn invalid_batches_are_rejected_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    let good = batch("g", 2, 0, 1);
+    let mut bad = good.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(matches!(
+        log.append(&bad),
+        Err(StorageError::InvalidBatch(_))
+    ));
+    let mut two = good.to_vec();
+    two.extend_from_slice(&good);
+    assert!(matches!(
+        log.append(&two),
+        Err(StorageError::BatchLength { .. })
+    ));
+    assert!(log.append(&[1, 2, 3]).is_err());
+    assert_eq!(log.log_end_offset(), 0);
+    log.append(&good).unwrap();
+    assert_eq!(read_all(&log).len(), 2);
+}
+
+#[test]
+fn bad_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 10,
+        ..LogConfig::default()
+    };
+    assert!(matches!(
+        PartitionLog::open(dir.path(), cfg),
+        Err(StorageError::Config(_))
+    ));
+}
