@@ -128,7 +128,9 @@ pub fn run(args: Args) -> Result<(), BoxError> {
     let total = count * batch.len() as u64;
     let records = count * args.batch_records as u64;
     let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let tmp = tempfile::Builder::new().prefix("sluice-bench-").tempdir_in(&base)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("sluice-bench-")
+        .tempdir_in(&base)?;
 
     // Baseline: raw sequential write of the same bytes. The page cache of these VMs is slow on first
     // touch, so an unmeasured warm-up goes first, and the baseline is measured before and after the
@@ -198,7 +200,12 @@ pub fn run(args: Args) -> Result<(), BoxError> {
     );
     println!("{:<28} {:>12} {:>14}", "phase", "MiB/s", "records/s");
     let rps = |d: Duration| records as f64 / d.as_secs_f64().max(1e-9);
-    println!("{:<28} {:>12.0} {:>14.0}", "append (sluice-storage)", append_mb, rps(append_time));
+    println!(
+        "{:<28} {:>12.0} {:>14.0}",
+        "append (sluice-storage)",
+        append_mb,
+        rps(append_time)
+    );
     println!(
         "{:<28} {:>12.0} {:>14}",
         "raw sequential write (mean)", raw_mb, "-"
@@ -206,10 +213,19 @@ pub fn run(args: Args) -> Result<(), BoxError> {
     println!(
         "{:<28} {:>12.0} {:>14}",
         "  raw before / after",
-        format!("{:.0}/{:.0}", mb_per_s(total, raw_before), mb_per_s(total, raw_after)),
+        format!(
+            "{:.0}/{:.0}",
+            mb_per_s(total, raw_before),
+            mb_per_s(total, raw_after)
+        ),
         "-"
     );
-    println!("{:<28} {:>12.0} {:>14.0}", "read (reopened, CRC)", read_mb, rps(read_time));
+    println!(
+        "{:<28} {:>12.0} {:>14.0}",
+        "read (reopened, CRC)",
+        read_mb,
+        rps(read_time)
+    );
     println!("{:<28} {:>12.0} {:>14}", "memcpy", memcpy_mb, "-");
     println!(
         "append latency per batch: p50 {} us, p99 {} us, p99.9 {} us, max {} us",

@@ -107,9 +107,6 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64) -> Result<CompactionReport> {
             let codec = h.compression().map_err(|e| corrupt(seg, e))?;
             let mut builder =
                 BatchBuilder::new(codec).producer(h.producer_id, h.producer_epoch, h.base_sequence);
-            if h.is_control() {
-                builder = builder.control();
-            }
             for r in kept {
                 let delta = (r.offset - h.base_offset) as u32;
                 builder.append_at(
@@ -148,7 +145,7 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64) -> Result<CompactionReport> {
             remove_cleaned(&inner.dir, base)?;
             continue;
         };
-        swap_in(&inner.dir, base)?;
+        swap_in(&inner.dir, base).map_err(|e| inner.fail(e))?;
         let next_base = list.get(i + 1).map(|s| s.base_offset());
         let opened = Segment::open(
             &inner.dir,

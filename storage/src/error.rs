@@ -22,6 +22,8 @@ pub enum StorageError {
     Closed,
     #[error("invalid batch: {0}")]
     InvalidBatch(#[source] BatchError),
+    #[error("a batch must hold at least one record")]
+    EmptyBatch,
     #[error("expected exactly one batch of {declared} bytes, got {actual} bytes")]
     BatchLength { declared: usize, actual: usize },
     #[error("corrupt batch in {path} at byte {position}: {source}")]

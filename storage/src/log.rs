@@ -135,8 +135,7 @@ impl PartitionLog {
             compaction_lock: Mutex::new(()),
             log_start: Watermark::new(log_start),
             log_end: Watermark::new(log_end),
-            // After a clean shutdown or a recovery scan, what is on disk is what we have: treat it as
-            // flushed. (A recovered tail may sit only in the page cache; the first flush covers it.)
+            // A clean shutdown fsynced everything, and recovery fsyncs what it kept before returning.
             flushed: Watermark::new(log_end),
             failed: Mutex::new(None),
             signal: Arc::new(FlushSignal::default()),
@@ -164,6 +163,9 @@ impl PartitionLog {
     ) -> Result<AppendInfo> {
         let inner = &*self.inner;
         let h = batch::check(batch_bytes).map_err(StorageError::InvalidBatch)?;
+        if h.record_count == 0 {
+            return Err(StorageError::EmptyBatch);
+        }
         if h.length as usize != batch_bytes.len() {
             return Err(StorageError::BatchLength {
                 declared: h.length as usize,
@@ -293,7 +295,12 @@ impl PartitionLog {
         let _f = lock(&inner.flush_lock);
         let mut w = lock(&inner.writer);
         inner.check_usable(&w)?;
-        crate::truncate::truncate_after(inner, &mut w, last_kept)
+        crate::truncate::truncate_after(inner, &mut w, last_kept).map_err(|e| match e {
+            // Refused before anything changed.
+            StorageError::NotBatchBoundary(_) | StorageError::OffsetOutOfRange { .. } => e,
+            // Anything else may have left the files half-way: stop rather than acknowledge into them.
+            e => inner.fail(e),
+        })
     }
 
     /// Deletes the oldest segments as the retention settings say (never the active one).
@@ -336,7 +343,8 @@ impl PartitionLog {
             active_len: active.len(),
             next_offset: inner.log_end.load(),
         }
-        .write(&inner.dir)?;
+        .write(&inner.dir)
+        .map_err(|e| inner.fail(e))?;
         w.closed = true;
         Ok(())
     }

@@ -114,6 +114,14 @@ pub(crate) fn open_segments(
         }
         segments.push(Arc::new(opened.segment));
     }
+    if !clean {
+        // What recovery kept may sit only in the page cache (the process died, the kernel did not):
+        // make it durable now, so the log's flushed offset can start at its end.
+        for seg in segments.iter().filter(|s| s.base_offset() >= recovery_base) {
+            seg.sync_all()?;
+        }
+        sync_dir(dir)?;
+    }
     let active = segments.last().cloned();
     let recovery_base = match (&active, clean) {
         (Some(a), true) => a.base_offset(),

@@ -49,9 +49,9 @@ pub(crate) fn apply(inner: &Inner, now_ms: i64) -> Result<RetentionReport> {
     w.unsynced.retain(|s| s.base_offset() >= start);
     drop(w);
     for &base in &report.deleted_segments {
-        remove_segment_files(&inner.dir, base)?;
+        remove_segment_files(&inner.dir, base).map_err(|e| inner.fail(e))?;
     }
-    sync_dir(&inner.dir)?;
+    sync_dir(&inner.dir).map_err(|e| inner.fail(e))?;
     report.log_start_offset = start;
     tracing::info!(dir = %inner.dir.display(), deleted = n, log_start = start, "retention deleted segments");
     Ok(report)

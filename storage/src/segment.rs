@@ -62,6 +62,8 @@ pub(crate) struct Segment {
     file: File,
     data: Bytes,
     len: Watermark,
+    /// Highest `len` ever published: readers may hold bytes up to it, so the file never shrinks below.
+    high_len: Watermark,
     next_offset: Watermark,
     verified: Watermark,
     max_timestamp_ms: AtomicI64,
@@ -127,6 +129,7 @@ impl Segment {
             file,
             data,
             len: Watermark::new(0),
+            high_len: Watermark::new(0),
             next_offset: Watermark::new(base_offset),
             verified: Watermark::new(0),
             max_timestamp_ms: AtomicI64::new(i64::MIN),
@@ -145,6 +148,38 @@ impl Segment {
         mode: OpenMode,
         writable: bool,
         next_base: Option<u64>,
+    ) -> Result<Opened> {
+        Self::open_inner(dir, base_offset, config, mode, writable, next_base, false)
+    }
+
+    /// Reopens a segment that other maps of this process may still read (after a truncation made a
+    /// sealed segment active again): never shrinks the file and never falls back to a recovery scan.
+    pub(crate) fn reopen_live(
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        len: u64,
+    ) -> Result<Segment> {
+        Ok(Self::open_inner(
+            dir,
+            base_offset,
+            config,
+            OpenMode::Clean { len },
+            true,
+            None,
+            true,
+        )?
+        .segment)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        mode: OpenMode,
+        writable: bool,
+        next_base: Option<u64>,
+        live: bool,
     ) -> Result<Opened> {
         let paths = SegmentPaths::new(dir, base_offset, "");
         let file = OpenOptions::new()
@@ -172,7 +207,9 @@ impl Segment {
             OpenMode::Recover => {
                 let scan = scan(&scan_map, base_offset, true);
                 if let Some(err) = scan.error {
-                    if err.1 != BatchError::Empty {
+                    // Zeros end the written part of the active segment; anywhere else they are a hole
+                    // (an unsynced sealed segment after a machine crash) and everything after is cut.
+                    if err.1 != BatchError::Empty || !writable {
                         truncated = Some(err);
                     }
                 }
@@ -225,6 +262,7 @@ impl Segment {
             file,
             data,
             len: Watermark::new(valid_len),
+            high_len: Watermark::new(valid_len),
             next_offset: Watermark::new(base_offset),
             verified: Watermark::new(if rebuild { valid_len } else { 0 }),
             max_timestamp_ms: AtomicI64::new(i64::MIN),
@@ -242,6 +280,16 @@ impl Segment {
         }
         let walked = seg.restore_state(rebuild || index_rebuilt, next_base)?;
         index_rebuilt |= rebuild;
+        if !walked && live {
+            return Err(StorageError::Corrupt {
+                path: paths.log,
+                position: 0,
+                source: BatchError::MalformedRecord {
+                    index: 0,
+                    reason: "segment does not walk after truncation",
+                },
+            });
+        }
         if !walked && matches!(mode, OpenMode::Clean { .. }) {
             // A clean checkpoint whose bytes do not walk: fall back to a full recovery of this segment.
             drop(seg);
@@ -435,6 +483,7 @@ impl Segment {
             self.verified.raise(pos + total);
         }
         self.next_offset.publish(h.next_offset());
+        self.high_len.raise(pos + total);
         self.len.publish(pos + total);
         Ok(pos)
     }
@@ -454,8 +503,11 @@ impl Segment {
         drop(cursor);
         self.offset_index.file().trim()?;
         self.time_index.file().trim()?;
-        // Readers only read below `len`, so shrinking the sparse tail under the live map is safe.
-        self.file.set_len(len).ctx("trim segment", &self.log_path)?;
+        // Readers only touch bytes below the highest length ever published, so shrinking the sparse
+        // tail down to that under the live maps is safe (a truncated suffix stays, zeroed, until reopen).
+        self.file
+            .set_len(len.max(self.high_len.load()))
+            .ctx("trim segment", &self.log_path)?;
         Ok(())
     }
 

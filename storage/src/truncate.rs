@@ -8,7 +8,7 @@ use crate::error::{Result, StorageError};
 use crate::io::sync_dir;
 use crate::log::{Inner, Writer};
 use crate::recovery::remove_segment_files;
-use crate::segment::{OpenMode, Segment};
+use crate::segment::Segment;
 
 /// Keeps every batch up to the one ending at `last_kept` and drops the rest. Flush and writer locks held.
 pub(crate) fn truncate_after(inner: &Inner, w: &mut Writer, last_kept: Option<u64>) -> Result<u64> {
@@ -60,15 +60,7 @@ pub(crate) fn truncate_after(inner: &Inner, w: &mut Writer, last_kept: Option<u6
         keep.trim_indexes()?;
         let base = keep.base_offset();
         let len = keep.len();
-        let reopened = Segment::open(
-            &inner.dir,
-            base,
-            &inner.config,
-            OpenMode::Clean { len },
-            true,
-            None,
-        )?;
-        let seg = Arc::new(reopened.segment);
+        let seg = Arc::new(Segment::reopen_live(&inner.dir, base, &inner.config, len)?);
         list[idx] = seg.clone();
         inner.set_segments(list.clone());
         seg

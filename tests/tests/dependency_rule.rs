@@ -13,10 +13,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sluice-storage", &["sluice-protocol"]),
     ("sluice-broker", &["sluice-protocol", "sluice-storage"]),
     ("sluice-client", &["sluice-protocol"]),
-    ("sluice-bench", &["sluice-protocol", "sluice-client", "sluice-storage"]),
+    (
+        "sluice-bench",
+        &["sluice-protocol", "sluice-client", "sluice-storage"],
+    ),
     (
         "sluice-tests",
-        &["sluice-protocol", "sluice-storage", "sluice-broker", "sluice-client", "sluice-bench"],
+        &[
+            "sluice-protocol",
+            "sluice-storage",
+            "sluice-broker",
+            "sluice-client",
+            "sluice-bench",
+        ],
     ),
 ];
 
@@ -51,12 +60,27 @@ fn workspace_follows_the_dependency_rule() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path", manifest])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+            "--manifest-path",
+            manifest,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(metadata["packages"].as_array().unwrap().len(), ALLOWED.len());
+    assert_eq!(
+        metadata["packages"].as_array().unwrap().len(),
+        ALLOWED.len()
+    );
     assert_eq!(violations(&metadata), Vec::<String>::new());
 }
 

@@ -155,6 +155,7 @@ impl BatchHeader {
         if attributes & !ATTR_KNOWN != 0 {
             return Err(BatchError::UnknownAttributes(attributes));
         }
+        crate::Compression::from_id(attributes & ATTR_CODEC_MASK)?;
         let length = get_u32(buf, OFF_LENGTH);
         if (length as usize) < HEADER_LEN || length as usize > MAX_BATCH_LEN {
             return Err(BatchError::BadLength(length));
