@@ -5,7 +5,8 @@
 //! Positions (a segment's own vocabulary, all in bytes of its log file):
 //! - `len`: bytes of whole, appended batches; readers read only below it.
 //! - `verified`: every batch below it had both CRCs checked since this process opened the segment.
-//! `verified <= len` always; only truncation moves `len` back.
+//!
+//! Only truncation moves `len` back.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};

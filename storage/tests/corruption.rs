@@ -122,7 +122,7 @@ fn a_damaged_sealed_batch_is_reported_not_served() {
         let r = log.read(0, 1 << 20).unwrap();
         assert_eq!(r.next_offset, victim.base_offset);
         let after = log.read(victim.last_offset + 1, 1 << 20).unwrap();
-        assert_eq!(after.next_offset > victim.last_offset + 1, true);
+        assert!(after.next_offset > victim.last_offset + 1);
         assert_eq!(log.log_end_offset(), 320);
         drop(log); // unclean for the second round
     }
