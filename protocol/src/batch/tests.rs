@@ -76,7 +76,9 @@ fn wrap_garbage(body: &[u8], count: u32, codec: Compression) -> Bytes {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+    ))]
 
     #[test]
     fn any_batch_round_trips(recs in proptest::collection::vec(rec(), 0..20), codec in codec(),
