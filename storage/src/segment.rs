@@ -75,7 +75,7 @@ pub(crate) struct Segment {
     index_interval_bytes: u64,
 }
 
-/// Bytes a writable segment's file is extended to (sparse), so its one map covers every append.
+/// Bytes a writable segment's map covers, so one map serves every append to it.
 fn capacity(config: &LogConfig) -> u64 {
     config.segment_bytes.max(MAX_BATCH_LEN as u64)
 }
@@ -119,9 +119,7 @@ impl Segment {
             .truncate(true)
             .open(&paths.log)
             .ctx("create segment", &paths.log)?;
-        let cap = capacity(config);
-        file.set_len(cap).ctx("size segment", &paths.log)?;
-        let data = map(&file, cap, &paths.log)?;
+        let data = map(&file, capacity(config), &paths.log)?;
         Ok(Segment {
             base_offset,
             offset_index: OffsetIndex::open(&paths.index, config.max_index_bytes, Some(0), true)?,
@@ -208,8 +206,8 @@ impl Segment {
             OpenMode::Recover => {
                 let scan = scan(&scan_map, base_offset, true);
                 if let Some(err) = scan.error {
-                    // Zeros end the written part of the active segment; anywhere else they are a hole
-                    // (an unsynced sealed segment after a machine crash) and everything after is cut.
+                    // A hole of zeros (an unsynced segment after a machine crash) ends the valid data
+                    // like any other bad batch; in a sealed segment everything after it is cut too.
                     if err.1 != BatchError::Empty || !writable {
                         truncated = Some(err);
                     }
@@ -219,29 +217,32 @@ impl Segment {
         };
         drop(scan_map);
         let dropped_bytes = if matches!(mode, OpenMode::Recover) && valid_len < file_len {
-            // Cut the tail off and (for the active segment) re-extend with zeros, so no stale batch past
-            // the valid end can be read back by a later recovery.
+            // Cut the tail off, so no stale batch past the valid end can be read back by a later
+            // recovery once new appends leave a gap before it.
             file.set_len(valid_len)
                 .ctx("truncate segment", &paths.log)?;
-            if truncated.is_some() {
-                file_len - valid_len
-            } else {
-                0
+            if truncated.is_none() {
+                // Zeros at the end of the active segment: a machine crash extended the file but the
+                // data never reached the disk.
+                truncated = Some((valid_len, BatchError::Empty));
             }
+            file_len - valid_len
         } else {
             0
         };
+        let cur_len = file.metadata().ctx("stat segment", &paths.log)?.len();
+        if !writable && !live && cur_len > valid_len {
+            file.set_len(valid_len).ctx("trim segment", &paths.log)?;
+        }
+        // A writable segment is mapped at its full capacity, past the end of the file: appends grow the
+        // file with pwritev, and readers only touch bytes below the published length, which the file
+        // holds. The file is never extended ahead of its data (appending into a sparse file measured
+        // slower than plain appends here).
         let map_len = if writable {
-            capacity(config).max(valid_len)
+            capacity(config).max(cur_len)
         } else {
             valid_len
         };
-        let cur_len = file.metadata().ctx("stat segment", &paths.log)?.len();
-        if writable && cur_len != map_len {
-            file.set_len(map_len).ctx("size segment", &paths.log)?;
-        } else if !writable && cur_len > valid_len {
-            file.set_len(valid_len).ctx("trim segment", &paths.log)?;
-        }
         let data = map(&file, map_len, &paths.log)?;
 
         let index_entries = if rebuild { Some(0) } else { None };
