@@ -214,7 +214,7 @@ pub fn run(args: Args) -> Result<(), BoxError> {
         "raw sequential write (mean)", raw_mb, "-"
     );
     println!(
-        "{:<28} {:>12.0} {:>14}",
+        "{:<28} {:>12} {:>14}",
         "  raw before / after",
         format!(
             "{:.0}/{:.0}",
