@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) flushed: Watermark,
     pub(crate) failed: Mutex<Option<String>>,
     pub(crate) signal: Arc<FlushSignal>,
+    /// Flush rounds (each one fsync of the active segment, covering every append before it).
+    pub(crate) flush_rounds: std::sync::atomic::AtomicU64,
 }
 
 /// State only the writer touches.
@@ -139,6 +141,7 @@ impl PartitionLog {
             flushed: Watermark::new(log_end),
             failed: Mutex::new(None),
             signal: Arc::new(FlushSignal::default()),
+            flush_rounds: std::sync::atomic::AtomicU64::new(0),
             config,
         });
         if let FlushPolicy::Interval { max_delay, .. } = inner.config.flush {
@@ -364,6 +367,14 @@ impl PartitionLog {
         self.inner.flushed.load()
     }
 
+    /// How many flush rounds (fsyncs of the active segment) have run; with group commit, fewer than
+    /// the `always` appends they covered.
+    pub fn flush_rounds(&self) -> u64 {
+        self.inner
+            .flush_rounds
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Bytes of batches in all segments.
     pub fn size_bytes(&self) -> u64 {
         self.inner.segments_snapshot().iter().map(|s| s.len()).sum()
@@ -484,6 +495,8 @@ impl Inner {
             }
         }
         self.flushed.raise(end);
+        self.flush_rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }

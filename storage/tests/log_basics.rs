@@ -259,3 +259,49 @@ fn bytes_held_across_a_truncation_never_fault() {
         .fold(0u64, |acc, &b| acc.wrapping_add(u64::from(b)));
     std::hint::black_box(touched);
 }
+
+#[test]
+fn concurrent_always_appends_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), small_config(FlushPolicy::Always)).unwrap();
+    let threads = 8;
+    let per_thread = 50;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let log = &log;
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let info = log.append(&batch(&format!("t{t}-{i}"), 1, 0, i)).unwrap();
+                    assert!(info.flushed);
+                    assert!(log.flushed_offset() > info.last_offset);
+                }
+            });
+        }
+    });
+    let appends = (threads * per_thread) as u64;
+    assert_eq!(log.log_end_offset(), appends);
+    // While one appender fsyncs, the others append and then find their batch already covered.
+    assert!(
+        log.flush_rounds() < appends,
+        "{} fsync rounds for {appends} appends: no group commit",
+        log.flush_rounds()
+    );
+}
+
+#[test]
+fn segments_roll_by_age_of_their_first_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        segment_ms: Some(1_000),
+        ..small_config(FlushPolicy::Never)
+    };
+    let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+    let mut bases = Vec::new();
+    for ts in [0, 500, 1_000, 1_001, 1_500, 2_001, 2_002] {
+        bases.push(log.append(&batch("a", 1, 0, ts)).unwrap().segment_base);
+    }
+    // A batch rolls the segment when its max timestamp is more than 1 s past the segment's first.
+    assert_eq!(bases, vec![0, 0, 0, 3, 3, 3, 6]);
+    assert_eq!(log.segment_bases(), vec![0, 3, 6]);
+}
