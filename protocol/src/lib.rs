@@ -8,10 +8,12 @@
 //! - [`batch`]: the record-batch layout, [`BatchBuilder`] to write one and [`RecordBatch`] to read one.
 //! - [`varint`]: the LEB128 / zigzag integers records are framed with.
 //! - [`compression`]: the codecs a batch's records section may be compressed with.
+//! - [`wire`]: frames, requests and responses of the binary protocol, and error codes.
 
 pub mod batch;
 pub mod compression;
 pub mod varint;
+pub mod wire;
 
 pub use batch::{
     BatchBuilder, BatchError, BatchHeader, Header, Record, RecordBatch, Records, TimestampType,

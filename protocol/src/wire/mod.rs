@@ -1,0 +1,290 @@
+//! The wire protocol: length-prefixed frames carrying a request or a response.
+//!
+//! ```text
+//! request frame:  u32 length | u16 api key | u16 api version | u32 correlation id | body
+//! response frame: u32 length | u32 correlation id | u16 error code | string message | body
+//! ```
+//!
+//! All integers little-endian; `length` counts the bytes after itself. A response with a non-zero
+//! top-level error code (unknown API, unsupported version, unparseable body, ...) has no body. Bodies
+//! are described next to their types in [`messages`]; byte diagrams are in `docs/protocol.md`.
+//! Decoding is pure and total: any byte string yields a value or a [`ProtocolError`].
+
+pub mod codec;
+pub mod messages;
+
+use bytes::{Buf, Bytes};
+use thiserror::Error;
+
+pub use messages::*;
+
+/// Bytes of the length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+/// Bytes of a request header after the length prefix.
+pub const REQUEST_HEADER_LEN: usize = 8;
+/// Default largest frame a peer accepts (length prefix excluded).
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// Why bytes are not a valid message.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    #[error("message truncated while reading {0}")]
+    Truncated(&'static str),
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+    #[error("unknown API key {0}")]
+    UnknownApi(u16),
+    #[error("API {api:?} does not support version {version}")]
+    UnsupportedVersion { api: ApiKey, version: u16 },
+}
+
+/// The operations of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiKey {
+    ApiVersions = 0,
+    Metadata = 1,
+    CreateTopics = 2,
+    DeleteTopics = 3,
+    Produce = 4,
+    Fetch = 5,
+    ListOffsets = 6,
+}
+
+impl ApiKey {
+    pub const ALL: [ApiKey; 7] = [
+        ApiKey::ApiVersions,
+        ApiKey::Metadata,
+        ApiKey::CreateTopics,
+        ApiKey::DeleteTopics,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+    ];
+
+    pub fn from_u16(v: u16) -> Result<ApiKey, ProtocolError> {
+        ApiKey::ALL
+            .into_iter()
+            .find(|k| *k as u16 == v)
+            .ok_or(ProtocolError::UnknownApi(v))
+    }
+
+    /// Versions this build speaks, inclusive.
+    pub fn versions(self) -> (u16, u16) {
+        (0, 0)
+    }
+
+    pub fn check_version(self, version: u16) -> Result<(), ProtocolError> {
+        let (lo, hi) = self.versions();
+        if version < lo || version > hi {
+            return Err(ProtocolError::UnsupportedVersion { api: self, version });
+        }
+        Ok(())
+    }
+}
+
+/// An error code with a stable number. Unknown numbers from newer peers are kept as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorCode(pub u16);
+
+impl ErrorCode {
+    pub const NONE: ErrorCode = ErrorCode(0);
+    pub const UNKNOWN: ErrorCode = ErrorCode(1);
+    pub const CORRUPT_MESSAGE: ErrorCode = ErrorCode(2);
+    pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);
+    pub const INVALID_REQUEST: ErrorCode = ErrorCode(4);
+    pub const OFFSET_OUT_OF_RANGE: ErrorCode = ErrorCode(5);
+    pub const NOT_LEADER: ErrorCode = ErrorCode(6);
+    pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
+    pub const TOPIC_ALREADY_EXISTS: ErrorCode = ErrorCode(8);
+    pub const INVALID_PARTITIONS: ErrorCode = ErrorCode(9);
+    pub const INVALID_CONFIG: ErrorCode = ErrorCode(10);
+    pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(11);
+    pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(12);
+    pub const THROTTLED: ErrorCode = ErrorCode(13);
+    pub const STORAGE_ERROR: ErrorCode = ErrorCode(14);
+    pub const INVALID_TOPIC: ErrorCode = ErrorCode(15);
+    pub const UNKNOWN_API: ErrorCode = ErrorCode(16);
+    pub const BROKER_SHUTTING_DOWN: ErrorCode = ErrorCode(17);
+    pub const INVALID_REPLICATION_FACTOR: ErrorCode = ErrorCode(18);
+
+    pub fn is_ok(self) -> bool {
+        self == ErrorCode::NONE
+    }
+
+    /// Whether the same request may succeed if sent again later (after a backoff or a metadata
+    /// refresh).
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::NOT_LEADER
+                | ErrorCode::REQUEST_TIMED_OUT
+                | ErrorCode::THROTTLED
+                | ErrorCode::BROKER_SHUTTING_DOWN
+                | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            0 => "NONE",
+            1 => "UNKNOWN",
+            2 => "CORRUPT_MESSAGE",
+            3 => "UNKNOWN_TOPIC_OR_PARTITION",
+            4 => "INVALID_REQUEST",
+            5 => "OFFSET_OUT_OF_RANGE",
+            6 => "NOT_LEADER",
+            7 => "REQUEST_TIMED_OUT",
+            8 => "TOPIC_ALREADY_EXISTS",
+            9 => "INVALID_PARTITIONS",
+            10 => "INVALID_CONFIG",
+            11 => "UNSUPPORTED_VERSION",
+            12 => "MESSAGE_TOO_LARGE",
+            13 => "THROTTLED",
+            14 => "STORAGE_ERROR",
+            15 => "INVALID_TOPIC",
+            16 => "UNKNOWN_API",
+            17 => "BROKER_SHUTTING_DOWN",
+            18 => "INVALID_REPLICATION_FACTOR",
+            _ => "UNRECOGNIZED",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.0)
+    }
+}
+
+impl From<&ProtocolError> for ErrorCode {
+    fn from(e: &ProtocolError) -> Self {
+        match e {
+            ProtocolError::UnknownApi(_) => ErrorCode::UNKNOWN_API,
+            ProtocolError::UnsupportedVersion { .. } => ErrorCode::UNSUPPORTED_VERSION,
+            _ => ErrorCode::INVALID_REQUEST,
+        }
+    }
+}
+
+/// The fixed part of a request frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHeader {
+    /// Raw key: may be unknown, so the broker can still answer by correlation id.
+    pub api_key: u16,
+    pub api_version: u16,
+    pub correlation_id: u32,
+}
+
+impl RequestHeader {
+    /// Splits a frame (length prefix already removed) into its header and body.
+    pub fn decode(mut frame: Bytes) -> Result<(RequestHeader, Bytes), ProtocolError> {
+        if frame.len() < REQUEST_HEADER_LEN {
+            return Err(ProtocolError::Truncated("request header"));
+        }
+        let api_key = frame.get_u16_le();
+        let api_version = frame.get_u16_le();
+        let correlation_id = frame.get_u32_le();
+        Ok((
+            RequestHeader {
+                api_key,
+                api_version,
+                correlation_id,
+            },
+            frame,
+        ))
+    }
+}
+
+/// Prefixes `body` chunks with the frame length.
+fn frame(head: Vec<u8>, body: Vec<Bytes>) -> Vec<Bytes> {
+    let len = head.len() + body.iter().map(Bytes::len).sum::<usize>();
+    let mut first = Vec::with_capacity(LENGTH_PREFIX + head.len());
+    first.extend_from_slice(&(len as u32).to_le_bytes());
+    first.extend_from_slice(&head);
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(Bytes::from(first));
+    out.extend(body);
+    out
+}
+
+/// Encodes a request frame (length prefix included) as chunks.
+pub fn encode_request(request: &Request, correlation_id: u32) -> Vec<Bytes> {
+    let mut head = Vec::with_capacity(REQUEST_HEADER_LEN);
+    head.extend_from_slice(&(request.api_key() as u16).to_le_bytes());
+    head.extend_from_slice(&0u16.to_le_bytes());
+    head.extend_from_slice(&correlation_id.to_le_bytes());
+    frame(head, request.encode_body())
+}
+
+/// Decodes a request frame (length prefix removed). The header comes back even when the body is bad,
+/// so the broker can answer that correlation id with an error.
+pub fn decode_request(
+    frame: Bytes,
+) -> Result<(RequestHeader, Result<Request, ProtocolError>), ProtocolError> {
+    let (header, body) = RequestHeader::decode(frame)?;
+    let req = ApiKey::from_u16(header.api_key).and_then(|api| {
+        api.check_version(header.api_version)?;
+        Request::decode_body(api, body)
+    });
+    Ok((header, req))
+}
+
+/// Encodes a successful response frame.
+pub fn encode_response(correlation_id: u32, response: &Response) -> Vec<Bytes> {
+    let mut head = Vec::with_capacity(8);
+    head.extend_from_slice(&correlation_id.to_le_bytes());
+    head.extend_from_slice(&ErrorCode::NONE.0.to_le_bytes());
+    head.extend_from_slice(&0u16.to_le_bytes());
+    frame(head, response.encode_body())
+}
+
+/// Encodes a response frame that carries only a top-level error.
+pub fn encode_error_response(correlation_id: u32, code: ErrorCode, message: &str) -> Vec<Bytes> {
+    let mut w = codec::Writer::new();
+    w.string(message);
+    let mut head = Vec::with_capacity(6);
+    head.extend_from_slice(&correlation_id.to_le_bytes());
+    head.extend_from_slice(&code.0.to_le_bytes());
+    let msg = w.finish();
+    let mut all = head;
+    for c in msg {
+        all.extend_from_slice(&c);
+    }
+    frame(all, Vec::new())
+}
+
+/// The correlation id at the front of a response frame (length prefix removed).
+pub fn response_correlation_id(frame: &[u8]) -> Result<u32, ProtocolError> {
+    if frame.len() < 4 {
+        return Err(ProtocolError::Truncated("response header"));
+    }
+    Ok(u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]))
+}
+
+/// A top-level error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopLevelError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Decodes a response frame (length prefix removed) to the API the caller sent.
+pub fn decode_response(
+    api: ApiKey,
+    frame: Bytes,
+) -> Result<(u32, Result<Response, TopLevelError>), ProtocolError> {
+    let mut r = codec::Reader::new(frame);
+    let corr = r.u32("correlation id")?;
+    let code = ErrorCode(r.u16("error code")?);
+    let message = r.string("error message")?;
+    if !code.is_ok() {
+        r.finish()?;
+        return Ok((corr, Err(TopLevelError { code, message })));
+    }
+    let resp = Response::decode_body(api, &mut r)?;
+    r.finish()?;
+    Ok((corr, Ok(resp)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,352 @@
+//! Property tests of the wire protocol: every request and response round-trips through its frame,
+//! and arbitrary bytes fed to the decoders never panic.
+
+use super::*;
+use proptest::prelude::*;
+
+fn name() -> impl Strategy<Value = String> {
+    "[a-z0-9._-]{0,12}"
+}
+
+fn bytes() -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 0..700).prop_map(Bytes::from)
+}
+
+fn configs() -> impl Strategy<Value = Vec<(String, String)>> {
+    proptest::collection::vec((name(), name()), 0..3)
+}
+
+fn acks() -> impl Strategy<Value = Acks> {
+    prop_oneof![Just(Acks::None), Just(Acks::Leader), Just(Acks::All)]
+}
+
+fn vec<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Vec<T>> {
+    proptest::collection::vec(s, 0..3)
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        Just(Request::ApiVersions),
+        proptest::option::of(vec(name()))
+            .prop_map(|topics| Request::Metadata(MetadataRequest { topics })),
+        vec((name(), any::<u32>(), any::<u16>(), configs())).prop_map(|t| {
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: t
+                    .into_iter()
+                    .map(|(name, partitions, replication_factor, configs)| NewTopic {
+                        name,
+                        partitions,
+                        replication_factor,
+                        configs,
+                    })
+                    .collect(),
+            })
+        }),
+        vec(name()).prop_map(|names| Request::DeleteTopics(DeleteTopicsRequest { names })),
+        (
+            acks(),
+            any::<u32>(),
+            vec((name(), vec((any::<u32>(), bytes()))))
+        )
+            .prop_map(|(acks, timeout_ms, t)| {
+                Request::Produce(ProduceRequest {
+                    acks,
+                    timeout_ms,
+                    topics: t
+                        .into_iter()
+                        .map(|(name, p)| ProduceTopic {
+                            name,
+                            partitions: p
+                                .into_iter()
+                                .map(|(partition, records)| ProducePartition { partition, records })
+                                .collect(),
+                        })
+                        .collect(),
+                })
+            }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            vec((name(), vec((any::<u32>(), any::<u64>(), any::<u32>()))))
+        )
+            .prop_map(|(max_wait_ms, min_bytes, max_bytes, t)| Request::Fetch(
+                FetchRequest {
+                    max_wait_ms,
+                    min_bytes,
+                    max_bytes,
+                    topics: t
+                        .into_iter()
+                        .map(|(name, p)| FetchTopic {
+                            name,
+                            partitions: p
+                                .into_iter()
+                                .map(|(partition, offset, max_bytes)| FetchPartition {
+                                    partition,
+                                    offset,
+                                    max_bytes
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                }
+            )),
+        vec((name(), vec((any::<u32>(), any::<i64>())))).prop_map(|t| Request::ListOffsets(
+            ListOffsetsRequest {
+                topics: t
+                    .into_iter()
+                    .map(|(name, p)| ListOffsetsTopic {
+                        name,
+                        partitions: p
+                            .into_iter()
+                            .map(|(partition, spec)| ListOffsetsPartition { partition, spec })
+                            .collect(),
+                    })
+                    .collect(),
+            }
+        )),
+    ]
+}
+
+fn code() -> impl Strategy<Value = ErrorCode> {
+    any::<u16>().prop_map(ErrorCode)
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    prop_oneof![
+        vec((any::<u16>(), any::<u16>(), any::<u16>()))
+            .prop_map(|apis| Response::ApiVersions(ApiVersionsResponse { apis })),
+        (
+            vec((any::<u32>(), name(), any::<u16>())),
+            any::<i32>(),
+            vec((
+                code(),
+                name(),
+                vec((
+                    code(),
+                    any::<u32>(),
+                    any::<i32>(),
+                    vec(any::<u32>()),
+                    any::<u64>(),
+                    any::<u64>()
+                )),
+                configs()
+            )),
+        )
+            .prop_map(
+                |(b, controller_id, t)| Response::Metadata(MetadataResponse {
+                    brokers: b
+                        .into_iter()
+                        .map(|(node_id, host, port)| BrokerInfo {
+                            node_id,
+                            host,
+                            port
+                        })
+                        .collect(),
+                    controller_id,
+                    topics: t
+                        .into_iter()
+                        .map(|(error, name, p, configs)| TopicMetadata {
+                            error,
+                            name,
+                            configs,
+                            partitions: p
+                                .into_iter()
+                                .map(
+                                    |(
+                                        error,
+                                        partition,
+                                        leader,
+                                        replicas,
+                                        high_watermark,
+                                        log_start_offset,
+                                    )| PartitionMetadata {
+                                        error,
+                                        partition,
+                                        leader,
+                                        replicas,
+                                        high_watermark,
+                                        log_start_offset,
+                                    }
+                                )
+                                .collect(),
+                        })
+                        .collect(),
+                })
+            ),
+        vec((name(), code(), name())).prop_map(|r| Response::DeleteTopics(TopicResults {
+            results: r
+                .into_iter()
+                .map(|(name, error, message)| TopicResult {
+                    name,
+                    error,
+                    message
+                })
+                .collect(),
+        })),
+        vec((
+            name(),
+            vec((any::<u32>(), code(), name(), any::<u64>(), any::<u64>()))
+        ))
+        .prop_map(|t| {
+            Response::Produce(ProduceResponse {
+                topics: t
+                    .into_iter()
+                    .map(|(name, p)| ProduceTopicResult {
+                        name,
+                        partitions: p
+                            .into_iter()
+                            .map(
+                                |(partition, error, message, base_offset, log_start_offset)| {
+                                    ProducePartitionResult {
+                                        partition,
+                                        error,
+                                        message,
+                                        base_offset,
+                                        log_start_offset,
+                                    }
+                                },
+                            )
+                            .collect(),
+                    })
+                    .collect(),
+            })
+        }),
+        vec((
+            name(),
+            vec((any::<u32>(), code(), any::<u64>(), any::<u64>(), bytes()))
+        ))
+        .prop_map(|t| {
+            Response::Fetch(FetchResponse {
+                topics: t
+                    .into_iter()
+                    .map(|(name, p)| FetchTopicResult {
+                        name,
+                        partitions: p
+                            .into_iter()
+                            .map(
+                                |(partition, error, high_watermark, log_start_offset, records)| {
+                                    FetchPartitionResult {
+                                        partition,
+                                        error,
+                                        high_watermark,
+                                        log_start_offset,
+                                        records,
+                                    }
+                                },
+                            )
+                            .collect(),
+                    })
+                    .collect(),
+            })
+        }),
+        vec((name(), vec((any::<u32>(), code(), any::<i64>())))).prop_map(|t| {
+            Response::ListOffsets(ListOffsetsResponse {
+                topics: t
+                    .into_iter()
+                    .map(|(name, p)| ListOffsetsTopicResult {
+                        name,
+                        partitions: p
+                            .into_iter()
+                            .map(|(partition, error, offset)| ListOffsetsPartitionResult {
+                                partition,
+                                error,
+                                offset,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+        }),
+    ]
+}
+
+fn join(chunks: Vec<Bytes>) -> Bytes {
+    let mut v = Vec::new();
+    for c in chunks {
+        v.extend_from_slice(&c);
+    }
+    Bytes::from(v)
+}
+
+/// Strips and checks the length prefix.
+fn unframe(frame: Bytes) -> Bytes {
+    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    assert_eq!(len, frame.len() - LENGTH_PREFIX);
+    frame.slice(LENGTH_PREFIX..)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+    ))]
+
+    #[test]
+    fn requests_round_trip(req in request(), corr in any::<u32>()) {
+        let frame = unframe(join(encode_request(&req, corr)));
+        let (header, decoded) = decode_request(frame).unwrap();
+        prop_assert_eq!(header.correlation_id, corr);
+        prop_assert_eq!(header.api_key, req.api_key() as u16);
+        prop_assert_eq!(decoded.unwrap(), req);
+    }
+
+    #[test]
+    fn responses_round_trip(resp in response(), corr in any::<u32>()) {
+        let frame = unframe(join(encode_response(corr, &resp)));
+        let (c, decoded) = decode_response(resp.api_key(), frame).unwrap();
+        prop_assert_eq!(c, corr);
+        prop_assert_eq!(decoded.unwrap(), resp);
+    }
+
+    #[test]
+    fn error_responses_round_trip(corr in any::<u32>(), code in 1u16.., msg in name()) {
+        let frame = unframe(join(encode_error_response(corr, ErrorCode(code), &msg)));
+        for api in ApiKey::ALL {
+            let (c, decoded) = decode_response(api, frame.clone()).unwrap();
+            prop_assert_eq!(c, corr);
+            prop_assert_eq!(decoded.unwrap_err(), TopLevelError { code: ErrorCode(code), message: msg.clone() });
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), api in 0u16..8) {
+        let mut framed = Vec::with_capacity(bytes.len() + 8);
+        framed.extend_from_slice(&api.to_le_bytes());
+        framed.extend_from_slice(&0u16.to_le_bytes());
+        framed.extend_from_slice(&bytes);
+        let _ = decode_request(Bytes::from(framed));
+        let _ = decode_request(Bytes::from(bytes.clone()));
+        for a in ApiKey::ALL {
+            let _ = decode_response(a, Bytes::from(bytes.clone()));
+        }
+    }
+}
+
+#[test]
+fn huge_counts_are_refused_before_allocating() {
+    // A produce request claiming 2^32-1 topics in a 10-byte body.
+    let mut body = vec![1u8];
+    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(&u32::MAX.to_le_bytes());
+    let mut frame = (ApiKey::Produce as u16).to_le_bytes().to_vec();
+    frame.extend_from_slice(&0u16.to_le_bytes());
+    frame.extend_from_slice(&7u32.to_le_bytes());
+    frame.extend_from_slice(&body);
+    let (h, req) = decode_request(Bytes::from(frame)).unwrap();
+    assert_eq!(h.correlation_id, 7);
+    assert!(matches!(req, Err(ProtocolError::Truncated(_))));
+}
+
+#[test]
+fn unknown_api_and_version_keep_the_correlation_id() {
+    let frame = Bytes::from(vec![99, 0, 0, 0, 5, 0, 0, 0]);
+    let (h, req) = decode_request(frame).unwrap();
+    assert_eq!((h.api_key, h.correlation_id), (99, 5));
+    assert_eq!(req, Err(ProtocolError::UnknownApi(99)));
+    let frame = Bytes::from(vec![4, 0, 9, 0, 6, 0, 0, 0]);
+    let (_, req) = decode_request(frame).unwrap();
+    assert!(matches!(
+        req,
+        Err(ProtocolError::UnsupportedVersion { version: 9, .. })
+    ));
+}
