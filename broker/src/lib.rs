@@ -1,5 +1,17 @@
-//! `sluice-broker`: the server that will serve the wire protocol over `sluice-storage` partition logs,
-//! replicate them through openraft and expose the admin API.
+//! `sluice-broker`: the server behind the `sluice` binary.
 //!
-//! Nothing is here yet: the broker is the subject of a later issue. This crate exists so the workspace
-//! already has its final shape and the dependency rule (`protocol` <- `storage` <- `broker`) is checked.
+//! Map of the crate:
+//! - [`config`]: defaults, TOML file, environment and flags;
+//! - [`server`]: listener, connections, frame bounds, dispatch, graceful shutdown;
+//! - [`handlers`]: one function per API, over [`topics`] and [`partition`];
+//! - [`topics`]: the topics on this broker and their directories;
+//! - [`partition`]: append / read / wait on one partition — the seam replication will slot under.
+//!
+//! The command-line client commands of the binary live in `main.rs` and `cli/`, on top of
+//! `sluice-client`.
+
+pub mod config;
+pub mod handlers;
+pub mod partition;
+pub mod server;
+pub mod topics;

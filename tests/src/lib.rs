@@ -1,1 +1,225 @@
-//! Shared helpers for the end-to-end tests live here as they are needed; the tests are in `tests/tests/`.
+//! Harness for the end-to-end tests: start the real `sluice` binary on a random loopback port with a
+//! temporary data directory, stop it with SIGTERM or SIGKILL, restart it on the same data; and a
+//! minimal blocking protocol connection for tests that must send exact (or deliberately wrong) bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_protocol::wire::{self, ApiKey, Request, Response, TopLevelError};
+
+/// Path of the `sluice` binary, built once per test process (`SLUICE_BIN` overrides).
+pub fn sluice_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("SLUICE_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "sluice-broker",
+                "--bin",
+                "sluice",
+                "--manifest-path",
+                manifest,
+            ])
+            .status()
+            .expect("run cargo build for the sluice binary");
+        assert!(status.success(), "building the sluice binary failed");
+        let exe = std::env::current_exe().unwrap();
+        // target/<profile>/deps/<test> -> target/<profile>/sluice
+        exe.parent().unwrap().parent().unwrap().join("sluice")
+    })
+    .clone()
+}
+
+/// A running broker process.
+#[derive(Debug)]
+pub struct Broker {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Starts a broker with a fresh temporary data directory and extra flags.
+    pub fn start(extra: &[&str]) -> Broker {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut b = Broker {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: Some(tmp),
+        };
+        b.spawn("127.0.0.1:0");
+        b
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        let mut child = Command::new(sluice_bin())
+            .arg("broker")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(listen)
+            .args(&self.extra)
+            .env(
+                "SLUICE_LOG",
+                std::env::var("SLUICE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().expect("broker printed nothing").unwrap();
+        let addr = line
+            .strip_prefix("sluice broker listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        self.addr = addr.parse().unwrap();
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe_kill(child.id(), "TERM");
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same data directory and the same port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker first");
+        let listen = self.addr.to_string();
+        // The port was just released; retry briefly in case the kernel still holds it.
+        for _ in 0..50 {
+            if std::net::TcpListener::bind(self.addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.spawn(&listen);
+    }
+
+    /// Resident memory of the broker process in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A blocking connection speaking the wire protocol one request at a time.
+#[derive(Debug)]
+pub struct RawConn {
+    pub stream: TcpStream,
+    next_corr: u32,
+}
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawConn {
+            stream,
+            next_corr: 1,
+        }
+    }
+
+    /// Sends raw bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one response frame (length prefix removed); `None` if the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+        self.stream.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    /// Sends a request and waits for its response.
+    pub fn call(&mut self, req: &Request) -> Result<Response, TopLevelError> {
+        let corr = self.next_corr;
+        self.next_corr += 1;
+        for chunk in wire::encode_request(req, corr) {
+            self.stream.write_all(&chunk).unwrap();
+        }
+        let frame = self.read_frame().expect("broker closed the connection");
+        let api: ApiKey = req.api_key();
+        let (c, resp) = wire::decode_response(api, frame).unwrap();
+        assert_eq!(c, corr);
+        resp
+    }
+
+    /// True if the broker has closed this connection (a read returns EOF or an error).
+    pub fn is_closed(&mut self) -> bool {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}

@@ -1,4 +1,5 @@
-//! The workspace dependency rule (docs/architecture.md): `protocol` <- `storage` <- `broker`,
+//! The workspace dependency rule (docs/architecture.md): `protocol` <- `storage` <- `broker`
+//! (whose binary also uses `client` for its command-line client commands),
 //! `protocol` <- `client` <- `bench` (bench also drives storage for its micro-benchmarks), `tests` may use
 //! everything. Read from `cargo metadata`, so any new edge that breaks the rule fails this test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,7 +12,8 @@ use serde_json::Value;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("sluice-protocol", &[]),
     ("sluice-storage", &["sluice-protocol"]),
-    ("sluice-broker", &["sluice-protocol", "sluice-storage"]),
+    // The `sluice` binary's client commands (topic, produce, consume) use the client library.
+    ("sluice-broker", &["sluice-protocol", "sluice-storage", "sluice-client"]),
     ("sluice-client", &["sluice-protocol"]),
     (
         "sluice-bench",

@@ -1,0 +1,151 @@
+//! `sluice broker`: builds the configuration (defaults < `--config` file < environment < flags), starts
+//! the server, and exits 0 after a graceful shutdown on SIGTERM or ctrl-c.
+
+use std::path::PathBuf;
+
+use sluice_broker::config::{
+    parse_flush, parse_listen, BrokerConfig, ConfigError, FileConfig, DEFAULT_LISTEN,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct BrokerArgs {
+    /// TOML file with broker settings (keys as the long flags, with underscores).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where topics and their logs live.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT (port 0 picks a free one; the bound address is printed).
+    #[arg(long, env = "SLUICE_LISTEN", help = format!("Address to listen on, HOST:PORT [default: {DEFAULT_LISTEN}]"))]
+    listen: Option<String>,
+    /// This broker's node id.
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    node_id: Option<u32>,
+    /// Partition log flush policy: never, interval or always (acks=all waits for an fsync regardless).
+    #[arg(long, env = "SLUICE_FLUSH")]
+    flush: Option<String>,
+    /// With --flush interval: fsync at least this often (ms).
+    #[arg(long, env = "SLUICE_FLUSH_INTERVAL_MS")]
+    flush_interval_ms: Option<u64>,
+    /// Largest request frame accepted, in bytes.
+    #[arg(long, env = "SLUICE_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Request bytes one connection may have in flight.
+    #[arg(long, env = "SLUICE_MAX_INFLIGHT_BYTES")]
+    max_inflight_bytes_per_connection: Option<usize>,
+    /// How often retention and compaction run (ms).
+    #[arg(long, env = "SLUICE_MAINTENANCE_INTERVAL_MS")]
+    maintenance_interval_ms: Option<u64>,
+}
+
+fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let mut c = BrokerConfig::default();
+    if let Some(v) = args.node_id.or(file.node_id) {
+        c.node_id = v;
+    }
+    if let Some(v) = args.data_dir.or(file.data_dir) {
+        c.data_dir = v;
+    }
+    if let Some(v) = args.listen.or(file.listen) {
+        c.listen = parse_listen(&v)?;
+    }
+    if let Some(v) = args.max_frame_bytes.or(file.max_frame_bytes) {
+        c.max_frame_bytes = v;
+    }
+    if let Some(v) = args
+        .max_inflight_bytes_per_connection
+        .or(file.max_inflight_bytes_per_connection)
+    {
+        c.max_inflight_bytes_per_connection = v;
+    }
+    if let Some(v) = file.max_produce_bytes {
+        c.max_produce_bytes = v;
+    }
+    if let Some(v) = file.max_fetch_response_bytes {
+        c.max_fetch_response_bytes = v;
+    }
+    if let Some(v) = file.default_partitions {
+        c.default_partitions = v;
+    }
+    let interval_ms = args.flush_interval_ms.or(file.flush_interval_ms);
+    if let Some(v) = args.flush.or(file.flush) {
+        c.flush = parse_flush(&v, interval_ms, file.flush_interval_bytes)?;
+    }
+    if let Some(ms) = args
+        .maintenance_interval_ms
+        .or(file.maintenance_interval_ms)
+    {
+        c.maintenance_interval = std::time::Duration::from_millis(ms.max(10));
+    }
+    Ok(c)
+}
+
+pub fn run(args: BrokerArgs) -> i32 {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match build(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice broker: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice broker: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let data_dir = config.data_dir.clone();
+        match sluice_broker::server::start(config, shutdown_signal()).await {
+            Ok((addr, serving)) => {
+                tracing::info!(%addr, data_dir = %data_dir.display(), "sluice broker listening");
+                // One machine-readable line on stdout, for scripts and tests that use port 0.
+                println!("sluice broker listening on {addr}");
+                serving.await;
+                0
+            }
+            Err(e) => {
+                eprintln!("sluice broker: {e}");
+                1
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,147 @@
+//! Broker configuration: embedded defaults, overridden by a TOML file (`--config`), then by
+//! environment variables, then by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_storage::FlushPolicy;
+
+/// Default listener: loopback only, so a first run exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9492";
+
+/// Settings of one broker process.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: u32,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Largest request frame accepted; a larger length prefix closes the connection unread.
+    pub max_frame_bytes: usize,
+    /// Request bytes one connection may have in flight before the broker stops reading from it.
+    pub max_inflight_bytes_per_connection: usize,
+    /// Produce bytes all connections together may have in flight.
+    pub max_produce_bytes: usize,
+    /// Cap on one fetch response's record bytes.
+    pub max_fetch_response_bytes: usize,
+    /// Longest a fetch may wait for data.
+    pub max_fetch_wait: Duration,
+    /// How a partition log flushes (acks `all` always waits for an fsync on top of this).
+    pub flush: FlushPolicy,
+    /// How often retention and compaction run.
+    pub maintenance_interval: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    pub default_partitions: u32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9492)),
+            max_frame_bytes: sluice_protocol::wire::DEFAULT_MAX_FRAME,
+            max_inflight_bytes_per_connection: 128 << 20,
+            max_produce_bytes: 256 << 20,
+            max_fetch_response_bytes: 64 << 20,
+            max_fetch_wait: Duration::from_secs(30),
+            flush: FlushPolicy::interval(),
+            maintenance_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            default_partitions: 1,
+        }
+    }
+}
+
+/// The TOML file: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node_id: Option<u32>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub max_frame_bytes: Option<usize>,
+    pub max_inflight_bytes_per_connection: Option<usize>,
+    pub max_produce_bytes: Option<usize>,
+    pub max_fetch_response_bytes: Option<usize>,
+    pub flush: Option<String>,
+    pub flush_interval_ms: Option<u64>,
+    pub flush_interval_bytes: Option<u64>,
+    pub maintenance_interval_ms: Option<u64>,
+    pub default_partitions: Option<u32>,
+}
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Parses `never`, `interval` or `always`.
+pub fn parse_flush(
+    s: &str,
+    interval_ms: Option<u64>,
+    interval_bytes: Option<u64>,
+) -> Result<FlushPolicy, ConfigError> {
+    match s {
+        "never" => Ok(FlushPolicy::Never),
+        "always" => Ok(FlushPolicy::Always),
+        "interval" => {
+            let FlushPolicy::Interval {
+                max_bytes,
+                max_delay,
+            } = FlushPolicy::interval()
+            else {
+                return Err(ConfigError::Invalid {
+                    key: "flush",
+                    message: "no interval default".into(),
+                });
+            };
+            Ok(FlushPolicy::Interval {
+                max_bytes: interval_bytes.unwrap_or(max_bytes).max(1),
+                max_delay: interval_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(max_delay)
+                    .max(Duration::from_millis(1)),
+            })
+        }
+        other => Err(ConfigError::Invalid {
+            key: "flush",
+            message: format!("{other:?} is not one of never, interval, always"),
+        }),
+    }
+}
+
+pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ConfigError::Invalid {
+            key: "listen",
+            message: format!("{s:?} is not HOST:PORT"),
+        })
+}

@@ -1,0 +1,352 @@
+//! The TCP server: accepts connections, reads length-prefixed frames with every bound enforced,
+//! dispatches requests, writes responses (record bytes straight from the segment maps), and shuts
+//! down gracefully.
+//!
+//! Bounds per connection: a frame longer than `max_frame_bytes` closes the connection before its body
+//! is read; request bytes in flight (read but not yet answered) are capped by a semaphore, so a client
+//! that sends faster than the broker answers is pushed back through TCP.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sluice_protocol::wire::{self, Acks, ErrorCode, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::BrokerConfig;
+use crate::handlers::{finish_produce, Broker};
+use crate::topics::Topics;
+
+/// Why the broker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the data directory: {0}")]
+    Data(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// One response on its way to the socket, holding the request's in-flight bytes until written.
+struct Outgoing {
+    chunks: Vec<Bytes>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Opens the data, binds the listener and returns the bound address and the serving future, which
+/// resolves after `shutdown` fires and in-flight requests are answered and the logs closed.
+pub async fn start(
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, impl Future<Output = ()>), ServerError> {
+    if config.max_inflight_bytes_per_connection < config.max_frame_bytes {
+        return Err(ServerError::Config(
+            "max_inflight_bytes_per_connection must be at least max_frame_bytes".into(),
+        ));
+    }
+    let data_dir = config.data_dir.clone();
+    let flush = config.flush;
+    let topics = tokio::task::spawn_blocking(move || Topics::load(&data_dir, flush))
+        .await
+        .map_err(|e| ServerError::Data(e.to_string()))?
+        .map_err(|(_, m)| ServerError::Data(m))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let broker = Arc::new(Broker {
+        config,
+        topics,
+        advertised: addr,
+    });
+    Ok((addr, serve(listener, broker, shutdown)))
+}
+
+async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let maintenance = tokio::spawn(maintain(broker.clone(), stop_rx.clone()));
+    let mut conns = JoinSet::new();
+    let mut stop = stop_rx.clone();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "connection accepted");
+                    conns.spawn(connection(stream, broker.clone(), stop_rx.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    let grace = broker.config.shutdown_grace;
+    if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within {grace:?}; closing anyway");
+        conns.abort_all();
+    }
+    maintenance.abort();
+    let b = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || b.topics.close_all()).await;
+    tracing::info!("broker stopped; logs flushed and closed");
+}
+
+/// Retention and compaction, every `maintenance_interval`.
+async fn maintain(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(broker.config.maintenance_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            for t in b.topics.list() {
+                for p in &t.partitions {
+                    if let Err(e) = p.log().apply_retention(now) {
+                        tracing::warn!(topic = %t.name, partition = p.id, error = %e, "retention failed");
+                    }
+                    if t.settings.compact {
+                        if let Err(e) = p.log().compact(now) {
+                            tracing::warn!(topic = %t.name, partition = p.id, error = %e, "compaction failed");
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn connection(stream: TcpStream, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(1024);
+    let writer = tokio::spawn(async move {
+        let mut w = BufWriter::with_capacity(64 * 1024, wr);
+        while let Some(out) = rx.recv().await {
+            for c in &out.chunks {
+                w.write_all(c).await?;
+            }
+            drop(out);
+            if rx.is_empty() {
+                w.flush().await?;
+            }
+        }
+        w.flush().await?;
+        w.shutdown().await
+    });
+    let max_frame = broker.config.max_frame_bytes;
+    let inflight = Arc::new(Semaphore::new(
+        broker.config.max_inflight_bytes_per_connection,
+    ));
+    loop {
+        let len = tokio::select! {
+            _ = stop.changed() => break,
+            r = rd.read_u32_le() => match r {
+                Ok(n) => n as usize,
+                Err(_) => break, // peer closed
+            },
+        };
+        if len > max_frame || len < wire::REQUEST_HEADER_LEN {
+            tracing::warn!(
+                ?peer,
+                len,
+                max_frame,
+                "closing connection: frame length out of bounds"
+            );
+            break;
+        }
+        // Reserve the frame's bytes before reading it: a client with too much in flight waits here,
+        // and TCP pushes back on it.
+        let Ok(permit) = inflight.clone().acquire_many_owned(len as u32).await else {
+            break;
+        };
+        let mut buf = BytesMut::zeroed(len);
+        if rd.read_exact(&mut buf).await.is_err() {
+            break;
+        }
+        let (header, request) = match wire::decode_request(buf.freeze()) {
+            Ok(v) => v,
+            Err(_) => break,
+        };
+        let corr = header.correlation_id;
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "bad request");
+                let chunks = wire::encode_error_response(corr, ErrorCode::from(&e), &e.to_string());
+                if tx
+                    .send(Outgoing {
+                        chunks,
+                        _permit: Some(permit),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+        };
+        if !dispatch(&broker, request, corr, permit, &tx).await {
+            break;
+        }
+    }
+    drop(tx);
+    match writer.await {
+        Ok(Err(e)) => tracing::debug!(?peer, error = %e, "connection write failed"),
+        Err(e) => tracing::debug!(?peer, error = %e, "connection writer ended abnormally"),
+        Ok(Ok(())) => {}
+    }
+}
+
+/// Handles one request; returns false if the connection should close.
+async fn dispatch(
+    broker: &Arc<Broker>,
+    request: Request,
+    corr: u32,
+    permit: OwnedSemaphorePermit,
+    tx: &mpsc::Sender<Outgoing>,
+) -> bool {
+    let respond = move |resp: Response, permit| Outgoing {
+        chunks: wire::encode_response(corr, &resp),
+        _permit: Some(permit),
+    };
+    match request {
+        Request::ApiVersions => tx
+            .send(respond(broker.api_versions(), permit))
+            .await
+            .is_ok(),
+        Request::Metadata(m) => tx.send(respond(broker.metadata(&m), permit)).await.is_ok(),
+        Request::ListOffsets(l) => tx
+            .send(respond(broker.list_offsets(&l), permit))
+            .await
+            .is_ok(),
+        Request::Produce(p) => {
+            // Appends happen here, in the connection's request order.
+            let pending = broker.produce_append(&p);
+            match p.acks {
+                Acks::None => true,
+                Acks::Leader => tx
+                    .send(respond(
+                        Response::Produce(finish_produce(pending, Acks::Leader)),
+                        permit,
+                    ))
+                    .await
+                    .is_ok(),
+                Acks::All => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let resp = match tokio::task::spawn_blocking(move || {
+                            finish_produce(pending, Acks::All)
+                        })
+                        .await
+                        {
+                            Ok(r) => Response::Produce(r),
+                            Err(e) => {
+                                let chunks = wire::encode_error_response(
+                                    corr,
+                                    ErrorCode::UNKNOWN,
+                                    &e.to_string(),
+                                );
+                                let _ = tx
+                                    .send(Outgoing {
+                                        chunks,
+                                        _permit: Some(permit),
+                                    })
+                                    .await;
+                                return;
+                            }
+                        };
+                        let _ = tx.send(respond(resp, permit)).await;
+                    });
+                    true
+                }
+            }
+        }
+        Request::Fetch(f) => {
+            let broker = broker.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let resp = broker.fetch(&f).await;
+                let _ = tx.send(respond(resp, permit)).await;
+            });
+            true
+        }
+        Request::CreateTopics(c) => {
+            let broker = broker.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let chunks = match tokio::task::spawn_blocking(move || broker.create_topics(&c))
+                    .await
+                {
+                    Ok(resp) => wire::encode_response(corr, &resp),
+                    Err(e) => wire::encode_error_response(corr, ErrorCode::UNKNOWN, &e.to_string()),
+                };
+                let _ = tx
+                    .send(Outgoing {
+                        chunks,
+                        _permit: Some(permit),
+                    })
+                    .await;
+            });
+            true
+        }
+        Request::DeleteTopics(d) => {
+            let broker = broker.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let chunks = match tokio::task::spawn_blocking(move || broker.delete_topics(&d))
+                    .await
+                {
+                    Ok(resp) => wire::encode_response(corr, &resp),
+                    Err(e) => wire::encode_error_response(corr, ErrorCode::UNKNOWN, &e.to_string()),
+                };
+                let _ = tx
+                    .send(Outgoing {
+                        chunks,
+                        _permit: Some(permit),
+                    })
+                    .await;
+            });
+            true
+        }
+    }
+}

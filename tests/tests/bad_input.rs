@@ -1,0 +1,224 @@
+//! Bad input against the real broker: random bytes, a frame claiming 4 GiB, a truncated frame, an
+//! unknown API key, an unsupported version, a malformed body and a corrupt batch, each on its own
+//! connection, while another connection keeps producing and consuming. The broker answers with an
+//! error or closes only the offending connection; nothing stored is lost; memory does not jump by the
+//! claimed length.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::Shutdown;
+
+use bytes::Bytes;
+use rand::RngCore;
+use sluice_protocol::wire::*;
+use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
+use sluice_tests::{Broker, RawConn};
+
+fn batch(tag: &str, n: usize) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..n {
+        b.append(
+            1_000 + i as i64,
+            None,
+            Some(format!("{tag}-{i}").as_bytes()),
+            &[],
+        );
+    }
+    b.seal().unwrap()
+}
+
+fn create(conn: &mut RawConn, name: &str, partitions: u32) {
+    let resp = conn
+        .call(&Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![NewTopic {
+                name: name.into(),
+                partitions,
+                replication_factor: 1,
+                configs: vec![],
+            }],
+        }))
+        .unwrap();
+    let Response::CreateTopics(r) = resp else {
+        panic!("wrong response")
+    };
+    assert_eq!(
+        r.results[0].error,
+        ErrorCode::NONE,
+        "{}",
+        r.results[0].message
+    );
+}
+
+fn produce(
+    conn: &mut RawConn,
+    topic: &str,
+    partition: u32,
+    records: Bytes,
+) -> ProducePartitionResult {
+    let resp = conn
+        .call(&Request::Produce(ProduceRequest {
+            acks: Acks::All,
+            timeout_ms: 10_000,
+            topics: vec![ProduceTopic {
+                name: topic.into(),
+                partitions: vec![ProducePartition { partition, records }],
+            }],
+        }))
+        .unwrap();
+    let Response::Produce(mut r) = resp else {
+        panic!("wrong response")
+    };
+    r.topics.remove(0).partitions.remove(0)
+}
+
+/// Every record value in the partition, read with plain fetches.
+fn consume_all(conn: &mut RawConn, topic: &str, partition: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let resp = conn
+            .call(&Request::Fetch(FetchRequest {
+                max_wait_ms: 0,
+                min_bytes: 0,
+                max_bytes: 1 << 20,
+                topics: vec![FetchTopic {
+                    name: topic.into(),
+                    partitions: vec![FetchPartition {
+                        partition,
+                        offset,
+                        max_bytes: 1 << 20,
+                    }],
+                }],
+            }))
+            .unwrap();
+        let Response::Fetch(f) = resp else {
+            panic!("wrong response")
+        };
+        let p = &f.topics[0].partitions[0];
+        assert_eq!(p.error, ErrorCode::NONE);
+        if p.records.is_empty() {
+            return out;
+        }
+        for b in RecordBatch::iter_all(p.records.clone()) {
+            for r in b.unwrap().records().unwrap() {
+                let r = r.unwrap();
+                if r.offset >= offset {
+                    out.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+                    offset = r.offset + 1;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_input_disturbs_only_its_own_connection() {
+    let broker = Broker::start(&[]);
+    let mut good = RawConn::connect(broker.addr);
+    create(&mut good, "t", 2);
+    let mut expected = Vec::new();
+    let mut step = |good: &mut RawConn, i: usize| {
+        let r = produce(good, "t", (i % 2) as u32, batch(&format!("g{i}"), 3));
+        assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+        expected.push(i);
+        assert!(!consume_all(good, "t", (i % 2) as u32).is_empty());
+    };
+    step(&mut good, 0);
+    let rss_before = broker.rss_kib();
+
+    // 1. Random bytes.
+    let mut c = RawConn::connect(broker.addr);
+    let mut junk = vec![0u8; 4096];
+    rand::thread_rng().fill_bytes(&mut junk);
+    junk[..4].copy_from_slice(&64u32.to_le_bytes()); // a plausible length, garbage inside
+    let _ = c.send_raw(&junk);
+    step(&mut good, 1);
+
+    // 2. A frame claiming 4 GiB: closed without reading or reserving it.
+    let mut c = RawConn::connect(broker.addr);
+    c.send_raw(&u32::MAX.to_le_bytes()).unwrap();
+    let _ = c.send_raw(&[1, 0, 0, 0, 9, 0, 0, 0]);
+    assert!(c.is_closed(), "a 4 GiB frame must close the connection");
+    step(&mut good, 2);
+
+    // 3. A truncated frame: the length promises 100 bytes, 10 arrive, then the client hangs up.
+    let mut c = RawConn::connect(broker.addr);
+    c.send_raw(&100u32.to_le_bytes()).unwrap();
+    c.send_raw(&[1, 0, 0, 0, 7, 0, 0, 0, 1, 2]).unwrap();
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    assert!(c.is_closed());
+    step(&mut good, 3);
+
+    // 4. Unknown API key: an error answer, and the connection stays usable.
+    let mut c = RawConn::connect(broker.addr);
+    let mut frame = 8u32.to_le_bytes().to_vec();
+    frame.extend_from_slice(&[99, 0, 0, 0, 42, 0, 0, 0]);
+    c.send_raw(&frame).unwrap();
+    let resp = c.read_frame().unwrap();
+    let (corr, r) = decode_response(ApiKey::Metadata, resp).unwrap();
+    assert_eq!(corr, 42);
+    assert_eq!(r.unwrap_err().code, ErrorCode::UNKNOWN_API);
+    assert!(c
+        .call(&Request::Metadata(MetadataRequest { topics: None }))
+        .is_ok());
+
+    // 5. Unsupported version.
+    let mut frame = 8u32.to_le_bytes().to_vec();
+    frame.extend_from_slice(&[ApiKey::Metadata as u8, 0, 7, 0, 43, 0, 0, 0]);
+    c.send_raw(&frame).unwrap();
+    let (corr, r) = decode_response(ApiKey::Metadata, c.read_frame().unwrap()).unwrap();
+    assert_eq!(corr, 43);
+    assert_eq!(r.unwrap_err().code, ErrorCode::UNSUPPORTED_VERSION);
+    step(&mut good, 4);
+
+    // 6. A produce body that does not parse.
+    let mut frame = 13u32.to_le_bytes().to_vec();
+    frame.extend_from_slice(&[
+        ApiKey::Produce as u8,
+        0,
+        0,
+        0,
+        44,
+        0,
+        0,
+        0,
+        1,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+    ]);
+    c.send_raw(&frame).unwrap();
+    let (corr, r) = decode_response(ApiKey::Produce, c.read_frame().unwrap()).unwrap();
+    assert_eq!(corr, 44);
+    assert_eq!(r.unwrap_err().code, ErrorCode::INVALID_REQUEST);
+
+    // 7. A corrupt batch: refused, nothing appended.
+    let mut bad = batch("bad", 3).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    let r = produce(&mut c, "t", 0, Bytes::from(bad));
+    assert_eq!(r.error, ErrorCode::CORRUPT_MESSAGE);
+    // 8. Unknown topic.
+    let r = produce(&mut c, "nope", 0, batch("x", 1));
+    assert_eq!(r.error, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+    step(&mut good, 5);
+
+    // Everything the good connection produced is there, in order, and nothing else.
+    let mut all = consume_all(&mut good, "t", 0);
+    all.extend(consume_all(&mut good, "t", 1));
+    let mut want: Vec<String> = expected
+        .iter()
+        .filter(|i| *i % 2 == 0)
+        .chain(expected.iter().filter(|i| *i % 2 == 1))
+        .flat_map(|i| (0..3).map(move |j| format!("g{i}-{j}")))
+        .collect();
+    all.sort();
+    want.sort();
+    assert_eq!(all, want);
+
+    let rss_after = broker.rss_kib();
+    assert!(
+        rss_after < rss_before + 256 * 1024,
+        "broker memory jumped from {rss_before} KiB to {rss_after} KiB"
+    );
+}
