@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_protocol::wire::{self, ApiKey, Request, Response, TopLevelError};
+use sluice_protocol::wire::{self, *};
+use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 
 /// Path of the `sluice` binary, built once per test process (`SLUICE_BIN` overrides).
 pub fn sluice_bin() -> PathBuf {
@@ -221,5 +222,166 @@ impl RawConn {
             .unwrap();
         let mut b = [0u8; 1];
         matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// A batch of `n` records valued `"{tag}-{i}"`, all with timestamp `ts`.
+pub fn batch_at(tag: &str, n: usize, ts: i64) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..n {
+        b.append(ts, None, Some(format!("{tag}-{i}").as_bytes()), &[]);
+    }
+    b.seal().unwrap()
+}
+
+/// [`batch_at`] with timestamp 1000.
+pub fn batch(tag: &str, n: usize) -> Bytes {
+    batch_at(tag, n, 1_000)
+}
+
+impl RawConn {
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        configs: &[(&str, &str)],
+    ) -> TopicResult {
+        let resp = self
+            .call(&Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![NewTopic {
+                    name: name.into(),
+                    partitions,
+                    replication_factor: 1,
+                    configs: configs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                }],
+            }))
+            .unwrap();
+        let Response::CreateTopics(mut r) = resp else {
+            panic!("wrong response")
+        };
+        r.results.remove(0)
+    }
+
+    pub fn create(&mut self, name: &str, partitions: u32) {
+        let r = self.create_topic(name, partitions, &[]);
+        assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+    }
+
+    pub fn produce_acks(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        records: Bytes,
+        acks: Acks,
+    ) -> ProducePartitionResult {
+        let resp = self
+            .call(&Request::Produce(ProduceRequest {
+                acks,
+                timeout_ms: 10_000,
+                topics: vec![ProduceTopic {
+                    name: topic.into(),
+                    partitions: vec![ProducePartition { partition, records }],
+                }],
+            }))
+            .unwrap();
+        let Response::Produce(mut r) = resp else {
+            panic!("wrong response")
+        };
+        r.topics.remove(0).partitions.remove(0)
+    }
+
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        records: Bytes,
+    ) -> ProducePartitionResult {
+        self.produce_acks(topic, partition, records, Acks::All)
+    }
+
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_wait_ms: u32,
+    ) -> FetchPartitionResult {
+        let resp = self
+            .call(&Request::Fetch(FetchRequest {
+                max_wait_ms,
+                min_bytes: 1,
+                max_bytes: 1 << 20,
+                topics: vec![FetchTopic {
+                    name: topic.into(),
+                    partitions: vec![FetchPartition {
+                        partition,
+                        offset,
+                        max_bytes: 1 << 20,
+                    }],
+                }],
+            }))
+            .unwrap();
+        let Response::Fetch(mut f) = resp else {
+            panic!("wrong response")
+        };
+        f.topics.remove(0).partitions.remove(0)
+    }
+
+    /// Every (offset, value) in the partition from `from`, read with fetches that do not wait.
+    pub fn consume_all(&mut self, topic: &str, partition: u32) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let p = self.fetch(topic, partition, offset, 0);
+            assert_eq!(p.error, ErrorCode::NONE);
+            if p.records.is_empty() {
+                return out;
+            }
+            for b in RecordBatch::iter_all(p.records.clone()) {
+                for r in b.unwrap().records().unwrap() {
+                    let r = r.unwrap();
+                    if r.offset >= offset {
+                        out.push((
+                            r.offset,
+                            String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                        ));
+                        offset = r.offset + 1;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        spec: i64,
+    ) -> ListOffsetsPartitionResult {
+        let resp = self
+            .call(&Request::ListOffsets(ListOffsetsRequest {
+                topics: vec![ListOffsetsTopic {
+                    name: topic.into(),
+                    partitions: vec![ListOffsetsPartition { partition, spec }],
+                }],
+            }))
+            .unwrap();
+        let Response::ListOffsets(mut l) = resp else {
+            panic!("wrong response")
+        };
+        l.topics.remove(0).partitions.remove(0)
+    }
+
+    pub fn metadata(&mut self, topics: Option<Vec<String>>) -> MetadataResponse {
+        let Response::Metadata(m) = self
+            .call(&Request::Metadata(MetadataRequest { topics }))
+            .unwrap()
+        else {
+            panic!("wrong response")
+        };
+        m
     }
 }

@@ -10,117 +10,19 @@ use std::net::Shutdown;
 use bytes::Bytes;
 use rand::RngCore;
 use sluice_protocol::wire::*;
-use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
-use sluice_tests::{Broker, RawConn};
-
-fn batch(tag: &str, n: usize) -> Bytes {
-    let mut b = BatchBuilder::new(Compression::None);
-    for i in 0..n {
-        b.append(
-            1_000 + i as i64,
-            None,
-            Some(format!("{tag}-{i}").as_bytes()),
-            &[],
-        );
-    }
-    b.seal().unwrap()
-}
-
-fn create(conn: &mut RawConn, name: &str, partitions: u32) {
-    let resp = conn
-        .call(&Request::CreateTopics(CreateTopicsRequest {
-            topics: vec![NewTopic {
-                name: name.into(),
-                partitions,
-                replication_factor: 1,
-                configs: vec![],
-            }],
-        }))
-        .unwrap();
-    let Response::CreateTopics(r) = resp else {
-        panic!("wrong response")
-    };
-    assert_eq!(
-        r.results[0].error,
-        ErrorCode::NONE,
-        "{}",
-        r.results[0].message
-    );
-}
-
-fn produce(
-    conn: &mut RawConn,
-    topic: &str,
-    partition: u32,
-    records: Bytes,
-) -> ProducePartitionResult {
-    let resp = conn
-        .call(&Request::Produce(ProduceRequest {
-            acks: Acks::All,
-            timeout_ms: 10_000,
-            topics: vec![ProduceTopic {
-                name: topic.into(),
-                partitions: vec![ProducePartition { partition, records }],
-            }],
-        }))
-        .unwrap();
-    let Response::Produce(mut r) = resp else {
-        panic!("wrong response")
-    };
-    r.topics.remove(0).partitions.remove(0)
-}
-
-/// Every record value in the partition, read with plain fetches.
-fn consume_all(conn: &mut RawConn, topic: &str, partition: u32) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut offset = 0u64;
-    loop {
-        let resp = conn
-            .call(&Request::Fetch(FetchRequest {
-                max_wait_ms: 0,
-                min_bytes: 0,
-                max_bytes: 1 << 20,
-                topics: vec![FetchTopic {
-                    name: topic.into(),
-                    partitions: vec![FetchPartition {
-                        partition,
-                        offset,
-                        max_bytes: 1 << 20,
-                    }],
-                }],
-            }))
-            .unwrap();
-        let Response::Fetch(f) = resp else {
-            panic!("wrong response")
-        };
-        let p = &f.topics[0].partitions[0];
-        assert_eq!(p.error, ErrorCode::NONE);
-        if p.records.is_empty() {
-            return out;
-        }
-        for b in RecordBatch::iter_all(p.records.clone()) {
-            for r in b.unwrap().records().unwrap() {
-                let r = r.unwrap();
-                if r.offset >= offset {
-                    out.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
-                    offset = r.offset + 1;
-                }
-            }
-        }
-    }
-}
+use sluice_tests::{batch, Broker, RawConn};
 
 #[test]
 fn bad_input_disturbs_only_its_own_connection() {
     let broker = Broker::start(&[]);
     let mut good = RawConn::connect(broker.addr);
-    create(&mut good, "t", 2);
+    good.create("t", 2);
     let mut expected = Vec::new();
     let mut step = |good: &mut RawConn, i: usize| {
-        let r = produce(good, "t", (i % 2) as u32, batch(&format!("g{i}"), 3));
+        let r = good.produce("t", (i % 2) as u32, batch(&format!("g{i}"), 3));
         assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
         expected.push(i);
-        assert!(!consume_all(good, "t", (i % 2) as u32).is_empty());
+        assert!(!good.consume_all("t", (i % 2) as u32).is_empty());
     };
     step(&mut good, 0);
     let rss_before = broker.rss_kib();
@@ -196,16 +98,16 @@ fn bad_input_disturbs_only_its_own_connection() {
     let mut bad = batch("bad", 3).to_vec();
     let last = bad.len() - 1;
     bad[last] ^= 0x55;
-    let r = produce(&mut c, "t", 0, Bytes::from(bad));
+    let r = c.produce("t", 0, Bytes::from(bad));
     assert_eq!(r.error, ErrorCode::CORRUPT_MESSAGE);
     // 8. Unknown topic.
-    let r = produce(&mut c, "nope", 0, batch("x", 1));
+    let r = c.produce("nope", 0, batch("x", 1));
     assert_eq!(r.error, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
     step(&mut good, 5);
 
     // Everything the good connection produced is there, in order, and nothing else.
-    let mut all = consume_all(&mut good, "t", 0);
-    all.extend(consume_all(&mut good, "t", 1));
+    let mut all: Vec<String> = good.consume_all("t", 0).into_iter().map(|r| r.1).collect();
+    all.extend(good.consume_all("t", 1).into_iter().map(|r| r.1));
     let mut want: Vec<String> = expected
         .iter()
         .filter(|i| *i % 2 == 0)

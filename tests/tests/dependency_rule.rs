@@ -13,7 +13,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sluice-protocol", &[]),
     ("sluice-storage", &["sluice-protocol"]),
     // The `sluice` binary's client commands (topic, produce, consume) use the client library.
-    ("sluice-broker", &["sluice-protocol", "sluice-storage", "sluice-client"]),
+    (
+        "sluice-broker",
+        &["sluice-protocol", "sluice-storage", "sluice-client"],
+    ),
     ("sluice-client", &["sluice-protocol"]),
     (
         "sluice-bench",

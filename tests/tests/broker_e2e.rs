@@ -1,0 +1,222 @@
+//! The broker end to end over raw protocol connections: restarts (SIGTERM, and SIGKILL with flush
+//! `always` and acks `all`), long-poll fetch, offsets by timestamp, topic deletion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use sluice_protocol::wire::*;
+use sluice_tests::{batch, batch_at, Broker, RawConn};
+
+fn produce_rounds(
+    conn: &mut RawConn,
+    topic: &str,
+    partitions: u32,
+    rounds: usize,
+    acks: Acks,
+) -> Vec<Vec<(u64, String)>> {
+    let mut expected = vec![Vec::new(); partitions as usize];
+    for i in 0..rounds {
+        let p = (i as u32) % partitions;
+        let r = conn.produce_acks(topic, p, batch(&format!("r{i}"), 4), acks);
+        assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+        for j in 0..4 {
+            expected[p as usize].push((r.base_offset + j, format!("r{i}-{j}")));
+        }
+    }
+    expected
+}
+
+#[test]
+fn sigterm_drains_flushes_and_restart_keeps_everything() {
+    let mut broker = Broker::start(&[]);
+    let mut conn = RawConn::connect(broker.addr);
+    conn.create("orders", 3);
+    let expected = produce_rounds(&mut conn, "orders", 3, 60, Acks::Leader);
+    drop(conn);
+    assert_eq!(broker.terminate(), Some(0), "SIGTERM must exit 0");
+    broker.restart();
+    let mut conn = RawConn::connect(broker.addr);
+    for p in 0..3 {
+        assert_eq!(conn.consume_all("orders", p), expected[p as usize]);
+    }
+    // The topic's settings came back too.
+    let m = conn.metadata(Some(vec!["orders".into()]));
+    assert_eq!(m.topics[0].partitions.len(), 3);
+}
+
+#[test]
+fn sigkill_loses_nothing_acknowledged_with_acks_all() {
+    let mut broker = Broker::start(&["--flush", "always"]);
+    let mut conn = RawConn::connect(broker.addr);
+    conn.create("k", 2);
+    let mut expected = produce_rounds(&mut conn, "k", 2, 40, Acks::All);
+    broker.kill();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.addr);
+    for p in 0..2 {
+        assert_eq!(conn.consume_all("k", p), expected[p as usize]);
+    }
+    // And once more, after more writes.
+    let more = produce_rounds(&mut conn, "k", 2, 10, Acks::All);
+    for p in 0..2 {
+        expected[p].extend(more[p].iter().cloned());
+    }
+    broker.kill();
+    broker.restart();
+    let mut conn = RawConn::connect(broker.addr);
+    for p in 0..2 {
+        assert_eq!(conn.consume_all("k", p), expected[p as usize]);
+    }
+}
+
+#[test]
+fn long_poll_fetch_returns_when_data_arrives() {
+    let broker = Broker::start(&[]);
+    let mut conn = RawConn::connect(broker.addr);
+    conn.create("lp", 1);
+    let addr = broker.addr;
+    let max_wait = Duration::from_secs(60);
+    let waiter = std::thread::spawn(move || {
+        let mut c = RawConn::connect(addr);
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let start = Instant::now();
+        let p = c.fetch("lp", 0, 0, max_wait.as_millis() as u32);
+        (p, start.elapsed())
+    });
+    // Give the fetch a moment to park (a fetch arriving after the produce is answered at once anyway).
+    std::thread::sleep(Duration::from_millis(200));
+    let r = conn.produce("lp", 0, batch("late", 2));
+    assert_eq!(r.error, ErrorCode::NONE);
+    let (p, waited) = waiter.join().unwrap();
+    assert_eq!(p.error, ErrorCode::NONE);
+    assert!(
+        !p.records.is_empty(),
+        "the parked fetch must return the new data"
+    );
+    assert!(
+        waited < max_wait,
+        "the fetch was answered by the data, not by its deadline"
+    );
+
+    // With nothing to wait for, max_wait bounds the fetch and it returns empty.
+    let p = conn.fetch("lp", 0, 2, 50);
+    assert!(p.records.is_empty());
+}
+
+#[test]
+fn offsets_by_timestamp_earliest_and_latest() {
+    let broker = Broker::start(&[]);
+    let mut conn = RawConn::connect(broker.addr);
+    conn.create("ts", 1);
+    for (i, ts) in [1_000i64, 2_000, 3_000].into_iter().enumerate() {
+        let r = conn.produce("ts", 0, batch_at(&format!("b{i}"), 5, ts));
+        assert_eq!(r.base_offset, i as u64 * 5);
+    }
+    assert_eq!(conn.list_offset("ts", 0, EARLIEST).offset, 0);
+    assert_eq!(conn.list_offset("ts", 0, LATEST).offset, 15);
+    assert_eq!(conn.list_offset("ts", 0, 0).offset, 0);
+    assert_eq!(conn.list_offset("ts", 0, 1_500).offset, 5);
+    assert_eq!(conn.list_offset("ts", 0, 3_000).offset, 10);
+    assert_eq!(conn.list_offset("ts", 0, 3_001).offset, -1);
+    assert_eq!(
+        conn.list_offset("nope", 0, LATEST).error,
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+    );
+}
+
+#[test]
+fn topic_deletion_removes_data_and_survives_restart() {
+    let mut broker = Broker::start(&[]);
+    let mut conn = RawConn::connect(broker.addr);
+    conn.create("gone", 2);
+    conn.create("kept", 1);
+    assert_eq!(
+        conn.produce("gone", 1, batch("x", 3)).error,
+        ErrorCode::NONE
+    );
+    assert_eq!(
+        conn.produce("kept", 0, batch("y", 3)).error,
+        ErrorCode::NONE
+    );
+    assert_eq!(
+        conn.create_topic("gone", 1, &[]).error,
+        ErrorCode::TOPIC_ALREADY_EXISTS
+    );
+
+    let Response::DeleteTopics(r) = conn
+        .call(&Request::DeleteTopics(DeleteTopicsRequest {
+            names: vec!["gone".into(), "never".into()],
+        }))
+        .unwrap()
+    else {
+        panic!("wrong response")
+    };
+    assert_eq!(r.results[0].error, ErrorCode::NONE);
+    assert_eq!(r.results[1].error, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(
+        conn.produce("gone", 0, batch("z", 1)).error,
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+    );
+    let m = conn.metadata(None);
+    assert_eq!(
+        m.topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        vec!["kept"]
+    );
+    assert!(!broker.data_dir().join("topics/gone").exists());
+
+    // A new topic of the same name starts empty.
+    conn.create("gone", 1);
+    assert!(conn.consume_all("gone", 0).is_empty());
+    drop(conn);
+    assert_eq!(broker.terminate(), Some(0));
+    broker.restart();
+    let mut conn = RawConn::connect(broker.addr);
+    let m = conn.metadata(None);
+    let names: Vec<_> = m
+        .topics
+        .iter()
+        .map(|t| (t.name.clone(), t.partitions.len()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("gone".to_string(), 1), ("kept".to_string(), 1)]
+    );
+    assert_eq!(conn.consume_all("kept", 0).len(), 3);
+}
+
+#[test]
+fn invalid_topic_requests_get_clear_errors() {
+    let broker = Broker::start(&[]);
+    let mut conn = RawConn::connect(broker.addr);
+    assert_eq!(
+        conn.create_topic("bad name!", 1, &[]).error,
+        ErrorCode::INVALID_TOPIC
+    );
+    assert_eq!(
+        conn.create_topic("zero", 0, &[]).error,
+        ErrorCode::INVALID_PARTITIONS
+    );
+    let r = conn.create_topic("cfg", 1, &[("retention.ms", "soon")]);
+    assert_eq!(r.error, ErrorCode::INVALID_CONFIG);
+    assert!(r.message.contains("retention.ms"), "{}", r.message);
+    let r = conn.create_topic(
+        "cfg",
+        1,
+        &[("cleanup.policy", "compact"), ("retention.ms", "60000")],
+    );
+    assert_eq!(r.error, ErrorCode::NONE);
+    let m = conn.metadata(Some(vec!["cfg".into()]));
+    assert!(m.topics[0]
+        .configs
+        .contains(&("cleanup.policy".into(), "compact".into())));
+    assert!(m.topics[0]
+        .configs
+        .contains(&("retention.ms".into(), "60000".into())));
+    // Fetching past the end is an error, not a hang.
+    assert_eq!(
+        conn.fetch("cfg", 0, 5, 0).error,
+        ErrorCode::OFFSET_OUT_OF_RANGE
+    );
+}
