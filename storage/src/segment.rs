@@ -153,13 +153,16 @@ impl Segment {
 
     /// Reopens a segment that other maps of this process may still read (after a truncation made a
     /// sealed segment active again): never shrinks the file and never falls back to a recovery scan.
+    /// `high_len` is the highest length the old handle ever published: readers may still map up to
+    /// it, so the new handle never shrinks the file below it either.
     pub(crate) fn reopen_live(
         dir: &Path,
         base_offset: u64,
         config: &LogConfig,
         len: u64,
+        high_len: u64,
     ) -> Result<Segment> {
-        Ok(Self::open_inner(
+        let seg = Self::open_inner(
             dir,
             base_offset,
             config,
@@ -168,7 +171,14 @@ impl Segment {
             None,
             true,
         )?
-        .segment)
+        .segment;
+        seg.high_len.raise(high_len);
+        Ok(seg)
+    }
+
+    /// Highest length ever published by this handle.
+    pub(crate) fn high_len(&self) -> u64 {
+        self.high_len.load()
     }
 
     fn open_inner(
@@ -206,9 +216,12 @@ impl Segment {
             OpenMode::Recover => {
                 let scan = scan(&scan_map, base_offset, true);
                 if let Some(err) = scan.error {
-                    // A hole of zeros (an unsynced segment after a machine crash) ends the valid data
-                    // like any other bad batch; in a sealed segment everything after it is cut too.
-                    if err.1 != BatchError::Empty || !writable {
+                    // Zeros up to the end of a sealed segment are the zeroed suffix of a truncation
+                    // (kept while readers may map it): its end, not damage. Zeros followed by data are
+                    // a hole (an unsynced segment after a machine crash): everything after is cut.
+                    let zero_tail = err.1 == BatchError::Empty
+                        && all_zero(&scan_map[scan.valid_len as usize..]);
+                    if !zero_tail || writable {
                         truncated = Some(err);
                     }
                 }
@@ -221,12 +234,11 @@ impl Segment {
             // recovery once new appends leave a gap before it.
             file.set_len(valid_len)
                 .ctx("truncate segment", &paths.log)?;
-            if truncated.is_none() {
-                // Zeros at the end of the active segment: a machine crash extended the file but the
-                // data never reached the disk.
-                truncated = Some((valid_len, BatchError::Empty));
+            if truncated.is_some() {
+                file_len - valid_len
+            } else {
+                0 // only a zeroed suffix was cut
             }
-            file_len - valid_len
         } else {
             0
         };
@@ -282,6 +294,12 @@ impl Segment {
         }
         let walked = seg.restore_state(rebuild || index_rebuilt, next_base)?;
         index_rebuilt |= rebuild;
+        if !live && seg.len() < valid_len && !writable {
+            // The walk found a zeroed suffix (left by a truncation): no map but ours exists yet.
+            seg.file
+                .set_len(seg.len())
+                .ctx("trim zeroed suffix", &paths.log)?;
+        }
         if !walked && live {
             return Err(StorageError::Corrupt {
                 path: paths.log,
@@ -376,6 +394,14 @@ impl Segment {
         while pos < len {
             let h = match BatchHeader::decode(&self.data[pos as usize..len as usize]) {
                 Ok(h) if pos + u64::from(h.length) <= len => h,
+                Err(BatchError::Empty) if all_zero(&self.data[pos as usize..len as usize]) => {
+                    // The zeroed suffix of a truncation: the segment ends here.
+                    self.len.retreat(pos);
+                    if self.verified.load() > pos {
+                        self.verified.retreat(pos);
+                    }
+                    break;
+                }
                 _ => {
                     ok = false;
                     break;
@@ -770,6 +796,10 @@ impl Segment {
             }
         })
     }
+}
+
+fn all_zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
 }
 
 /// Result of a recovery scan over a mapped log file.

@@ -60,7 +60,13 @@ pub(crate) fn truncate_after(inner: &Inner, w: &mut Writer, last_kept: Option<u6
         keep.trim_indexes()?;
         let base = keep.base_offset();
         let len = keep.len();
-        let seg = Arc::new(Segment::reopen_live(&inner.dir, base, &inner.config, len)?);
+        let seg = Arc::new(Segment::reopen_live(
+            &inner.dir,
+            base,
+            &inner.config,
+            len,
+            keep.high_len(),
+        )?);
         list[idx] = seg.clone();
         inner.set_segments(list.clone());
         seg
