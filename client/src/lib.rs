@@ -1,5 +1,54 @@
-//! `sluice-client`: the Rust client library (producer, consumer, admin) that will speak the wire protocol
-//! to a broker.
+//! `sluice-client`: the asynchronous Rust client of Sluice, speaking the wire protocol of
+//! `sluice-protocol` over TCP (tokio).
 //!
-//! Nothing is here yet: the client is the subject of a later issue. It depends on `sluice-protocol` only;
-//! it must never depend on `sluice-storage` (checked by `tests/tests/dependency_rule.rs`).
+//! Map of the crate:
+//! - [`Producer`] ([`producer`]): per-partition batching with linger and a size bound, key-hash and
+//!   sticky partitioning, compression, acks, bounded in-flight requests, retries with backoff, a
+//!   bounded buffer that makes `send` wait, per-record [`DeliveryFuture`]s, `flush` and `close`.
+//! - [`Consumer`] ([`consumer`]): assigned partitions, `seek` (offset, earliest, latest, timestamp),
+//!   long-poll `poll` that verifies the CRCs of every batch it receives.
+//! - [`Admin`] ([`admin`]): create, delete, list and describe topics; metadata; list offsets.
+//! - [`Client`] ([`client`]): the shared handle under all three: lazily (re)opened connections and
+//!   cached topic metadata (partition counts and leaders).
+//! - `connection`: one multiplexed TCP connection (writer task, reader task, correlation ids).
+//! - [`ClientError`] ([`error`]): every failure, with [`ClientError::is_retriable`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sluice_client::ClientError> {
+//! use sluice_client::{Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
+//! use std::time::Duration;
+//!
+//! let admin = Admin::new("127.0.0.1:9092")?;
+//! admin.create_topic("events", 3, 1, &[]).await?;
+//!
+//! let producer = Producer::new("127.0.0.1:9092", ProducerConfig::default())?;
+//! let delivery = producer.send(ProducerRecord::new("events", "hello").key("k")).await?;
+//! let meta = delivery.await?;
+//!
+//! let mut consumer = Consumer::new("127.0.0.1:9092", ConsumerConfig::default())?;
+//! consumer.assign(&[("events", meta.partition)]);
+//! let records = consumer.poll(Duration::from_secs(1)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The client depends on `sluice-protocol` only, never on `sluice-storage`.
+
+pub mod admin;
+pub mod client;
+mod connection;
+pub mod consumer;
+pub mod error;
+pub mod producer;
+
+pub use admin::{Admin, OffsetSpec};
+pub use client::{Client, ClientConfig};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+pub use error::{ClientError, Result};
+pub use producer::{
+    partition_for_key, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+
+pub use sluice_protocol::wire::{
+    Acks, BrokerInfo, ErrorCode, MetadataResponse, PartitionMetadata, TopicMetadata,
+};
+pub use sluice_protocol::{Compression, Header};

@@ -1,0 +1,152 @@
+//! [`Admin`]: topic management and cluster metadata over the wire protocol.
+//!
+//! Create and delete go to the bootstrap broker (the whole cluster, for now). Every call retries
+//! retriable errors a bounded number of times (see [`crate::ClientConfig::retries`]); a create that
+//! was retried after its first attempt reached the broker may therefore answer
+//! `TOPIC_ALREADY_EXISTS`.
+
+use sluice_protocol::wire::{
+    CreateTopicsRequest, DeleteTopicsRequest, MetadataResponse, NewTopic, Request, Response,
+    TopicMetadata, TopicResults, EARLIEST, LATEST,
+};
+
+use crate::client::{unexpected, Client, ClientConfig};
+use crate::error::{ClientError, Result};
+
+/// What [`Admin::list_offsets`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The first retained offset (log start).
+    Earliest,
+    /// The next offset to be written (log end, or high watermark where replication applies).
+    Latest,
+    /// The first offset whose record timestamp is at or after this one (ms).
+    Timestamp(i64),
+}
+
+impl OffsetSpec {
+    fn to_wire(self) -> i64 {
+        match self {
+            OffsetSpec::Earliest => EARLIEST,
+            OffsetSpec::Latest => LATEST,
+            OffsetSpec::Timestamp(ts) => ts,
+        }
+    }
+}
+
+/// Administers topics and reads cluster metadata.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+impl Admin {
+    /// An admin client with its own [`Client`] for the cluster at `bootstrap`.
+    pub fn new(bootstrap: impl Into<String>) -> Result<Admin> {
+        Ok(Admin::with_client(Client::new(ClientConfig::new(
+            bootstrap,
+        ))?))
+    }
+
+    /// An admin client over an existing client.
+    pub fn with_client(client: Client) -> Admin {
+        Admin { client }
+    }
+
+    /// The client this admin client sends through.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates a topic. `configs` are topic settings as strings (`retention.ms`, `retention.bytes`,
+    /// `segment.bytes`, `cleanup.policy`), validated by the broker.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+        configs: &[(&str, &str)],
+    ) -> Result<()> {
+        let request = Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![NewTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor,
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }],
+        });
+        let response = self
+            .client
+            .retrying("create topic", || self.client.request(&request))
+            .await?;
+        self.client.invalidate_topic(name);
+        let Response::CreateTopics(results) = response else {
+            return Err(unexpected("answer to create topics"));
+        };
+        topic_result(&results, name)
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let request = Request::DeleteTopics(DeleteTopicsRequest {
+            names: vec![name.to_string()],
+        });
+        let response = self
+            .client
+            .retrying("delete topic", || self.client.request(&request))
+            .await?;
+        self.client.invalidate_topic(name);
+        let Response::DeleteTopics(results) = response else {
+            return Err(unexpected("answer to delete topics"));
+        };
+        topic_result(&results, name)
+    }
+
+    /// Metadata of every topic.
+    pub async fn list_topics(&self) -> Result<Vec<TopicMetadata>> {
+        Ok(self.client.metadata(None).await?.topics)
+    }
+
+    /// Metadata of one topic; an unknown topic is a [`ClientError::Broker`] with
+    /// `UNKNOWN_TOPIC_OR_PARTITION`.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicMetadata> {
+        self.client.describe(name).await
+    }
+
+    /// The whole cluster metadata: brokers, controller and every topic.
+    pub async fn metadata(&self) -> Result<MetadataResponse> {
+        self.client.metadata(None).await
+    }
+
+    /// An offset of `topic`/`partition`, asked of its leader. `None` when no record has a timestamp
+    /// at or after the one asked for.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<Option<u64>> {
+        let o = self
+            .client
+            .list_offset(topic, partition, spec.to_wire())
+            .await?;
+        Ok(u64::try_from(o).ok())
+    }
+}
+
+/// The outcome for `name` in a create or delete answer.
+fn topic_result(results: &TopicResults, name: &str) -> Result<()> {
+    let r = results
+        .results
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| unexpected("topic missing from the answer"))?;
+    if r.error.is_ok() {
+        Ok(())
+    } else {
+        Err(ClientError::broker(r.error, r.message.clone()))
+    }
+}

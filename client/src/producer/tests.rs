@@ -1,0 +1,433 @@
+//! Unit tests of the producer's partitioner, accumulator and delivery futures. None needs a broker:
+//! metadata is seeded into the client's cache, and the one test that lets batches go out points the
+//! producer at a closed port so every batch fails.
+
+use std::time::Duration;
+
+use sluice_protocol::wire::{BrokerInfo, MetadataResponse, PartitionMetadata, TopicMetadata};
+use sluice_protocol::RecordBatch;
+
+use super::*;
+
+fn config(batch_bytes: usize) -> ProducerConfig {
+    ProducerConfig {
+        batch_bytes,
+        linger: Duration::from_secs(3600),
+        ..ProducerConfig::default()
+    }
+}
+
+fn inner(batch_bytes: usize) -> Inner {
+    let client = Client::new(ClientConfig::new("127.0.0.1:1")).expect("client");
+    Inner::new(client, config(batch_bytes))
+}
+
+/// Appends a record the way `send` does once metadata and buffer space are in hand.
+fn append(inner: &Inner, record: ProducerRecord, partitions: u32) -> DeliveryFuture {
+    let size = record.size_estimate();
+    let mut st = lock(&inner.state);
+    inner.append(&mut st, record, size, partitions, 1_000).0
+}
+
+fn unkeyed(value: &str) -> ProducerRecord {
+    ProducerRecord::new("t", value.to_string())
+}
+
+/// (partition, record count) of each batch in the ready queue, in order.
+fn ready(inner: &Inner) -> Vec<(u32, u32)> {
+    lock(&inner.state)
+        .ready
+        .iter()
+        .map(|b| match &b.data {
+            Data::Open(builder) => (b.meta.partition, builder.record_count()),
+            Data::Sealed(_) => (b.meta.partition, u32::MAX),
+        })
+        .collect()
+}
+
+fn sticky(inner: &Inner, topic: &str) -> u32 {
+    lock(&inner.state).topics[topic].1.sticky
+}
+
+fn set_sticky(inner: &Inner, topic: &str, p: u32) {
+    if let Some((_, acc)) = lock(&inner.state).topics.get_mut(topic) {
+        acc.sticky = p;
+    }
+}
+
+#[test]
+fn key_partitioner_is_crc32_mod_partitions() {
+    // CRC-32 (IEEE) of "hello" is 0x3610a686: the partition of a key never changes across builds.
+    assert_eq!(crc32fast::hash(b"hello"), 0x3610_a686);
+    assert_eq!(partition_for_key(b"hello", 7), 0x3610_a686 % 7);
+    assert_eq!(partition_for_key(b"hello", 1), 0);
+    assert_eq!(partition_for_key(b"hello", 0), 0);
+    for n in 1..50 {
+        for key in [&b""[..], b"a", b"user-17", b"\xff\x00"] {
+            let p = partition_for_key(key, n);
+            assert!(p < n);
+            assert_eq!(p, partition_for_key(key, n), "deterministic");
+        }
+    }
+}
+
+#[test]
+fn keyed_and_explicit_records_ignore_the_sticky_partition() {
+    let inner = inner(1 << 20);
+    for i in 0..20 {
+        append(&inner, unkeyed("x").key(format!("k{i}")), 8);
+    }
+    append(&inner, unkeyed("x").partition(5), 8);
+    let st = lock(&inner.state);
+    let acc = &st.topics["t"].1;
+    for i in 0..20 {
+        let p = partition_for_key(format!("k{i}").as_bytes(), 8) as usize;
+        assert!(acc.open[p].is_some(), "key k{i} -> partition {p}");
+    }
+    assert!(acc.open[5].is_some());
+    let total: u32 = acc
+        .open
+        .iter()
+        .flatten()
+        .map(|b| b.builder.record_count())
+        .sum();
+    assert_eq!(total, 21);
+}
+
+#[test]
+fn sticky_partition_holds_until_a_batch_is_sealed() {
+    // Room for a few records per batch.
+    let inner = inner(400);
+    append(&inner, unkeyed("first").partition(0), 4);
+    set_sticky(&inner, "t", 2);
+    // Batch of partition 2 fills; the partition does not change until it is sealed.
+    let mut sealed_at = None;
+    for i in 0..20 {
+        append(&inner, unkeyed(&"v".repeat(40)), 4);
+        if !ready(&inner).iter().any(|(p, _)| *p == 2) {
+            assert_eq!(sticky(&inner, "t"), 2, "record {i}");
+        } else {
+            sealed_at = Some(i);
+            break;
+        }
+    }
+    assert!(sealed_at.is_some(), "a batch of partition 2 was sealed");
+    // Sealing moved the sticky partition on, and the record that did not fit went to the next one.
+    assert_eq!(sticky(&inner, "t"), 3);
+    let st = lock(&inner.state);
+    assert_eq!(
+        st.topics["t"].1.open[3]
+            .as_ref()
+            .map(|b| b.builder.record_count()),
+        Some(1)
+    );
+}
+
+#[test]
+fn sticky_wraps_around_partitions() {
+    let inner = inner(1 << 20);
+    append(&inner, unkeyed("a"), 3);
+    set_sticky(&inner, "t", 2);
+    append(&inner, unkeyed("b"), 3);
+    {
+        let mut st = lock(&inner.state);
+        // Linger expiry seals everything open, including the sticky partition's batch.
+        st.seal_expired(true, Instant::now(), Duration::ZERO);
+    }
+    assert_eq!(sticky(&inner, "t"), 0);
+}
+
+#[test]
+fn batches_seal_at_batch_bytes() {
+    let batch_bytes = 1000;
+    let inner = inner(batch_bytes);
+    let value = "v".repeat(100);
+    let mut futures = Vec::new();
+    for _ in 0..50 {
+        futures.push(append(&inner, unkeyed(&value).partition(0), 1));
+    }
+    let batches: Vec<ReadyBatch> = lock(&inner.state).ready.drain(..).collect();
+    assert!(batches.len() >= 5, "{} batches", batches.len());
+    let mut records = 0;
+    for b in batches {
+        let Data::Open(builder) = b.data else {
+            panic!("not sealed by the accumulator")
+        };
+        assert!(
+            builder.size_bytes() <= batch_bytes,
+            "{}",
+            builder.size_bytes()
+        );
+        records += builder.record_count();
+        // Another record would not have fit.
+        assert!(builder.size_bytes() + unkeyed(&value).size_estimate() > batch_bytes);
+        let bytes = builder.seal().expect("seal");
+        let (batch, rest) = RecordBatch::decode(&bytes).expect("valid batch");
+        assert!(rest.is_empty());
+        assert!(batch
+            .records()
+            .expect("records")
+            .all(|r| r.is_ok_and(|r| r.value.as_deref() == Some(value.as_bytes()))));
+    }
+    let open = lock(&inner.state).topics["t"].1.open[0]
+        .as_ref()
+        .map_or(0, |b| b.builder.record_count());
+    assert_eq!(records + open, 50);
+}
+
+#[test]
+fn oversized_record_goes_alone() {
+    let inner = inner(500);
+    append(&inner, unkeyed("small").partition(0), 1);
+    append(&inner, unkeyed(&"x".repeat(2000)).partition(0), 1);
+    // The small batch was sealed to make room, then the big one sealed on its own.
+    assert_eq!(ready(&inner), vec![(0, 1), (0, 1)]);
+}
+
+#[test]
+fn linger_seals_only_old_batches() {
+    let inner = inner(1 << 20);
+    append(&inner, unkeyed("a").partition(0), 2);
+    let created = Instant::now();
+    let mut st = lock(&inner.state);
+    let linger = Duration::from_secs(10);
+    let earliest = st.seal_expired(false, created, linger);
+    assert!(earliest.is_some());
+    assert!(st.ready.is_empty());
+    let earliest = st.seal_expired(false, created + linger, linger);
+    assert!(earliest.is_none());
+    assert_eq!(st.ready.len(), 1);
+    assert!(!st.has_open());
+}
+
+#[test]
+fn delivery_futures_share_one_completion_per_batch() {
+    let inner = inner(1 << 20);
+    let futures: Vec<DeliveryFuture> = (0..3)
+        .map(|i| append(&inner, unkeyed(&i.to_string()).partition(1), 2))
+        .collect();
+    assert!(futures
+        .windows(2)
+        .all(|w| Arc::ptr_eq(&w[0].completion, &w[1].completion)));
+    assert_eq!(Arc::strong_count(&futures[0].completion), 4);
+    futures[0].completion.complete(Ok(Some(100)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let offsets: Vec<Option<u64>> = rt.block_on(async {
+        let mut v = Vec::new();
+        for f in futures {
+            let m = f.await.expect("delivered");
+            assert_eq!(&*m.topic, "t");
+            assert_eq!(m.partition, 1);
+            v.push(m.offset);
+        }
+        v
+    });
+    assert_eq!(offsets, vec![Some(100), Some(101), Some(102)]);
+}
+
+#[tokio::test]
+async fn delivery_future_wakes_on_completion() {
+    let inner = inner(1 << 20);
+    let f = append(&inner, unkeyed("a"), 1);
+    let completion = f.completion.clone();
+    let waiter = tokio::spawn(f);
+    tokio::task::yield_now().await;
+    completion.complete(Err(ClientError::Timeout(Duration::from_secs(1))));
+    let r = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .expect("joined");
+    assert!(matches!(r, Err(ClientError::Timeout(_))));
+}
+
+fn sealed(topic: &str, partition: u32, len: usize) -> SealedBatch {
+    let topic: Arc<str> = Arc::from(topic);
+    SealedBatch {
+        bytes: Bytes::from(vec![0u8; len]),
+        meta: BatchMeta {
+            id: 0,
+            completion: Completion::new(topic.clone(), partition),
+            topic,
+            partition,
+            permits: 0,
+        },
+        attempts: 0,
+    }
+}
+
+#[test]
+fn requests_carry_one_batch_per_partition_in_order() {
+    let batches = vec![
+        sealed("a", 0, 10),
+        sealed("a", 1, 10),
+        sealed("a", 0, 20),
+        sealed("b", 0, 10),
+        sealed("a", 0, 30),
+    ];
+    let requests = split_requests(batches);
+    let shape: Vec<Vec<(String, u32, usize)>> = requests
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|b| (b.meta.topic.to_string(), b.meta.partition, b.bytes.len()))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            vec![
+                ("a".into(), 0, 10),
+                ("a".into(), 1, 10),
+                ("b".into(), 0, 10)
+            ],
+            vec![("a".into(), 0, 20)],
+            vec![("a".into(), 0, 30)],
+        ]
+    );
+}
+
+#[test]
+fn requests_are_bounded_in_size() {
+    let big = MAX_REQUEST_BYTES / 2 + 1;
+    let requests = split_requests(vec![sealed("a", 0, big), sealed("a", 1, big)]);
+    assert_eq!(requests.len(), 2);
+}
+
+#[test]
+fn config_validation() {
+    assert!(ProducerConfig::default().validate().is_ok());
+    let bad = [
+        ProducerConfig {
+            batch_bytes: 10,
+            ..Default::default()
+        },
+        ProducerConfig {
+            buffer_bytes: 1000,
+            batch_bytes: 2000,
+            ..Default::default()
+        },
+        ProducerConfig {
+            max_in_flight: 0,
+            ..Default::default()
+        },
+    ];
+    for c in bad {
+        assert!(matches!(c.validate(), Err(ClientError::InvalidConfig(_))));
+    }
+}
+
+/// Seeds the client's metadata cache with topic `t` of `partitions` partitions, leader node 0 at
+/// `addr`.
+fn seed_metadata(client: &Client, addr: &str, partitions: u32) {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    client.update_cache(
+        &MetadataResponse {
+            brokers: vec![BrokerInfo {
+                node_id: 0,
+                host: host.to_string(),
+                port: port.parse().expect("port"),
+            }],
+            controller_id: 0,
+            topics: vec![TopicMetadata {
+                error: ErrorCode::NONE,
+                name: "t".into(),
+                partitions: (0..partitions)
+                    .map(|partition| PartitionMetadata {
+                        error: ErrorCode::NONE,
+                        partition,
+                        leader: 0,
+                        replicas: vec![0],
+                        high_watermark: 0,
+                        log_start_offset: 0,
+                    })
+                    .collect(),
+                configs: vec![],
+            }],
+        },
+        false,
+    );
+}
+
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
+}
+
+#[tokio::test]
+async fn send_waits_for_buffer_space_and_failures_free_it() {
+    let addr = closed_port();
+    let client = Client::new(ClientConfig::new(addr.clone())).expect("client");
+    seed_metadata(&client, &addr, 2);
+    let producer = Producer::with_client(
+        client,
+        ProducerConfig {
+            batch_bytes: 1024,
+            buffer_bytes: 1024,
+            linger: Duration::from_secs(3600),
+            retries: 0,
+            ..ProducerConfig::default()
+        },
+    )
+    .expect("producer");
+    let record = || ProducerRecord::new("t", vec![7u8; 200]).partition(0);
+    let mut accepted = Vec::new();
+    // Fill the buffer: each record reserves its size estimate, about 250 bytes.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), producer.send(record())).await {
+            Ok(r) => accepted.push(r.expect("accepted")),
+            Err(_) => break,
+        }
+        assert!(accepted.len() < 10, "the buffer never filled");
+    }
+    assert!(!accepted.is_empty());
+    // A flush sends the batch to a closed port: it fails (no retries), which frees the buffer.
+    let blocked = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.send(record()).await.map(|_| ()) }
+    });
+    tokio::time::timeout(Duration::from_secs(10), producer.flush())
+        .await
+        .expect("flush finished")
+        .expect("flush");
+    for f in accepted {
+        let err = f.await.expect_err("nothing listens");
+        assert!(err.is_connection_error(), "{err}");
+    }
+    tokio::time::timeout(Duration::from_secs(10), blocked)
+        .await
+        .expect("blocked send went through")
+        .expect("joined")
+        .expect("accepted");
+    producer.close().await.expect("close");
+    let after = producer.send(record()).await;
+    assert!(matches!(after, Err(ClientError::Closed)), "{after:?}");
+}
+
+#[tokio::test]
+async fn send_rejects_bad_partition_and_huge_records() {
+    let addr = closed_port();
+    let client = Client::new(ClientConfig::new(addr.clone())).expect("client");
+    seed_metadata(&client, &addr, 2);
+    let producer = Producer::with_client(
+        client,
+        ProducerConfig {
+            batch_bytes: 1024,
+            buffer_bytes: 4096,
+            ..ProducerConfig::default()
+        },
+    )
+    .expect("producer");
+    let err = producer
+        .send(ProducerRecord::new("t", "x").partition(2))
+        .await
+        .expect_err("partition 2 of 2");
+    assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
+    let err = producer
+        .send(ProducerRecord::new("t", vec![0u8; 5000]))
+        .await
+        .expect_err("larger than the buffer");
+    assert!(matches!(err, ClientError::RecordTooLarge { .. }), "{err}");
+}
