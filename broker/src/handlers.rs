@@ -19,6 +19,8 @@ pub struct Broker {
     pub topics: Topics,
     /// The address clients are told to connect to.
     pub advertised: SocketAddr,
+    /// Produce request bytes in flight across all connections (`max_produce_bytes`).
+    pub produce_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// A produce whose appends are done; what is left is making them durable (acks `all`).

@@ -48,6 +48,12 @@ pub async fn start(
     config: BrokerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl Future<Output = ()>), ServerError> {
+    if config.max_produce_bytes > Semaphore::MAX_PERMITS
+        || config.max_inflight_bytes_per_connection > Semaphore::MAX_PERMITS
+        || config.max_frame_bytes > u32::MAX as usize
+    {
+        return Err(ServerError::Config("byte limits are too large".into()));
+    }
     if config.max_inflight_bytes_per_connection < config.max_frame_bytes {
         return Err(ServerError::Config(
             "max_inflight_bytes_per_connection must be at least max_frame_bytes".into(),
@@ -70,6 +76,7 @@ pub async fn start(
         source,
     })?;
     let broker = Arc::new(Broker {
+        produce_budget: Arc::new(Semaphore::new(config.max_produce_bytes)),
         config,
         topics,
         advertised: addr,
@@ -225,7 +232,7 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>, mut stop: watch::Rec
                 continue;
             }
         };
-        if !dispatch(&broker, request, corr, permit, &tx).await {
+        if !dispatch(&broker, request, corr, permit, &tx, len).await {
             break;
         }
     }
@@ -244,6 +251,7 @@ async fn dispatch(
     corr: u32,
     permit: OwnedSemaphorePermit,
     tx: &mpsc::Sender<Outgoing>,
+    frame_len: usize,
 ) -> bool {
     let respond = move |resp: Response, permit| Outgoing {
         chunks: wire::encode_response(corr, &resp),
@@ -260,6 +268,16 @@ async fn dispatch(
             .await
             .is_ok(),
         Request::Produce(p) => {
+            // Produce bytes of all connections together are bounded too: past the bound this
+            // connection stops reading until earlier produces are answered.
+            let Ok(budget) = broker
+                .produce_budget
+                .clone()
+                .acquire_many_owned(frame_len.min(broker.config.max_produce_bytes) as u32)
+                .await
+            else {
+                return false;
+            };
             // Appends happen here, in the connection's request order.
             let pending = broker.produce_append(&p);
             match p.acks {
@@ -274,6 +292,7 @@ async fn dispatch(
                 Acks::All => {
                     let tx = tx.clone();
                     tokio::spawn(async move {
+                        let _budget = budget;
                         let resp = match tokio::task::spawn_blocking(move || {
                             finish_produce(pending, Acks::All)
                         })
