@@ -2,6 +2,7 @@
 //! of a running broker.
 
 mod broker_cmd;
+mod cli;
 
 use clap::{Parser, Subcommand};
 
@@ -20,12 +21,24 @@ struct Cli {
 enum Command {
     /// Run a broker (single node; data in ./data and a loopback listener unless told otherwise).
     Broker(broker_cmd::BrokerArgs),
+    /// Create, list, describe and delete topics.
+    Topic(cli::TopicArgs),
+    /// Produce records read from stdin (or a file), one per line.
+    Produce(cli::ProduceArgs),
+    /// Print records of a topic to stdout, one per line.
+    Consume(cli::ConsumeArgs),
+    /// Show the brokers, the controller and every partition.
+    Cluster(cli::ClusterArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Broker(args) => broker_cmd::run(args),
+        Command::Topic(args) => cli::run(cli::topic::run(args)),
+        Command::Produce(args) => cli::run(cli::produce::run(args)),
+        Command::Consume(args) => cli::run(cli::consume::run(args)),
+        Command::Cluster(args) => cli::run(cli::cluster::run(args)),
     };
     std::process::exit(code);
 }
