@@ -2,9 +2,10 @@
 //!
 //! - `storage`: appends through `sluice-storage` against a plain sequential file write of the same bytes
 //!   under the same flush policy, then reads the log back against a memcpy of the same volume.
-//!
-//! The load generator against a live broker (`produce`, `consume`, `e2e`) comes with the broker.
+//! - `produce`, `consume`, `e2e`: the load generator against a live broker (or one it spawns), see
+//!   [`load`]: throughput and produce-ack, poll or end-to-end latency percentiles.
 
+mod load;
 mod storage;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,12 @@ struct Cli {
 enum Command {
     /// Storage engine append/read throughput against raw file writes and memcpy.
     Storage(storage::Args),
+    /// Producers against a broker: records/s, MiB/s and produce-ack latency.
+    Produce(load::Args),
+    /// Fill a backlog, then consumers read it as fast as they can: records/s and MiB/s.
+    Consume(load::Args),
+    /// Producers and consumers at once: end-to-end (produce to consume) and produce-ack latency.
+    E2e(load::Args),
 }
 
 fn main() {
@@ -30,9 +37,27 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return;
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            eprint!(
+                "sluice-bench: {}",
+                text.strip_prefix("error: ").unwrap_or(&text)
+            );
+            std::process::exit(1);
+        }
+    };
     let result = match cli.command {
         Command::Storage(args) => storage::run(args),
+        Command::Produce(args) => load::run(load::Mode::Produce, args),
+        Command::Consume(args) => load::run(load::Mode::Consume, args),
+        Command::E2e(args) => load::run(load::Mode::E2e, args),
     };
     if let Err(e) = result {
         eprintln!("sluice-bench: {e}");

@@ -1,0 +1,615 @@
+//! `sluice-bench produce`, and the producer side that `consume` (to fill its backlog) and `e2e` use:
+//! `--producers` tasks, each with its own [`Producer`], send unkeyed records, either as fast as
+//! `send` accepts them or paced to `--rate` by a token bucket refilled on timer ticks. Values are cut
+//! from one buffer of random bytes generated before the clock starts (each value is a [`Bytes`]
+//! slice of it: a reference count, no allocation); consecutive records take consecutive slices, and
+//! the buffer is at least twice the batch size, so no batch holds two equal values and compression
+//! sees incompressible data, as it would with distinct random values. e2e values are an 8-byte send
+//! timestamp followed by such a slice, written into a shared arena (one allocation per arena). Each record's produce-ack latency is
+//! the time from the `send` call to its [`DeliveryFuture`] resolving; a collector task per producer
+//! waits on every outstanding delivery future at once (a slot per future, each with its own waker,
+//! so a late batch of one partition does not delay the timing of another's) and records latencies in
+//! microseconds into an HDR histogram, merged across producers at the end.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use sluice_client::{ClientError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use tokio::sync::mpsc;
+
+use super::report::{self, Report};
+use super::{broker_error, Error, Settings, Stop, Topic, STAMP_BYTES};
+
+/// What the producers did.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// Records acknowledged.
+    pub records: u64,
+    /// Value bytes of those records.
+    pub value_bytes: u64,
+    /// Produce-ack latency per record, microseconds.
+    pub latency: Histogram<u64>,
+    /// When the first producer began sending.
+    pub started: Instant,
+    /// From `started` to the last acknowledgement.
+    pub elapsed: Duration,
+}
+
+/// How the producers run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub stop: Stop,
+    /// Records per second across all producers; `None` = as fast as possible.
+    pub rate: Option<u64>,
+    /// e2e: values start with the send time in ns since this instant.
+    pub stamp_base: Option<Instant>,
+}
+
+/// `sluice-bench produce`.
+pub(crate) async fn run(s: &Settings, addr: &str, topic: &Topic) -> Result<Report, Error> {
+    let out = produce(
+        s,
+        addr,
+        topic,
+        Plan {
+            stop: s.stop,
+            rate: s.rate,
+            stamp_base: None,
+        },
+    )
+    .await?;
+    let mut r = Report::new(format!(
+        "produce: {} records x {} B to {} ({} partitions) in {:.2} s",
+        out.records,
+        s.record_size,
+        topic.name,
+        topic.partitions,
+        out.elapsed.as_secs_f64()
+    ));
+    r.throughput("produce (acked)", out.records, out.value_bytes, out.elapsed);
+    r.latency("produce ack", &out.latency);
+    r.primary(out.records, out.value_bytes, out.elapsed, &out.latency);
+    r.set("latency", "produce_ack".into());
+    Ok(r)
+}
+
+/// A new latency histogram: 1 us to 10 minutes, 3 significant digits.
+pub(crate) fn histogram() -> Result<Histogram<u64>, Error> {
+    Ok(Histogram::new_with_bounds(1, 600_000_000, 3)?)
+}
+
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Runs the producers per `plan` and waits for every record to be acknowledged.
+pub(crate) async fn produce(
+    s: &Settings,
+    addr: &str,
+    topic: &Topic,
+    plan: Plan,
+) -> Result<Outcome, Error> {
+    let config = ProducerConfig {
+        linger: s.linger,
+        batch_bytes: s.batch_bytes,
+        acks: s.acks,
+        compression: s.compression,
+        ..ProducerConfig::default()
+    };
+    // Connect and learn the topic before the clock starts.
+    let mut producers = Vec::with_capacity(s.producers);
+    for _ in 0..s.producers {
+        let p = Producer::new(addr, config.clone())
+            .map_err(|e| format!("cannot create a producer: {e}"))?;
+        p.client()
+            .partition_count(&topic.name)
+            .await
+            .map_err(|e| broker_error(addr, &format!("metadata of {}", topic.name), e))?;
+        producers.push(p);
+    }
+    let pool = Pool::new(s.record_size, s.batch_bytes);
+    let n = s.producers as u64;
+    let started = Instant::now();
+    // The first failure (a send refused, a record that finally failed delivery) ends the run at
+    // once: waiting for every buffered batch to exhaust its retries against a dead broker takes
+    // minutes, and the figures would be void anyway.
+    let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<Failure>();
+    let mut senders = Vec::with_capacity(s.producers);
+    let mut collectors = Vec::with_capacity(s.producers);
+    for (i, producer) in producers.into_iter().enumerate() {
+        let i = i as u64;
+        let quota = Quota {
+            count: match plan.stop {
+                Stop::Count(c) => Some(c / n + u64::from(i < c % n)),
+                Stop::Duration(_) => None,
+            },
+            deadline: match plan.stop {
+                Stop::Duration(d) => Some(started + d),
+                Stop::Count(_) => None,
+            },
+            // Each producer paces its share; the shares add up to --rate.
+            rate: plan.rate.map(|r| (r / n + u64::from(i < r % n)) as f64),
+        };
+        let values = match plan.stamp_base {
+            Some(base) => Values::Stamped {
+                pool: pool.clone(),
+                arena: BytesMut::new(),
+                base,
+            },
+            None => Values::Plain(pool.clone()),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        collectors.push(tokio::spawn(Collector::new(rx, fail_tx.clone())?.run()));
+        let topic = topic.name.clone();
+        let fail = fail_tx.clone();
+        senders.push(tokio::spawn(async move {
+            let result = match send_loop(&producer, &topic, values, quota, tx).await {
+                // Sends what was accepted and waits for it (delivery futures resolve either way).
+                Ok(n) => producer.close().await.map(|()| n),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result {
+                let _ = fail.send(Failure::Send(e.clone()));
+            }
+            result
+        }));
+    }
+    drop(fail_tx);
+    let finished = async {
+        let mut sent = 0u64;
+        for h in senders {
+            match h.await {
+                Ok(Ok(n)) => sent += n,
+                // Reported through the failure channel.
+                Ok(Err(_)) => {}
+                Err(e) => return Err::<_, Error>(format!("producer task failed: {e}").into()),
+            }
+        }
+        let mut latency = histogram()?;
+        let mut last = started;
+        for h in collectors {
+            let c = h.await.map_err(|e| format!("collector task failed: {e}"))?;
+            latency.add(&c.latency)?;
+            if let Some(t) = c.last_done {
+                last = last.max(t);
+            }
+        }
+        Ok((sent, latency, last))
+    };
+    let (sent, latency, last) = tokio::select! {
+        biased;
+        Some(f) = fail_rx.recv() => return Err(match f {
+            Failure::Send(e) => broker_error(addr, "send", e),
+            Failure::Delivery(e) => broker_error(addr, "a record failed delivery", e),
+        }),
+        r = finished => r?,
+    };
+    // A failure reported just as the last task ended.
+    if let Ok(f) = fail_rx.try_recv() {
+        return Err(match f {
+            Failure::Send(e) => broker_error(addr, "send", e),
+            Failure::Delivery(e) => broker_error(addr, "a record failed delivery", e),
+        });
+    }
+    Ok(Outcome {
+        records: sent,
+        value_bytes: sent * s.record_size as u64,
+        latency,
+        started,
+        elapsed: last.saturating_duration_since(started),
+    })
+}
+
+/// What ends a produce run early.
+#[derive(Debug)]
+enum Failure {
+    Send(ClientError),
+    Delivery(ClientError),
+}
+
+/// `len` non-repeating pseudo-random bytes, so nothing downstream can shortcut on patterns.
+fn random_bytes(len: usize) -> Bytes {
+    let mut x = super::random_u64() | 1;
+    let mut v = vec![0u8; len];
+    for chunk in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    Bytes::from(v)
+}
+
+/// Random bytes that values are sliced from, in order, wrapping around at the end.
+#[derive(Debug, Clone)]
+struct Pool {
+    bytes: Bytes,
+    record_size: usize,
+    next: usize,
+}
+
+/// Bounds of the random buffer: at least twice the batch size (no repeats within a batch).
+const MIN_POOL: usize = 8 << 20;
+const MAX_POOL: usize = 128 << 20;
+
+impl Pool {
+    fn new(record_size: usize, batch_bytes: usize) -> Pool {
+        let len = batch_bytes
+            .saturating_mul(2)
+            .clamp(MIN_POOL, MAX_POOL)
+            .max(record_size.saturating_mul(2))
+            .saturating_add(record_size);
+        Pool {
+            bytes: random_bytes(len),
+            record_size,
+            next: 0,
+        }
+    }
+
+    /// The next `record_size` bytes of the buffer.
+    fn next(&mut self) -> Bytes {
+        if self.next + self.record_size > self.bytes.len() {
+            self.next = 0;
+        }
+        let v = self.bytes.slice(self.next..self.next + self.record_size);
+        self.next += self.record_size;
+        v
+    }
+}
+
+/// Where a producer's record values come from.
+#[derive(Debug)]
+enum Values {
+    /// Slices of the random buffer.
+    Plain(Pool),
+    /// The send timestamp (ns since `base`, u64 LE) followed by a slice of the random buffer past
+    /// its first 8 bytes, written into a shared arena that is replaced when full: one allocation per
+    /// arena, not per record.
+    Stamped {
+        pool: Pool,
+        arena: BytesMut,
+        base: Instant,
+    },
+}
+
+/// Records per stamped-value arena.
+const ARENA_RECORDS: usize = 1024;
+
+impl Values {
+    fn next(&mut self, now: Instant) -> Bytes {
+        match self {
+            Values::Plain(pool) => pool.next(),
+            Values::Stamped { pool, arena, base } => {
+                let payload = pool.next();
+                let len = payload.len();
+                if arena.capacity() < len {
+                    *arena = BytesMut::with_capacity(len * ARENA_RECORDS);
+                }
+                let ns = u64::try_from(now.saturating_duration_since(*base).as_nanos())
+                    .unwrap_or(u64::MAX);
+                arena.extend_from_slice(&ns.to_le_bytes());
+                arena.extend_from_slice(&payload[STAMP_BYTES..]);
+                arena.split().freeze()
+            }
+        }
+    }
+}
+
+/// One producer's share of the work.
+#[derive(Debug, Clone, Copy)]
+struct Quota {
+    count: Option<u64>,
+    deadline: Option<Instant>,
+    /// Records per second for this producer (at least 1: --rate is checked against --producers).
+    rate: Option<f64>,
+}
+
+/// Timer tick of the rate limiter: at most this often, at least once per record.
+const MIN_TICK: Duration = Duration::from_millis(1);
+
+/// Sends until the quota is used up; returns the number of records accepted.
+async fn send_loop(
+    producer: &Producer,
+    topic: &str,
+    mut values: Values,
+    quota: Quota,
+    tx: mpsc::UnboundedSender<(Instant, DeliveryFuture)>,
+) -> Result<u64, ClientError> {
+    let mut sent = 0u64;
+    let limit = quota.count.unwrap_or(u64::MAX);
+    let Some(rate) = quota.rate else {
+        while sent < limit {
+            let now = Instant::now();
+            if quota.deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+            send_one(producer, topic, values.next(now), now, &tx).await?;
+            sent += 1;
+        }
+        return Ok(sent);
+    };
+    // Token bucket: by time t since the start, floor(t * rate) + 1 records are due; each tick sends
+    // what is due (catching up after a stall) rather than sleeping per record.
+    let start = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / rate).max(MIN_TICK);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64)
+            .saturating_add(1)
+            .min(limit);
+        while sent < due {
+            let now = Instant::now();
+            if quota.deadline.is_some_and(|d| now >= d) {
+                return Ok(sent);
+            }
+            send_one(producer, topic, values.next(now), now, &tx).await?;
+            sent += 1;
+        }
+        if sent >= limit || quota.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(sent);
+        }
+    }
+}
+
+async fn send_one(
+    producer: &Producer,
+    topic: &str,
+    value: Bytes,
+    now: Instant,
+    tx: &mpsc::UnboundedSender<(Instant, DeliveryFuture)>,
+) -> Result<(), ClientError> {
+    let delivery = producer.send(ProducerRecord::new(topic, value)).await?;
+    // The collector lives until this sender is dropped, so the send cannot fail.
+    let _ = tx.send((now, delivery));
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Slots whose futures were woken, and the collector task to wake.
+#[derive(Debug, Default)]
+struct ReadyQueue {
+    ready: Mutex<Vec<usize>>,
+    task: Mutex<Option<Waker>>,
+}
+
+/// The waker of one slot: marks the slot ready and wakes the collector.
+#[derive(Debug)]
+struct SlotWaker {
+    slot: usize,
+    queue: Arc<ReadyQueue>,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        lock(&self.queue.ready).push(self.slot);
+        let task = lock(&self.queue.task).take();
+        if let Some(w) = task {
+            w.wake();
+        }
+    }
+}
+
+/// What a collector measured.
+#[derive(Debug)]
+struct Collected {
+    latency: Histogram<u64>,
+    last_done: Option<Instant>,
+}
+
+/// Waits on every delivery future of one producer at once and times each as it resolves.
+struct Collector {
+    rx: mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>,
+    /// Outstanding futures with their send time; `None` = free slot.
+    slots: Vec<Option<(Instant, DeliveryFuture)>>,
+    /// One waker per slot, made once and reused.
+    wakers: Vec<Waker>,
+    free: Vec<usize>,
+    live: usize,
+    queue: Arc<ReadyQueue>,
+    closed: bool,
+    /// Where the first failed delivery goes.
+    fail: Option<mpsc::UnboundedSender<Failure>>,
+    out: Collected,
+}
+
+impl Collector {
+    fn new(
+        rx: mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>,
+        fail: mpsc::UnboundedSender<Failure>,
+    ) -> Result<Collector, Error> {
+        Ok(Collector {
+            rx,
+            slots: Vec::new(),
+            wakers: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            queue: Arc::new(ReadyQueue::default()),
+            closed: false,
+            fail: Some(fail),
+            out: Collected {
+                latency: histogram()?,
+                last_done: None,
+            },
+        })
+    }
+
+    async fn run(mut self) -> Collected {
+        std::future::poll_fn(|cx| self.step(cx)).await;
+        self.out
+    }
+
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before looking at anything, so no wake-up is lost.
+        *lock(&self.queue.task) = Some(cx.waker().clone());
+        while !self.closed {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some((sent, delivery))) => self.insert(sent, delivery),
+                Poll::Ready(None) => self.closed = true,
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            let ready = std::mem::take(&mut *lock(&self.queue.ready));
+            if ready.is_empty() {
+                break;
+            }
+            for slot in ready {
+                self.poll_slot(slot);
+            }
+        }
+        if self.closed && self.live == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn insert(&mut self, sent: Instant, delivery: DeliveryFuture) {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = self.slots.len();
+                self.slots.push(None);
+                self.wakers.push(Waker::from(Arc::new(SlotWaker {
+                    slot,
+                    queue: self.queue.clone(),
+                })));
+                slot
+            }
+        };
+        self.slots[slot] = Some((sent, delivery));
+        self.live += 1;
+        self.poll_slot(slot);
+    }
+
+    fn poll_slot(&mut self, slot: usize) {
+        // A stale wake (the slot was freed, or reused by a later future) polls harmlessly.
+        let Some((sent, delivery)) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let mut cx = Context::from_waker(&self.wakers[slot]);
+        let Poll::Ready(result) = Pin::new(delivery).poll(&mut cx) else {
+            return;
+        };
+        let now = Instant::now();
+        match result {
+            Ok(_) => self
+                .out
+                .latency
+                .saturating_record(micros(now.saturating_duration_since(*sent))),
+            Err(e) => {
+                if let Some(fail) = self.fail.take() {
+                    let _ = fail.send(Failure::Delivery(e));
+                }
+            }
+        }
+        self.out.last_done = Some(now);
+        self.slots[slot] = None;
+        self.free.push(slot);
+        self.live -= 1;
+    }
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("live", &self.live)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds the produce-side figures of an e2e or consume run to `r` under `prefix` keys.
+pub(crate) fn add_produce_json(r: &mut Report, prefix: &str, out: &Outcome) {
+    let secs = out.elapsed.as_secs_f64().max(1e-9);
+    r.set(
+        &format!("{prefix}records_per_s"),
+        report::round(out.records as f64 / secs).into(),
+    );
+    r.set(
+        &format!("{prefix}mb_per_s"),
+        report::round1(report::mib(out.value_bytes) / secs).into(),
+    );
+    r.set(&format!("{prefix}records"), out.records.into());
+    r.set(&format!("{prefix}seconds"), report::round3(secs).into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(v: &[u8]) -> u64 {
+        u64::from_le_bytes(v[..8].try_into().unwrap())
+    }
+
+    #[test]
+    fn stamped_values_carry_the_send_time_and_random_bytes() {
+        let base = Instant::now();
+        let pool = Pool::new(64, 1 << 20);
+        let mut v = Values::Stamped {
+            pool: pool.clone(),
+            arena: BytesMut::new(),
+            base,
+        };
+        let t1 = base + Duration::from_nanos(1234);
+        let a = v.next(t1);
+        let b = v.next(t1 + Duration::from_nanos(1));
+        assert_eq!(a.len(), 64);
+        assert_eq!(stamp(&a), 1234);
+        assert_eq!(stamp(&b), 1235);
+        assert_eq!(a[8..], pool.bytes[8..64]);
+        assert_eq!(b[8..], pool.bytes[72..128]);
+        // Many more than one arena's worth stay intact.
+        let all: Vec<Bytes> = (0..3 * ARENA_RECORDS as u64)
+            .map(|i| v.next(base + Duration::from_nanos(i)))
+            .collect();
+        for (i, x) in all.iter().enumerate() {
+            assert_eq!(stamp(x), i as u64);
+        }
+    }
+
+    #[test]
+    fn plain_values_are_distinct_slices_of_one_buffer() {
+        let mut pool = Pool::new(1000, 1 << 20);
+        assert!(pool.bytes.len() >= 2 << 20);
+        let a = pool.next();
+        let b = pool.next();
+        assert_eq!(a.len(), 1000);
+        assert_eq!(distance(&a, &b), 1000);
+        assert_ne!(a, b);
+        // A batch's worth of values never repeats one.
+        let batch: Vec<Bytes> = (0..(1 << 20) / 1000).map(|_| pool.next()).collect();
+        let distinct: std::collections::HashSet<&[u8]> = batch.iter().map(|b| &b[..]).collect();
+        assert_eq!(distinct.len(), batch.len());
+        // Wraps around without running past the end.
+        for _ in 0..20_000 {
+            assert_eq!(pool.next().len(), 1000);
+        }
+    }
+
+    /// Byte distance between the starts of two slices of one buffer.
+    fn distance(a: &Bytes, b: &Bytes) -> usize {
+        b.as_ptr() as usize - a.as_ptr() as usize
+    }
+
+    #[test]
+    fn huge_records_still_fit_the_pool() {
+        let mut pool = Pool::new(20 << 20, 1 << 20);
+        assert_eq!(pool.next().len(), 20 << 20);
+        assert_eq!(pool.next().len(), 20 << 20);
+    }
+}

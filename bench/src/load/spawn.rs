@@ -1,0 +1,194 @@
+//! `--spawn-broker`: runs the real `sluice` binary (by default the one next to the `sluice-bench`
+//! executable, else `--sluice-bin`) as `sluice broker --listen 127.0.0.1:0` with a temporary data
+//! directory under the current directory (the disk a broker would use; /tmp may be memory), reads
+//! the bound address from its first stdout line (`sluice broker listening on HOST:PORT`), keeps
+//! draining its stdout, and stops it with SIGTERM (the `kill` command, so no unsafe code), waiting for
+//! a graceful exit before removing the data directory. Dropping a [`SpawnedBroker`] on an error path
+//! stops it the same way. The broker's stderr is passed through; its log level is `warn` unless
+//! `SLUICE_LOG` says otherwise.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::Error;
+use crate::storage::Flush;
+
+const LISTENING: &str = "sluice broker listening on ";
+const START_WAIT: Duration = Duration::from_secs(30);
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// The `sluice` binary next to this executable.
+pub(crate) fn default_bin() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot locate the sluice-bench executable: {e}"))?;
+    let dir = exe
+        .parent()
+        .ok_or("the sluice-bench executable has no parent directory")?;
+    Ok(dir.join("sluice"))
+}
+
+/// A broker process started for this run.
+#[derive(Debug)]
+pub(crate) struct SpawnedBroker {
+    child: Option<Child>,
+    addr: String,
+    /// Removed after the process has exited (fields drop after `Drop::drop`).
+    _data: tempfile::TempDir,
+}
+
+impl SpawnedBroker {
+    /// Starts the broker and waits for its address.
+    pub fn start(bin: &Path, flush: Option<Flush>) -> Result<SpawnedBroker, Error> {
+        if !bin.is_file() {
+            return Err(format!(
+                "no sluice binary at {} (build it with `cargo build --release -p sluice-broker`, or \
+                 pass --sluice-bin PATH)",
+                bin.display()
+            )
+            .into());
+        }
+        let data = tempfile::Builder::new()
+            .prefix("sluice-bench-broker-")
+            .tempdir_in(".")
+            .map_err(|e| format!("cannot create a data directory in the current directory: {e}"))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("broker")
+            .arg("--data-dir")
+            .arg(data.path().join("data"))
+            .arg("--listen")
+            .arg("127.0.0.1:0");
+        if let Some(f) = flush {
+            cmd.arg("--flush").arg(format!("{f:?}").to_lowercase());
+        }
+        if std::env::var_os("SLUICE_LOG").is_none() {
+            cmd.env("SLUICE_LOG", "warn");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take();
+        let mut broker = SpawnedBroker {
+            child: Some(child),
+            addr: String::new(),
+            _data: data,
+        };
+        let stdout = stdout.ok_or("the broker's stdout is not a pipe")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            // Keep draining so the broker never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(START_WAIT) {
+            Ok(Some(Ok(line))) => line,
+            Ok(Some(Err(e))) => return Err(format!("cannot read the broker's output: {e}").into()),
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = broker.wait_exited();
+                return Err(format!(
+                    "the broker ({}) exited before listening: {status}",
+                    bin.display()
+                )
+                .into());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(format!("the broker printed no address within {START_WAIT:?}").into())
+            }
+        };
+        let addr = line
+            .strip_prefix(LISTENING)
+            .ok_or_else(|| format!("unexpected first line from the broker: {line:?}"))?;
+        broker.addr = addr.trim().to_string();
+        Ok(broker)
+    }
+
+    /// `HOST:PORT` the broker listens on.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn stop(mut self) -> Result<(), Error> {
+        match self.child.take() {
+            Some(mut child) => terminate(&mut child),
+            None => Ok(()),
+        }
+    }
+
+    /// The exit status of a broker that has exited (or is about to), as text.
+    fn wait_exited(&mut self) -> String {
+        let Some(mut child) = self.child.take() else {
+            return "not running".into();
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status.to_string(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    let _ = terminate(&mut child);
+                    return "closed its stdout without printing its address".into();
+                }
+                Err(e) => return e.to_string(),
+            }
+        }
+    }
+}
+
+impl Drop for SpawnedBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Err(e) = terminate(&mut child) {
+                eprintln!("sluice-bench: warning: {e}");
+            }
+        }
+    }
+}
+
+/// SIGTERM `child` and wait up to [`STOP_WAIT`] for it to exit; SIGKILL it after that.
+fn terminate(child: &mut Child) -> Result<(), Error> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return exited(status);
+    }
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .stdout(Stdio::null())
+        .status();
+    if !sent.is_ok_and(|s| s.success()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("could not SIGTERM the broker (pid {pid}); killed it").into());
+    }
+    let deadline = Instant::now() + STOP_WAIT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return exited(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the broker (pid {pid}) did not exit within {STOP_WAIT:?} of SIGTERM; killed it"
+                )
+                .into());
+            }
+        }
+    }
+}
+
+fn exited(status: std::process::ExitStatus) -> Result<(), Error> {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the broker exited with {status}").into())
+    }
+}
