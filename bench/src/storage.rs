@@ -37,6 +37,10 @@ pub struct Args {
     /// Flush policy of the log (and of the raw-write baseline).
     #[arg(long, value_enum, default_value_t = Flush::Interval)]
     flush: Flush,
+    /// Drop page-cache pages of flushed bytes more than this many MiB behind the end (storage's
+    /// `page_cache_window_bytes`). The raw baseline keeps its page cache.
+    #[arg(long)]
+    cache_window_mb: Option<u64>,
     /// Directory for the temporary files (defaults to the current directory, the disk the broker
     /// would use; /tmp may be memory).
     #[arg(long)]
@@ -145,6 +149,7 @@ pub fn run(args: Args) -> Result<(), BoxError> {
     let log_dir = tmp.path().join("log");
     let config = LogConfig {
         flush: policy(args.flush),
+        page_cache_window_bytes: args.cache_window_mb.map(|m| m << 20),
         retention_ms: None,
         segment_ms: None,
         ..LogConfig::default()

@@ -33,6 +33,10 @@ pub struct BrokerArgs {
     /// Request bytes one connection may have in flight.
     #[arg(long, env = "SLUICE_MAX_INFLIGHT_BYTES")]
     max_inflight_bytes_per_connection: Option<usize>,
+    /// Keep this many MiB of each partition's newest flushed data in the page cache and drop the rest
+    /// after each flush (default: keep everything).
+    #[arg(long, env = "SLUICE_PAGE_CACHE_WINDOW_MB")]
+    page_cache_window_mb: Option<u64>,
     /// How often retention and compaction run (ms).
     #[arg(long, env = "SLUICE_MAINTENANCE_INTERVAL_MS")]
     maintenance_interval_ms: Option<u64>,

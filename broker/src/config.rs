@@ -29,6 +29,8 @@ pub struct BrokerConfig {
     pub max_fetch_wait: Duration,
     /// How a partition log flushes (acks `all` always waits for an fsync on top of this).
     pub flush: FlushPolicy,
+    /// Page cache kept hot behind each partition's end (see `LogConfig::page_cache_window_bytes`).
+    pub page_cache_window_bytes: Option<u64>,
     /// How often retention and compaction run.
     pub maintenance_interval: Duration,
     /// How long shutdown waits for in-flight requests.
@@ -48,6 +50,7 @@ impl Default for BrokerConfig {
             max_fetch_response_bytes: 64 << 20,
             max_fetch_wait: Duration::from_secs(30),
             flush: FlushPolicy::interval(),
+            page_cache_window_bytes: None,
             maintenance_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             default_partitions: 1,
@@ -71,6 +74,7 @@ pub struct FileConfig {
     pub flush_interval_bytes: Option<u64>,
     pub maintenance_interval_ms: Option<u64>,
     pub default_partitions: Option<u32>,
+    pub page_cache_window_mb: Option<u64>,
 }
 
 /// Why a configuration could not be built.

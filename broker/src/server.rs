@@ -61,7 +61,8 @@ pub async fn start(
     }
     let data_dir = config.data_dir.clone();
     let flush = config.flush;
-    let topics = tokio::task::spawn_blocking(move || Topics::load(&data_dir, flush))
+    let window = config.page_cache_window_bytes;
+    let topics = tokio::task::spawn_blocking(move || Topics::load(&data_dir, flush, window))
         .await
         .map_err(|e| ServerError::Data(e.to_string()))?
         .map_err(|(_, m)| ServerError::Data(m))?;

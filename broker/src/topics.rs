@@ -105,8 +105,13 @@ impl TopicSettings {
         ]
     }
 
-    pub fn log_config(&self, flush: FlushPolicy) -> LogConfig {
+    pub fn log_config(
+        &self,
+        flush: FlushPolicy,
+        page_cache_window_bytes: Option<u64>,
+    ) -> LogConfig {
         LogConfig {
+            page_cache_window_bytes,
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
             retention_bytes: self.retention_bytes,
@@ -137,6 +142,7 @@ pub struct Topic {
 pub struct Topics {
     dir: PathBuf,
     flush: FlushPolicy,
+    cache_window: Option<u64>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     any_append: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -170,7 +176,11 @@ fn io_err(context: &str, path: &Path, e: impl std::fmt::Display) -> CodedError {
 
 impl Topics {
     /// Opens every topic under `<data_dir>/topics`.
-    pub fn load(data_dir: &Path, flush: FlushPolicy) -> Result<Topics, CodedError> {
+    pub fn load(
+        data_dir: &Path,
+        flush: FlushPolicy,
+        cache_window: Option<u64>,
+    ) -> Result<Topics, CodedError> {
         let dir = data_dir.join("topics");
         std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
         let mut topics = HashMap::new();
@@ -192,8 +202,8 @@ impl Topics {
                 &entry.path(),
                 &name,
                 file.partitions,
+                settings.log_config(flush, cache_window),
                 settings,
-                flush,
                 &any_append,
             )?;
             tracing::info!(topic = %name, partitions = file.partitions, "opened topic");
@@ -202,6 +212,7 @@ impl Topics {
         Ok(Topics {
             dir,
             flush,
+            cache_window,
             topics: RwLock::new(topics),
             any_append,
         })
@@ -283,8 +294,8 @@ impl Topics {
             &tdir,
             name,
             partitions,
+            settings.log_config(self.flush, self.cache_window),
             settings.clone(),
-            self.flush,
             &self.any_append,
         )?;
         // topic.json last: a directory without it is an unfinished creation and is ignored on load.
@@ -339,11 +350,10 @@ fn open_topic(
     dir: &Path,
     name: &str,
     partitions: u32,
+    cfg: LogConfig,
     settings: TopicSettings,
-    flush: FlushPolicy,
     any_append: &Arc<tokio::sync::watch::Sender<u64>>,
 ) -> Result<Topic, CodedError> {
-    let cfg = settings.log_config(flush);
     let mut parts = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
         let pdir = dir.join(p.to_string());

@@ -51,6 +51,11 @@ pub struct LogConfig {
     pub compaction_max_map_bytes: usize,
     /// What an append's return means.
     pub flush: FlushPolicy,
+    /// After each flush, ask the kernel to drop the page-cache pages of flushed bytes more than this far
+    /// behind a segment's end (`None`: keep everything cached). Writes then reuse freed pages instead of
+    /// touching fresh memory, which is slow on VMs that hand free memory back to the host; readers of
+    /// older data read it back from disk. Pages a reader has mapped are not dropped.
+    pub page_cache_window_bytes: Option<u64>,
 }
 
 /// Largest segment: index entries hold 32-bit positions.
@@ -68,6 +73,7 @@ impl Default for LogConfig {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             tombstone_retention_ms: 24 * 3600 * 1000,
             compaction_max_map_bytes: 128 << 20,
+            page_cache_window_bytes: None,
             flush: FlushPolicy::interval(),
         }
     }

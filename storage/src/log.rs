@@ -493,6 +493,9 @@ impl Inner {
             if let Err(e) = r {
                 return Err(self.fail(e));
             }
+            if let Some(window) = self.config.page_cache_window_bytes {
+                seg.drop_cache_behind(window);
+            }
         }
         self.flushed.raise(end);
         self.flush_rounds

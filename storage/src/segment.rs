@@ -73,6 +73,8 @@ pub(crate) struct Segment {
     time_index: TimeIndex,
     cursor: Mutex<IndexCursor>,
     index_interval_bytes: u64,
+    /// Page-cache pages below this position were dropped (see `LogConfig::page_cache_window_bytes`).
+    cache_dropped_upto: std::sync::atomic::AtomicU64,
 }
 
 /// Bytes a writable segment's map covers, so one map serves every append to it.
@@ -135,6 +137,7 @@ impl Segment {
             first_timestamp_ms: AtomicI64::new(i64::MIN),
             cursor: Mutex::new(IndexCursor::default()),
             index_interval_bytes: config.index_interval_bytes,
+            cache_dropped_upto: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -283,6 +286,7 @@ impl Segment {
             first_timestamp_ms: AtomicI64::new(i64::MIN),
             cursor: Mutex::new(IndexCursor::default()),
             index_interval_bytes: config.index_interval_bytes,
+            cache_dropped_upto: std::sync::atomic::AtomicU64::new(0),
         };
         if !rebuild && !seg.indexes_look_sane(valid_len) {
             tracing::warn!(path = %paths.log.display(), "segment indexes fail their checks; rebuilding");
@@ -548,6 +552,27 @@ impl Segment {
     /// fdatasync of the log file: every batch appended before the call is durable after it.
     pub(crate) fn sync_data(&self) -> Result<()> {
         self.file.sync_data().ctx("fsync segment", &self.log_path)
+    }
+
+    /// Drops cached pages of this segment's file below `len - window` (already fsynced by the caller).
+    pub(crate) fn drop_cache_behind(&self, window: u64) {
+        let upto = self.len.load().saturating_sub(window) & !4095;
+        let from = self.cache_dropped_upto.load(Ordering::Relaxed);
+        if upto <= from {
+            return;
+        }
+        // SAFETY: plain syscall on our own file descriptor; advice never changes file contents.
+        let rc = unsafe {
+            libc::posix_fadvise(
+                std::os::unix::io::AsRawFd::as_raw_fd(&self.file),
+                from as libc::off_t,
+                (upto - from) as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        if rc == 0 {
+            self.cache_dropped_upto.store(upto, Ordering::Relaxed);
+        }
     }
 
     /// fsync of the log and both indexes (on seal and clean close).
