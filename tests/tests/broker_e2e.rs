@@ -220,3 +220,54 @@ fn invalid_topic_requests_get_clear_errors() {
         ErrorCode::OFFSET_OUT_OF_RANGE
     );
 }
+
+#[test]
+fn settings_come_from_a_toml_file_and_the_environment() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("from-file");
+    let cfg = tmp.path().join("broker.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nnode_id = 7\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(sluice_tests::sluice_bin())
+        .args(["broker", "--config"])
+        .arg(&cfg)
+        .env("SLUICE_FLUSH", "always")
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let addr: std::net::SocketAddr = line
+        .strip_prefix("sluice broker listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut conn = RawConn::connect(addr);
+    conn.create("t", 1);
+    let m = conn.metadata(None);
+    assert_eq!(m.brokers[0].node_id, 7, "node_id from the file");
+    assert!(
+        data.join("topics/t/topic.json").exists(),
+        "data_dir from the file"
+    );
+    // A bad value in the file is a clear startup error.
+    std::fs::write(&cfg, "flush = \"sometimes\"\n").unwrap();
+    let out = Command::new(sluice_tests::sluice_bin())
+        .args(["broker", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sometimes"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
