@@ -206,8 +206,20 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>, mut stop: watch::Rec
         let Ok(permit) = inflight.clone().acquire_many_owned(len as u32).await else {
             break;
         };
-        let mut buf = BytesMut::zeroed(len);
-        if rd.read_exact(&mut buf).await.is_err() {
+        // Read into spare capacity (no zeroing of up to a frame's worth of memory first).
+        let mut buf = BytesMut::with_capacity(len);
+        let mut eof = false;
+        while buf.len() < len {
+            let mut limited = (&mut rd).take((len - buf.len()) as u64);
+            match limited.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    eof = true;
+                    break;
+                }
+                Ok(_) => {}
+            }
+        }
+        if eof {
             break;
         }
         let (header, request) = match wire::decode_request(buf.freeze()) {
