@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -126,6 +127,9 @@ struct Inner {
     config: ClientConfig,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     metadata: RwLock<MetadataCache>,
+    /// Bumped on every change of the metadata cache (an update or an invalidation), so a user of
+    /// the cache (the producer) can keep what it looked up until this moves.
+    generation: AtomicU64,
     /// Serialises metadata fetches for missing topics, so a burst of sends after an invalidation
     /// makes one request, not one each.
     refresh: tokio::sync::Mutex<()>,
@@ -148,6 +152,7 @@ impl Client {
                 config,
                 connections: Mutex::new(HashMap::new()),
                 metadata: RwLock::new(MetadataCache::default()),
+                generation: AtomicU64::new(0),
                 refresh: tokio::sync::Mutex::new(()),
             }),
         })
@@ -290,6 +295,13 @@ impl Client {
                 cache.topics.remove(&t.name);
             }
         }
+        self.inner.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A number that changes whenever the metadata cache does: metadata read from the cache while it
+    /// still returns the same value is current.
+    pub(crate) fn metadata_generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
     }
 
     fn cached_topic(&self, name: &str) -> Option<Arc<TopicInfo>> {
@@ -336,12 +348,13 @@ impl Client {
     /// Forgets the cached metadata of `topic`; the next use fetches it again.
     pub fn invalidate_topic(&self, topic: &str) {
         debug!(topic, "metadata invalidated");
-        self.inner
+        let mut cache = self
+            .inner
             .metadata
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .topics
-            .remove(topic);
+            .unwrap_or_else(|e| e.into_inner());
+        cache.topics.remove(topic);
+        self.inner.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The `host:port` of the leader of `topic`/`partition`: the broker whose node id is the leader,

@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +35,7 @@ use sluice_protocol::wire::{
     ProtocolError, Request, Response,
 };
 use sluice_protocol::{batch::HEADER_LEN, batch::MAX_BATCH_LEN, BatchBuilder, Compression, Header};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, trace, warn};
@@ -47,7 +47,8 @@ use crate::error::{ClientError, Result};
 /// Largest produce request the sender builds (more batches go in the next request); a single batch
 /// larger than this still goes alone.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
-/// Initial capacity of a batch buffer (it grows up to `batch_bytes`).
+/// Initial capacity of a batch buffer, at least (it starts at the size of the topic's last batch if
+/// larger, and grows up to `batch_bytes`).
 const INITIAL_BATCH_CAPACITY: usize = 64 << 10;
 
 /// Settings of a [`Producer`].
@@ -204,14 +205,13 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 struct Completion {
     topic: Arc<str>,
     partition: u32,
-    state: Mutex<CompletionState>,
-}
-
-#[derive(Default)]
-struct CompletionState {
-    /// Base offset (None for acks none), or the error of the whole batch.
-    result: Option<Result<Option<u64>>>,
-    wakers: Vec<Waker>,
+    /// Base offset (None for acks none), or the error of the whole batch. Set once; a resolved
+    /// future is polled without taking the lock.
+    result: OnceLock<Result<Option<u64>>>,
+    /// Wakers of the futures waiting, each with the number of futures sharing it: consecutive
+    /// futures polled with the same waker share one entry, so a task waiting on many records of a
+    /// batch registers its waker once, not once per record.
+    wakers: Mutex<Vec<(Waker, u32)>>,
 }
 
 impl Completion {
@@ -219,23 +219,34 @@ impl Completion {
         Arc::new(Completion {
             topic,
             partition,
-            state: Mutex::new(CompletionState::default()),
+            result: OnceLock::new(),
+            wakers: Mutex::new(Vec::new()),
         })
     }
 
     fn complete(&self, result: Result<Option<u64>>) {
-        let wakers = {
-            let mut s = lock(&self.state);
-            if s.result.is_some() {
-                return;
-            }
-            s.result = Some(result);
-            std::mem::take(&mut s.wakers)
-        };
-        for w in wakers {
+        if self.result.set(result).is_err() {
+            return;
+        }
+        // A poll that saw no result under the lock registered its waker before this takes them.
+        let wakers = std::mem::take(&mut *lock(&self.wakers));
+        for (w, _) in wakers {
             w.wake();
         }
     }
+}
+
+/// Registers `waker` in `wakers`, sharing the last entry if it wakes the same task; returns the
+/// entry's index.
+fn register_waker(wakers: &mut Vec<(Waker, u32)>, waker: &Waker) -> usize {
+    if let Some((last, shared)) = wakers.last_mut() {
+        if last.will_wake(waker) {
+            *shared += 1;
+            return wakers.len() - 1;
+        }
+    }
+    wakers.push((waker.clone(), 1));
+    wakers.len() - 1
 }
 
 /// Resolves when the record is acknowledged (or finally fails). Dropping it does not cancel the
@@ -262,28 +273,43 @@ impl Future for DeliveryFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let mut s = lock(&this.completion.state);
-        match &s.result {
-            Some(Ok(base)) => Poll::Ready(Ok(RecordMetadata {
-                topic: this.completion.topic.clone(),
-                partition: this.completion.partition,
-                offset: base.map(|b| b + u64::from(this.index)),
-            })),
-            Some(Err(e)) => Poll::Ready(Err(e.clone())),
-            None => {
-                match this.slot {
-                    Some(i) if i < s.wakers.len() => {
-                        if !s.wakers[i].will_wake(cx.waker()) {
-                            s.wakers[i] = cx.waker().clone();
-                        }
-                    }
-                    _ => {
-                        this.slot = Some(s.wakers.len());
-                        s.wakers.push(cx.waker().clone());
+        if let Some(r) = this.completion.result.get() {
+            return Poll::Ready(this.output(r));
+        }
+        let mut wakers = lock(&this.completion.wakers);
+        // Checked again under the lock: `complete` sets the result before taking the wakers.
+        if let Some(r) = this.completion.result.get() {
+            drop(wakers);
+            return Poll::Ready(this.output(r));
+        }
+        match this.slot {
+            Some(i) if i < wakers.len() => {
+                let (w, shared) = &mut wakers[i];
+                if !w.will_wake(cx.waker()) {
+                    if *shared == 1 {
+                        *w = cx.waker().clone();
+                    } else {
+                        // Other futures still wait on that waker: leave it, take a new entry.
+                        *shared -= 1;
+                        this.slot = Some(register_waker(&mut wakers, cx.waker()));
                     }
                 }
-                Poll::Pending
             }
+            _ => this.slot = Some(register_waker(&mut wakers, cx.waker())),
+        }
+        Poll::Pending
+    }
+}
+
+impl DeliveryFuture {
+    fn output(&self, result: &Result<Option<u64>>) -> Result<RecordMetadata> {
+        match result {
+            Ok(base) => Ok(RecordMetadata {
+                topic: self.completion.topic.clone(),
+                partition: self.completion.partition,
+                offset: base.map(|b| b + u64::from(self.index)),
+            }),
+            Err(e) => Err(e.clone()),
         }
     }
 }
@@ -324,16 +350,27 @@ struct SealedBatch {
     attempts: u32,
 }
 
-#[derive(Default)]
 struct TopicAcc {
+    name: Arc<str>,
     sticky: u32,
     /// Open batch per partition.
     open: Vec<Option<OpenBatch>>,
+    /// Partition count last used for the topic, and the client's metadata generation it was read
+    /// at: while the generation has not moved, `send` uses it without looking the topic up.
+    partitions: u32,
+    generation: Option<u64>,
+    /// Size of the topic's last sealed batch: a new batch starts with room for that much, so a
+    /// steady stream does not regrow (and copy) every batch from the initial capacity.
+    last_batch_bytes: usize,
 }
 
 /// The accumulator, guarded by one mutex held only for short, non-blocking work.
 struct State {
-    topics: HashMap<String, (Arc<str>, TopicAcc)>,
+    /// Per topic, in order of first use; `topic_index` maps names to positions.
+    topics: Vec<TopicAcc>,
+    topic_index: HashMap<String, usize>,
+    /// Position of the topic used last (most sends go to the same topic as the one before).
+    last_topic: usize,
     ready: VecDeque<ReadyBatch>,
     /// Ids of batches created and not yet completed.
     outstanding: BTreeSet<u64>,
@@ -348,7 +385,7 @@ impl State {
     /// them if `all`; returns the earliest creation time among those left open.
     fn seal_expired(&mut self, all: bool, now: Instant, linger: Duration) -> Option<Instant> {
         let mut earliest: Option<Instant> = None;
-        for (_, acc) in self.topics.values_mut() {
+        for acc in &mut self.topics {
             for p in 0..acc.open.len() {
                 let Some(created) = acc.open[p].as_ref().map(|b| b.created) else {
                     continue;
@@ -365,8 +402,36 @@ impl State {
 
     fn has_open(&self) -> bool {
         self.topics
-            .values()
-            .any(|(_, acc)| acc.open.iter().any(Option::is_some))
+            .iter()
+            .any(|acc| acc.open.iter().any(Option::is_some))
+    }
+
+    /// Position of `name` in `topics`, if it was used before.
+    fn find_topic(&mut self, name: &str) -> Option<usize> {
+        if self
+            .topics
+            .get(self.last_topic)
+            .is_some_and(|t| *t.name == *name)
+        {
+            return Some(self.last_topic);
+        }
+        let i = *self.topic_index.get(name)?;
+        self.last_topic = i;
+        Some(i)
+    }
+
+    /// The accumulator of `name`.
+    #[cfg(test)]
+    fn topic(&self, name: &str) -> Option<&TopicAcc> {
+        self.topic_index.get(name).map(|&i| &self.topics[i])
+    }
+
+    /// The partition count of `name` if it was read at metadata generation `generation` (so the
+    /// client's cache still says the same).
+    fn known_partitions(&mut self, name: &str, generation: u64) -> Option<u32> {
+        let i = self.find_topic(name)?;
+        let t = &self.topics[i];
+        (t.generation == Some(generation) && t.partitions > 0).then_some(t.partitions)
     }
 }
 
@@ -377,6 +442,7 @@ fn seal_open(acc: &mut TopicAcc, partition: u32, ready: &mut VecDeque<ReadyBatch
         return;
     };
     advance_sticky(acc, partition);
+    acc.last_batch_bytes = batch.builder.size_bytes();
     ready.push_back(ReadyBatch {
         data: Data::Open(batch.builder),
         meta: batch.meta,
@@ -398,6 +464,17 @@ fn random_start(n: u32) -> u32 {
         .build_hasher()
         .finish();
     (r % u64::from(n.max(1))) as u32
+}
+
+/// Refuses an explicit partition the topic does not have.
+fn check_partition(record: &ProducerRecord, partitions: u32) -> Result<()> {
+    match record.partition {
+        Some(p) if p >= partitions => Err(ClientError::InvalidArgument(format!(
+            "partition {p} of topic {:?}, which has {partitions}",
+            record.topic
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The partition of a record: explicit, else key hash, else the topic's sticky partition.
@@ -497,6 +574,40 @@ impl Producer {
         if size > max {
             return Err(ClientError::RecordTooLarge { size, max });
         }
+        // `size` fits u32: it is at most MAX_BATCH_LEN.
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+
+        // A send that never waits is still a yield point once the task's budget is spent (as the
+        // semaphore wait it replaces was), so a task sending in a loop does not starve the others.
+        tokio::task::coop::consume_budget().await;
+        // Fast path, one lock: the topic's partition count is known and still current, and the
+        // buffer has room now. Otherwise the slow path below looks the topic up and waits.
+        let generation = inner.client.metadata_generation();
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        {
+            let mut st = lock(&inner.state);
+            if st.closed {
+                return Err(ClientError::Closed);
+            }
+            if let Some(partitions) = st.known_partitions(&record.topic, generation) {
+                check_partition(&record, partitions)?;
+                match inner.buffer.try_acquire_many(permits) {
+                    Ok(p) => {
+                        p.forget();
+                        let (future, wake) =
+                            inner.append(&mut st, record, size, partitions, timestamp_ms);
+                        drop(st);
+                        if wake {
+                            inner.wake.notify_one();
+                        }
+                        return Ok(future);
+                    }
+                    Err(TryAcquireError::Closed) => return Err(ClientError::Closed),
+                    Err(TryAcquireError::NoPermits) => {}
+                }
+            }
+        }
+
         let partitions = inner.client.partition_count(&record.topic).await?;
         if partitions == 0 {
             return Err(ClientError::broker(
@@ -504,20 +615,12 @@ impl Producer {
                 format!("topic {:?} has no partitions", record.topic),
             ));
         }
-        if let Some(p) = record.partition {
-            if p >= partitions {
-                return Err(ClientError::InvalidArgument(format!(
-                    "partition {p} of topic {:?}, which has {partitions}",
-                    record.topic
-                )));
-            }
-        }
-        // `size` fits u32: it is at most MAX_BATCH_LEN.
-        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        check_partition(&record, partitions)?;
         match inner.buffer.acquire_many(permits).await {
             Ok(p) => p.forget(),
             Err(_) => return Err(ClientError::Closed),
         }
+        // "Now" is when the record is accepted, after any wait for room.
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
 
         let (future, wake) = {
@@ -527,7 +630,12 @@ impl Producer {
                 inner.buffer.add_permits(size);
                 return Err(ClientError::Closed);
             }
-            inner.append(&mut st, record, size, partitions, timestamp_ms)
+            let r = inner.append(&mut st, record, size, partitions, timestamp_ms);
+            // `append` made the record's topic the last one; its count was read at `generation`
+            // or later, so it is current as long as the generation stays there.
+            let last = st.last_topic;
+            st.topics[last].generation = Some(generation);
+            r
         };
         if wake {
             inner.wake.notify_one();
@@ -582,7 +690,9 @@ impl Inner {
             buffer: Arc::new(Semaphore::new(config.buffer_bytes)),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             state: Mutex::new(State {
-                topics: HashMap::new(),
+                topics: Vec::new(),
+                topic_index: HashMap::new(),
+                last_topic: 0,
                 ready: VecDeque::new(),
                 outstanding: BTreeSet::new(),
                 next_batch_id: 0,
@@ -615,6 +725,24 @@ impl Inner {
             headers,
             ..
         } = record;
+        let t = match st.find_topic(&topic) {
+            Some(i) => i,
+            None => {
+                let i = st.topics.len();
+                st.topics.push(TopicAcc {
+                    name: Arc::from(topic.as_str()),
+                    sticky: random_start(partitions),
+                    open: Vec::new(),
+                    partitions,
+                    generation: None,
+                    last_batch_bytes: 0,
+                });
+                // Moves the caller's topic string in: no allocation once the topic is known.
+                st.topic_index.insert(topic, i);
+                st.last_topic = i;
+                i
+            }
+        };
         let State {
             topics,
             ready,
@@ -622,16 +750,11 @@ impl Inner {
             next_batch_id,
             ..
         } = st;
-        // Moves the caller's topic string in (or drops it): no allocation once the topic is known.
-        let (name, acc) = topics.entry(topic).or_insert_with_key(|k| {
-            (
-                Arc::from(k.as_str()),
-                TopicAcc {
-                    sticky: random_start(partitions),
-                    open: Vec::new(),
-                },
-            )
-        });
+        let acc = &mut topics[t];
+        if acc.partitions != partitions {
+            acc.partitions = partitions;
+            acc.generation = None;
+        }
         if acc.open.len() < partitions as usize {
             acc.open.resize_with(partitions as usize, || None);
         }
@@ -652,13 +775,21 @@ impl Inner {
             wake = true;
         };
         let p = partition as usize;
-        let batch = acc.open[p].get_or_insert_with(|| {
+        let TopicAcc {
+            name,
+            open,
+            last_batch_bytes,
+            ..
+        } = &mut *acc;
+        let batch = open[p].get_or_insert_with(|| {
             let id = *next_batch_id;
             *next_batch_id += 1;
             outstanding.insert(id);
             // The sender must learn the new linger deadline.
             wake = true;
-            let capacity = batch_bytes.min(INITIAL_BATCH_CAPACITY).max(size);
+            let capacity = batch_bytes
+                .min(INITIAL_BATCH_CAPACITY.max(*last_batch_bytes))
+                .max(size);
             OpenBatch {
                 builder: BatchBuilder::with_capacity(self.config.compression, capacity),
                 meta: BatchMeta {

@@ -71,8 +71,9 @@ pub struct Args {
     /// Producer batch size in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     batch_bytes: usize,
-    /// Producer linger in ms.
-    #[arg(long, default_value_t = 5)]
+    /// Producer linger in ms. 0 (send as soon as the sender is free; batches still form while a
+    /// request is in flight) gives the lowest latency and, here, no less throughput than 5.
+    #[arg(long, default_value_t = 0)]
     linger_ms: u64,
     /// What a produce acknowledgement waits for.
     #[arg(long, value_enum, default_value_t = AcksArg::Leader)]

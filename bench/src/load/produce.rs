@@ -5,11 +5,19 @@
 //! slice of it: a reference count, no allocation); consecutive records take consecutive slices, and
 //! the buffer is at least twice the batch size, so no batch holds two equal values and compression
 //! sees incompressible data, as it would with distinct random values. e2e values are an 8-byte send
-//! timestamp followed by such a slice, written into a shared arena (one allocation per arena). Each record's produce-ack latency is
-//! the time from the `send` call to its [`DeliveryFuture`] resolving; a collector task per producer
-//! waits on every outstanding delivery future at once (a slot per future, each with its own waker,
-//! so a late batch of one partition does not delay the timing of another's) and records latencies in
-//! microseconds into an HDR histogram, merged across producers at the end.
+//! timestamp followed by such a slice, written into a shared arena (one allocation per arena).
+//!
+//! Each record's produce-ack latency is the time from a clock reading taken before its `send` call
+//! to the moment its [`DeliveryFuture`] is seen resolved. Paced runs (`--rate`) read the clock per
+//! record. Unpaced runs read it once per up to 16 consecutive sends (and again at once after a
+//! `send` that had to wait for buffer space), so a record's send time may be up to those few sends
+//! (microseconds) early: latencies are overstated by at most that, never understated; e2e stamps
+//! use the same reading. Delivery futures go to a collector task per producer in groups of up to
+//! 16 (handed over before the sender could wait, so none sits unwatched), which waits on every
+//! outstanding group at once (a slot per group, each with its own waker, so a late batch of one
+//! partition does not delay the timing of another's), reads the clock once per wake-up of a slot
+//! (records of one batch resolve together), and records latencies in microseconds into an HDR
+//! histogram, merged across producers at the end.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -316,30 +324,57 @@ const MIN_TICK: Duration = Duration::from_millis(1);
 async fn send_loop(
     producer: &Producer,
     topic: &str,
+    values: Values,
+    quota: Quota,
+    tx: mpsc::UnboundedSender<Vec<Sent>>,
+) -> Result<u64, ClientError> {
+    let mut out = Handoff {
+        tx,
+        group: Vec::with_capacity(GROUP),
+    };
+    let result = send_records(producer, topic, values, quota, &mut out).await;
+    out.flush();
+    result
+}
+
+async fn send_records(
+    producer: &Producer,
+    topic: &str,
     mut values: Values,
     quota: Quota,
-    tx: mpsc::UnboundedSender<(Instant, DeliveryFuture)>,
+    out: &mut Handoff,
 ) -> Result<u64, ClientError> {
     let mut sent = 0u64;
     let limit = quota.count.unwrap_or(u64::MAX);
     let Some(rate) = quota.rate else {
+        // As fast as possible: one clock read serves as the send time of up to CLOCK_EVERY
+        // records sent right after it (a few microseconds), and is read again at once after a
+        // send that had to wait for buffer space.
         while sent < limit {
             let now = Instant::now();
             if quota.deadline.is_some_and(|d| now >= d) {
                 break;
             }
-            send_one(producer, topic, values.next(now), now, &tx).await?;
-            sent += 1;
+            for _ in 0..CLOCK_EVERY.min(limit - sent) {
+                let waited = send_one(producer, topic, values.next(now), now, out).await?;
+                sent += 1;
+                if waited {
+                    break;
+                }
+            }
         }
         return Ok(sent);
     };
     // Token bucket: by time t since the start, floor(t * rate) + 1 records are due; each tick sends
-    // what is due (catching up after a stall) rather than sleeping per record.
+    // what is due (catching up after a stall) rather than sleeping per record. Paced records read
+    // the clock each.
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / rate).max(MIN_TICK);
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // What was sent is with the collector before this task sleeps.
+        out.flush();
         ticks.tick().await;
         let due = ((start.elapsed().as_secs_f64() * rate) as u64)
             .saturating_add(1)
@@ -349,7 +384,7 @@ async fn send_loop(
             if quota.deadline.is_some_and(|d| now >= d) {
                 return Ok(sent);
             }
-            send_one(producer, topic, values.next(now), now, &tx).await?;
+            send_one(producer, topic, values.next(now), now, out).await?;
             sent += 1;
         }
         if sent >= limit || quota.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -358,17 +393,61 @@ async fn send_loop(
     }
 }
 
+/// Records sent at most this many per clock read when sending as fast as possible.
+const CLOCK_EVERY: u64 = 16;
+/// Delivery futures handed to the collector together.
+const GROUP: usize = 16;
+
+/// A record's delivery future with the time it was sent: a clock reading taken before its `send`
+/// call (see `send_records`), so a latency measured from it is never shorter than the real one.
+type Sent = (Instant, DeliveryFuture);
+
+/// Hands delivery futures to the collector a group at a time (one channel message per group).
+struct Handoff {
+    tx: mpsc::UnboundedSender<Vec<Sent>>,
+    group: Vec<Sent>,
+}
+
+impl Handoff {
+    fn push(&mut self, sent: Sent) {
+        self.group.push(sent);
+        if self.group.len() >= GROUP {
+            self.flush();
+        }
+    }
+
+    /// Hands over what is gathered; done before anything that may wait, so no future sits here
+    /// while its batch completes.
+    fn flush(&mut self) {
+        if !self.group.is_empty() {
+            let group = std::mem::replace(&mut self.group, Vec::with_capacity(GROUP));
+            // The collector lives until this sender is dropped, so the send cannot fail.
+            let _ = self.tx.send(group);
+        }
+    }
+}
+
+/// Sends one record; returns whether `send` had to wait for buffer space.
 async fn send_one(
     producer: &Producer,
     topic: &str,
     value: Bytes,
     now: Instant,
-    tx: &mpsc::UnboundedSender<(Instant, DeliveryFuture)>,
-) -> Result<(), ClientError> {
-    let delivery = producer.send(ProducerRecord::new(topic, value)).await?;
-    // The collector lives until this sender is dropped, so the send cannot fail.
-    let _ = tx.send((now, delivery));
-    Ok(())
+    out: &mut Handoff,
+) -> Result<bool, ClientError> {
+    let mut send = std::pin::pin!(producer.send(ProducerRecord::new(topic, value)));
+    let mut waited = false;
+    let delivery = std::future::poll_fn(|cx| {
+        let p = send.as_mut().poll(cx);
+        if p.is_pending() && !waited {
+            waited = true;
+            out.flush();
+        }
+        p
+    })
+    .await?;
+    out.push((now, delivery));
+    Ok(waited)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -412,9 +491,10 @@ struct Collected {
 
 /// Waits on every delivery future of one producer at once and times each as it resolves.
 struct Collector {
-    rx: mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>,
-    /// Outstanding futures with their send time; `None` = free slot.
-    slots: Vec<Option<(Instant, DeliveryFuture)>>,
+    rx: mpsc::UnboundedReceiver<Vec<Sent>>,
+    /// Groups of outstanding futures with their send times; `None` = free slot. A group shares one
+    /// waker (the client registers a waker once for consecutive futures of a batch polled with it).
+    slots: Vec<Option<Vec<Sent>>>,
     /// One waker per slot, made once and reused.
     wakers: Vec<Waker>,
     free: Vec<usize>,
@@ -428,7 +508,7 @@ struct Collector {
 
 impl Collector {
     fn new(
-        rx: mpsc::UnboundedReceiver<(Instant, DeliveryFuture)>,
+        rx: mpsc::UnboundedReceiver<Vec<Sent>>,
         fail: mpsc::UnboundedSender<Failure>,
     ) -> Result<Collector, Error> {
         Ok(Collector {
@@ -454,10 +534,15 @@ impl Collector {
 
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Registered before looking at anything, so no wake-up is lost.
-        *lock(&self.queue.task) = Some(cx.waker().clone());
+        {
+            let mut task = lock(&self.queue.task);
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
         while !self.closed {
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some((sent, delivery))) => self.insert(sent, delivery),
+                Poll::Ready(Some(group)) => self.insert(group),
                 Poll::Ready(None) => self.closed = true,
                 Poll::Pending => break,
             }
@@ -478,7 +563,7 @@ impl Collector {
         }
     }
 
-    fn insert(&mut self, sent: Instant, delivery: DeliveryFuture) {
+    fn insert(&mut self, group: Vec<Sent>) {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -491,36 +576,63 @@ impl Collector {
                 slot
             }
         };
-        self.slots[slot] = Some((sent, delivery));
+        self.slots[slot] = Some(group);
         self.live += 1;
         self.poll_slot(slot);
     }
 
+    /// Polls the futures of a group; times and drops those that resolved. The clock is read once
+    /// per call, when the first resolved future is found: futures that resolve together (records
+    /// of one batch) are observed at the same moment.
     fn poll_slot(&mut self, slot: usize) {
-        // A stale wake (the slot was freed, or reused by a later future) polls harmlessly.
-        let Some((sent, delivery)) = self.slots[slot].as_mut() else {
+        // A stale wake (the slot was freed, or reused by a later group) polls harmlessly.
+        let Some(group) = self.slots[slot].as_mut() else {
             return;
         };
         let mut cx = Context::from_waker(&self.wakers[slot]);
-        let Poll::Ready(result) = Pin::new(delivery).poll(&mut cx) else {
-            return;
-        };
-        let now = Instant::now();
-        match result {
-            Ok(_) => self
-                .out
-                .latency
-                .saturating_record(micros(now.saturating_duration_since(*sent))),
-            Err(e) => {
-                if let Some(fail) = self.fail.take() {
-                    let _ = fail.send(Failure::Delivery(e));
+        let mut now = None;
+        // Equal latencies in a row (records sent after one clock read, resolved together) are
+        // recorded at once: (microseconds, count).
+        let mut run: Option<(u64, u64)> = None;
+        let mut i = 0;
+        while i < group.len() {
+            let (sent, delivery) = &mut group[i];
+            let Poll::Ready(result) = Pin::new(delivery).poll(&mut cx) else {
+                i += 1;
+                continue;
+            };
+            let now = *now.get_or_insert_with(Instant::now);
+            match result {
+                Ok(_) => {
+                    let us = micros(now.saturating_duration_since(*sent));
+                    match &mut run {
+                        Some((v, n)) if *v == us => *n += 1,
+                        _ => {
+                            if let Some((v, n)) = run.replace((us, 1)) {
+                                self.out.latency.saturating_record_n(v, n);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(fail) = self.fail.take() {
+                        let _ = fail.send(Failure::Delivery(e));
+                    }
                 }
             }
+            group.swap_remove(i);
         }
-        self.out.last_done = Some(now);
-        self.slots[slot] = None;
-        self.free.push(slot);
-        self.live -= 1;
+        if let Some((v, n)) = run {
+            self.out.latency.saturating_record_n(v, n);
+        }
+        if now.is_some() {
+            self.out.last_done = now;
+        }
+        if group.is_empty() {
+            self.slots[slot] = None;
+            self.free.push(slot);
+            self.live -= 1;
+        }
     }
 }
 

@@ -46,12 +46,13 @@ fn ready(inner: &Inner) -> Vec<(u32, u32)> {
 }
 
 fn sticky(inner: &Inner, topic: &str) -> u32 {
-    lock(&inner.state).topics[topic].1.sticky
+    lock(&inner.state).topic(topic).expect("topic").sticky
 }
 
 fn set_sticky(inner: &Inner, topic: &str, p: u32) {
-    if let Some((_, acc)) = lock(&inner.state).topics.get_mut(topic) {
-        acc.sticky = p;
+    let mut st = lock(&inner.state);
+    if let Some(i) = st.find_topic(topic) {
+        st.topics[i].sticky = p;
     }
 }
 
@@ -79,7 +80,7 @@ fn keyed_and_explicit_records_ignore_the_sticky_partition() {
     }
     append(&inner, unkeyed("x").partition(5), 8);
     let st = lock(&inner.state);
-    let acc = &st.topics["t"].1;
+    let acc = &st.topic("t").expect("topic");
     for i in 0..20 {
         let p = partition_for_key(format!("k{i}").as_bytes(), 8) as usize;
         assert!(acc.open[p].is_some(), "key k{i} -> partition {p}");
@@ -116,7 +117,7 @@ fn sticky_partition_holds_until_a_batch_is_sealed() {
     assert_eq!(sticky(&inner, "t"), 3);
     let st = lock(&inner.state);
     assert_eq!(
-        st.topics["t"].1.open[3]
+        st.topic("t").expect("topic").open[3]
             .as_ref()
             .map(|b| b.builder.record_count()),
         Some(1)
@@ -169,7 +170,7 @@ fn batches_seal_at_batch_bytes() {
             .expect("records")
             .all(|r| r.is_ok_and(|r| r.value.as_deref() == Some(value.as_bytes()))));
     }
-    let open = lock(&inner.state).topics["t"].1.open[0]
+    let open = lock(&inner.state).topic("t").expect("topic").open[0]
         .as_ref()
         .map_or(0, |b| b.builder.record_count());
     assert_eq!(records + open, 50);
@@ -240,6 +241,46 @@ async fn delivery_future_wakes_on_completion() {
         .expect("woken")
         .expect("joined");
     assert!(matches!(r, Err(ClientError::Timeout(_))));
+}
+
+#[tokio::test]
+async fn futures_sharing_a_waker_entry_are_all_woken() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let inner = inner(1 << 20);
+    let mut a = append(&inner, unkeyed("a"), 1);
+    let mut b = append(&inner, unkeyed("b"), 1);
+    let mut c = append(&inner, unkeyed("c"), 1);
+    let one = Arc::new(Count(AtomicUsize::new(0)));
+    let two = Arc::new(Count(AtomicUsize::new(0)));
+    let w1 = Waker::from(one.clone());
+    let w2 = Waker::from(two.clone());
+    let mut cx1 = Context::from_waker(&w1);
+    let mut cx2 = Context::from_waker(&w2);
+    // a and b share one entry; then b moves to another waker, which must not take a's away.
+    assert!(Pin::new(&mut a).poll(&mut cx1).is_pending());
+    assert!(Pin::new(&mut b).poll(&mut cx1).is_pending());
+    assert_eq!(lock(&a.completion.wakers).len(), 1);
+    assert!(Pin::new(&mut b).poll(&mut cx2).is_pending());
+    assert!(Pin::new(&mut c).poll(&mut cx2).is_pending());
+    assert_eq!(lock(&a.completion.wakers).len(), 2);
+    a.completion.complete(Ok(Some(7)));
+    assert_eq!(one.0.load(Ordering::SeqCst), 1);
+    assert_eq!(two.0.load(Ordering::SeqCst), 1);
+    let offset = |f: &mut DeliveryFuture, cx: &mut Context<'_>| match Pin::new(f).poll(cx) {
+        Poll::Ready(Ok(m)) => m.offset,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(offset(&mut a, &mut cx1), Some(7));
+    assert_eq!(offset(&mut b, &mut cx2), Some(8));
+    assert_eq!(offset(&mut c, &mut cx2), Some(9));
 }
 
 fn sealed(topic: &str, partition: u32, len: usize) -> SealedBatch {
