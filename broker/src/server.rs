@@ -343,42 +343,36 @@ async fn dispatch(
             true
         }
         Request::CreateTopics(c) => {
-            let broker = broker.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let chunks = match tokio::task::spawn_blocking(move || broker.create_topics(&c))
-                    .await
-                {
-                    Ok(resp) => wire::encode_response(corr, &resp),
-                    Err(e) => wire::encode_error_response(corr, ErrorCode::UNKNOWN, &e.to_string()),
-                };
-                let _ = tx
-                    .send(Outgoing {
-                        chunks,
-                        _permit: Some(permit),
-                    })
-                    .await;
-            });
+            respond_blocking(broker, tx, corr, permit, move |b| b.create_topics(&c));
             true
         }
         Request::DeleteTopics(d) => {
-            let broker = broker.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let chunks = match tokio::task::spawn_blocking(move || broker.delete_topics(&d))
-                    .await
-                {
-                    Ok(resp) => wire::encode_response(corr, &resp),
-                    Err(e) => wire::encode_error_response(corr, ErrorCode::UNKNOWN, &e.to_string()),
-                };
-                let _ = tx
-                    .send(Outgoing {
-                        chunks,
-                        _permit: Some(permit),
-                    })
-                    .await;
-            });
+            respond_blocking(broker, tx, corr, permit, move |b| b.delete_topics(&d));
             true
         }
     }
+}
+
+/// Runs a handler that does blocking file I/O off the async threads and sends its response.
+fn respond_blocking(
+    broker: &Arc<Broker>,
+    tx: &mpsc::Sender<Outgoing>,
+    corr: u32,
+    permit: OwnedSemaphorePermit,
+    handler: impl FnOnce(&Broker) -> Response + Send + 'static,
+) {
+    let broker = broker.clone();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let chunks = match tokio::task::spawn_blocking(move || handler(&broker)).await {
+            Ok(resp) => wire::encode_response(corr, &resp),
+            Err(e) => wire::encode_error_response(corr, ErrorCode::UNKNOWN, &e.to_string()),
+        };
+        let _ = tx
+            .send(Outgoing {
+                chunks,
+                _permit: Some(permit),
+            })
+            .await;
+    });
 }
