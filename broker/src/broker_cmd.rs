@@ -34,7 +34,7 @@ pub struct BrokerArgs {
     #[arg(long, env = "SLUICE_MAX_INFLIGHT_BYTES")]
     max_inflight_bytes_per_connection: Option<usize>,
     /// Keep this many MiB of each partition's newest flushed data in the page cache and drop the rest
-    /// after each flush (default: keep everything).
+    /// after each flush; 0 keeps everything [default: 1536].
     #[arg(long, env = "SLUICE_PAGE_CACHE_WINDOW_MB")]
     page_cache_window_mb: Option<u64>,
     /// How often retention and compaction run (ms).
@@ -78,6 +78,9 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     let interval_ms = args.flush_interval_ms.or(file.flush_interval_ms);
     if let Some(v) = args.flush.or(file.flush) {
         c.flush = parse_flush(&v, interval_ms, file.flush_interval_bytes)?;
+    }
+    if let Some(mb) = args.page_cache_window_mb.or(file.page_cache_window_mb) {
+        c.page_cache_window_bytes = (mb > 0).then_some(mb << 20);
     }
     if let Some(ms) = args
         .maintenance_interval_ms

@@ -50,7 +50,9 @@ impl Default for BrokerConfig {
             max_fetch_response_bytes: 64 << 20,
             max_fetch_wait: Duration::from_secs(30),
             flush: FlushPolicy::interval(),
-            page_cache_window_bytes: None,
+            // Measured on these VMs: page-cache growth into fresh memory runs at ~0.4 GiB/s, recycled
+            // pages at several GiB/s; 1.5 GiB keeps a partition's recent backlog hot (docs/benchmarks.md).
+            page_cache_window_bytes: Some(1536 << 20),
             maintenance_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             default_partitions: 1,

@@ -52,7 +52,7 @@ pub struct LogConfig {
     /// What an append's return means.
     pub flush: FlushPolicy,
     /// After each flush, ask the kernel to drop the page-cache pages of flushed bytes more than this far
-    /// behind a segment's end (`None`: keep everything cached). Writes then reuse freed pages instead of
+    /// behind the log's end (`None`: keep everything cached). Writes then reuse freed pages instead of
     /// touching fresh memory, which is slow on VMs that hand free memory back to the host; readers of
     /// older data read it back from disk. Pages a reader has mapped are not dropped.
     pub page_cache_window_bytes: Option<u64>,

@@ -493,8 +493,13 @@ impl Inner {
             if let Err(e) = r {
                 return Err(self.fail(e));
             }
-            if let Some(window) = self.config.page_cache_window_bytes {
-                seg.drop_cache_behind(window);
+        }
+        if let Some(window) = self.config.page_cache_window_bytes {
+            // Keep the newest `window` bytes of the whole log cached, newest segment first.
+            let mut behind = 0u64;
+            for seg in self.segments_snapshot().iter().rev() {
+                seg.drop_cache_behind(window.saturating_sub(behind));
+                behind = behind.saturating_add(seg.len());
             }
         }
         self.flushed.raise(end);
