@@ -8,6 +8,14 @@
 //! position past what it returns. A batch that fails its checks makes `poll` return
 //! [`ClientError::Corrupt`] without moving any position. Retriable failures (a broker restart, a
 //! changed leader) are retried inside `poll` until its timeout, reconnecting as needed.
+//!
+//! Fetches are pipelined: when `poll` returns records, it has already started (in a background task)
+//! the fetch for the positions after them, without long-poll, so the broker prepares the next answer
+//! while the application handles this one. The next `poll` uses that answer only if every assigned
+//! partition is still at the position the prefetch asked for (a `seek` or `assign` in between
+//! discards it); an answer with no records, or one that failed with a retriable error, is followed at
+//! once by an ordinary fetch. At most one prefetch is outstanding, so it holds at most one fetch
+//! answer (`max_bytes`) beyond what `poll` returned.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +26,8 @@ use sluice_protocol::wire::{
     ErrorCode, FetchPartition, FetchRequest, FetchResponse, FetchTopic, Request, Response,
     EARLIEST, LATEST,
 };
-use sluice_protocol::{Header, RecordBatch};
-use tokio::task::JoinSet;
+use sluice_protocol::{BatchHeader, Header, RecordBatch};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -60,7 +68,7 @@ pub struct ConsumerConfig {
     /// Cap on the record bytes of one fetch answer. Default 16 MiB.
     pub max_bytes: u32,
     /// Cap on the record bytes per partition in one fetch answer (the broker still sends at least
-    /// one whole batch). Default 1 MiB.
+    /// one whole batch). Default 4 MiB.
     pub max_partition_bytes: u32,
     /// Where a partition without a position starts, and where one whose position fell out of the
     /// log (`OFFSET_OUT_OF_RANGE`) restarts. Default [`OffsetReset::Earliest`].
@@ -75,7 +83,7 @@ impl Default for ConsumerConfig {
     fn default() -> Self {
         ConsumerConfig {
             max_bytes: 16 << 20,
-            max_partition_bytes: 1 << 20,
+            max_partition_bytes: 4 << 20,
             auto_offset_reset: OffsetReset::Earliest,
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
@@ -104,6 +112,42 @@ struct Assigned {
     high_watermark: Option<u64>,
 }
 
+/// An assigned partition at the position a fetch round asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    topic: Arc<str>,
+    partition: u32,
+    position: Option<u64>,
+}
+
+/// The fetches of one round, one per leader: the indices (into the round's targets, which are the
+/// assigned partitions when the round is applied) of the partitions asked, and the answer.
+type Fetches = JoinSet<(Vec<usize>, Result<Response>)>;
+
+/// A fetch round started in the background for `targets`. Dropping it abandons the round.
+struct Prefetch {
+    targets: Vec<Target>,
+    /// Resolves once every fetch of the round is sent; the fetches run on in the set it returns.
+    task: JoinHandle<Result<Fetches>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        // Aborting a finished task is a no-op; its output (the set of fetches, which aborts them in
+        // turn) is dropped with the handle.
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for Prefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prefetch")
+            .field("targets", &self.targets)
+            .field("finished", &self.task.is_finished())
+            .finish()
+    }
+}
+
 /// Reads records from manually assigned partitions. Not shared between tasks: every method takes
 /// `&mut self` except the read-only ones.
 #[derive(Debug)]
@@ -111,6 +155,8 @@ pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
     assigned: Vec<Assigned>,
+    /// The fetch for the positions after the records the last `poll` returned, if one is running.
+    prefetch: Option<Prefetch>,
 }
 
 impl Consumer {
@@ -132,6 +178,7 @@ impl Consumer {
             client,
             config,
             assigned: Vec::new(),
+            prefetch: None,
         })
     }
 
@@ -165,6 +212,7 @@ impl Consumer {
             }));
         }
         self.assigned = next;
+        self.discard_stale_prefetch();
     }
 
     /// The assigned partitions.
@@ -211,7 +259,108 @@ impl Consumer {
         };
         debug!(topic, partition, offset, "seek");
         self.assigned[i].position = Some(offset);
+        self.discard_stale_prefetch();
         Ok(())
+    }
+
+    /// Every assigned partition at its current position, in assignment order.
+    fn targets(&self) -> Vec<Target> {
+        self.assigned
+            .iter()
+            .map(|a| Target {
+                topic: a.topic.clone(),
+                partition: a.partition,
+                position: a.position,
+            })
+            .collect()
+    }
+
+    /// Drops the prefetch unless it was issued for exactly the current assignment and positions.
+    fn discard_stale_prefetch(&mut self) {
+        if self
+            .prefetch
+            .as_ref()
+            .is_some_and(|p| p.targets != self.targets())
+        {
+            debug!("discarding prefetch for stale positions");
+            self.prefetch = None;
+        }
+    }
+
+    /// Starts fetching `targets` (when every partition has a position) in the background and
+    /// without long-poll, replacing any prefetch, then yields once so that the request goes out
+    /// before the caller goes on decoding (a task spawned from a worker thread otherwise waits for
+    /// the spawner to yield).
+    async fn start_prefetch(&mut self, targets: Vec<Target>) {
+        self.prefetch = None;
+        if targets.iter().any(|t| t.position.is_none()) {
+            return;
+        }
+        let client = self.client.clone();
+        let config = self.config.clone();
+        let asked = targets.clone();
+        let round = async move { start_round(&client, &config, &asked, Duration::ZERO).await };
+        let task = tokio::spawn(round);
+        self.prefetch = Some(Prefetch { targets, task });
+        tokio::task::yield_now().await;
+    }
+
+    /// Starts the prefetch for the positions that the last answer of a round (for `members`) will
+    /// leave once applied, before it is decoded, so the broker prepares the next answer meanwhile.
+    /// The positions come from the batch headers; applying the answer checks everything, and a
+    /// prefetch whose positions turn out different is discarded. Nothing is started when the answer
+    /// moves no position or carries a partition error.
+    async fn prefetch_past(
+        &mut self,
+        members: &[usize],
+        response: &FetchResponse,
+        updates: &[(usize, u64, Option<u64>)],
+    ) {
+        let mut targets = self.targets();
+        let mut advanced = false;
+        for &(i, position, _) in updates {
+            advanced |= targets[i].position != Some(position);
+            targets[i].position = Some(position);
+        }
+        for t in &response.topics {
+            for p in &t.partitions {
+                let Some(&i) = members
+                    .iter()
+                    .find(|&&i| targets[i].partition == p.partition && *targets[i].topic == t.name)
+                else {
+                    continue;
+                };
+                let Some(from) = targets[i].position else {
+                    return;
+                };
+                if p.error != ErrorCode::NONE {
+                    return;
+                }
+                let next = next_position(from, &p.records);
+                advanced |= next != from;
+                targets[i].position = Some(next);
+            }
+        }
+        if advanced {
+            self.start_prefetch(targets).await;
+        }
+    }
+
+    /// The fetches of the prefetch, if there is one for the current positions (a stale one is
+    /// dropped).
+    async fn take_prefetch(&mut self) -> Option<Result<Fetches>> {
+        let mut p = self.prefetch.take()?;
+        if p.targets != self.targets() {
+            debug!("discarding prefetch for stale positions");
+            return None;
+        }
+        Some(match (&mut p.task).await {
+            Ok(r) => r,
+            Err(e) => Err(ClientError::Connection {
+                addr: String::new(),
+                reason: format!("prefetch task failed: {e}"),
+            }),
+        })
     }
 
     /// An offset spec resolved on the leader; a timestamp without records at or after it resolves to
@@ -271,41 +420,54 @@ impl Consumer {
         }
     }
 
-    /// One round: positions resolved, one fetch per leader, answers applied.
+    /// One round: the prefetch's answers applied if they have records; otherwise positions
+    /// resolved, one fetch per leader, answers applied. Starts the next prefetch when it returns
+    /// records.
     async fn poll_once(&mut self, deadline: Instant) -> Result<Vec<ConsumerRecord>> {
-        self.resolve_positions().await?;
-
-        // Group the assigned partitions by leader.
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, a) in self.assigned.iter().enumerate() {
-            let addr = match self.client.leader_for(&a.topic, a.partition).await {
-                Ok(addr) => addr,
-                Err(e) => {
-                    if e.invalidates_metadata() {
-                        self.client.invalidate_topic(&a.topic);
-                    }
-                    return Err(e);
-                }
+        // A prefetch answer without records may have moved positions (control batches) and started
+        // the next prefetch; follow them.
+        while let Some(fetches) = self.take_prefetch().await {
+            let result = match fetches {
+                Ok(fetches) => self.finish_round(fetches).await,
+                Err(e) => Err(e),
             };
-            match groups.iter_mut().find(|(g, _)| *g == addr) {
-                Some((_, v)) => v.push(i),
-                None => groups.push((addr, vec![i])),
+            match result {
+                Ok(records) if !records.is_empty() => return Ok(records),
+                // Nothing was there when the prefetch asked: ask again, now with long-poll.
+                Ok(_) => {}
+                // The failure is older than this poll: try again at once, as a poll without
+                // prefetch would have.
+                Err(e) if e.is_retriable() => debug!(error = %e, "prefetch failed"),
+                Err(e) => return Err(e),
             }
         }
 
+        self.resolve_positions().await?;
         let max_wait = deadline.saturating_duration_since(Instant::now());
-        let max_wait_ms = u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX);
-        let wait = max_wait + self.config.request_timeout;
-        let mut fetches = JoinSet::new();
-        for (addr, members) in groups {
-            let request = self.fetch_request(&members, max_wait_ms);
-            let client = self.client.clone();
-            fetches.spawn(async move {
-                let r = client.request_to_with_timeout(&addr, &request, wait).await;
-                (members, r)
-            });
-        }
+        let fetches = start_round(&self.client, &self.config, &self.targets(), max_wait).await?;
+        self.finish_round(fetches).await
+    }
 
+    /// Waits for the fetches of a round for the current assignment and positions and applies their
+    /// answers. Leaves a prefetch running for the new positions when it returns records.
+    async fn finish_round(&mut self, mut fetches: Fetches) -> Result<Vec<ConsumerRecord>> {
+        let result = self.apply_round(&mut fetches).await;
+        match &result {
+            Ok(records) => {
+                // Started before decoding for predicted positions: keep it only if they came true.
+                self.discard_stale_prefetch();
+                if self.prefetch.is_none() && !records.is_empty() {
+                    self.start_prefetch(self.targets()).await;
+                }
+            }
+            Err(_) => self.prefetch = None,
+        }
+        result
+    }
+
+    /// Waits for the fetches of a round and applies their answers, starting the prefetch past the
+    /// last answer before decoding it.
+    async fn apply_round(&mut self, fetches: &mut Fetches) -> Result<Vec<ConsumerRecord>> {
         // Apply every answer to scratch positions first: a corrupt batch anywhere returns an error
         // with no position moved, so nothing is skipped.
         let mut records = Vec::new();
@@ -338,6 +500,9 @@ impl Consumer {
                     continue;
                 }
             };
+            if fetches.is_empty() {
+                self.prefetch_past(&members, &response, &updates).await;
+            }
             self.apply(&members, response, &mut records, &mut updates)?;
         }
         for (i, position, hw) in updates {
@@ -351,31 +516,6 @@ impl Consumer {
             Some(e) if records.is_empty() => Err(e),
             _ => Ok(records),
         }
-    }
-
-    fn fetch_request(&self, members: &[usize], max_wait_ms: u32) -> Request {
-        let mut topics: Vec<FetchTopic> = Vec::new();
-        for &i in members {
-            let a = &self.assigned[i];
-            let part = FetchPartition {
-                partition: a.partition,
-                offset: a.position.unwrap_or(0),
-                max_bytes: self.config.max_partition_bytes,
-            };
-            match topics.iter_mut().find(|t| *t.name == *a.topic) {
-                Some(t) => t.partitions.push(part),
-                None => topics.push(FetchTopic {
-                    name: a.topic.to_string(),
-                    partitions: vec![part],
-                }),
-            }
-        }
-        Request::Fetch(FetchRequest {
-            max_wait_ms,
-            min_bytes: 1,
-            max_bytes: self.config.max_bytes,
-            topics,
-        })
     }
 
     /// Decodes one fetch answer for the partitions `members` into `records`, noting new positions
@@ -471,6 +611,93 @@ impl Consumer {
     }
 }
 
+/// Sends one fetch per leader for `targets`, each waiting up to `max_wait` for at least one byte,
+/// and returns them running.
+async fn start_round(
+    client: &Client,
+    config: &ConsumerConfig,
+    targets: &[Target],
+    max_wait: Duration,
+) -> Result<Fetches> {
+    // Group the partitions by leader.
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let addr = match client.leader_for(&t.topic, t.partition).await {
+            Ok(addr) => addr,
+            Err(e) => {
+                if e.invalidates_metadata() {
+                    client.invalidate_topic(&t.topic);
+                }
+                return Err(e);
+            }
+        };
+        match groups.iter_mut().find(|(g, _)| *g == addr) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((addr, vec![i])),
+        }
+    }
+
+    let max_wait_ms = u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX);
+    let wait = max_wait + config.request_timeout;
+    let mut fetches = JoinSet::new();
+    for (addr, members) in groups {
+        let request = fetch_request(config, targets, &members, max_wait_ms);
+        let client = client.clone();
+        fetches.spawn(async move {
+            let r = client.request_to_with_timeout(&addr, &request, wait).await;
+            (members, r)
+        });
+    }
+    Ok(fetches)
+}
+
+/// The fetch of the partitions `members` of `targets`.
+fn fetch_request(
+    config: &ConsumerConfig,
+    targets: &[Target],
+    members: &[usize],
+    max_wait_ms: u32,
+) -> Request {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for &i in members {
+        let t = &targets[i];
+        let part = FetchPartition {
+            partition: t.partition,
+            offset: t.position.unwrap_or(0),
+            max_bytes: config.max_partition_bytes,
+        };
+        match topics.iter_mut().find(|f| *f.name == *t.topic) {
+            Some(f) => f.partitions.push(part),
+            None => topics.push(FetchTopic {
+                name: t.topic.to_string(),
+                partitions: vec![part],
+            }),
+        }
+    }
+    Request::Fetch(FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: config.max_bytes,
+        topics,
+    })
+}
+
+/// The position that [`decode_partition`] returns for `bytes` fetched at `from` if every batch in
+/// them is sound: after the last whole batch. Reads only the batch headers (checking nothing but
+/// their own CRC) and stops at the first it cannot read.
+fn next_position(from: u64, bytes: &[u8]) -> u64 {
+    let mut position = from;
+    let mut rest = bytes;
+    while let Ok(header) = BatchHeader::decode(rest) {
+        let Some(tail) = rest.get(header.length as usize..) else {
+            break;
+        };
+        position = position.max(header.next_offset());
+        rest = tail;
+    }
+    position
+}
+
 /// Checks and decodes the batches of one partition fetched at position `from`, appending the records
 /// at or after it to `out`. Control batches are skipped. Returns the position after the last batch.
 pub(crate) fn decode_partition(
@@ -558,6 +785,20 @@ mod tests {
         );
         assert_eq!(records[0].timestamp_ms, 1001);
         assert_eq!(&*records[0].topic, "t");
+    }
+
+    #[test]
+    fn predicted_position_matches_decoded_one() {
+        let mut all = batch(10, &["a", "b", "c"], false, Compression::None);
+        all.extend(batch(13, &["ctl"], true, Compression::None));
+        all.extend(batch(14, &["d", "e"], false, Compression::Lz4));
+        for from in [0, 10, 12, 14, 15, 16, 20] {
+            let (next, _) = decode(from, all.clone()).expect("decode");
+            assert_eq!(next_position(from, &all), next, "from {from}");
+        }
+        assert_eq!(next_position(7, &[]), 7);
+        // A cut last batch is not counted (decoding it fails, and the prediction is discarded).
+        assert_eq!(next_position(10, &all[..all.len() - 1]), 14);
     }
 
     #[test]
