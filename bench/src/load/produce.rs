@@ -13,7 +13,7 @@
 //! `send` that had to wait for buffer space), so a record's send time may be up to those few sends
 //! (microseconds) early: latencies are overstated by at most that, never understated; e2e stamps
 //! use the same reading. Delivery futures go to a collector task per producer in groups of up to
-//! 16 (handed over before the sender could wait, so none sits unwatched), which waits on every
+//! 64 (handed over before the sender could wait, so none sits unwatched), which waits on every
 //! outstanding group at once (a slot per group, each with its own waker, so a late batch of one
 //! partition does not delay the timing of another's), reads the clock once per wake-up of a slot
 //! (records of one batch resolve together), and records latencies in microseconds into an HDR
@@ -396,7 +396,7 @@ async fn send_records(
 /// Records sent at most this many per clock read when sending as fast as possible.
 const CLOCK_EVERY: u64 = 16;
 /// Delivery futures handed to the collector together.
-const GROUP: usize = 16;
+const GROUP: usize = 64;
 
 /// A record's delivery future with the time it was sent: a clock reading taken before its `send`
 /// call (see `send_records`), so a latency measured from it is never shorter than the real one.
