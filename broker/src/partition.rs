@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use sluice_protocol::batch::{self, BatchHeader};
 use sluice_protocol::wire::ErrorCode;
+use sluice_protocol::RecordBatch;
 use sluice_storage::{PartitionLog, ReadResult, StorageError};
 use tokio::sync::watch;
 
@@ -60,35 +60,16 @@ impl Partition {
     /// Appends every batch in `records` (whole batches back to back). All batches are checked before
     /// any is written, so a bad batch rejects the whole set. Returns the first base offset.
     pub fn append(&self, records: &Bytes) -> Result<u64, CodedError> {
-        let mut spans = Vec::new();
-        let mut pos = 0usize;
-        while pos < records.len() {
-            let h = BatchHeader::decode(&records[pos..])
-                .map_err(|e| (ErrorCode::CORRUPT_MESSAGE, e.to_string()))?;
-            let end = pos + h.length as usize;
-            if end > records.len() {
-                return Err((
-                    ErrorCode::CORRUPT_MESSAGE,
-                    "record set ends inside a batch".into(),
-                ));
-            }
-            spans.push(pos..end);
-            pos = end;
-        }
-        if spans.is_empty() {
+        // Check every batch (both CRCs, once) before appending any, so a bad batch rejects the set.
+        let batches = RecordBatch::iter_all(records.clone())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| (ErrorCode::CORRUPT_MESSAGE, e.to_string()))?;
+        if batches.is_empty() {
             return Err((ErrorCode::CORRUPT_MESSAGE, "empty record set".into()));
         }
-        if spans.len() > 1 {
-            // The log checks each batch it appends; with several, check all first so none is
-            // appended when a later one is bad.
-            for s in &spans {
-                batch::check(&records[s.clone()])
-                    .map_err(|e| (ErrorCode::CORRUPT_MESSAGE, e.to_string()))?;
-            }
-        }
         let mut first = None;
-        for s in spans {
-            let info = self.log.append(&records[s]).map_err(coded)?;
+        for b in &batches {
+            let info = self.log.append_batch(b, 0, 0).map_err(coded)?;
             first.get_or_insert(info.base_offset);
         }
         self.end_tx.send_replace(self.log.log_end_offset());

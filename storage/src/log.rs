@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_protocol::batch::{self, HEADER_LEN};
+use sluice_protocol::RecordBatch;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{FlushPolicy, LogConfig};
@@ -164,8 +165,30 @@ impl PartitionLog {
         raft_term: u64,
         raft_index: u64,
     ) -> Result<AppendInfo> {
-        let inner = &*self.inner;
         let h = batch::check(batch_bytes).map_err(StorageError::InvalidBatch)?;
+        self.append_checked(batch_bytes, h, raft_term, raft_index)
+    }
+
+    /// Appends a batch that was already checked: a [`RecordBatch`] exists only after both its CRCs
+    /// passed, so the log does not check them a second time (the caller, typically the broker
+    /// receiving it from a producer, paid for that once).
+    pub fn append_batch(
+        &self,
+        batch: &RecordBatch,
+        raft_term: u64,
+        raft_index: u64,
+    ) -> Result<AppendInfo> {
+        self.append_checked(batch.as_bytes(), *batch.header(), raft_term, raft_index)
+    }
+
+    fn append_checked(
+        &self,
+        batch_bytes: &[u8],
+        h: sluice_protocol::BatchHeader,
+        raft_term: u64,
+        raft_index: u64,
+    ) -> Result<AppendInfo> {
+        let inner = &*self.inner;
         if h.record_count == 0 {
             return Err(StorageError::EmptyBatch);
         }

@@ -351,3 +351,25 @@ fn a_small_page_cache_window_changes_nothing_readers_see() {
     // Everything flushed and (mostly) dropped from the cache reads back from disk unchanged.
     assert_eq!(read_all(&log), expected);
 }
+
+#[test]
+fn append_batch_takes_an_already_checked_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), small_config(FlushPolicy::Never)).unwrap();
+    let (checked, _) = RecordBatch::decode(&batch("c", 4, 0, 1)).unwrap();
+    assert_eq!(log.append_batch(&checked, 3, 9).unwrap().base_offset, 0);
+    assert_eq!(log.append_batch(&checked, 3, 10).unwrap().base_offset, 4);
+    let r = log.read(0, 1 << 20).unwrap();
+    let headers: Vec<_> = RecordBatch::iter_all(r.bytes)
+        .map(|b| {
+            let b = b.unwrap();
+            (
+                b.header().base_offset,
+                b.header().raft_term,
+                b.header().raft_index,
+            )
+        })
+        .collect();
+    assert_eq!(headers, vec![(0, 3, 9), (4, 3, 10)]);
+    assert_eq!(read_all(&log).len(), 8);
+}
