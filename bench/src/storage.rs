@@ -41,6 +41,9 @@ pub struct Args {
     /// `page_cache_window_bytes`). The raw baseline keeps its page cache.
     #[arg(long)]
     cache_window_mb: Option<u64>,
+    /// Alternating (raw write, log append) pairs measured; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Directory for the temporary files (defaults to the current directory, the disk the broker
     /// would use; /tmp may be memory).
     #[arg(long)]
@@ -136,17 +139,13 @@ pub fn run(args: Args) -> Result<(), BoxError> {
         .prefix("sluice-bench-")
         .tempdir_in(&base)?;
 
-    // Baseline: raw sequential write of the same bytes. The page cache of these VMs is slow on first
-    // touch, so an unmeasured warm-up goes first, and the baseline is measured before and after the
-    // storage run and averaged, so neither side is favoured by running second.
+    // The page cache of these VMs is slow on first touch and its state drifts, so an unmeasured raw
+    // warm-up goes first, then `--rounds` alternating pairs (raw write, log append) are measured and
+    // the medians compared: neither side is favoured by running first or second.
     let raw_path = tmp.path().join("raw.bin");
     raw_write(&raw_path, &batch, count, args.flush)?;
     std::fs::remove_file(&raw_path)?;
-    let raw_before = raw_write(&raw_path, &batch, count, args.flush)?;
-    std::fs::remove_file(&raw_path)?;
 
-    // Storage appends.
-    let log_dir = tmp.path().join("log");
     let config = LogConfig {
         flush: policy(args.flush),
         page_cache_window_bytes: args.cache_window_mb.map(|m| m << 20),
@@ -154,23 +153,37 @@ pub fn run(args: Args) -> Result<(), BoxError> {
         segment_ms: None,
         ..LogConfig::default()
     };
-    let (log, _) = PartitionLog::open(&log_dir, config.clone())?;
     // Checked once here, as the broker checks a batch once when a producer sends it; the raw
     // baseline does no checking either.
     let (checked, _) = sluice_protocol::RecordBatch::decode(&batch)?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let start = Instant::now();
-    for _ in 0..count {
-        let t = Instant::now();
-        log.append_batch(&checked, 0, 0)?;
-        hist.record(t.elapsed().as_micros().max(1) as u64)?;
+    let rounds = args.rounds.max(1);
+    let mut raw_times = Vec::with_capacity(rounds);
+    let mut append_times = Vec::with_capacity(rounds);
+    let log_dir = tmp.path().join("log");
+    for round in 0..rounds {
+        // Free the previous round's log first, so each write phase reuses the pages the phase
+        // before it freed (fresh memory is what is slow here).
+        if round > 0 {
+            std::fs::remove_dir_all(&log_dir)?;
+        }
+        raw_times.push(raw_write(&raw_path, &batch, count, args.flush)?);
+        std::fs::remove_file(&raw_path)?;
+        let (log, _) = PartitionLog::open(&log_dir, config.clone())?;
+        let start = Instant::now();
+        for _ in 0..count {
+            let t = Instant::now();
+            log.append_batch(&checked, 0, 0)?;
+            hist.record(t.elapsed().as_micros().max(1) as u64)?;
+        }
+        if !matches!(args.flush, Flush::Never) {
+            log.flush()?;
+        }
+        append_times.push(start.elapsed());
+        log.close()?;
     }
-    if !matches!(args.flush, Flush::Never) {
-        log.flush()?;
-    }
-    let append_time = start.elapsed();
-    log.close()?;
-    drop(log);
+    let raw_time = median(&raw_times);
+    let append_time = median(&append_times);
 
     // Read back through a reopened log: every batch is CRC-checked on its first read.
     let (log, _) = PartitionLog::open(&log_dir, config)?;
@@ -190,12 +203,7 @@ pub fn run(args: Args) -> Result<(), BoxError> {
         return Err(format!("read back {read_bytes} bytes, appended {total}").into());
     }
     drop(log);
-    // The second baseline runs after the log is deleted, so like the other write phases it reuses
-    // freed page-cache pages instead of paying this VM's first-touch cost for fresh memory.
     std::fs::remove_dir_all(&log_dir)?;
-    let raw_after = raw_write(&raw_path, &batch, count, args.flush)?;
-    std::fs::remove_file(&raw_path)?;
-    let raw_time = (raw_before + raw_after) / 2;
     let memcpy_time = memcpy_baseline(total);
 
     let append_mb = mb_per_s(total, append_time);
@@ -213,23 +221,24 @@ pub fn run(args: Args) -> Result<(), BoxError> {
     let rps = |d: Duration| records as f64 / d.as_secs_f64().max(1e-9);
     println!(
         "{:<28} {:>12.0} {:>14.0}",
-        "append (sluice-storage)",
+        "append (median)",
         append_mb,
         rps(append_time)
     );
     println!(
         "{:<28} {:>12.0} {:>14}",
-        "raw sequential write (mean)", raw_mb, "-"
+        "raw sequential write (median)", raw_mb, "-"
     );
+    let runs = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.0}", mb_per_s(total, *d)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     println!(
-        "{:<28} {:>12} {:>14}",
-        "  raw before / after",
-        format!(
-            "{:.0}/{:.0}",
-            mb_per_s(total, raw_before),
-            mb_per_s(total, raw_after)
-        ),
-        "-"
+        "  append runs: {}   raw runs: {}",
+        runs(&append_times),
+        runs(&raw_times)
     );
     println!(
         "{:<28} {:>12.0} {:>14.0}",
@@ -253,8 +262,9 @@ pub fn run(args: Args) -> Result<(), BoxError> {
         "append_mb_per_s": round(append_mb),
         "append_records_per_s": round(rps(append_time)),
         "raw_write_mb_per_s": round(raw_mb),
-        "raw_write_before_mb_per_s": round(mb_per_s(total, raw_before)),
-        "raw_write_after_mb_per_s": round(mb_per_s(total, raw_after)),
+        "rounds": rounds,
+        "append_runs_mb_per_s": append_times.iter().map(|d| round(mb_per_s(total, *d))).collect::<Vec<_>>(),
+        "raw_runs_mb_per_s": raw_times.iter().map(|d| round(mb_per_s(total, *d))).collect::<Vec<_>>(),
         "append_vs_raw": round3(append_mb / raw_mb),
         "read_mb_per_s": round(read_mb),
         "memcpy_mb_per_s": round(memcpy_mb),
@@ -264,6 +274,12 @@ pub fn run(args: Args) -> Result<(), BoxError> {
     });
     println!("{json}");
     Ok(())
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s[s.len() / 2]
 }
 
 fn round(x: f64) -> f64 {
