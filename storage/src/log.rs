@@ -289,7 +289,7 @@ impl PartitionLog {
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1);
         for seg in &segments[first..] {
-            if let Some((bytes, next)) = seg.read(offset, max_bytes)? {
+            if let Some((bytes, next)) = seg.read(offset, max_bytes, log_end)? {
                 return Ok(ReadResult {
                     bytes,
                     next_offset: next,

@@ -589,7 +589,15 @@ impl Segment {
     /// Reads whole batches starting with the one that holds `offset` (or the first after it), up to
     /// `max_bytes` but always at least one batch. Returns the bytes (a slice of the map) and the offset
     /// after the last batch returned, or `None` if no batch at or after `offset` is in this segment.
-    pub(crate) fn read(&self, offset: u64, max_bytes: usize) -> Result<Option<(Bytes, u64)>> {
+    /// Batches at or past `limit_offset` (the log end the caller loaded) are not returned: the
+    /// segment publishes a batch a moment before the log end moves past it, and a read must never
+    /// hand out an offset the log does not admit to yet.
+    pub(crate) fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        limit_offset: u64,
+    ) -> Result<Option<(Bytes, u64)>> {
         let end = self.len.load();
         let Some(start) = self.locate(offset, end)? else {
             return Ok(None);
@@ -599,6 +607,9 @@ impl Segment {
         while pos < end {
             let h = self.header_at(pos, end)?;
             let blen = u64::from(h.length);
+            if h.base_offset >= limit_offset {
+                break;
+            }
             if pos > start && (pos - start + blen) as usize > max_bytes {
                 break;
             }
@@ -614,6 +625,9 @@ impl Segment {
         // Ask the kernel to read this range and the next few MiB in large requests: data past
         // the page-cache window is on disk only, and faulting it in page by page while the response is
         // written is several times slower. A no-op for cached pages.
+        if pos == start {
+            return Ok(None);
+        }
         self.prefetch(start, (pos + PREFETCH_AHEAD_BYTES).min(end));
         Ok(Some((self.data.slice(start as usize..pos as usize), next)))
     }

@@ -31,6 +31,9 @@ fn readers_tailing_a_growing_log_see_everything_in_order() {
                 let max_bytes = [1usize, 700, 64 * 1024][r];
                 while offset < total {
                     let res = log.read(offset, max_bytes).unwrap();
+                    // A read never runs ahead of the log end it reports (the segment publishes a
+                    // batch a moment before the log end moves past it).
+                    assert!(res.next_offset <= res.log_end_offset, "{res:?}");
                     if res.bytes.is_empty() {
                         thread::yield_now();
                         continue;
