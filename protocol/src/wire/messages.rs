@@ -567,7 +567,7 @@ impl Response {
                     Ok(TopicMetadata {
                         error: ErrorCode(r.u16("error")?),
                         name: r.string("topic name")?,
-                        partitions: r.array(34, "partitions", |r| {
+                        partitions: r.array(30, "partitions", |r| {
                             Ok(PartitionMetadata {
                                 error: ErrorCode(r.u16("error")?),
                                 partition: r.u32("partition")?,

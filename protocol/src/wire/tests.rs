@@ -350,3 +350,30 @@ fn unknown_api_and_version_keep_the_correlation_id() {
         Err(ProtocolError::UnsupportedVersion { version: 9, .. })
     ));
 }
+
+#[test]
+fn metadata_with_a_replica_less_last_partition_round_trips() {
+    // Regression (found by responses_round_trip): the decoder assumed a partition takes at least 34
+    // bytes; one without replicas takes 30, so a valid response was refused as truncated.
+    let resp = Response::Metadata(MetadataResponse {
+        brokers: vec![],
+        controller_id: 1,
+        topics: vec![TopicMetadata {
+            error: ErrorCode::NONE,
+            name: String::new(),
+            partitions: vec![PartitionMetadata {
+                error: ErrorCode::NONE,
+                partition: 0,
+                leader: -1,
+                replicas: vec![],
+                high_watermark: 0,
+                log_start_offset: 0,
+            }],
+            configs: vec![],
+        }],
+    });
+    let frame = unframe(join(encode_response(9, &resp)));
+    let (corr, decoded) = decode_response(ApiKey::Metadata, frame).unwrap();
+    assert_eq!(corr, 9);
+    assert_eq!(decoded.unwrap(), resp);
+}
