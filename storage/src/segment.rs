@@ -124,24 +124,52 @@ impl Segment {
             .open(&paths.log)
             .ctx("create segment", &paths.log)?;
         let data = map(&file, capacity(config), &paths.log)?;
-        Ok(Segment {
+        let offset_index = OffsetIndex::open(&paths.index, config.max_index_bytes, Some(0), true)?;
+        let time_index =
+            TimeIndex::open(&paths.timeindex, time_index_bytes(config), Some(0), true)?;
+        Ok(Segment::assemble(
             base_offset,
-            offset_index: OffsetIndex::open(&paths.index, config.max_index_bytes, Some(0), true)?,
-            time_index: TimeIndex::open(&paths.timeindex, time_index_bytes(config), Some(0), true)?,
-            log_path: paths.log,
+            paths.log,
             file,
             data,
-            len: Watermark::new(0),
-            high_len: Watermark::new(0),
+            (offset_index, time_index),
+            0,
+            0,
+            config,
+        ))
+    }
+
+    /// A segment handle over opened files, with nothing restored yet: `len` bytes of whole batches,
+    /// `verified` of them already CRC-checked.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        base_offset: u64,
+        log_path: PathBuf,
+        file: File,
+        data: Bytes,
+        (offset_index, time_index): (OffsetIndex, TimeIndex),
+        len: u64,
+        verified: u64,
+        config: &LogConfig,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            offset_index,
+            time_index,
+            log_path,
+            file,
+            data,
+            len: Watermark::new(len),
+            high_len: Watermark::new(len),
             next_offset: Watermark::new(base_offset),
-            verified: Watermark::new(0),
+            verified: Watermark::new(verified),
             max_timestamp_ms: AtomicI64::new(i64::MIN),
             first_timestamp_ms: AtomicI64::new(i64::MIN),
             cursor: Mutex::new(IndexCursor::default()),
             index_interval_bytes: config.index_interval_bytes,
             cache_dropped_upto: std::sync::atomic::AtomicU64::new(0),
             prefetched_upto: std::sync::atomic::AtomicU64::new(0),
-        })
+        }
     }
 
     /// Opens an existing segment. `next_base` is the base offset of the following segment, used as this
@@ -264,34 +292,24 @@ impl Segment {
         let data = map(&file, map_len, &paths.log)?;
 
         let index_entries = if rebuild { Some(0) } else { None };
-        let mut seg = Segment {
+        let offset_index =
+            OffsetIndex::open(&paths.index, config.max_index_bytes, index_entries, true)?;
+        let time_index = TimeIndex::open(
+            &paths.timeindex,
+            time_index_bytes(config),
+            index_entries,
+            true,
+        )?;
+        let mut seg = Segment::assemble(
             base_offset,
-            offset_index: OffsetIndex::open(
-                &paths.index,
-                config.max_index_bytes,
-                index_entries,
-                true,
-            )?,
-            time_index: TimeIndex::open(
-                &paths.timeindex,
-                time_index_bytes(config),
-                index_entries,
-                true,
-            )?,
-            log_path: paths.log.clone(),
+            paths.log.clone(),
             file,
             data,
-            len: Watermark::new(valid_len),
-            high_len: Watermark::new(valid_len),
-            next_offset: Watermark::new(base_offset),
-            verified: Watermark::new(if rebuild { valid_len } else { 0 }),
-            max_timestamp_ms: AtomicI64::new(i64::MIN),
-            first_timestamp_ms: AtomicI64::new(i64::MIN),
-            cursor: Mutex::new(IndexCursor::default()),
-            index_interval_bytes: config.index_interval_bytes,
-            cache_dropped_upto: std::sync::atomic::AtomicU64::new(0),
-            prefetched_upto: std::sync::atomic::AtomicU64::new(0),
-        };
+            (offset_index, time_index),
+            valid_len,
+            if rebuild { valid_len } else { 0 },
+            config,
+        );
         if !rebuild && !seg.indexes_look_sane(valid_len) {
             tracing::warn!(path = %paths.log.display(), "segment indexes fail their checks; rebuilding");
             seg.offset_index =
