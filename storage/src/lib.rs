@@ -14,6 +14,7 @@
 //! - `segment`, `index`: one segment's files, memory maps and sparse indexes;
 //! - `recovery`, `checkpoint`: opening a directory after a clean or an unclean stop;
 //! - `retention`, `compaction`, `truncate`: the operations that remove data;
+//! - `replica`: header scans and reset, for a log that is also a raft log;
 //! - `publish`: how the writer publishes the readable end to readers (loom-checked).
 
 mod checkpoint;
@@ -25,6 +26,7 @@ mod io;
 pub mod log;
 mod publish;
 mod recovery;
+mod replica;
 mod retention;
 mod segment;
 mod sync;

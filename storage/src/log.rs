@@ -331,7 +331,18 @@ impl PartitionLog {
 
     /// Deletes the oldest segments as the retention settings say (never the active one).
     pub fn apply_retention(&self, now_ms: i64) -> Result<crate::RetentionReport> {
-        crate::retention::apply(&self.inner, now_ms)
+        crate::retention::apply(&self.inner, now_ms, u64::MAX)
+    }
+
+    /// [`PartitionLog::apply_retention`] deleting only segments that end at or below `limit_offset`:
+    /// a raft log passes the offset below which raft has purged its entries, so retention never
+    /// deletes an entry raft may still need to replicate.
+    pub fn apply_retention_below(
+        &self,
+        now_ms: i64,
+        limit_offset: u64,
+    ) -> Result<crate::RetentionReport> {
+        crate::retention::apply(&self.inner, now_ms, limit_offset)
     }
 
     /// Key compaction of the sealed segments: keeps the latest record per key, drops tombstones older

@@ -14,7 +14,9 @@ pub struct RetentionReport {
     pub log_start_offset: u64,
 }
 
-pub(crate) fn apply(inner: &Inner, now_ms: i64) -> Result<RetentionReport> {
+/// Deletes what the settings say, but only segments wholly below `limit_offset` (a replicated log
+/// passes the point raft no longer needs; others pass `u64::MAX`).
+pub(crate) fn apply(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<RetentionReport> {
     let mut w = lock(&inner.writer);
     inner.check_usable(&w)?;
     let segs = inner.segments_snapshot();
@@ -30,7 +32,7 @@ pub(crate) fn apply(inner: &Inner, now_ms: i64) -> Result<RetentionReport> {
             .config
             .retention_bytes
             .is_some_and(|limit| total - s.len() >= limit);
-        if !(by_time || by_size) {
+        if !(by_time || by_size) || s.next_offset() > limit_offset {
             break;
         }
         total -= s.len();

@@ -850,6 +850,30 @@ impl Segment {
         &self.log_path
     }
 
+    /// Appends to `out` the headers of batches from the one holding `offset`, stopping before
+    /// `limit_offset` or when `out` holds `max_count`. Header CRCs are checked; bodies are not read.
+    pub(crate) fn headers(
+        &self,
+        offset: u64,
+        limit_offset: u64,
+        max_count: usize,
+        out: &mut Vec<BatchHeader>,
+    ) -> Result<()> {
+        let end = self.len.load();
+        let Some(mut pos) = self.locate(offset, end)? else {
+            return Ok(());
+        };
+        while pos < end && out.len() < max_count {
+            let h = self.header_at(pos, end)?;
+            if h.base_offset >= limit_offset {
+                break;
+            }
+            pos += u64::from(h.length);
+            out.push(h);
+        }
+        Ok(())
+    }
+
     /// Iterates the segment's batches (CRC-checked) for compaction.
     pub(crate) fn batches(&self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
         let end = self.len.load();

@@ -373,3 +373,79 @@ fn append_batch_takes_an_already_checked_batch() {
     assert_eq!(headers, vec![(0, 3, 9), (4, 3, 10)]);
     assert_eq!(read_all(&log).len(), 8);
 }
+
+#[test]
+fn batch_headers_walk_the_log_without_reading_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), small_config(FlushPolicy::Never)).unwrap();
+    for i in 0..100u64 {
+        log.append_raft(&batch(&format!("h{i}"), 3, 0, 1000), 7, i + 1)
+            .unwrap();
+    }
+    assert!(log.segment_bases().len() > 2, "headers must cross segments");
+    let all = log.batch_headers(0, usize::MAX).unwrap();
+    assert_eq!(all.len(), 100);
+    for (i, h) in all.iter().enumerate() {
+        assert_eq!(h.base_offset, i as u64 * 3);
+        assert_eq!(h.raft_term, 7);
+        assert_eq!(h.raft_index, i as u64 + 1);
+    }
+    // From the middle of a batch, bounded by count.
+    let some = log.batch_headers(31, 5).unwrap();
+    assert_eq!(
+        some.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
+        vec![30, 33, 36, 39, 42]
+    );
+    assert!(log.batch_headers(300, 10).unwrap().is_empty());
+    assert!(matches!(
+        log.batch_headers(301, 10),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn reset_starts_the_log_again_at_an_offset_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(FlushPolicy::Never);
+    {
+        let (log, _) = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+        for i in 0..50 {
+            log.append(&batch(&format!("r{i}"), 2, 0, 1000)).unwrap();
+        }
+        log.reset(500).unwrap();
+        assert_eq!(log.log_start_offset(), 500);
+        assert_eq!(log.log_end_offset(), 500);
+        assert!(log.read(500, 100).unwrap().bytes.is_empty());
+        assert!(log.read(10, 100).is_err());
+        let info = log.append(&batch("after", 2, 0, 1000)).unwrap();
+        assert_eq!(info.base_offset, 500);
+        // Reset backwards too (a replica whose whole log is stale).
+        log.reset(20).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
+        log.append(&batch("x", 4, 0, 1000)).unwrap();
+    }
+    // Unclean reopen (no close): the reset is durable.
+    let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.log_start_offset(), 20);
+    assert_eq!(log.log_end_offset(), 24);
+    assert_eq!(log.segment_bases(), vec![20]);
+}
+
+#[test]
+fn retention_below_a_limit_keeps_what_the_limit_protects() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(FlushPolicy::Never);
+    cfg.retention_bytes = Some(1);
+    let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+    for i in 0..400 {
+        log.append(&batch(&format!("k{i}"), 2, 0, 1000)).unwrap();
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() > 3);
+    // Only segments ending at or below bases[2] may go.
+    let report = log.apply_retention_below(i64::MAX, bases[2]).unwrap();
+    assert_eq!(report.deleted_segments, bases[..2].to_vec());
+    assert_eq!(log.log_start_offset(), bases[2]);
+    let report = log.apply_retention(i64::MAX).unwrap();
+    assert_eq!(log.segment_bases().len(), 1, "{report:?}");
+}

@@ -54,6 +54,7 @@ pub enum Request {
     Produce(ProduceRequest),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
+    Raft(RaftRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,23 @@ pub enum Response {
     Produce(ProduceResponse),
     Fetch(FetchResponse),
     ListOffsets(ListOffsetsResponse),
+    Raft(RaftResponse),
+}
+
+/// A raft message between brokers: the group it is for (0 is the metadata group), what kind of
+/// message, and its body. The body's layout belongs to the broker's raft codec; the protocol only
+/// frames it, so raft messages share the one connection per peer with nothing else to parse here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftRequest {
+    pub group: u64,
+    pub kind: u8,
+    pub body: Bytes,
+}
+
+/// The answer to a [`RaftRequest`]: an opaque body for the broker's raft codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftResponse {
+    pub body: Bytes,
 }
 
 /// Metadata of the named topics, or of every topic when `topics` is `None` (this is also how topics
@@ -302,6 +320,7 @@ impl Request {
             Request::Produce(_) => ApiKey::Produce,
             Request::Fetch(_) => ApiKey::Fetch,
             Request::ListOffsets(_) => ApiKey::ListOffsets,
+            Request::Raft(_) => ApiKey::Raft,
         }
     }
 
@@ -353,6 +372,11 @@ impl Request {
                         w.u32(part.max_bytes);
                     }
                 }
+            }
+            Request::Raft(m) => {
+                w.u64(m.group);
+                w.u8(m.kind);
+                w.bytes(&m.body);
             }
             Request::ListOffsets(l) => {
                 w.count(l.topics.len());
@@ -425,6 +449,11 @@ impl Request {
                     })
                 })?,
             }),
+            ApiKey::Raft => Request::Raft(RaftRequest {
+                group: r.u64("raft group")?,
+                kind: r.u8("raft message kind")?,
+                body: r.bytes("raft message")?,
+            }),
             ApiKey::ListOffsets => Request::ListOffsets(ListOffsetsRequest {
                 topics: r.array(6, "topics", |r| {
                     Ok(ListOffsetsTopic {
@@ -454,6 +483,7 @@ impl Response {
             Response::Produce(_) => ApiKey::Produce,
             Response::Fetch(_) => ApiKey::Fetch,
             Response::ListOffsets(_) => ApiKey::ListOffsets,
+            Response::Raft(_) => ApiKey::Raft,
         }
     }
 
@@ -531,6 +561,7 @@ impl Response {
                     }
                 }
             }
+            Response::Raft(m) => w.bytes(&m.body),
             Response::ListOffsets(l) => {
                 w.count(l.topics.len());
                 for t in &l.topics {
@@ -628,6 +659,9 @@ impl Response {
                         })?,
                     })
                 })?,
+            }),
+            ApiKey::Raft => Response::Raft(RaftResponse {
+                body: r.bytes("raft message")?,
             }),
             ApiKey::ListOffsets => Response::ListOffsets(ListOffsetsResponse {
                 topics: r.array(6, "topics", |r| {

@@ -48,10 +48,12 @@ pub enum ApiKey {
     Produce = 4,
     Fetch = 5,
     ListOffsets = 6,
+    /// Broker to broker: raft messages of every group (see [`RaftRequest`]).
+    Raft = 20,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 7] = [
+    pub const ALL: [ApiKey; 8] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -59,6 +61,7 @@ impl ApiKey {
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
+        ApiKey::Raft,
     ];
 
     pub fn from_u16(v: u16) -> Result<ApiKey, ProtocolError> {
