@@ -13,5 +13,6 @@
 pub mod config;
 pub mod handlers;
 pub mod partition;
+pub mod raft;
 pub mod server;
 pub mod topics;

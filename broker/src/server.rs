@@ -346,6 +346,19 @@ async fn dispatch(
             respond_blocking(broker, tx, corr, permit, move |b| b.create_topics(&c));
             true
         }
+        Request::Raft(_) => {
+            let chunks = wire::encode_error_response(
+                corr,
+                ErrorCode::INVALID_REQUEST,
+                "this broker runs no raft groups",
+            );
+            tx.send(Outgoing {
+                chunks,
+                _permit: Some(permit),
+            })
+            .await
+            .is_ok()
+        }
         Request::DeleteTopics(d) => {
             respond_blocking(broker, tx, corr, permit, move |b| b.delete_topics(&d));
             true

@@ -38,6 +38,27 @@ impl RecordBatch {
         ))
     }
 
+    /// [`RecordBatch::decode`] for bytes whose body CRC the caller has already verified (a storage
+    /// read, which CRC-checks every batch it returns): checks the header (its own CRC and the length)
+    /// but does not read the body again.
+    pub fn decode_verified(buf: &Bytes) -> Result<(RecordBatch, Bytes), BatchError> {
+        let header = BatchHeader::decode(buf)?;
+        let len = header.length as usize;
+        if buf.len() < len {
+            return Err(BatchError::Truncated {
+                needed: len,
+                available: buf.len(),
+            });
+        }
+        Ok((
+            RecordBatch {
+                header,
+                bytes: buf.slice(..len),
+            },
+            buf.slice(len..),
+        ))
+    }
+
     /// Iterates over the checked batches in `buf`, a concatenation of whole batches (a fetch response).
     pub fn iter_all(buf: Bytes) -> impl Iterator<Item = Result<RecordBatch, BatchError>> {
         let mut rest = buf;

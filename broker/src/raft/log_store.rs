@@ -1,0 +1,474 @@
+//! The raft log of a group, stored in its segment log: `RaftLogStorage` and `RaftLogReader`.
+//!
+//! Invariants (checked where they can break):
+//! - every raft entry is exactly one stored batch whose header carries the entry's term and index;
+//! - the entries above the purge point are contiguous: [`IndexMap`] maps each raft index to the
+//!   batch's offsets, rebuilt from batch headers on open (a cache, never the truth);
+//! - offsets are assigned by the log at append (log end), so replicas that hold the same entries hold
+//!   them at the same offsets; a follower's append checks that against the leader's offsets;
+//! - an append is readable when `append` returns; its callback fires only after an fsync covering
+//!   it, from one flusher task per group, in append order (group commit: one fsync for every append
+//!   that queued behind it);
+//! - the vote and the purge point are durable before the call that set them returns.
+//!
+//! Purging is logical: it moves the purge point and drops entries from the map; retention later
+//! deletes whole segments below it ([`GroupLog::retention_limit`]).
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{EntryPayload, RaftLogReader};
+use sluice_protocol::RecordBatch;
+use sluice_storage::PartitionLog;
+use tokio::sync::mpsc;
+
+use super::entry::{batch_for, entry_from_batch};
+use super::meta_file::{MetaFile, RaftMeta};
+use super::{io_error, log_id, term_of, Entry, LogId, TypeConfig, Vote};
+
+/// Where one raft entry's batch sits in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryPos {
+    pub term: u64,
+    pub base_offset: u64,
+    pub next_offset: u64,
+}
+
+/// raft index -> batch position, for the entries above the purge point.
+#[derive(Debug, Default)]
+pub struct IndexMap {
+    /// Raft index of `entries[0]` (or of the next append when empty).
+    first: u64,
+    entries: VecDeque<EntryPos>,
+}
+
+impl IndexMap {
+    pub fn get(&self, index: u64) -> Option<EntryPos> {
+        let i = index.checked_sub(self.first)?;
+        self.entries.get(usize::try_from(i).ok()?).copied()
+    }
+
+    pub fn last(&self) -> Option<(u64, EntryPos)> {
+        let pos = *self.entries.back()?;
+        Some((self.first + self.entries.len() as u64 - 1, pos))
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.first
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn push(&mut self, index: u64, pos: EntryPos) -> io::Result<()> {
+        if self.entries.is_empty() {
+            self.first = index;
+        } else if index != self.first + self.entries.len() as u64 {
+            return Err(io_error(format!(
+                "raft log hole: appending index {index} after {}",
+                self.first + self.entries.len() as u64 - 1
+            )));
+        }
+        self.entries.push_back(pos);
+        Ok(())
+    }
+
+    /// Keeps entries up to `index` inclusive (`None`: none).
+    fn truncate_after(&mut self, index: Option<u64>) {
+        let keep = match index {
+            None => 0,
+            Some(i) if i < self.first => 0,
+            Some(i) => (i - self.first + 1).min(self.entries.len() as u64) as usize,
+        };
+        self.entries.truncate(keep);
+    }
+
+    /// Drops entries up to `index` inclusive; an empty map then expects `index + 1` next.
+    fn purge(&mut self, index: u64) {
+        while !self.entries.is_empty() && self.first <= index {
+            self.entries.pop_front();
+            self.first += 1;
+        }
+        if self.entries.is_empty() {
+            self.first = self.first.max(index + 1);
+        }
+    }
+}
+
+/// What the flusher task owes raft: a callback to fire once everything appended before it is fsynced.
+struct FlushJob {
+    callback: IOFlushed<TypeConfig>,
+}
+
+/// A group's log shared by its log store, log readers, state machine and snapshot sender.
+#[derive(Debug)]
+pub struct GroupLog {
+    pub log: PartitionLog,
+    map: Mutex<IndexMap>,
+    meta: Mutex<RaftMeta>,
+    meta_file: MetaFile,
+    flush_tx: mpsc::UnboundedSender<FlushJob>,
+}
+
+impl Debug for FlushJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlushJob")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded maps stay consistent across a panic elsewhere (every update is one step).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Batches whose headers are read per step when the index map is rebuilt.
+const SCAN_STEP: usize = 4096;
+
+impl GroupLog {
+    /// Wraps an opened segment log: loads the vote and purge point, rebuilds the index map from the
+    /// batch headers, and starts the flusher task (call inside a tokio runtime).
+    pub fn open(log: PartitionLog) -> io::Result<Arc<GroupLog>> {
+        let meta_file = MetaFile::new(log.dir());
+        let meta = meta_file.load()?;
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        let group = Arc::new(GroupLog {
+            map: Mutex::new(IndexMap::default()),
+            meta: Mutex::new(meta),
+            meta_file,
+            flush_tx,
+            log,
+        });
+        group.rebuild_map()?;
+        tokio::spawn(flusher(group.log.clone(), flush_rx));
+        Ok(group)
+    }
+
+    /// Rebuilds the index map from the stored batch headers (after open, or after a snapshot
+    /// replaced the log). Keeps the contiguous run of entries that ends at the log end and lies
+    /// above the purge point.
+    pub fn rebuild_map(&self) -> io::Result<()> {
+        let purged = lock(&self.meta).purged.map(|p| p.index);
+        let mut map = IndexMap::default();
+        let mut offset = self.log.log_start_offset();
+        loop {
+            let headers = self
+                .log
+                .batch_headers(offset, SCAN_STEP)
+                .map_err(|e| io_error(format!("scanning raft log: {e}")))?;
+            let Some(last) = headers.last() else { break };
+            offset = last.next_offset();
+            for h in headers {
+                if purged.is_some_and(|p| h.raft_index <= p) {
+                    continue;
+                }
+                let pos = EntryPos {
+                    term: h.raft_term,
+                    base_offset: h.base_offset,
+                    next_offset: h.next_offset(),
+                };
+                if map.push(h.raft_index, pos).is_err() {
+                    // A gap (below it, compaction or a replaced log): only the newest run counts.
+                    map = IndexMap::default();
+                    map.push(h.raft_index, pos)?;
+                }
+            }
+        }
+        if map.is_empty() {
+            if let Some(p) = purged {
+                map.first = p + 1;
+            }
+        }
+        *lock(&self.map) = map;
+        Ok(())
+    }
+
+    pub fn entry_pos(&self, index: u64) -> Option<EntryPos> {
+        lock(&self.map).get(index)
+    }
+
+    /// The offset below which retention may delete segments: raft needs nothing below the first
+    /// entry it still holds.
+    pub fn retention_limit(&self) -> u64 {
+        let map = lock(&self.map);
+        match map.entries.front() {
+            Some(p) => p.base_offset,
+            None => self.log.log_end_offset(),
+        }
+    }
+
+    pub fn vote(&self) -> Option<Vote> {
+        lock(&self.meta).vote
+    }
+
+    pub fn log_state(&self) -> LogState<TypeConfig> {
+        let purged = lock(&self.meta).purged;
+        let last = lock(&self.map)
+            .last()
+            .map(|(i, p)| log_id(p.term, i))
+            .or(purged);
+        LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        }
+    }
+
+    /// Appends entries (synchronously: readable on return) and queues `callback` for the flusher.
+    pub fn append(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        callback: IOFlushed<TypeConfig>,
+    ) -> io::Result<()> {
+        let mut map = lock(&self.map);
+        for entry in entries {
+            let index = entry.log_id.index;
+            let term = term_of(&entry.log_id);
+            let batch = batch_for(&entry.payload).map_err(|e| io_error(e.to_string()))?;
+            let expected = batch.header().base_offset;
+            let info = self
+                .log
+                .append_batch(&batch, term, index)
+                .map_err(|e| io_error(format!("appending raft entry {index}: {e}")))?;
+            // A replicated batch arrives with the leader's offsets: ours must agree (the logs up to
+            // here are identical, so the log ends are). Fresh batches (from a producer) carry 0.
+            if expected != 0 && expected != info.base_offset {
+                tracing::error!(
+                    dir = %self.log.dir().display(),
+                    index,
+                    leader_offset = expected,
+                    local_offset = info.base_offset,
+                    "replica offsets diverge from the leader's"
+                );
+            }
+            map.push(
+                index,
+                EntryPos {
+                    term,
+                    base_offset: info.base_offset,
+                    next_offset: info.last_offset + 1,
+                },
+            )?;
+            if let EntryPayload::Normal(p) = entry.payload {
+                if let Some(ack) = p.ack {
+                    let _ = ack.send(info.base_offset..info.last_offset + 1);
+                }
+            }
+        }
+        drop(map);
+        self.flush_tx
+            .send(FlushJob { callback })
+            .map_err(|_| io_error("raft log flusher stopped"))
+    }
+
+    pub fn truncate_after(&self, last: Option<LogId>) -> io::Result<()> {
+        let mut map = lock(&self.map);
+        let keep = last.map(|l| l.index);
+        let last_kept_offset = match keep.and_then(|i| map.get(i)) {
+            Some(p) => Some(p.next_offset - 1),
+            None => {
+                // Keeping nothing this map holds: cut before its first entry.
+                let Some(first) = map.entries.front() else {
+                    return Ok(());
+                };
+                if keep.is_some_and(|k| k >= map.first + map.entries.len() as u64) {
+                    return Ok(());
+                }
+                first.base_offset.checked_sub(1)
+            }
+        };
+        map.truncate_after(keep);
+        self.log
+            .truncate_after(last_kept_offset)
+            .map_err(|e| io_error(format!("truncating raft log after {keep:?}: {e}")))?;
+        Ok(())
+    }
+
+    pub fn purge(&self, upto: LogId) -> io::Result<()> {
+        let mut meta = lock(&self.meta);
+        if meta.purged.is_some_and(|p| p >= upto) {
+            return Ok(());
+        }
+        let mut next = meta.clone();
+        next.purged = Some(upto);
+        self.meta_file.save(&next)?;
+        *meta = next;
+        lock(&self.map).purge(upto.index);
+        Ok(())
+    }
+
+    pub fn save_vote(&self, vote: &Vote) -> io::Result<()> {
+        let mut meta = lock(&self.meta);
+        let mut next = meta.clone();
+        next.vote = Some(*vote);
+        self.meta_file.save(&next)?;
+        *meta = next;
+        Ok(())
+    }
+
+    /// The entries with indexes in `[start, end)` that the log holds.
+    pub fn entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        let (first, mut offset) = {
+            let map = lock(&self.map);
+            let start = start.max(map.first);
+            let end = end.min(map.first + map.entries.len() as u64);
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            match map.get(start) {
+                Some(p) => (start, p.base_offset),
+                None => return Ok(Vec::new()),
+            }
+        };
+        let want = (end - first) as usize;
+        let mut out = Vec::with_capacity(want.min(1024));
+        let mut index = first;
+        while index < end {
+            let read = self
+                .log
+                .read(offset, READ_STEP_BYTES)
+                .map_err(|e| io_error(format!("reading raft entry {index}: {e}")))?;
+            if read.bytes.is_empty() {
+                break;
+            }
+            let mut rest = read.bytes;
+            while !rest.is_empty() && index < end {
+                let (batch, tail) = RecordBatch::decode_verified(&rest)
+                    .map_err(|e| io_error(format!("raft entry {index}: {e}")))?;
+                rest = tail;
+                if batch.header().raft_index != index {
+                    return Err(io_error(format!(
+                        "raft log out of order: expected index {index} at offset {}, found {}",
+                        batch.header().base_offset,
+                        batch.header().raft_index
+                    )));
+                }
+                out.push(entry_from_batch(batch).map_err(|e| io_error(e.to_string()))?);
+                index += 1;
+            }
+            offset = read.next_offset;
+        }
+        Ok(out)
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.log.dir().to_path_buf()
+    }
+}
+
+/// Bytes read per step when entries are fetched for replication or apply.
+const READ_STEP_BYTES: usize = 4 << 20;
+
+/// Fires append callbacks in order after the fsync that covers them. Each round takes every job
+/// queued so far and runs one fsync for all of them (group commit).
+async fn flusher(log: PartitionLog, mut rx: mpsc::UnboundedReceiver<FlushJob>) {
+    let mut jobs = Vec::new();
+    while rx.recv_many(&mut jobs, 1024).await > 0 {
+        let l = log.clone();
+        let result = match tokio::task::spawn_blocking(move || l.flush()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        for job in jobs.drain(..) {
+            job.callback
+                .io_completed(result.clone().map_err(|e| io_error(format!("fsync: {e}"))));
+        }
+    }
+}
+
+/// The `RaftLogStorage` handle openraft owns.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    pub group: Arc<GroupLog>,
+}
+
+/// A reader sharing the store's log (entries appended later are visible to it).
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    pub group: Arc<GroupLog>,
+}
+
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let (start, end) = bounds(&range);
+        self.group.entries(start, end)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        Ok(self.group.vote())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let (start, end) = bounds(&range);
+        self.group.entries(start, end)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        Ok(self.group.vote())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        Ok(self.group.log_state())
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        LogReader {
+            group: self.group.clone(),
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let g = self.group.clone();
+        let v = *vote;
+        tokio::task::spawn_blocking(move || g.save_vote(&v))
+            .await
+            .map_err(|e| io_error(e.to_string()))?
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        self.group.append(entries, callback)
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        self.group.truncate_after(last_log_id)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        self.group.purge(log_id)
+    }
+}

@@ -1,0 +1,95 @@
+//! Replication: every partition (and the cluster metadata) is an openraft group whose raft log *is*
+//! the group's segment log ([`sluice_storage::PartitionLog`]).
+//!
+//! - [`entry`]: how raft entries map to stored batches (normal entries are the produced batches;
+//!   blank and membership entries are control batches consumers skip) — pure;
+//! - [`meta_file`]: the vote and purge point, each saved durably before raft is told so;
+//! - [`log_store`]: `RaftLogStorage`/`RaftLogReader` over the segment log, with the raft-index ->
+//!   offset map and the fsync worker that fires append callbacks in order;
+//! - [`state_machine`]: the small applied state (high watermark, metadata) and its snapshots;
+//! - [`codec`]: raft messages on the wire (explicit layout, no serde) — pure;
+//! - [`network`]: raft RPCs over the broker's own protocol, one connection per peer broker.
+
+// pub mod codec;
+pub mod entry;
+pub mod log_store;
+pub mod meta_file;
+// pub mod network;
+pub mod state_machine;
+
+use std::fmt;
+
+use sluice_protocol::RecordBatch;
+use tokio::sync::oneshot;
+
+/// What a leader-side append reports to the produce handler waiting on it: the offsets the batch got.
+pub type AppendAck = oneshot::Sender<std::ops::Range<u64>>;
+
+/// The application data of a normal raft entry: one record batch (already CRC-checked by whoever
+/// built the entry), plus, on the leader only, the channel the produce handler waits on for the
+/// offsets the batch was appended at (acks `leader`).
+pub struct Proposal {
+    pub batch: RecordBatch,
+    pub ack: Option<AppendAck>,
+}
+
+impl Proposal {
+    pub fn new(batch: RecordBatch) -> Proposal {
+        Proposal { batch, ack: None }
+    }
+}
+
+impl fmt::Debug for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Proposal({} bytes)", self.batch.as_bytes().len())
+    }
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "batch of {} bytes", self.batch.as_bytes().len())
+    }
+}
+
+/// The state machine's answer to an applied entry: the offset after it (the new high watermark).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub next_offset: u64,
+}
+
+openraft::declare_raft_types!(
+    /// Sluice's raft types: u64 node ids, standard leader ids (one leader per term, so a log id is
+    /// (term, index) and fits the batch header), `host:port` nodes.
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Term = u64,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+);
+
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+pub type Membership = openraft::Membership<u64, openraft::BasicNode>;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+
+/// A log id from its parts.
+pub fn log_id(term: u64, index: u64) -> LogId {
+    openraft::LogId::new(
+        openraft::vote::leader_id_std::CommittedLeaderId::new(term),
+        index,
+    )
+}
+
+/// The term of a log id.
+pub fn term_of(id: &LogId) -> u64 {
+    id.leader_id.term
+}
+
+/// An `io::Error` carrying a message (storage traits speak `io::Error`).
+pub(crate) fn io_error(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::other(msg.into())
+}

@@ -1,0 +1,368 @@
+//! A group's state machine: the small state raft applies committed entries to, and its snapshots.
+//!
+//! The state is the high watermark (the offset after the last applied entry — the commit point
+//! consumers read below) plus whatever the group's [`Applier`] keeps (nothing for a partition yet;
+//! the cluster metadata for the metadata group). A snapshot is that state with the log id it covers;
+//! it is saved to `raft.snapshot` (explicit layout, CRC-checked) when built or installed. Record data
+//! is never in a snapshot: a replica that is behind the leader's log start receives the leader's
+//! retained segments, staged beside the log, and [`GroupSm::install_snapshot`] swaps them in.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+use sluice_protocol::wire::codec::{Reader, Writer};
+use sluice_protocol::RecordBatch;
+use sluice_storage::PartitionLog;
+use tokio::sync::watch;
+
+use super::entry::{decode_membership, join, write_membership};
+use super::log_store::GroupLog;
+use super::{
+    io_error, log_id, term_of, Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig,
+};
+
+/// What a group does with its committed normal entries, beyond moving the high watermark.
+pub trait Applier: Send + Sync + 'static {
+    /// Applies one committed batch (never a raft control batch).
+    fn apply(&mut self, batch: &RecordBatch);
+    /// The applier's state, encoded for a snapshot.
+    fn snapshot(&self) -> Bytes;
+    /// Replaces the state with a snapshot's.
+    fn restore(&mut self, state: &[u8]) -> io::Result<()>;
+}
+
+/// A partition keeps no state besides the high watermark (yet).
+#[derive(Debug, Default)]
+pub struct NoState;
+
+impl Applier for NoState {
+    fn apply(&mut self, _batch: &RecordBatch) {}
+    fn snapshot(&self) -> Bytes {
+        Bytes::new()
+    }
+    fn restore(&mut self, _state: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The state a snapshot carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SnapshotState {
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub applier: Bytes,
+}
+
+/// What openraft moves around as a snapshot: the state, and on a receiving replica the directory of
+/// staged segments (the leader's retained log up to the snapshot point).
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotData {
+    pub state: SnapshotState,
+    pub staged: Option<PathBuf>,
+}
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SLRS";
+
+/// `b"SLRS"` | u8 has-log-id | u64 term | u64 index | membership | u64 high watermark |
+/// u64 log start | bytes applier state | u32 CRC-32 of everything before it.
+pub fn encode_snapshot(meta: &SnapshotMeta, state: &SnapshotState) -> Bytes {
+    let mut w = Writer::new();
+    w.u32(u32::from_le_bytes(*SNAPSHOT_MAGIC));
+    match &meta.last_log_id {
+        Some(id) => {
+            w.u8(1);
+            w.u64(term_of(id));
+            w.u64(id.index);
+        }
+        None => {
+            w.u8(0);
+            w.u64(0);
+            w.u64(0);
+        }
+    }
+    let m = &meta.last_membership;
+    match m.log_id() {
+        Some(id) => {
+            w.u8(1);
+            w.u64(term_of(id));
+            w.u64(id.index);
+        }
+        None => {
+            w.u8(0);
+            w.u64(0);
+            w.u64(0);
+        }
+    }
+    write_membership(&mut w, m.membership());
+    w.u64(state.high_watermark);
+    w.u64(state.log_start_offset);
+    w.bytes(&state.applier);
+    let body = join(w.finish());
+    let crc = crc32fast::hash(&body);
+    let mut out = body.to_vec();
+    out.extend_from_slice(&crc.to_le_bytes());
+    Bytes::from(out)
+}
+
+pub fn decode_snapshot(bytes: Bytes) -> io::Result<(SnapshotMeta, SnapshotState)> {
+    if bytes.len() < 8 {
+        return Err(io_error("snapshot file too short"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err(io_error("snapshot file CRC mismatch"));
+    }
+    let mut r = Reader::new(bytes.slice(..bytes.len() - 4));
+    let bad = |e: sluice_protocol::wire::ProtocolError| io_error(format!("snapshot file: {e}"));
+    if r.u32("magic").map_err(bad)? != u32::from_le_bytes(*SNAPSHOT_MAGIC) {
+        return Err(io_error("not a snapshot file"));
+    }
+    let opt_id = |r: &mut Reader| -> io::Result<Option<LogId>> {
+        let has = r.u8("has log id").map_err(bad)?;
+        let term = r.u64("term").map_err(bad)?;
+        let index = r.u64("index").map_err(bad)?;
+        Ok((has == 1).then(|| log_id(term, index)))
+    };
+    let last = opt_id(&mut r)?;
+    let membership_id = opt_id(&mut r)?;
+    let membership = decode_membership(&mut r).map_err(bad)?;
+    let state = SnapshotState {
+        high_watermark: r.u64("high watermark").map_err(bad)?,
+        log_start_offset: r.u64("log start").map_err(bad)?,
+        applier: r.bytes("applier state").map_err(bad)?,
+    };
+    r.finish().map_err(bad)?;
+    Ok((
+        SnapshotMeta {
+            last_log_id: last,
+            last_membership: StoredMembership::new(membership_id, membership),
+        },
+        state,
+    ))
+}
+
+fn write_atomically(dir: &Path, name: &str, body: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A group's state machine (owned by openraft; the high watermark is shared through a watch).
+pub struct GroupSm {
+    group: Arc<GroupLog>,
+    applier: Box<dyn Applier>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    high_watermark: Arc<watch::Sender<u64>>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for GroupSm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupSm")
+            .field("dir", &self.dir)
+            .field("last_applied", &self.last_applied)
+            .finish()
+    }
+}
+
+const SNAPSHOT_FILE: &str = "raft.snapshot";
+
+impl GroupSm {
+    /// Opens the state machine from the group's saved snapshot, if any.
+    pub fn open(
+        group: Arc<GroupLog>,
+        mut applier: Box<dyn Applier>,
+        high_watermark: Arc<watch::Sender<u64>>,
+    ) -> io::Result<GroupSm> {
+        let dir = group.dir();
+        let mut sm = GroupSm {
+            group,
+            applier: Box::new(NoState),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            high_watermark,
+            dir,
+        };
+        if let Some((meta, state)) = sm.load_snapshot()? {
+            applier.restore(&state.applier)?;
+            sm.last_applied = meta.last_log_id;
+            sm.membership = meta.last_membership;
+            sm.set_high_watermark(state.high_watermark);
+        }
+        sm.applier = applier;
+        Ok(sm)
+    }
+
+    fn load_snapshot(&self) -> io::Result<Option<(SnapshotMeta, SnapshotState)>> {
+        match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(b) => decode_snapshot(Bytes::from(b)).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set_high_watermark(&self, hw: u64) {
+        self.high_watermark.send_if_modified(|cur| {
+            if hw > *cur {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn state(&self) -> SnapshotState {
+        SnapshotState {
+            high_watermark: *self.high_watermark.borrow(),
+            log_start_offset: self.group.log.log_start_offset(),
+            applier: self.applier.snapshot(),
+        }
+    }
+
+    /// Replaces the live log with the staged one (the leader's retained segments).
+    fn adopt_staged(&self, staged: &Path) -> io::Result<()> {
+        let err = |e: sluice_storage::StorageError| io_error(format!("installing snapshot: {e}"));
+        let config = sluice_storage::LogConfig::default();
+        let (src, _) = PartitionLog::open(staged, config).map_err(err)?;
+        let live = &self.group.log;
+        live.reset(src.log_start_offset()).map_err(err)?;
+        let mut offset = src.log_start_offset();
+        while offset < src.log_end_offset() {
+            let read = src.read(offset, 4 << 20).map_err(err)?;
+            for b in RecordBatch::iter_all(read.bytes.clone()) {
+                let b = b.map_err(|e| io_error(format!("staged snapshot batch: {e}")))?;
+                let h = *b.header();
+                live.append_batch(&b, h.raft_term, h.raft_index)
+                    .map_err(err)?;
+            }
+            if read.next_offset <= offset {
+                break;
+            }
+            offset = read.next_offset;
+        }
+        live.flush().map_err(err)?;
+        drop(src);
+        let _ = std::fs::remove_dir_all(staged);
+        self.group.rebuild_map()
+    }
+}
+
+/// Builds a snapshot from the state captured when the builder was made.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    meta: SnapshotMeta,
+    state: SnapshotState,
+    dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> io::Result<openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>> {
+        let body = encode_snapshot(&self.meta, &self.state);
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&dir, SNAPSHOT_FILE, &body))
+            .await
+            .map_err(|e| io_error(e.to_string()))??;
+        Ok(openraft::Snapshot {
+            meta: self.meta.clone(),
+            snapshot: SnapshotData {
+                state: self.state.clone(),
+                staged: None,
+            },
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for GroupSm {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> io::Result<()>
+    where
+        S: futures_util::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let index = entry.log_id.index;
+            self.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Normal(p) => self.applier.apply(&p.batch),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                }
+                EntryPayload::Blank => {}
+            }
+            if let Some(pos) = self.group.entry_pos(index) {
+                self.set_high_watermark(pos.next_offset);
+            }
+            if let Some(r) = responder {
+                r.send(Applied {
+                    next_offset: *self.high_watermark.borrow(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            meta: SnapshotMeta {
+                last_log_id: self.last_applied,
+                last_membership: self.membership.clone(),
+            },
+            state: self.state(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> io::Result<()> {
+        if let Some(staged) = &snapshot.staged {
+            let this = &*self;
+            this.adopt_staged(staged)?;
+        }
+        self.applier.restore(&snapshot.state.applier)?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        // A snapshot may move the watermark back only on a replica that had applied past it, which
+        // raft never asks for (it ignores snapshots older than what is committed here).
+        self.high_watermark
+            .send_replace(snapshot.state.high_watermark);
+        let body = encode_snapshot(meta, &snapshot.state);
+        write_atomically(&self.dir, SNAPSHOT_FILE, &body)
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> io::Result<Option<openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>>>
+    {
+        Ok(self
+            .load_snapshot()?
+            .map(|(meta, state)| openraft::Snapshot {
+                meta,
+                snapshot: SnapshotData {
+                    state,
+                    staged: None,
+                },
+            }))
+    }
+}
