@@ -264,9 +264,22 @@ impl PartitionLog {
     /// reader always makes progress). Batches not yet CRC-checked by this process are checked first; a
     /// corrupt batch is reported as [`StorageError::Corrupt`], never returned.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        self.read_below(offset, max_bytes, u64::MAX)
+    }
+
+    /// [`PartitionLog::read`] returning only batches that start below `limit_offset` (a replicated
+    /// log's high watermark: consumers never see what is not committed). An `offset` between the limit
+    /// and the log end reads nothing; past the log end it is out of range.
+    pub fn read_below(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        limit_offset: u64,
+    ) -> Result<ReadResult> {
         let inner = &*self.inner;
         // Load the end before the segment list: a batch published under `log_end` is in the list.
-        let log_end = inner.log_end.load();
+        let true_end = inner.log_end.load();
+        let log_end = true_end.min(limit_offset);
         let segments = inner.segments_snapshot();
         let log_start = inner.log_start.load();
         let empty = |next| ReadResult {
@@ -275,14 +288,14 @@ impl PartitionLog {
             log_start_offset: log_start,
             log_end_offset: log_end,
         };
-        if offset < log_start || offset > log_end {
+        if offset < log_start || offset > true_end {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start,
-                log_end,
+                log_end: true_end,
             });
         }
-        if offset == log_end {
+        if offset >= log_end {
             return Ok(empty(offset));
         }
         let first = segments

@@ -10,11 +10,11 @@
 //! - [`codec`]: raft messages on the wire (explicit layout, no serde) — pure;
 //! - [`network`]: raft RPCs over the broker's own protocol, one connection per peer broker.
 
-// pub mod codec;
+pub mod codec;
 pub mod entry;
 pub mod log_store;
 pub mod meta_file;
-// pub mod network;
+pub mod network;
 pub mod state_machine;
 
 use std::fmt;
