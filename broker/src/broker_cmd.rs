@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use sluice_broker::config::{
-    parse_flush, parse_listen, BrokerConfig, ConfigError, FileConfig, DEFAULT_LISTEN,
+    parse_flush, parse_listen, parse_peers, BrokerConfig, ConfigError, FileConfig, DEFAULT_LISTEN,
 };
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +40,22 @@ pub struct BrokerArgs {
     /// How often retention and compaction run (ms).
     #[arg(long, env = "SLUICE_MAINTENANCE_INTERVAL_MS")]
     maintenance_interval_ms: Option<u64>,
+    /// Every broker of the cluster, this one included: ID@HOST:PORT,ID@HOST:PORT,... (absent: a
+    /// one-broker cluster).
+    #[arg(long, env = "SLUICE_PEERS")]
+    peers: Option<String>,
+    /// Raft heartbeat period (ms) [default: 150].
+    #[arg(long, env = "SLUICE_RAFT_HEARTBEAT_MS")]
+    raft_heartbeat_ms: Option<u64>,
+    /// Raft election timeout (ms; randomized up to twice it) [default: 1000].
+    #[arg(long, env = "SLUICE_RAFT_ELECTION_TIMEOUT_MS")]
+    raft_election_timeout_ms: Option<u64>,
+    /// Snapshot each raft group every this many entries [default: 1000].
+    #[arg(long, env = "SLUICE_RAFT_SNAPSHOT_ENTRIES")]
+    raft_snapshot_entries: Option<u64>,
+    /// Entries kept behind a snapshot for slightly lagging followers [default: 1000].
+    #[arg(long, env = "SLUICE_RAFT_KEEP_ENTRIES")]
+    raft_keep_entries: Option<u64>,
 }
 
 fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
@@ -88,6 +104,33 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     {
         c.maintenance_interval = std::time::Duration::from_millis(ms.max(10));
     }
+    if let Some(v) = args.peers.or(file.peers) {
+        c.peers = parse_peers(&v)?;
+        if !c.peers.iter().any(|(id, _)| *id == c.node_id) {
+            return Err(ConfigError::Invalid {
+                key: "peers",
+                message: format!("this broker's node id {} is not among the peers", c.node_id),
+            });
+        }
+    }
+    if let Some(ms) = args.raft_heartbeat_ms.or(file.raft_heartbeat_ms) {
+        c.raft_heartbeat = std::time::Duration::from_millis(ms.max(10));
+    }
+    if let Some(ms) = args
+        .raft_election_timeout_ms
+        .or(file.raft_election_timeout_ms)
+    {
+        c.raft_election_timeout = std::time::Duration::from_millis(ms.max(20));
+    }
+    if let Some(n) = args.raft_snapshot_entries.or(file.raft_snapshot_entries) {
+        c.raft_snapshot_entries = n.max(1);
+    }
+    if let Some(n) = args.raft_keep_entries.or(file.raft_keep_entries) {
+        c.raft_keep_entries = n;
+    }
+    if let Some(ms) = file.replication_timeout_ms {
+        c.replication_timeout = std::time::Duration::from_millis(ms.max(1));
+    }
     Ok(c)
 }
 
@@ -95,7 +138,7 @@ pub fn run(args: BrokerArgs) -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -36,6 +36,19 @@ pub struct BrokerConfig {
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     pub default_partitions: u32,
+    /// The cluster's brokers (`id` -> `host:port`) when started as part of one; empty means a
+    /// one-broker cluster of this broker alone.
+    pub peers: Vec<(u32, String)>,
+    /// Raft heartbeat period of every group.
+    pub raft_heartbeat: Duration,
+    /// A follower that hears no leader for this long (up to twice it, randomized) starts an election.
+    pub raft_election_timeout: Duration,
+    /// A group snapshots its state every this many entries (then purges what is covered).
+    pub raft_snapshot_entries: u64,
+    /// Entries kept behind a snapshot for followers that lag a little.
+    pub raft_keep_entries: u64,
+    /// Longest a produce with acks `leader` or `all` waits for the append / the quorum commit.
+    pub replication_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -56,6 +69,12 @@ impl Default for BrokerConfig {
             maintenance_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             default_partitions: 1,
+            peers: Vec::new(),
+            raft_heartbeat: Duration::from_millis(150),
+            raft_election_timeout: Duration::from_millis(1000),
+            raft_snapshot_entries: 1000,
+            raft_keep_entries: 1000,
+            replication_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -77,6 +96,12 @@ pub struct FileConfig {
     pub maintenance_interval_ms: Option<u64>,
     pub default_partitions: Option<u32>,
     pub page_cache_window_mb: Option<u64>,
+    pub peers: Option<String>,
+    pub raft_heartbeat_ms: Option<u64>,
+    pub raft_election_timeout_ms: Option<u64>,
+    pub raft_snapshot_entries: Option<u64>,
+    pub raft_keep_entries: Option<u64>,
+    pub replication_timeout_ms: Option<u64>,
 }
 
 /// Why a configuration could not be built.
@@ -150,4 +175,30 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
             key: "listen",
             message: format!("{s:?} is not HOST:PORT"),
         })
+}
+
+/// Parses `1@host:port,2@host:port,...` (ids unique, at least one).
+pub fn parse_peers(s: &str) -> Result<Vec<(u32, String)>, ConfigError> {
+    let bad = |message: String| ConfigError::Invalid {
+        key: "peers",
+        message,
+    };
+    let mut out: Vec<(u32, String)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| bad(format!("{part:?} is not ID@HOST:PORT")))?;
+        let id: u32 = id
+            .parse()
+            .map_err(|_| bad(format!("{id:?} is not a node id")))?;
+        parse_listen(addr).map_err(|_| bad(format!("{addr:?} is not HOST:PORT")))?;
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(bad(format!("node id {id} appears twice")));
+        }
+        out.push((id, addr.to_string()));
+    }
+    if out.is_empty() {
+        return Err(bad("no peers given".into()));
+    }
+    Ok(out)
 }

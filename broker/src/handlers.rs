@@ -1,6 +1,7 @@
-//! Request handlers: turn a decoded request into a response using the topics and partitions.
-//! Produce is split in two: the append runs in request order on the connection's reader task (so
-//! one connection's batches land in the order they were sent), the wait for durability runs apart.
+//! Request handlers: turn a decoded request into a response using the cluster metadata and the
+//! local partition replicas. Produce is split in two: proposing to raft runs in request order on the
+//! connection's reader task (so one connection's batches land in the order they were sent); waiting
+//! for the leader's append or the quorum commit runs apart.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use sluice_protocol::wire::*;
 
+use crate::cluster::metadata::not_leader;
+use crate::cluster::state::Command;
+use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
-use crate::partition::Partition;
+use crate::partition::{CodedError, Partition, PendingAppend};
 use crate::topics::Topics;
 
 /// Shared state of a running broker.
@@ -21,15 +25,19 @@ pub struct Broker {
     pub advertised: SocketAddr,
     /// Produce request bytes in flight across all connections (`max_produce_bytes`).
     pub produce_budget: Arc<tokio::sync::Semaphore>,
+    pub cluster: Cluster,
 }
 
-/// A produce whose appends are done; what is left is making them durable (acks `all`).
+/// A produce whose batches are proposed; what is left is waiting for the acks level.
 #[derive(Debug)]
 pub struct PendingProduce {
     pub response: ProduceResponse,
-    /// (topic index, partition index, partition) of each successful append.
-    pub appended: Vec<(usize, usize, Arc<Partition>)>,
+    /// (topic index, partition index, pending append) of each accepted proposal.
+    pub proposed: Vec<(usize, usize, PendingAppend)>,
 }
+
+/// How long topic changes wait to become visible on this broker before answering anyway.
+const TOPIC_CHANGE_WAIT: Duration = Duration::from_secs(10);
 
 impl Broker {
     pub fn api_versions(&self) -> Response {
@@ -45,30 +53,48 @@ impl Broker {
     }
 
     pub fn metadata(&self, req: &MetadataRequest) -> Response {
-        let node = self.config.node_id;
-        let describe = |t: &crate::topics::Topic| TopicMetadata {
-            error: ErrorCode::NONE,
-            name: t.name.clone(),
-            configs: t.settings.to_pairs(),
-            partitions: t
-                .partitions
-                .iter()
-                .map(|p| PartitionMetadata {
-                    error: ErrorCode::NONE,
-                    partition: p.id,
-                    leader: node as i32,
-                    replicas: vec![node],
-                    high_watermark: p.high_watermark(),
-                    log_start_offset: p.log_start_offset(),
-                })
-                .collect(),
+        let state = self.cluster.metadata.state();
+        let brokers = self.cluster.metadata.brokers();
+        let describe = |name: &str, rec: &crate::cluster::state::TopicRecord| {
+            let local = self.topics.get(name).filter(|t| t.id == rec.id);
+            TopicMetadata {
+                error: ErrorCode::NONE,
+                name: name.to_string(),
+                configs: rec.configs.clone(),
+                partitions: rec
+                    .replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(p, replicas)| {
+                        let part = local.as_ref().and_then(|t| t.partitions.get(&(p as u32)));
+                        // A replica here knows the leader; otherwise the preferred leader is a
+                        // hint, and a wrong guess answers NOT_LEADER with the real address.
+                        let leader = match part {
+                            Some(part) => part.group.leader().map_or(-1, |l| l as i32),
+                            None => replicas.first().map_or(-1, |r| *r as i32),
+                        };
+                        PartitionMetadata {
+                            error: if leader < 0 {
+                                ErrorCode::NOT_LEADER
+                            } else {
+                                ErrorCode::NONE
+                            },
+                            partition: p as u32,
+                            leader,
+                            replicas: replicas.clone(),
+                            high_watermark: part.map_or(0, |p| p.high_watermark()),
+                            log_start_offset: part.map_or(0, |p| p.log_start_offset()),
+                        }
+                    })
+                    .collect(),
+            }
         };
         let topics = match &req.topics {
-            None => self.topics.list().iter().map(|t| describe(t)).collect(),
+            None => state.topics.iter().map(|(n, r)| describe(n, r)).collect(),
             Some(names) => names
                 .iter()
-                .map(|n| match self.topics.get(n) {
-                    Some(t) => describe(&t),
+                .map(|n| match state.topics.get(n) {
+                    Some(r) => describe(n, r),
                     None => TopicMetadata {
                         error: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                         name: n.clone(),
@@ -79,109 +105,209 @@ impl Broker {
                 .collect(),
         };
         Response::Metadata(MetadataResponse {
-            brokers: vec![BrokerInfo {
-                node_id: node,
-                host: self.advertised.ip().to_string(),
-                port: self.advertised.port(),
-            }],
-            controller_id: node as i32,
+            brokers: brokers
+                .iter()
+                .map(|(id, addr)| {
+                    let (host, port) = split_addr(addr);
+                    BrokerInfo {
+                        node_id: *id,
+                        host,
+                        port,
+                    }
+                })
+                .collect(),
+            controller_id: self
+                .cluster
+                .metadata
+                .group
+                .leader()
+                .map_or(-1, |l| l as i32),
             topics,
         })
     }
 
-    /// Creates topics (blocking file I/O).
-    pub fn create_topics(&self, req: &CreateTopicsRequest) -> Response {
-        Response::CreateTopics(TopicResults {
-            results: req
-                .topics
-                .iter()
-                .map(|t| {
-                    let (error, message) = match self.topics.create(
-                        &t.name,
-                        t.partitions,
-                        t.replication_factor,
-                        &t.configs,
-                    ) {
-                        Ok(()) => (ErrorCode::NONE, String::new()),
-                        Err(e) => e,
-                    };
-                    TopicResult {
-                        name: t.name.clone(),
-                        error,
-                        message,
-                    }
-                })
-                .collect(),
-        })
+    /// The metadata leader's address when it is another broker (requests go there).
+    fn metadata_leader_elsewhere(&self) -> Option<Result<String, CodedError>> {
+        let g = &self.cluster.metadata.group;
+        if g.is_leader() {
+            return None;
+        }
+        Some(g.leader_addr().ok_or_else(|| not_leader(None)))
     }
 
-    /// Deletes topics (blocking file I/O).
-    pub fn delete_topics(&self, req: &DeleteTopicsRequest) -> Response {
-        Response::DeleteTopics(TopicResults {
-            results: req
-                .names
-                .iter()
-                .map(|n| {
-                    let (error, message) = match self.topics.delete(n) {
-                        Ok(()) => (ErrorCode::NONE, String::new()),
-                        Err(e) => e,
-                    };
-                    TopicResult {
-                        name: n.clone(),
-                        error,
-                        message,
-                    }
-                })
-                .collect(),
-        })
-    }
-
-    /// Appends every partition's record set; durability waits come after (see [`finish_produce`]).
-    pub fn produce_append(&self, req: &ProduceRequest) -> PendingProduce {
-        let mut appended = Vec::new();
-        let topics = req
-            .topics
+    /// Proposes a topic change on the metadata leader (forwarding the request there if needed) and
+    /// waits until this broker has applied it.
+    async fn topic_change(&self, request: Request, commands: Vec<Command>) -> Response {
+        let names: Vec<String> = commands
             .iter()
-            .enumerate()
-            .map(|(ti, t)| ProduceTopicResult {
-                name: t.name.clone(),
-                partitions: t
-                    .partitions
-                    .iter()
-                    .enumerate()
-                    .map(|(pi, p)| {
-                        let mut r = ProducePartitionResult {
-                            partition: p.partition,
-                            error: ErrorCode::NONE,
-                            message: String::new(),
-                            base_offset: 0,
-                            log_start_offset: 0,
-                        };
-                        match self
-                            .topics
-                            .partition(&t.name, p.partition)
-                            .and_then(|part| {
-                                let base = part.append(&p.records)?;
-                                Ok((part, base))
-                            }) {
-                            Ok((part, base)) => {
-                                r.base_offset = base;
-                                r.log_start_offset = part.log_start_offset();
-                                appended.push((ti, pi, part));
-                            }
-                            Err((code, msg)) => {
-                                r.error = code;
-                                r.message = msg;
-                            }
-                        }
-                        r
-                    })
-                    .collect(),
+            .map(|c| match c {
+                Command::CreateTopic { name, .. } | Command::DeleteTopic { name } => name.clone(),
+                Command::AllocateProducerIds { .. } => String::new(),
             })
             .collect();
+        let results: Vec<CodedError> = match self.metadata_leader_elsewhere() {
+            Some(Err(e)) => names.iter().map(|_| e.clone()).collect(),
+            Some(Ok(addr)) => {
+                // Forward the whole request and relay the leader's answer.
+                match self
+                    .cluster
+                    .ctx
+                    .peers
+                    .client()
+                    .request_to(&addr, &request)
+                    .await
+                {
+                    Ok(Response::CreateTopics(r)) | Ok(Response::DeleteTopics(r)) => r
+                        .results
+                        .into_iter()
+                        .map(|r| (r.error, r.message))
+                        .collect(),
+                    Ok(_) => names
+                        .iter()
+                        .map(|_| {
+                            (
+                                ErrorCode::UNKNOWN,
+                                "unexpected answer from the metadata leader".into(),
+                            )
+                        })
+                        .collect(),
+                    Err(e) => names
+                        .iter()
+                        .map(|_| {
+                            (
+                                ErrorCode::NOT_LEADER,
+                                format!("metadata leader at {addr}: {e}"),
+                            )
+                        })
+                        .collect(),
+                }
+            }
+            None => {
+                let mut out = Vec::with_capacity(commands.len());
+                for c in &commands {
+                    out.push(match self.cluster.metadata.propose(c).await {
+                        Ok(()) => (ErrorCode::NONE, String::new()),
+                        Err(e) => e,
+                    });
+                }
+                out
+            }
+        };
+        // Answer once this broker sees the outcome, so the next request here finds it.
+        let deadline = tokio::time::Instant::now() + TOPIC_CHANGE_WAIT;
+        for (c, (code, _)) in commands.iter().zip(&results) {
+            if !code.is_ok() {
+                continue;
+            }
+            while tokio::time::Instant::now() < deadline && !self.change_visible(c) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let results = names
+            .into_iter()
+            .zip(results)
+            .map(|(name, (error, message))| TopicResult {
+                name,
+                error,
+                message,
+            })
+            .collect();
+        match request {
+            Request::DeleteTopics(_) => Response::DeleteTopics(TopicResults { results }),
+            _ => Response::CreateTopics(TopicResults { results }),
+        }
+    }
+
+    /// Whether a topic change is applied here, and for a creation, whether every local replica of
+    /// the topic is open and knows its leader.
+    fn change_visible(&self, c: &Command) -> bool {
+        let state = self.cluster.metadata.state();
+        let me = self.cluster.ctx.node_id;
+        match c {
+            Command::CreateTopic { name, .. } => {
+                let Some(rec) = state.topics.get(name) else {
+                    return false;
+                };
+                let local = self.topics.get(name);
+                rec.replicas.iter().enumerate().all(|(p, r)| {
+                    !r.iter().any(|b| u64::from(*b) == me)
+                        || local
+                            .as_ref()
+                            .and_then(|t| t.partitions.get(&(p as u32)))
+                            .is_some_and(|part| part.group.leader().is_some())
+                })
+            }
+            Command::DeleteTopic { name } => {
+                !state.topics.contains_key(name) && self.topics.get(name).is_none()
+            }
+            Command::AllocateProducerIds { .. } => true,
+        }
+    }
+
+    pub async fn create_topics(&self, req: CreateTopicsRequest) -> Response {
+        let commands = req
+            .topics
+            .iter()
+            .map(|t| Command::CreateTopic {
+                name: t.name.clone(),
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+                configs: t.configs.clone(),
+            })
+            .collect();
+        self.topic_change(Request::CreateTopics(req), commands)
+            .await
+    }
+
+    pub async fn delete_topics(&self, req: DeleteTopicsRequest) -> Response {
+        let commands = req
+            .names
+            .iter()
+            .map(|n| Command::DeleteTopic { name: n.clone() })
+            .collect();
+        self.topic_change(Request::DeleteTopics(req), commands)
+            .await
+    }
+
+    /// Proposes every partition's record set to its raft group; waiting comes after (see
+    /// [`finish_produce`]).
+    pub async fn produce_propose(&self, req: &ProduceRequest) -> PendingProduce {
+        let mut proposed = Vec::new();
+        let mut topics = Vec::with_capacity(req.topics.len());
+        for (ti, t) in req.topics.iter().enumerate() {
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for (pi, p) in t.partitions.iter().enumerate() {
+                let mut r = ProducePartitionResult {
+                    partition: p.partition,
+                    error: ErrorCode::NONE,
+                    message: String::new(),
+                    base_offset: 0,
+                    log_start_offset: 0,
+                };
+                let outcome = match self.topics.partition(&t.name, p.partition) {
+                    Ok(part) => {
+                        r.log_start_offset = part.log_start_offset();
+                        part.propose(&p.records, req.acks).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(pending) => proposed.push((ti, pi, pending)),
+                    Err((code, msg)) => {
+                        r.error = code;
+                        r.message = msg;
+                    }
+                }
+                partitions.push(r);
+            }
+            topics.push(ProduceTopicResult {
+                name: t.name.clone(),
+                partitions,
+            });
+        }
         PendingProduce {
             response: ProduceResponse { topics },
-            appended,
+            proposed,
         }
     }
 
@@ -312,18 +438,20 @@ impl Broker {
     }
 }
 
-/// Makes a produce's appends durable when acks is `all` (one node: fsynced), recording any failure in
-/// the response. Blocking: run it off the async threads.
-pub fn finish_produce(pending: PendingProduce, acks: Acks) -> ProduceResponse {
+/// Waits for what the acks level promises (the leader's append for `leader`, the quorum commit for
+/// `all`) and fills in offsets or errors.
+pub async fn finish_produce(pending: PendingProduce, timeout: Duration) -> ProduceResponse {
     let mut resp = pending.response;
-    if acks == Acks::All {
-        for (ti, pi, part) in pending.appended {
-            if let Err((code, msg)) = part.flush() {
-                if let Some(r) = resp
-                    .topics
-                    .get_mut(ti)
-                    .and_then(|t| t.partitions.get_mut(pi))
-                {
+    for (ti, pi, p) in pending.proposed {
+        let outcome = p.wait(timeout).await;
+        if let Some(r) = resp
+            .topics
+            .get_mut(ti)
+            .and_then(|t| t.partitions.get_mut(pi))
+        {
+            match outcome {
+                Ok(base) => r.base_offset = base,
+                Err((code, msg)) => {
                     r.error = code;
                     r.message = msg;
                 }
@@ -331,4 +459,12 @@ pub fn finish_produce(pending: PendingProduce, acks: Acks) -> ProduceResponse {
         }
     }
     resp
+}
+
+/// Splits `host:port` (the port 0 if it does not parse).
+fn split_addr(addr: &str) -> (String, u16) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(0)),
+        None => (addr.to_string(), 0),
+    }
 }

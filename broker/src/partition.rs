@@ -1,24 +1,29 @@
-//! One partition as the request handlers see it: append record batches, read them, wait for new
-//! data. This is the seam where replication slots in later: handlers call `append` and `read` and
-//! never touch the storage log directly.
+//! One partition as the request handlers see it: a raft group over the partition's segment log.
+//! Produce proposes batches to the group (on its leader); fetch reads below the high watermark (the
+//! commit point); waiting fetches watch the high watermark.
 
-use std::time::Instant;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_protocol::wire::ErrorCode;
+use sluice_protocol::wire::{Acks, ErrorCode};
 use sluice_protocol::RecordBatch;
 use sluice_storage::{PartitionLog, ReadResult, StorageError};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
-/// A partition's log plus the signal long-polling fetches wait on.
+use crate::cluster::group::Group;
+use crate::cluster::metadata::not_leader;
+use crate::raft::{Proposal, TypeConfig};
+
+/// A partition hosted by this broker (one of its replicas).
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
     pub id: u32,
-    log: PartitionLog,
-    end_tx: watch::Sender<u64>,
-    /// Bumped on every append to any partition, for fetches that span several partitions.
-    any_tx: std::sync::Arc<watch::Sender<u64>>,
+    pub group: Group,
+    /// Bumped on every high-watermark move of any partition, for fetches that span several.
+    any_tx: Arc<watch::Sender<u64>>,
 }
 
 /// An error code and the message that goes with it to the client.
@@ -40,67 +45,142 @@ fn coded(e: StorageError) -> CodedError {
     (storage_error_code(&e), e.to_string())
 }
 
+type CompleteRx = oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
+
+/// Batches proposed to a partition's group, waiting for what their acks level needs.
+#[derive(Debug)]
+pub struct PendingAppend {
+    acks: Vec<oneshot::Receiver<Range<u64>>>,
+    commits: Vec<CompleteRx>,
+    leader_hint: Option<String>,
+}
+
+impl PendingAppend {
+    /// Waits for the leader's append of every batch (and, for acks `all`, their commit) and
+    /// returns the first base offset. A lost leadership comes back as `NOT_LEADER`.
+    pub async fn wait(self, timeout: Duration) -> Result<u64, CodedError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || {
+            (
+                ErrorCode::REQUEST_TIMED_OUT,
+                format!("not replicated within {timeout:?}"),
+            )
+        };
+        let mut first = None;
+        for rx in self.acks {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(range)) => {
+                    first.get_or_insert(range.start);
+                }
+                Ok(Err(_)) => return Err(not_leader(self.leader_hint.clone())),
+                Err(_) => return Err(timed_out()),
+            }
+        }
+        for rx in self.commits {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => {
+                    return Err(not_leader(match e {
+                        openraft::errors::ClientWriteError::ForwardToLeader(f)
+                        | openraft::errors::ClientWriteError::LogEntryDiscarded(f) => {
+                            f.leader_node.map(|n| n.addr)
+                        }
+                        _ => None,
+                    }))
+                }
+                Ok(Err(_)) => return Err(not_leader(self.leader_hint.clone())),
+                Err(_) => return Err(timed_out()),
+            }
+        }
+        first.ok_or_else(|| (ErrorCode::CORRUPT_MESSAGE, "empty record set".into()))
+    }
+}
+
 impl Partition {
-    pub fn new(
-        topic: String,
-        id: u32,
-        log: PartitionLog,
-        any_tx: std::sync::Arc<watch::Sender<u64>>,
-    ) -> Partition {
-        let (end_tx, _) = watch::channel(log.log_end_offset());
+    pub fn new(topic: String, id: u32, group: Group, any_tx: Arc<watch::Sender<u64>>) -> Partition {
+        // Fetches spanning partitions wake on any high-watermark move.
+        let mut rx = group.high_watermark.subscribe();
+        let any = any_tx.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                any.send_modify(|g| *g = g.wrapping_add(1));
+            }
+        });
         Partition {
             topic,
             id,
-            log,
-            end_tx,
+            group,
             any_tx,
         }
     }
 
-    /// Appends every batch in `records` (whole batches back to back). All batches are checked before
-    /// any is written, so a bad batch rejects the whole set. Returns the first base offset.
-    pub fn append(&self, records: &Bytes) -> Result<u64, CodedError> {
-        // Check every batch (both CRCs, once) before appending any, so a bad batch rejects the set.
+    /// Proposes every batch in `records` (whole batches back to back) to the partition's group, in
+    /// order. All batches are checked before any is proposed, so a bad batch rejects the whole set.
+    /// Only the leader accepts; others answer `NOT_LEADER` with the leader's address.
+    pub async fn propose(&self, records: &Bytes, acks: Acks) -> Result<PendingAppend, CodedError> {
         let batches = RecordBatch::iter_all(records.clone())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| (ErrorCode::CORRUPT_MESSAGE, e.to_string()))?;
         if batches.is_empty() {
             return Err((ErrorCode::CORRUPT_MESSAGE, "empty record set".into()));
         }
-        let mut first = None;
-        for b in &batches {
-            let info = self.log.append_batch(b, 0, 0).map_err(coded)?;
-            first.get_or_insert(info.base_offset);
+        if !self.group.is_leader() {
+            return Err(not_leader(self.group.leader_addr()));
         }
-        self.end_tx.send_replace(self.log.log_end_offset());
-        self.any_tx.send_modify(|g| *g = g.wrapping_add(1));
-        first.ok_or_else(|| (ErrorCode::CORRUPT_MESSAGE, "empty record set".into()))
+        let mut pending = PendingAppend {
+            acks: Vec::with_capacity(batches.len()),
+            commits: Vec::new(),
+            leader_hint: None,
+        };
+        for batch in batches {
+            let (tx, rx) = oneshot::channel();
+            let responder = if acks == Acks::All {
+                let (r, rx) = openraft::impls::ProgressResponder::complete_only();
+                pending.commits.push(rx);
+                Some(r)
+            } else {
+                None
+            };
+            let proposal = Proposal {
+                batch,
+                ack: Some(tx),
+            };
+            self.group
+                .raft
+                .client_write_ff(proposal, responder)
+                .await
+                .map_err(|e| (ErrorCode::BROKER_SHUTTING_DOWN, e.to_string()))?;
+            pending.acks.push(rx);
+        }
+        Ok(pending)
     }
 
-    /// Makes everything appended so far durable (blocking: run it off the async threads).
-    pub fn flush(&self) -> Result<u64, CodedError> {
-        self.log.flush().map_err(coded)
-    }
-
+    /// Reads committed batches (below the high watermark) from `offset`. Only the leader serves
+    /// reads, so consumers see one replica's view.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult, CodedError> {
-        self.log.read(offset, max_bytes).map_err(coded)
+        if !self.group.is_leader() {
+            return Err(not_leader(self.group.leader_addr()));
+        }
+        self.log()
+            .read_below(offset, max_bytes, self.high_watermark())
+            .map_err(coded)
     }
 
     pub fn log(&self) -> &PartitionLog {
-        &self.log
+        &self.group.log.log
     }
 
     pub fn high_watermark(&self) -> u64 {
-        self.log.log_end_offset()
+        *self.group.high_watermark.borrow()
     }
 
     pub fn log_start_offset(&self) -> u64 {
-        self.log.log_start_offset()
+        self.log().log_start_offset()
     }
 
-    /// Waits until the log end passes `offset` or `deadline` is reached.
+    /// Waits until the high watermark passes `offset` or `deadline` is reached.
     pub async fn wait_beyond(&self, offset: u64, deadline: Instant) {
-        let mut rx = self.end_tx.subscribe();
+        let mut rx = self.group.high_watermark.subscribe();
         let wait = async {
             loop {
                 if *rx.borrow_and_update() > offset {
@@ -112,5 +192,10 @@ impl Partition {
             }
         };
         let _ = tokio::time::timeout_at(deadline.into(), wait).await;
+    }
+
+    /// Signals fetches waiting on any partition (used after deletion).
+    pub fn poke(&self) {
+        self.any_tx.send_modify(|g| *g = g.wrapping_add(1));
     }
 }

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use sluice_protocol::wire::{self, Acks, ErrorCode, Request, Response};
+use sluice_protocol::wire::{self, Acks, ErrorCode, RaftResponse, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::handlers::{finish_produce, Broker};
 use crate::topics::Topics;
@@ -59,13 +60,12 @@ pub async fn start(
             "max_inflight_bytes_per_connection must be at least max_frame_bytes".into(),
         ));
     }
-    let data_dir = config.data_dir.clone();
-    let flush = config.flush;
-    let window = config.page_cache_window_bytes;
-    let topics = tokio::task::spawn_blocking(move || Topics::load(&data_dir, flush, window))
-        .await
-        .map_err(|e| ServerError::Data(e.to_string()))?
-        .map_err(|(_, m)| ServerError::Data(m))?;
+    let topics = Topics::new(
+        &config.data_dir,
+        config.flush,
+        config.page_cache_window_bytes,
+    )
+    .map_err(|(_, m)| ServerError::Data(m))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -76,11 +76,21 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
+    // This broker's address as the cluster knows it: its entry in the peers, or the bound address.
+    let advertised = config
+        .peers
+        .iter()
+        .find(|(id, _)| *id == config.node_id)
+        .map_or_else(|| addr.to_string(), |(_, a)| a.clone());
+    let cluster = Cluster::start(&config, &advertised)
+        .await
+        .map_err(ServerError::Data)?;
     let broker = Arc::new(Broker {
         produce_budget: Arc::new(Semaphore::new(config.max_produce_bytes)),
         config,
         topics,
         advertised: addr,
+        cluster,
     });
     Ok((addr, serve(listener, broker, shutdown)))
 }
@@ -96,6 +106,10 @@ async fn serve(
         let _ = stop_tx.send(true);
     });
     let maintenance = tokio::spawn(maintain(broker.clone(), stop_rx.clone()));
+    let reconciler = tokio::spawn(crate::cluster::reconcile::run(
+        broker.clone(),
+        stop_rx.clone(),
+    ));
     let mut conns = JoinSet::new();
     let mut stop = stop_rx.clone();
     loop {
@@ -125,8 +139,9 @@ async fn serve(
         conns.abort_all();
     }
     maintenance.abort();
-    let b = broker.clone();
-    let _ = tokio::task::spawn_blocking(move || b.topics.close_all()).await;
+    reconciler.abort();
+    broker.topics.close_all(&broker.cluster.ctx).await;
+    broker.cluster.shutdown().await;
     tracing::info!("broker stopped; logs flushed and closed");
 }
 
@@ -145,12 +160,14 @@ async fn maintain(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
             for t in b.topics.list() {
-                for p in &t.partitions {
-                    if let Err(e) = p.log().apply_retention(now) {
+                for p in t.partitions.values() {
+                    // Raft may still need everything from its first retained entry on.
+                    let limit = p.group.log.retention_limit();
+                    if let Err(e) = p.log().apply_retention_below(now, limit) {
                         tracing::warn!(topic = %t.name, partition = p.id, error = %e, "retention failed");
                     }
                     if t.settings.compact {
-                        if let Err(e) = p.log().compact(now) {
+                        if let Err(e) = p.log().compact_below(now, limit) {
                             tracing::warn!(topic = %t.name, partition = p.id, error = %e, "compaction failed");
                         }
                     }
@@ -291,47 +308,18 @@ async fn dispatch(
             else {
                 return false;
             };
-            // Appends happen here, in the connection's request order.
-            let pending = broker.produce_append(&p);
-            match p.acks {
-                Acks::None => true,
-                Acks::Leader => tx
-                    .send(respond(
-                        Response::Produce(finish_produce(pending, Acks::Leader)),
-                        permit,
-                    ))
-                    .await
-                    .is_ok(),
-                Acks::All => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let _budget = budget;
-                        let resp = match tokio::task::spawn_blocking(move || {
-                            finish_produce(pending, Acks::All)
-                        })
-                        .await
-                        {
-                            Ok(r) => Response::Produce(r),
-                            Err(e) => {
-                                let chunks = wire::encode_error_response(
-                                    corr,
-                                    ErrorCode::UNKNOWN,
-                                    &e.to_string(),
-                                );
-                                let _ = tx
-                                    .send(Outgoing {
-                                        chunks,
-                                        _permit: Some(permit),
-                                    })
-                                    .await;
-                                return;
-                            }
-                        };
-                        let _ = tx.send(respond(resp, permit)).await;
-                    });
-                    true
+            // Proposals happen here, in the connection's request order.
+            let pending = broker.produce_propose(&p).await;
+            let timeout = broker.config.replication_timeout;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _budget = budget;
+                let resp = finish_produce(pending, timeout).await;
+                if p.acks != Acks::None {
+                    let _ = tx.send(respond(Response::Produce(resp), permit)).await;
                 }
-            }
+            });
+            true
         }
         Request::Fetch(f) => {
             let broker = broker.clone();
@@ -343,49 +331,39 @@ async fn dispatch(
             true
         }
         Request::CreateTopics(c) => {
-            respond_blocking(broker, tx, corr, permit, move |b| b.create_topics(&c));
+            let broker = broker.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let resp = broker.create_topics(c).await;
+                let _ = tx.send(respond(resp, permit)).await;
+            });
             true
         }
-        Request::Raft(_) => {
-            let chunks = wire::encode_error_response(
-                corr,
-                ErrorCode::INVALID_REQUEST,
-                "this broker runs no raft groups",
-            );
-            tx.send(Outgoing {
-                chunks,
-                _permit: Some(permit),
-            })
-            .await
-            .is_ok()
+        Request::Raft(r) => {
+            let broker = broker.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let chunks = match broker.cluster.ctx.registry.handle(r).await {
+                    Ok(body) => wire::encode_response(corr, &Response::Raft(RaftResponse { body })),
+                    Err((code, msg)) => wire::encode_error_response(corr, code, &msg),
+                };
+                let _ = tx
+                    .send(Outgoing {
+                        chunks,
+                        _permit: Some(permit),
+                    })
+                    .await;
+            });
+            true
         }
         Request::DeleteTopics(d) => {
-            respond_blocking(broker, tx, corr, permit, move |b| b.delete_topics(&d));
+            let broker = broker.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let resp = broker.delete_topics(d).await;
+                let _ = tx.send(respond(resp, permit)).await;
+            });
             true
         }
     }
-}
-
-/// Runs a handler that does blocking file I/O off the async threads and sends its response.
-fn respond_blocking(
-    broker: &Arc<Broker>,
-    tx: &mpsc::Sender<Outgoing>,
-    corr: u32,
-    permit: OwnedSemaphorePermit,
-    handler: impl FnOnce(&Broker) -> Response + Send + 'static,
-) {
-    let broker = broker.clone();
-    let tx = tx.clone();
-    tokio::spawn(async move {
-        let chunks = match tokio::task::spawn_blocking(move || handler(&broker)).await {
-            Ok(resp) => wire::encode_response(corr, &resp),
-            Err(e) => wire::encode_error_response(corr, ErrorCode::UNKNOWN, &e.to_string()),
-        };
-        let _ = tx
-            .send(Outgoing {
-                chunks,
-                _permit: Some(permit),
-            })
-            .await;
-    });
 }

@@ -1,7 +1,10 @@
-//! The topics this broker hosts: their settings, their partitions' logs, and their directories
-//! (`<data dir>/topics/<name>/topic.json` and one directory per partition beside it).
+//! The topic partitions this broker hosts (its replicas), their settings and their directories
+//! (`<data dir>/topics/<name>/topic.json` and one directory per hosted partition beside it).
+//!
+//! Which topics exist is the cluster metadata's business (`cluster`); this registry only opens and
+//! closes the local replicas the metadata assigns here (see `cluster::reconcile`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -10,6 +13,7 @@ use sluice_protocol::wire::ErrorCode;
 use sluice_storage::{FlushPolicy, LogConfig, PartitionLog};
 
 use crate::partition::{CodedError, Partition};
+use crate::raft::state_machine::NoState;
 
 /// Longest topic name (same as Kafka's).
 pub const MAX_TOPIC_NAME: usize = 249;
@@ -122,22 +126,23 @@ impl TopicSettings {
     }
 }
 
-/// What `topic.json` holds.
+/// What `topic.json` holds: which incarnation of the topic the directory belongs to.
 #[derive(Debug, Serialize, Deserialize)]
 struct TopicFile {
-    partitions: u32,
+    id: u32,
     configs: Vec<(String, String)>,
 }
 
-/// A topic and its partitions.
+/// A topic with the partitions hosted here.
 #[derive(Debug)]
 pub struct Topic {
     pub name: String,
+    pub id: u32,
     pub settings: TopicSettings,
-    pub partitions: Vec<Arc<Partition>>,
+    pub partitions: BTreeMap<u32, Arc<Partition>>,
 }
 
-/// Every topic on this broker.
+/// The local replicas of every topic.
 #[derive(Debug)]
 pub struct Topics {
     dir: PathBuf,
@@ -175,50 +180,23 @@ fn io_err(context: &str, path: &Path, e: impl std::fmt::Display) -> CodedError {
 }
 
 impl Topics {
-    /// Opens every topic under `<data_dir>/topics`.
-    pub fn load(
+    pub fn new(
         data_dir: &Path,
         flush: FlushPolicy,
         cache_window: Option<u64>,
     ) -> Result<Topics, CodedError> {
         let dir = data_dir.join("topics");
         std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
-        let mut topics = HashMap::new();
-        let any_append = Arc::new(tokio::sync::watch::channel(0u64).0);
-        let entries = std::fs::read_dir(&dir).map_err(|e| io_err("list", &dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_err("list", &dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let meta = entry.path().join("topic.json");
-            if validate_name(&name).is_err() || !meta.exists() {
-                continue;
-            }
-            let text = std::fs::read_to_string(&meta).map_err(|e| io_err("read", &meta, e))?;
-            let file: TopicFile =
-                serde_json::from_str(&text).map_err(|e| io_err("parse", &meta, e))?;
-            let settings = TopicSettings::from_pairs(&file.configs)
-                .map_err(|e| io_err("settings in", &meta, e))?;
-            let topic = open_topic(
-                &entry.path(),
-                &name,
-                file.partitions,
-                settings.log_config(flush, cache_window),
-                settings,
-                &any_append,
-            )?;
-            tracing::info!(topic = %name, partitions = file.partitions, "opened topic");
-            topics.insert(name, Arc::new(topic));
-        }
         Ok(Topics {
             dir,
             flush,
             cache_window,
-            topics: RwLock::new(topics),
-            any_append,
+            topics: RwLock::new(HashMap::new()),
+            any_append: Arc::new(tokio::sync::watch::channel(0u64).0),
         })
     }
 
-    /// Changes whenever any partition is appended to.
+    /// Changes whenever any hosted partition's high watermark moves.
     pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
         self.any_append.subscribe()
     }
@@ -245,140 +223,173 @@ impl Topics {
 
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, CodedError> {
         self.get(topic)
-            .and_then(|t| t.partitions.get(partition as usize).cloned())
+            .and_then(|t| t.partitions.get(&partition).cloned())
             .ok_or_else(|| {
                 (
                     ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                    format!("unknown topic or partition {topic}/{partition}"),
+                    format!("unknown topic or partition {topic}/{partition} (not hosted by this broker)"),
                 )
             })
     }
 
-    /// Creates a topic (blocking file I/O).
-    pub fn create(
+    /// Opens the local replica of `name`/`partition` and starts its raft group (joining it with
+    /// `members` if it is new).
+    pub async fn open_partition(
         &self,
+        ctx: &crate::cluster::group::RaftContext,
         name: &str,
-        partitions: u32,
-        replication_factor: u16,
-        configs: &[(String, String)],
+        record: &crate::cluster::state::TopicRecord,
+        partition: u32,
+        members: BTreeMap<u64, openraft::BasicNode>,
     ) -> Result<(), CodedError> {
-        validate_name(name).map_err(|m| (ErrorCode::INVALID_TOPIC, m))?;
-        if partitions == 0 || partitions > MAX_PARTITIONS {
-            return Err((
-                ErrorCode::INVALID_PARTITIONS,
-                format!("partitions must be 1 to {MAX_PARTITIONS}"),
-            ));
-        }
-        if replication_factor != 1 {
-            return Err((
-                ErrorCode::INVALID_REPLICATION_FACTOR,
-                format!("replication factor {replication_factor} needs {replication_factor} brokers; this cluster has 1"),
-            ));
-        }
-        let settings =
-            TopicSettings::from_pairs(configs).map_err(|m| (ErrorCode::INVALID_CONFIG, m))?;
-        let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        if map.contains_key(name) {
-            return Err((
-                ErrorCode::TOPIC_ALREADY_EXISTS,
-                format!("topic {name} already exists"),
-            ));
-        }
+        let settings = TopicSettings::from_pairs(&record.configs)
+            .map_err(|m| (ErrorCode::INVALID_CONFIG, m))?;
         let tdir = self.dir.join(name);
-        if tdir.exists() {
-            // Leftovers of a topic whose creation or deletion was interrupted.
-            std::fs::remove_dir_all(&tdir).map_err(|e| io_err("remove", &tdir, e))?;
-        }
-        std::fs::create_dir_all(&tdir).map_err(|e| io_err("create", &tdir, e))?;
-        let topic = open_topic(
-            &tdir,
-            name,
-            partitions,
-            settings.log_config(self.flush, self.cache_window),
-            settings.clone(),
-            &self.any_append,
-        )?;
-        // topic.json last: a directory without it is an unfinished creation and is ignored on load.
         let meta = tdir.join("topic.json");
-        let tmp = tdir.join("topic.json.tmp");
-        let body = serde_json::to_vec_pretty(&TopicFile {
-            partitions,
-            configs: settings.to_pairs(),
+        let pdir = tdir.join(partition.to_string());
+        let cfg = settings.log_config(self.flush, self.cache_window);
+        let file = TopicFile {
+            id: record.id,
+            configs: record.configs.clone(),
+        };
+        let (tdir2, meta2, pdir2) = (tdir.clone(), meta.clone(), pdir.clone());
+        let log = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&tdir2).map_err(|e| io_err("create", &tdir2, e))?;
+            if !meta2.exists() {
+                let body = serde_json::to_vec_pretty(&file).map_err(|e| io_err("encode", &meta2, e))?;
+                write_durably(&tdir2.join("topic.json.tmp"), &meta2, &body)
+                    .map_err(|e| io_err("write", &meta2, e))?;
+            }
+            let (log, report) = PartitionLog::open(&pdir2, cfg)
+                .map_err(|e| io_err("open partition", &pdir2, e))?;
+            if report.truncated.is_some() {
+                tracing::warn!(dir = %pdir2.display(), ?report, "partition recovered with a truncated tail");
+            }
+            Ok::<_, CodedError>(log)
         })
-        .map_err(|e| io_err("encode", &meta, e))?;
-        write_durably(&tmp, &meta, &body).map_err(|e| io_err("write", &meta, e))?;
-        map.insert(name.to_string(), Arc::new(topic));
-        tracing::info!(topic = name, partitions, "created topic");
+        .await
+        .map_err(|e| (ErrorCode::UNKNOWN, e.to_string()))??;
+        let group = crate::cluster::group::Group::start(
+            ctx,
+            record.group_id(partition),
+            log,
+            Box::new(NoState),
+        )
+        .await
+        .map_err(|e| io_err("start raft group of", &pdir, e))?;
+        group
+            .initialize(members)
+            .await
+            .map_err(|e| io_err("initialize raft group of", &pdir, e))?;
+        let part = Arc::new(Partition::new(
+            name.to_string(),
+            partition,
+            group,
+            self.any_append.clone(),
+        ));
+        let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let mut partitions = map
+            .get(name)
+            .filter(|t| t.id == record.id)
+            .map(|t| t.partitions.clone())
+            .unwrap_or_default();
+        partitions.insert(partition, part);
+        map.insert(
+            name.to_string(),
+            Arc::new(Topic {
+                name: name.to_string(),
+                id: record.id,
+                settings,
+                partitions,
+            }),
+        );
+        tracing::info!(topic = name, partition, "hosting partition replica");
         Ok(())
     }
 
-    /// Deletes a topic and its data (blocking file I/O).
-    pub fn delete(&self, name: &str) -> Result<(), CodedError> {
-        let topic = {
-            let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
-            map.remove(name).ok_or_else(|| {
-                (
-                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                    format!("unknown topic {name}"),
-                )
-            })?
+    /// Stops the local replicas of `name` and deletes their data.
+    pub async fn remove(&self, ctx: &crate::cluster::group::RaftContext, name: &str) {
+        let removed = self
+            .topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(t) = removed {
+            for p in t.partitions.values() {
+                p.group.shutdown(&ctx.registry).await;
+                p.poke();
+            }
+            let logs: Vec<_> = t.partitions.values().map(|p| p.log().clone()).collect();
+            let tdir = self.dir.join(name);
+            let _ = tokio::task::spawn_blocking(move || {
+                for l in logs {
+                    let _ = l.close();
+                }
+                let _ = std::fs::remove_file(tdir.join("topic.json"));
+                if let Err(e) = std::fs::remove_dir_all(&tdir) {
+                    tracing::warn!(dir = %tdir.display(), error = %e, "removing a deleted topic failed");
+                }
+            })
+            .await;
+            tracing::info!(topic = name, "removed local replicas of topic");
+        }
+    }
+
+    /// Topic directories on disk and the topic id each belongs to (for leftovers of deletions that
+    /// happened while this broker was down).
+    pub fn on_disk(&self) -> Vec<(String, u32)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
         };
-        for p in &topic.partitions {
-            let _ = p.log().close();
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let text = std::fs::read_to_string(e.path().join("topic.json")).ok()?;
+                let f: TopicFile = serde_json::from_str(&text).ok()?;
+                Some((name, f.id))
+            })
+            .collect()
+    }
+
+    /// Removes the directory of a topic this broker does not host.
+    pub fn remove_leftover(&self, name: &str) {
+        if validate_name(name).is_err() || self.get(name).is_some() {
+            return;
         }
         let tdir = self.dir.join(name);
-        // Remove topic.json first so a crash midway leaves an ignored directory, not half a topic.
         let _ = std::fs::remove_file(tdir.join("topic.json"));
-        std::fs::remove_dir_all(&tdir).map_err(|e| io_err("remove", &tdir, e))?;
-        tracing::info!(topic = name, "deleted topic");
-        Ok(())
+        if std::fs::remove_dir_all(&tdir).is_ok() {
+            tracing::info!(topic = name, "removed the data of a deleted topic");
+        }
     }
 
-    /// Flushes and cleanly closes every log (shutdown).
-    pub fn close_all(&self) {
+    /// Stops every raft group and cleanly closes every log (shutdown).
+    pub async fn close_all(&self, ctx: &crate::cluster::group::RaftContext) {
         for t in self.list() {
-            for p in &t.partitions {
-                if let Err(e) = p.log().close() {
-                    tracing::error!(topic = %t.name, partition = p.id, error = %e, "closing partition failed");
-                }
+            for p in t.partitions.values() {
+                p.group.shutdown(&ctx.registry).await;
             }
         }
+        let logs: Vec<_> = self
+            .list()
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .values()
+                    .map(|p| p.log().clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for l in logs {
+                if let Err(e) = l.close() {
+                    tracing::error!(dir = %l.dir().display(), error = %e, "closing partition failed");
+                }
+            }
+        })
+        .await;
     }
-}
-
-fn open_topic(
-    dir: &Path,
-    name: &str,
-    partitions: u32,
-    cfg: LogConfig,
-    settings: TopicSettings,
-    any_append: &Arc<tokio::sync::watch::Sender<u64>>,
-) -> Result<Topic, CodedError> {
-    let mut parts = Vec::with_capacity(partitions as usize);
-    for p in 0..partitions {
-        let pdir = dir.join(p.to_string());
-        let (log, report) = PartitionLog::open(&pdir, cfg.clone())
-            .map_err(|e| io_err("open partition", &pdir, e))?;
-        if report.truncated.is_some() {
-            tracing::warn!(
-                topic = name,
-                partition = p,
-                ?report,
-                "partition recovered with a truncated tail"
-            );
-        }
-        parts.push(Arc::new(Partition::new(
-            name.to_string(),
-            p,
-            log,
-            any_append.clone(),
-        )));
-    }
-    Ok(Topic {
-        name: name.to_string(),
-        settings,
-        partitions: parts,
-    })
 }
 
 fn write_durably(tmp: &Path, path: &Path, body: &[u8]) -> std::io::Result<()> {

@@ -34,10 +34,16 @@ pub struct CompactionReport {
 /// Approximate bytes one key-map entry costs besides the key itself.
 const MAP_ENTRY_OVERHEAD: usize = 64;
 
-pub(crate) fn compact(inner: &Inner, now_ms: i64) -> Result<CompactionReport> {
+/// Compacts the sealed segments that end at or below `limit_offset` (a raft log passes its purge
+/// point: entries raft may still read must keep their batches).
+pub(crate) fn compact(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<CompactionReport> {
     let _c = lock(&inner.compaction_lock);
     let segs = inner.segments_snapshot();
-    let sealed: Vec<Arc<Segment>> = segs[..segs.len().saturating_sub(1)].to_vec();
+    let sealed: Vec<Arc<Segment>> = segs[..segs.len().saturating_sub(1)]
+        .iter()
+        .take_while(|s| s.next_offset() <= limit_offset)
+        .cloned()
+        .collect();
     let mut report = CompactionReport::default();
     if sealed.is_empty() {
         return Ok(report);

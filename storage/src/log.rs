@@ -361,7 +361,13 @@ impl PartitionLog {
     /// Key compaction of the sealed segments: keeps the latest record per key, drops tombstones older
     /// than the tombstone retention. Appends go on meanwhile; only the final swap takes the writer lock.
     pub fn compact(&self, now_ms: i64) -> Result<crate::CompactionReport> {
-        crate::compaction::compact(&self.inner, now_ms)
+        crate::compaction::compact(&self.inner, now_ms, u64::MAX)
+    }
+
+    /// [`PartitionLog::compact`] of only the sealed segments ending at or below `limit_offset` (see
+    /// [`PartitionLog::apply_retention_below`]).
+    pub fn compact_below(&self, now_ms: i64, limit_offset: u64) -> Result<crate::CompactionReport> {
+        crate::compaction::compact(&self.inner, now_ms, limit_offset)
     }
 
     /// Flushes everything, trims the active segment's files and records a clean checkpoint, so the next

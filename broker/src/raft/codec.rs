@@ -102,7 +102,9 @@ pub fn decode_append(body: Bytes) -> Result<AppendEntriesRequest<TypeConfig>> {
         let (batch, rest) =
             RecordBatch::decode(&bytes).map_err(|_| ProtocolError::Invalid("raft entry batch"))?;
         if !rest.is_empty() {
-            return Err(ProtocolError::Invalid("raft entry holds more than one batch"));
+            return Err(ProtocolError::Invalid(
+                "raft entry holds more than one batch",
+            ));
         }
         let mut e: Entry =
             entry_from_batch(batch).map_err(|_| ProtocolError::Invalid("raft entry batch"))?;
@@ -311,7 +313,10 @@ mod tests {
         req.leadership_transfer = true;
         assert_eq!(decode_vote(encode_vote(&req)).unwrap(), req);
         let resp = VoteResponse::<TypeConfig>::new(vote(3, 1, false), None, true);
-        assert_eq!(decode_vote_response(encode_vote_response(&resp)).unwrap(), resp);
+        assert_eq!(
+            decode_vote_response(encode_vote_response(&resp)).unwrap(),
+            resp
+        );
         for resp in [
             AppendEntriesResponse::Success,
             AppendEntriesResponse::PartialSuccess(Some(log_id(1, 2))),

@@ -14,7 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::BasicNode;
 use sluice_client::{Client, ClientConfig, ClientError};
 use sluice_protocol::wire::{ErrorCode, RaftRequest, Request, Response};
@@ -65,15 +67,21 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Bytes, RPCError<TypeConfig>> {
         let req = Request::Raft(RaftRequest { group, kind, body });
-        match self.client.request_to_with_timeout(addr, &req, timeout).await {
+        match self
+            .client
+            .request_to_with_timeout(addr, &req, timeout)
+            .await
+        {
             Ok(Response::Raft(r)) => Ok(r.body),
             Ok(_) => Err(RPCError::Network(NetworkError::from_string(
                 "unexpected answer to a raft message",
             ))),
-            Err(e) if e.is_connection_error() => {
-                Err(RPCError::Unreachable(Unreachable::from_string(format!("{addr}: {e}"))))
-            }
-            Err(e) => Err(RPCError::Network(NetworkError::from_string(format!("{addr}: {e}")))),
+            Err(e) if e.is_connection_error() => Err(RPCError::Unreachable(
+                Unreachable::from_string(format!("{addr}: {e}")),
+            )),
+            Err(e) => Err(RPCError::Network(NetworkError::from_string(format!(
+                "{addr}: {e}"
+            )))),
         }
     }
 }
@@ -115,9 +123,16 @@ fn bad_answer(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
 }
 
 impl PeerNetwork {
-    async fn send(&self, kind: u8, body: Bytes, option: &RPCOption) -> Result<Bytes, RPCError<TypeConfig>> {
+    async fn send(
+        &self,
+        kind: u8,
+        body: Bytes,
+        option: &RPCOption,
+    ) -> Result<Bytes, RPCError<TypeConfig>> {
         let timeout = option.soft_ttl().max(MIN_RPC_TIMEOUT);
-        self.peers.call(&self.addr, self.group, kind, body, timeout).await
+        self.peers
+            .call(&self.addr, self.group, kind, body, timeout)
+            .await
     }
 
     /// Streams the leader's log below the snapshot's high watermark, then the snapshot itself.
@@ -135,7 +150,9 @@ impl PeerNetwork {
             let batches = if offset < hw {
                 let read = log
                     .read_below(offset, SNAPSHOT_CHUNK_BYTES, hw)
-                    .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
+                    .map_err(|e| {
+                        StreamingError::Network(NetworkError::from_string(e.to_string()))
+                    })?;
                 offset = read.next_offset;
                 read.bytes
             } else {
@@ -157,7 +174,8 @@ impl PeerNetwork {
                     SNAPSHOT_RPC_TIMEOUT,
                 )
                 .await?;
-            let their = decode_vote_only(answer).map_err(|e| StreamingError::from(bad_answer(e)))?;
+            let their =
+                decode_vote_only(answer).map_err(|e| StreamingError::from(bad_answer(e)))?;
             if their > vote {
                 return Ok(SnapshotResponse::new(their));
             }
@@ -388,7 +406,10 @@ impl RaftRegistry {
         for b in RecordBatch::iter_all(chunk.batches) {
             let b = b.map_err(invalid)?;
             let h = *b.header();
-            let info = st.log.append_batch(&b, h.raft_term, h.raft_index).map_err(storage)?;
+            let info = st
+                .log
+                .append_batch(&b, h.raft_term, h.raft_index)
+                .map_err(storage)?;
             if info.base_offset != h.base_offset {
                 *staging = None;
                 return Err(invalid("snapshot batches are not contiguous"));

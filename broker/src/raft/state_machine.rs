@@ -28,8 +28,9 @@ use super::{
 
 /// What a group does with its committed normal entries, beyond moving the high watermark.
 pub trait Applier: Send + Sync + 'static {
-    /// Applies one committed batch (never a raft control batch).
-    fn apply(&mut self, batch: &RecordBatch);
+    /// Applies one committed batch (never a raft control batch). `membership` is the group's last
+    /// applied membership (the same on every replica at this point of the log).
+    fn apply(&mut self, batch: &RecordBatch, membership: &super::Membership);
     /// The applier's state, encoded for a snapshot.
     fn snapshot(&self) -> Bytes;
     /// Replaces the state with a snapshot's.
@@ -41,7 +42,7 @@ pub trait Applier: Send + Sync + 'static {
 pub struct NoState;
 
 impl Applier for NoState {
-    fn apply(&mut self, _batch: &RecordBatch) {}
+    fn apply(&mut self, _batch: &RecordBatch, _membership: &super::Membership) {}
     fn snapshot(&self) -> Bytes {
         Bytes::new()
     }
@@ -302,7 +303,9 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             let index = entry.log_id.index;
             self.last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Normal(p) => self.applier.apply(&p.batch),
+                EntryPayload::Normal(p) => {
+                    self.applier.apply(&p.batch, self.membership.membership())
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                 }

@@ -1,0 +1,131 @@
+//! Starting and stopping one raft group over a segment log, and asking it who leads.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::BasicNode;
+use sluice_storage::PartitionLog;
+use tokio::sync::watch;
+
+use crate::raft::log_store::{GroupLog, LogStore};
+use crate::raft::network::{GroupEntry, NetworkFactory, Peers, RaftHandle, RaftRegistry};
+use crate::raft::state_machine::{Applier, GroupSm};
+
+/// What every group on this broker shares.
+#[derive(Debug, Clone)]
+pub struct RaftContext {
+    pub node_id: u64,
+    pub peers: Peers,
+    pub registry: Arc<RaftRegistry>,
+    pub config: Arc<openraft::Config>,
+}
+
+/// A running raft group.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: u64,
+    pub node_id: u64,
+    pub raft: RaftHandle,
+    pub log: Arc<GroupLog>,
+    /// The high watermark: the offset after the last applied (committed) entry.
+    pub high_watermark: Arc<watch::Sender<u64>>,
+}
+
+impl Group {
+    /// Opens the group's raft state over `log` and starts its raft tasks (registered for RPCs).
+    pub async fn start(
+        ctx: &RaftContext,
+        id: u64,
+        log: PartitionLog,
+        applier: Box<dyn Applier>,
+    ) -> io::Result<Group> {
+        let glog = GroupLog::open(log)?;
+        // Until the snapshot or an apply says more, everything below the log start is committed.
+        let hw = Arc::new(watch::channel(glog.log.log_start_offset()).0);
+        let sm = GroupSm::open(glog.clone(), applier, hw.clone())?;
+        let net = NetworkFactory {
+            group: id,
+            peers: ctx.peers.clone(),
+            log: glog.clone(),
+        };
+        let raft = RaftHandle::new(
+            ctx.node_id,
+            ctx.config.clone(),
+            net,
+            LogStore {
+                group: glog.clone(),
+            },
+            sm,
+        )
+        .await
+        .map_err(|e| io::Error::other(format!("starting raft group {id}: {e}")))?;
+        ctx.registry
+            .insert(id, Arc::new(GroupEntry::new(raft.clone(), glog.clone())));
+        Ok(Group {
+            id,
+            node_id: ctx.node_id,
+            raft,
+            log: glog,
+            high_watermark: hw,
+        })
+    }
+
+    /// Makes a new group's first membership (a no-op if the group was initialized before). Every
+    /// replica calls this with the same members, so their first entries agree.
+    pub async fn initialize(&self, members: BTreeMap<u64, BasicNode>) -> io::Result<()> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(e) => match e.api_error() {
+                // Someone (a leader's replication) got here first.
+                Some(openraft::errors::InitializeError::NotAllowed(_)) => Ok(()),
+                _ => Err(io::Error::other(format!(
+                    "initializing group {}: {e}",
+                    self.id
+                ))),
+            },
+        }
+    }
+
+    /// The current leader's id, if one is known.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    /// The leader's `host:port`, from the group's membership.
+    pub fn leader_addr(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Voter ids of the group's current membership.
+    pub fn voters(&self) -> Vec<u64> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    /// Stops the raft tasks and unregisters the group (the log stays open for the caller to close).
+    pub async fn shutdown(&self, registry: &RaftRegistry) {
+        registry.remove(self.id);
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = self.id, error = %e, "raft group did not shut down cleanly");
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The cluster: this broker's raft context, the metadata group every broker runs, and the
+//! reconciler that opens and closes local partition replicas as the metadata assigns them.
+//!
+//! - [`state`]: the replicated cluster state and its commands (pure);
+//! - [`metadata`]: the metadata raft group and proposing to it;
+//! - [`group`]: starting/stopping one raft group;
+//! - [`reconcile`]: local replicas follow the metadata.
+//!
+//! A broker started without peers is a one-voter cluster of itself, on the same code path.
+
+pub mod group;
+pub mod metadata;
+pub mod reconcile;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use sluice_storage::{FlushPolicy, LogConfig, PartitionLog};
+
+use group::{Group, RaftContext};
+use metadata::{MetadataApplier, MetadataGroup, MetadataShared};
+use state::METADATA_GROUP;
+
+use crate::config::BrokerConfig;
+use crate::raft::network::{Peers, RaftRegistry};
+
+/// This broker's place in the cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub ctx: RaftContext,
+    pub metadata: MetadataGroup,
+}
+
+/// openraft settings from the broker's.
+pub fn raft_config(config: &BrokerConfig) -> Result<openraft::Config, String> {
+    let election = config.raft_election_timeout.as_millis() as u64;
+    openraft::Config {
+        cluster_name: "sluice".into(),
+        heartbeat_interval: config.raft_heartbeat.as_millis() as u64,
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.raft_snapshot_entries),
+        max_in_snapshot_log_to_keep: config.raft_keep_entries,
+        purge_batch_size: 256,
+        // A restarted leader must win an election again: the state machine is saved only in
+        // snapshots, so resuming leadership from memory is not safe here.
+        enable_leader_restore: Some(false),
+        ..openraft::Config::default()
+    }
+    .validate()
+    .map_err(|e| e.to_string())
+}
+
+/// The initial members of the metadata group: the configured peers, or this broker alone.
+pub fn initial_members(config: &BrokerConfig, advertised: &str) -> BTreeMap<u64, BasicNode> {
+    if config.peers.is_empty() {
+        return [(u64::from(config.node_id), BasicNode::new(advertised))]
+            .into_iter()
+            .collect();
+    }
+    config
+        .peers
+        .iter()
+        .map(|(id, addr)| (u64::from(*id), BasicNode::new(addr.clone())))
+        .collect()
+}
+
+impl Cluster {
+    /// Opens the metadata log, starts the metadata group and joins it to its initial members.
+    pub async fn start(config: &BrokerConfig, advertised: &str) -> Result<Cluster, String> {
+        let raft = Arc::new(raft_config(config)?);
+        let members = initial_members(config, advertised);
+        let any_peer = members
+            .values()
+            .next()
+            .map(|n| n.addr.clone())
+            .unwrap_or_else(|| advertised.to_string());
+        let peers = Peers::new(&any_peer).map_err(|e| e.to_string())?;
+        let ctx = RaftContext {
+            node_id: u64::from(config.node_id),
+            peers,
+            registry: Arc::new(RaftRegistry::default()),
+            config: raft,
+        };
+        let dir = config.data_dir.join("meta");
+        let log = open_log(&dir, config.flush).await?;
+        let shared = MetadataShared::new();
+        let group = Group::start(
+            &ctx,
+            METADATA_GROUP,
+            log,
+            Box::new(MetadataApplier {
+                shared: shared.clone(),
+            }),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        group.initialize(members).await.map_err(|e| e.to_string())?;
+        Ok(Cluster {
+            ctx,
+            metadata: MetadataGroup { group, shared },
+        })
+    }
+
+    /// Waits up to `timeout` for the metadata group to know a leader.
+    pub async fn wait_for_metadata_leader(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.metadata.group.leader().is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Stops the metadata group and closes its log.
+    pub async fn shutdown(&self) {
+        self.metadata.group.shutdown(&self.ctx.registry).await;
+        let log = self.metadata.group.log.log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+}
+
+async fn open_log(dir: &Path, flush: FlushPolicy) -> Result<PartitionLog, String> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let cfg = LogConfig {
+            segment_bytes: 16 << 20,
+            flush,
+            ..LogConfig::default()
+        };
+        PartitionLog::open(&dir, cfg)
+            .map(|(l, _)| l)
+            .map_err(|e| format!("opening {}: {e}", dir.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
