@@ -238,7 +238,9 @@ impl Broker {
                 })
             }
             Command::DeleteTopic { name } => {
-                !state.topics.contains_key(name) && self.topics.get(name).is_none()
+                !state.topics.contains_key(name)
+                    && self.topics.get(name).is_none()
+                    && !self.topics.has_dir(name)
             }
             Command::AllocateProducerIds { .. } => true,
         }

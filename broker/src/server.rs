@@ -85,6 +85,13 @@ pub async fn start(
     let cluster = Cluster::start(&config, &advertised)
         .await
         .map_err(ServerError::Data)?;
+    if config.peers.len() <= 1 {
+        // Alone, the metadata group elects itself at once: wait for that, so the first request
+        // finds a leader. A cluster waits for its peers in the background instead.
+        cluster
+            .wait_for_metadata_leader(config.raft_election_timeout * 4)
+            .await;
+    }
     let broker = Arc::new(Broker {
         produce_budget: Arc::new(Semaphore::new(config.max_produce_bytes)),
         config,
@@ -92,6 +99,16 @@ pub async fn start(
         advertised: addr,
         cluster,
     });
+    if broker.config.peers.len() <= 1 {
+        // Alone, this broker can bring up its replicas before it answers anyone: a client that saw
+        // a topic before a restart finds it again at once.
+        broker.cluster.wait_for_metadata_applied().await;
+        crate::cluster::reconcile::reconcile_once(&broker).await;
+        broker
+            .topics
+            .wait_for_leaders(broker.config.raft_election_timeout * 4)
+            .await;
+    }
     Ok((addr, serve(listener, broker, shutdown)))
 }
 

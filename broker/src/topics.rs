@@ -352,6 +352,11 @@ impl Topics {
             .collect()
     }
 
+    /// Whether the topic has a directory here (a removal finishes by deleting it).
+    pub fn has_dir(&self, name: &str) -> bool {
+        validate_name(name).is_ok() && self.dir.join(name).exists()
+    }
+
     /// Removes the directory of a topic this broker does not host.
     pub fn remove_leftover(&self, name: &str) {
         if validate_name(name).is_err() || self.get(name).is_some() {
@@ -361,6 +366,21 @@ impl Topics {
         let _ = std::fs::remove_file(tdir.join("topic.json"));
         if std::fs::remove_dir_all(&tdir).is_ok() {
             tracing::info!(topic = name, "removed the data of a deleted topic");
+        }
+    }
+
+    /// Waits up to `timeout` until every hosted replica knows its group's leader.
+    pub async fn wait_for_leaders(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let all = self
+                .list()
+                .iter()
+                .all(|t| t.partitions.values().all(|p| p.group.leader().is_some()));
+            if all {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 

@@ -341,7 +341,13 @@ impl RawConn {
                 return out;
             }
             for b in RecordBatch::iter_all(p.records.clone()) {
-                for r in b.unwrap().records().unwrap() {
+                let b = b.unwrap();
+                if b.header().is_control() {
+                    // Raft's own entries (membership, a new leader's blank): consumers skip them.
+                    offset = offset.max(b.header().next_offset());
+                    continue;
+                }
+                for r in b.records().unwrap() {
                     let r = r.unwrap();
                     if r.offset >= offset {
                         out.push((

@@ -74,6 +74,8 @@ fn long_poll_fetch_returns_when_data_arrives() {
     let broker = Broker::start(&[]);
     let mut conn = RawConn::connect(broker.addr);
     conn.create("lp", 1);
+    // Raft's own entries (the first membership, the leader's blank entry) come first: wait at the end.
+    let end = conn.list_offset("lp", 0, LATEST).offset as u64;
     let addr = broker.addr;
     let max_wait = Duration::from_secs(60);
     let waiter = std::thread::spawn(move || {
@@ -82,7 +84,7 @@ fn long_poll_fetch_returns_when_data_arrives() {
             .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
         let start = Instant::now();
-        let p = c.fetch("lp", 0, 0, max_wait.as_millis() as u32);
+        let p = c.fetch("lp", 0, end, max_wait.as_millis() as u32);
         (p, start.elapsed())
     });
     // Give the fetch a moment to park (a fetch arriving after the produce is answered at once anyway).
@@ -101,7 +103,7 @@ fn long_poll_fetch_returns_when_data_arrives() {
     );
 
     // With nothing to wait for, max_wait bounds the fetch and it returns empty.
-    let p = conn.fetch("lp", 0, 2, 50);
+    let p = conn.fetch("lp", 0, end + 2, 50);
     assert!(p.records.is_empty());
 }
 
@@ -110,15 +112,22 @@ fn offsets_by_timestamp_earliest_and_latest() {
     let broker = Broker::start(&[]);
     let mut conn = RawConn::connect(broker.addr);
     conn.create("ts", 1);
+    // Records follow raft's first entries (control batches, which take one offset each).
+    let first = conn.list_offset("ts", 0, LATEST).offset;
+    assert!(first > 0);
     for (i, ts) in [1_000i64, 2_000, 3_000].into_iter().enumerate() {
         let r = conn.produce("ts", 0, batch_at(&format!("b{i}"), 5, ts));
-        assert_eq!(r.base_offset, i as u64 * 5);
+        assert_eq!(r.base_offset, first as u64 + i as u64 * 5);
     }
     assert_eq!(conn.list_offset("ts", 0, EARLIEST).offset, 0);
-    assert_eq!(conn.list_offset("ts", 0, LATEST).offset, 15);
-    assert_eq!(conn.list_offset("ts", 0, 0).offset, 0);
-    assert_eq!(conn.list_offset("ts", 0, 1_500).offset, 5);
-    assert_eq!(conn.list_offset("ts", 0, 3_000).offset, 10);
+    assert_eq!(conn.list_offset("ts", 0, LATEST).offset, first + 15);
+    assert_eq!(
+        conn.list_offset("ts", 0, 0).offset,
+        first,
+        "control batches carry no time"
+    );
+    assert_eq!(conn.list_offset("ts", 0, 1_500).offset, first + 5);
+    assert_eq!(conn.list_offset("ts", 0, 3_000).offset, first + 10);
     assert_eq!(conn.list_offset("ts", 0, 3_001).offset, -1);
     assert_eq!(
         conn.list_offset("nope", 0, LATEST).error,

@@ -75,12 +75,17 @@ impl Group {
     /// Makes a new group's first membership (a no-op if the group was initialized before). Every
     /// replica calls this with the same members, so their first entries agree.
     pub async fn initialize(&self, members: BTreeMap<u64, BasicNode>) -> io::Result<()> {
+        let alone = members.len() == 1 && members.contains_key(&self.node_id);
         let initialized = self
             .raft
             .is_initialized()
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
         if initialized {
+            if alone && self.voters() == [self.node_id] {
+                // The only voter need not wait out an election timeout to lead again.
+                let _ = self.raft.trigger().elect(false).await;
+            }
             return Ok(());
         }
         match self.raft.initialize(members).await {

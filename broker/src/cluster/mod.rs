@@ -118,6 +118,25 @@ impl Cluster {
         false
     }
 
+    /// Waits (briefly) until the metadata group has applied everything in its log at this moment,
+    /// so the state is as complete as this broker can know it.
+    pub async fn wait_for_metadata_applied(&self) {
+        let last = self
+            .metadata
+            .group
+            .log
+            .log_state()
+            .last_log_id
+            .map(|l| l.index);
+        let _ = self
+            .metadata
+            .group
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(last, "metadata applied")
+            .await;
+    }
+
     /// Stops the metadata group and closes its log.
     pub async fn shutdown(&self) {
         self.metadata.group.shutdown(&self.ctx.registry).await;

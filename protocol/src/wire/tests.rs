@@ -105,13 +105,18 @@ fn request() -> impl Strategy<Value = Request> {
                     .collect(),
             }
         )),
-        (any::<u64>(), any::<u8>(), vec(any::<u8>(), 0..600)).prop_map(|(group, kind, body)| {
-            Request::Raft(RaftRequest {
-                group,
-                kind,
-                body: Bytes::from(body),
-            })
-        }),
+        (
+            any::<u64>(),
+            any::<u8>(),
+            proptest::collection::vec(any::<u8>(), 0..600)
+        )
+            .prop_map(|(group, kind, body)| {
+                Request::Raft(RaftRequest {
+                    group,
+                    kind,
+                    body: Bytes::from(body),
+                })
+            }),
     ]
 }
 
@@ -265,9 +270,11 @@ fn response() -> impl Strategy<Value = Response> {
                     .collect(),
             })
         }),
-        vec(any::<u8>(), 0..600).prop_map(|body| Response::Raft(RaftResponse {
-            body: Bytes::from(body)
-        })),
+        proptest::collection::vec(any::<u8>(), 0..600).prop_map(|body| Response::Raft(
+            RaftResponse {
+                body: Bytes::from(body)
+            }
+        )),
     ]
 }
 
