@@ -26,7 +26,7 @@ use crate::error::{ClientError, Result};
 /// Settings shared by everything built on one [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port` of a broker to start from.
+    /// `host:port` of a broker to start from, or several, comma-separated (tried in order).
     pub bootstrap: String,
     /// Longest a TCP connect may take. Default 10 s.
     pub connect_timeout: Duration,
@@ -45,6 +45,8 @@ pub struct ClientConfig {
     pub retry_backoff: Duration,
     /// Cap on the backoff. Default 1 s.
     pub retry_backoff_max: Duration,
+    /// Local address connections leave from (default: chosen by the system).
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -59,6 +61,7 @@ impl ClientConfig {
             retries: 3,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            local_ip: None,
         }
     }
 
@@ -179,6 +182,7 @@ impl Client {
             connect_timeout: self.inner.config.connect_timeout,
             max_in_flight: self.inner.config.max_in_flight,
             max_frame: self.inner.config.max_frame,
+            local_ip: self.inner.config.local_ip,
         };
         let conn = Connection::connect(addr, &cfg).await?;
         let mut map = lock(&self.inner.connections);
@@ -228,10 +232,43 @@ impl Client {
             .await
     }
 
-    /// Sends `request` to the bootstrap broker with the configured request timeout.
+    /// Sends `request` to a bootstrap broker with the configured request timeout: the bootstrap
+    /// addresses in order (`bootstrap` may list several, comma-separated), then every broker the
+    /// metadata named, until one is reachable.
     pub async fn request(&self, request: &Request) -> Result<Response> {
-        let addr = self.inner.config.bootstrap.clone();
-        self.request_to(&addr, request).await
+        let mut candidates = self.bootstrap_addrs();
+        {
+            let cache = self
+                .inner
+                .metadata
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            for a in cache.brokers.values() {
+                if !candidates.contains(a) {
+                    candidates.push(a.clone());
+                }
+            }
+        }
+        let mut last = None;
+        for addr in candidates {
+            match self.request_to(&addr, request).await {
+                Err(e) if e.is_connection_error() => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or(ClientError::Closed))
+    }
+
+    /// The bootstrap addresses, in the order given.
+    pub fn bootstrap_addrs(&self) -> Vec<String> {
+        self.inner
+            .config
+            .bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// Runs `op` until it succeeds, fails with an error that is not retriable, or has been retried
@@ -375,7 +412,8 @@ impl Client {
         Ok(u32::try_from(leader)
             .ok()
             .and_then(|id| cache.brokers.get(&id).cloned())
-            .unwrap_or_else(|| self.inner.config.bootstrap.clone()))
+            .or_else(|| self.bootstrap_addrs().into_iter().next())
+            .unwrap_or_default())
     }
 
     /// Resolves an offset of `topic`/`partition` on its leader: `spec` is

@@ -41,6 +41,7 @@ pub(crate) struct ConnectionConfig {
     pub connect_timeout: Duration,
     pub max_in_flight: usize,
     pub max_frame: usize,
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 /// Locks a mutex, recovering the data if a thread panicked while holding it (the tables guarded here
@@ -130,11 +131,33 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// Connects to `addr`, from `local_ip` when one is given (a broker's peer connections leave from
+/// its own address, so a network rule about that address applies to them).
+async fn open(addr: &str, local_ip: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = local_ip else {
+        return TcpStream::connect(addr).await;
+    };
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        let socket = if target.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        match socket.connect(target).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing"))))
+}
+
 impl Connection {
     /// Connects to `addr` and starts the reader and writer tasks. Must be called inside a tokio
     /// runtime.
     pub(crate) async fn connect(addr: &str, config: &ConnectionConfig) -> Result<Arc<Connection>> {
-        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(config.connect_timeout, open(addr, config.local_ip))
             .await
             .map_err(|_| ClientError::Timeout(config.connect_timeout))?
             .map_err(|e| ClientError::io(addr, e))?;

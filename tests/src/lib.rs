@@ -14,6 +14,8 @@ use bytes::Bytes;
 use sluice_protocol::wire::{self, *};
 use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 
+pub mod cluster;
+
 /// Path of the `sluice` binary, built once per test process (`SLUICE_BIN` overrides).
 pub fn sluice_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -55,6 +57,22 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Starts a broker listening on `listen` (a fixed address, for cluster members whose address
+    /// the others must know) with a fresh temporary data directory and extra flags.
+    pub fn start_at(listen: &str, extra: &[&str]) -> Broker {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut b = Broker {
+            child: None,
+            addr: listen.parse().unwrap(),
+            data_dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: Some(tmp),
+        };
+        b.spawn(listen);
+        b
+    }
+
     /// Starts a broker with a fresh temporary data directory and extra flags.
     pub fn start(extra: &[&str]) -> Broker {
         let tmp = tempfile::tempdir().unwrap();
@@ -80,7 +98,7 @@ impl Broker {
             .args(&self.extra)
             .env(
                 "SLUICE_LOG",
-                std::env::var("SLUICE_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("SLUICE_LOG").unwrap_or_else(|_| "warn,openraft=error".into()),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -246,12 +264,22 @@ impl RawConn {
         partitions: u32,
         configs: &[(&str, &str)],
     ) -> TopicResult {
+        self.create_replicated(name, partitions, 1, configs)
+    }
+
+    pub fn create_replicated(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+        configs: &[(&str, &str)],
+    ) -> TopicResult {
         let resp = self
             .call(&Request::CreateTopics(CreateTopicsRequest {
                 topics: vec![NewTopic {
                     name: name.into(),
                     partitions,
-                    replication_factor: 1,
+                    replication_factor,
                     configs: configs
                         .iter()
                         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -79,7 +79,14 @@ impl Cluster {
             .next()
             .map(|n| n.addr.clone())
             .unwrap_or_else(|| advertised.to_string());
-        let peers = Peers::new(&any_peer).map_err(|e| e.to_string())?;
+        // Peer connections leave from this broker's own address (when it names an IP), so network
+        // rules about a broker's address cover its outgoing links too.
+        let local_ip = advertised
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let peers = Peers::new(&any_peer, local_ip).map_err(|e| e.to_string())?;
         let ctx = RaftContext {
             node_id: u64::from(config.node_id),
             peers,

@@ -44,9 +44,11 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn new(any_addr: &str) -> Result<Peers, ClientError> {
+    /// Connections that leave from `local_ip` when given (this broker's advertised address).
+    pub fn new(any_addr: &str, local_ip: Option<std::net::IpAddr>) -> Result<Peers, ClientError> {
         let mut cfg = ClientConfig::new(any_addr);
         cfg.connect_timeout = Duration::from_secs(1);
+        cfg.local_ip = local_ip;
         // Many groups share one connection per peer: let their RPCs overlap.
         cfg.max_in_flight = 1024;
         Ok(Peers {

@@ -1,0 +1,225 @@
+//! Multi-broker clusters for end-to-end tests: several real `sluice` processes on loopback, each
+//! behind a TCP proxy that can cut it off from the other brokers.
+//!
+//! Broker `i` (1-based) owns the loopback address `127.0.0.(10+i)`: it listens there on a private
+//! port, its proxy listens there on the port the cluster knows it by (`--peers`), and its outgoing
+//! peer connections leave from that address. A proxy refuses (and cuts) connections from blocked
+//! source addresses, so blocking a broker's address at every other proxy and every other broker's
+//! address at its own proxy partitions it, while test clients (from `127.0.0.1`) still reach it.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::Broker;
+
+/// A TCP forwarder with a source-address block list.
+#[derive(Debug)]
+pub struct Proxy {
+    pub addr: SocketAddr,
+    blocked: Arc<Mutex<HashSet<IpAddr>>>,
+    /// Live connections: (client address, both sockets), for cutting them when blocked.
+    live: Arc<Mutex<Vec<(IpAddr, TcpStream, TcpStream)>>>,
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+impl Proxy {
+    /// Forwards `listen` to `target` on background threads.
+    pub fn start(listen: SocketAddr, target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(listen).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let blocked: Arc<Mutex<HashSet<IpAddr>>> = Arc::default();
+        let live: Arc<Mutex<Vec<(IpAddr, TcpStream, TcpStream)>>> = Arc::default();
+        let (b, l) = (blocked.clone(), live.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                let Ok(peer) = client.peer_addr() else { continue };
+                if b.lock().unwrap().contains(&peer.ip()) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                l.lock().unwrap().push((
+                    peer.ip(),
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                ));
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pump(client, server));
+                std::thread::spawn(move || pump(s2, c2));
+            }
+        });
+        Proxy {
+            addr,
+            blocked,
+            live,
+        }
+    }
+
+    /// Refuses new connections from `ips` and cuts the live ones.
+    pub fn block(&self, ips: &[IpAddr]) {
+        let mut b = self.blocked.lock().unwrap();
+        b.extend(ips.iter().copied());
+        let mut live = self.live.lock().unwrap();
+        live.retain(|(ip, c, s)| {
+            if b.contains(ip) {
+                let _ = c.shutdown(Shutdown::Both);
+                let _ = s.shutdown(Shutdown::Both);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Lets everyone through again.
+    pub fn heal(&self) {
+        self.blocked.lock().unwrap().clear();
+    }
+}
+
+/// The loopback address of broker `id`.
+pub fn broker_ip(id: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + id as u8))
+}
+
+fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind(SocketAddr::new(ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One member of a test cluster.
+#[derive(Debug)]
+pub struct Member {
+    pub id: u32,
+    pub broker: Broker,
+    pub proxy: Proxy,
+}
+
+/// A cluster of real broker processes.
+#[derive(Debug)]
+pub struct Cluster {
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    /// Starts `n` brokers (ids 1..=n) that know each other through their proxies; `extra` flags go
+    /// to every broker.
+    pub fn start(n: u32, extra: &[&str]) -> Cluster {
+        let mut plan = Vec::new();
+        for id in 1..=n {
+            let ip = broker_ip(id);
+            let real = SocketAddr::new(ip, free_port(ip));
+            let proxy = Proxy::start(SocketAddr::new(ip, 0), real);
+            plan.push((id, real, proxy));
+        }
+        let peers = plan
+            .iter()
+            .map(|(id, _, p)| format!("{id}@{}", p.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        // Start them all at once: each waits for the others to form the metadata group.
+        let handles: Vec<_> = plan
+            .into_iter()
+            .map(|(id, real, proxy)| {
+                let mut args: Vec<String> = vec![
+                    "--node-id".into(),
+                    id.to_string(),
+                    "--peers".into(),
+                    peers.clone(),
+                ];
+                args.extend(extra.iter().map(|s| s.to_string()));
+                std::thread::spawn(move || {
+                    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let broker = Broker::start_at(&real.to_string(), &refs);
+                    Member { id, broker, proxy }
+                })
+            })
+            .collect();
+        Cluster {
+            members: handles.into_iter().map(|h| h.join().unwrap()).collect(),
+        }
+    }
+
+    pub fn member(&mut self, id: u32) -> &mut Member {
+        self.members.iter_mut().find(|m| m.id == id).unwrap()
+    }
+
+    /// The address clients use for broker `id` (its proxy).
+    pub fn addr(&self, id: u32) -> SocketAddr {
+        self.members.iter().find(|m| m.id == id).unwrap().proxy.addr
+    }
+
+    /// Every broker's client address, comma-separated (a bootstrap list).
+    pub fn bootstrap(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.proxy.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Cuts broker `id` off from the other brokers (clients still reach it).
+    pub fn isolate(&self, id: u32) {
+        let others: Vec<IpAddr> = self
+            .members
+            .iter()
+            .filter(|m| m.id != id)
+            .map(|m| broker_ip(m.id))
+            .collect();
+        for m in &self.members {
+            if m.id == id {
+                m.proxy.block(&others);
+            } else {
+                m.proxy.block(&[broker_ip(id)]);
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        for m in &self.members {
+            m.proxy.heal();
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `timeout`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,344 @@
+//! Multi-broker clusters of real `sluice` processes (see `sluice_tests::cluster`): leaders killed
+//! with SIGKILL while producers write with acks `all`, a broker cut off by the network, a follower
+//! that must catch up from the leader's segments after retention deleted what it lacked.
+//!
+//! `SLUICE_CHAOS_ROUNDS` sets the kill rounds of the chaos test (default 4; docs/testing.md).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_client::{
+    Acks, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+use sluice_protocol::wire::{ErrorCode, MetadataResponse, LATEST};
+use sluice_protocol::RecordBatch;
+use sluice_storage::{LogConfig, PartitionLog};
+use sluice_tests::cluster::{eventually, Cluster};
+use sluice_tests::RawConn;
+
+/// Fast failure detection for tests (the defaults suit real networks).
+const FAST: &[&str] = &[
+    "--raft-heartbeat-ms",
+    "50",
+    "--raft-election-timeout-ms",
+    "400",
+];
+
+/// Metadata from the first broker that answers.
+fn metadata(cluster: &Cluster, topic: &str) -> Option<MetadataResponse> {
+    for m in &cluster.members {
+        let Ok(stream) = std::net::TcpStream::connect_timeout(&m.proxy.addr, Duration::from_secs(1))
+        else {
+            continue;
+        };
+        drop(stream);
+        let mut c = RawConn::connect(m.proxy.addr);
+        let r = c.metadata(Some(vec![topic.to_string()]));
+        return Some(r);
+    }
+    None
+}
+
+/// Leader id per partition, once every partition has a leader that its replicas agree on.
+fn leaders(cluster: &Cluster, topic: &str, partitions: u32) -> Option<Vec<u32>> {
+    let m = metadata(cluster, topic)?;
+    let t = m.topics.iter().find(|t| t.name == topic)?;
+    if t.partitions.len() != partitions as usize {
+        return None;
+    }
+    t.partitions
+        .iter()
+        .map(|p| u32::try_from(p.leader).ok())
+        .collect()
+}
+
+fn create(cluster: &Cluster, topic: &str, partitions: u32, rf: u16, configs: &[(&str, &str)]) {
+    eventually(Duration::from_secs(30), "topic creation", || {
+        let mut c = RawConn::connect(cluster.addr(1));
+        let r = c.create_replicated(topic, partitions, rf, configs);
+        match r.error {
+            ErrorCode::NONE | ErrorCode::TOPIC_ALREADY_EXISTS => Some(()),
+            // No metadata leader yet.
+            ErrorCode::NOT_LEADER => None,
+            e => panic!("create {topic}: {e} {}", r.message),
+        }
+    });
+    eventually(Duration::from_secs(30), "partition leaders", || {
+        leaders(cluster, topic, partitions)
+    });
+}
+
+/// Every batch of a stopped broker's replica of `topic`/`partition`, read from its files.
+fn replica_batches(cluster: &Cluster, id: u32, topic: &str, partition: u32) -> Vec<RecordBatch> {
+    let m = cluster.members.iter().find(|m| m.id == id).unwrap();
+    let dir = m
+        .broker
+        .data_dir()
+        .join("topics")
+        .join(topic)
+        .join(partition.to_string());
+    let (log, _) = PartitionLog::open(&dir, LogConfig::default()).unwrap();
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let r = log.read(offset, 1 << 20).unwrap();
+        out.extend(RecordBatch::iter_all(r.bytes).map(|b| b.unwrap()));
+        offset = r.next_offset;
+    }
+    out
+}
+
+/// (offset, value) of every data record in `batches`.
+fn records(batches: &[RecordBatch]) -> Vec<(u64, String)> {
+    batches
+        .iter()
+        .filter(|b| !b.header().is_control())
+        .flat_map(|b| b.records().unwrap().map(|r| r.unwrap()).collect::<Vec<_>>())
+        .map(|r| {
+            (
+                r.offset,
+                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
+    let rounds: usize = std::env::var("SLUICE_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let partitions = 3u32;
+    let mut cluster = Cluster::start(3, FAST);
+    create(&cluster, "chaos", partitions, 3, &[]);
+    let bootstrap = cluster.bootstrap();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // A producer with acks all and no retries: every value is sent once, so an acknowledged value
+    // must be in the log exactly once (retries after an unknown outcome could store one twice).
+    let producer = {
+        let (bootstrap, stop) = (bootstrap.clone(), stop.clone());
+        tokio::spawn(async move {
+            let cfg = ProducerConfig {
+                acks: Acks::All,
+                retries: 0,
+                linger: Duration::from_millis(2),
+                request_timeout: Duration::from_secs(5),
+                ..ProducerConfig::default()
+            };
+            let producer = Producer::new(bootstrap, cfg).unwrap();
+            let mut pending = std::collections::VecDeque::new();
+            let mut acked = Vec::new();
+            let mut failed = 0u64;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("v{n}");
+                n += 1;
+                match producer
+                    .send(ProducerRecord::new("chaos", value.clone()).key(format!("k{}", n % 7)))
+                    .await
+                {
+                    Ok(d) => pending.push_back((value, d)),
+                    Err(_) => {
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                while pending.len() > 64 {
+                    let (v, d) = pending.pop_front().unwrap();
+                    match d.await {
+                        Ok(meta) => acked.push((meta.partition, meta.offset.unwrap(), v)),
+                        Err(_) => failed += 1,
+                    }
+                }
+            }
+            let _ = producer.flush().await;
+            for (v, d) in pending {
+                match d.await {
+                    Ok(meta) => acked.push((meta.partition, meta.offset.unwrap(), v)),
+                    Err(_) => failed += 1,
+                }
+            }
+            (acked, failed)
+        })
+    };
+    // A consumer reading along from the leaders: what it sees must never be lost later.
+    let consumer = {
+        let (bootstrap, stop) = (bootstrap.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut c = Consumer::new(bootstrap, ConsumerConfig::default()).unwrap();
+            let assignment: Vec<(&str, u32)> = (0..partitions).map(|p| ("chaos", p)).collect();
+            c.assign(&assignment);
+            for p in 0..partitions {
+                while c.seek("chaos", p, SeekTo::Earliest).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match c.poll(Duration::from_millis(100)).await {
+                    Ok(batch) => seen.extend(batch.into_iter().map(|r| {
+                        (
+                            r.partition,
+                            r.offset,
+                            String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                        )
+                    })),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            seen
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for round in 0..rounds {
+        // Kill the leader of one partition; every other round, then also a different broker.
+        let p = round % partitions as usize;
+        let leader = eventually(Duration::from_secs(30), "a leader", || {
+            leaders(&cluster, "chaos", partitions)
+        })[p];
+        cluster.member(leader).broker.kill();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.member(leader).broker.restart();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if round % 2 == 1 {
+            let other = (leader % 3) + 1;
+            cluster.member(other).broker.kill();
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            cluster.member(other).broker.restart();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = producer.await.unwrap();
+    let seen = consumer.await.unwrap();
+    assert!(
+        acked.len() > 100,
+        "the cluster kept accepting writes through the rounds ({} acked, {failed} failed)",
+        acked.len()
+    );
+
+    // Let every replica catch up, note the high watermarks, then stop everyone cleanly.
+    let hw: Vec<u64> = eventually(Duration::from_secs(30), "settled replicas", || {
+        let m = metadata(&cluster, "chaos")?;
+        let t = m.topics.into_iter().find(|t| t.name == "chaos")?;
+        Some(t.partitions.iter().map(|p| p.high_watermark).collect())
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for m in &mut cluster.members {
+        assert_eq!(m.broker.terminate(), Some(0), "broker {} exit", m.id);
+    }
+
+    for p in 0..partitions {
+        let logs: Vec<Vec<RecordBatch>> = (1..=3)
+            .map(|id| replica_batches(&cluster, id, "chaos", p))
+            .collect();
+        // Identical up to the high watermark: same batches, same offsets, same raft positions.
+        let below = |batches: &Vec<RecordBatch>| -> Vec<(u64, u64, u64, u32)> {
+            batches
+                .iter()
+                .filter(|b| b.header().base_offset < hw[p as usize])
+                .map(|b| {
+                    let h = b.header();
+                    (h.base_offset, h.raft_term, h.raft_index, h.crc)
+                })
+                .collect()
+        };
+        let reference = below(&logs[0]);
+        assert!(
+            reference.last().map(|b| b.0) < Some(hw[p as usize]),
+            "partition {p}: high watermark {} inside the log",
+            hw[p as usize]
+        );
+        for (i, l) in logs.iter().enumerate().skip(1) {
+            assert_eq!(below(l), reference, "partition {p}: replica {} differs", i + 1);
+        }
+        let stored: BTreeMap<u64, String> = records(&logs[0]).into_iter().collect();
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        for v in stored.values() {
+            *count.entry(v.as_str()).or_default() += 1;
+        }
+        for (ap, off, v) in acked.iter().filter(|a| a.0 == p) {
+            assert_eq!(
+                stored.get(off),
+                Some(v),
+                "partition {ap}: acknowledged {v} at offset {off} is missing"
+            );
+            assert_eq!(count[v.as_str()], 1, "acknowledged {v} stored more than once");
+        }
+        for (sp, off, v) in seen.iter().filter(|s| s.0 == p) {
+            assert_eq!(
+                stored.get(off),
+                Some(v),
+                "partition {sp}: a consumer saw {v} at {off}, which was later lost"
+            );
+        }
+    }
+    eprintln!(
+        "chaos: {rounds} rounds, {} acknowledged, {failed} failed, {} consumed",
+        acked.len(),
+        seen.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leader_cannot_commit_and_catches_up_after_healing() {
+    let cluster = Cluster::start(3, FAST);
+    create(&cluster, "cut", 1, 3, &[]);
+    let leader = leaders(&cluster, "cut", 1).unwrap()[0];
+    let mut c = RawConn::connect(cluster.addr(leader));
+    let before = c.produce_acks("cut", 0, sluice_tests::batch("before", 3), sluice_protocol::wire::Acks::All);
+    assert_eq!(before.error, ErrorCode::NONE, "{}", before.message);
+
+    cluster.isolate(leader);
+    // The old leader cannot reach a quorum: acks all times out or is refused, never acknowledged.
+    let cut = c.produce_acks("cut", 0, sluice_tests::batch("cut", 2), sluice_protocol::wire::Acks::All);
+    assert_ne!(cut.error, ErrorCode::NONE, "a cut-off leader acknowledged acks all");
+    // The majority elects a new leader and keeps serving.
+    let new_leader = eventually(Duration::from_secs(30), "a new leader", || {
+        let others: Vec<u32> = (1..=3).filter(|i| *i != leader).collect();
+        for o in others {
+            let mut c = RawConn::connect(cluster.addr(o));
+            let m = c.metadata(Some(vec!["cut".into()]));
+            let l = m.topics[0].partitions[0].leader;
+            if l > 0 && l as u32 != leader {
+                return Some(l as u32);
+            }
+        }
+        None
+    });
+    let mut n = RawConn::connect(cluster.addr(new_leader));
+    let during = eventually(Duration::from_secs(30), "a write on the majority side", || {
+        let r = n.produce_acks("cut", 0, sluice_tests::batch("majority", 4), sluice_protocol::wire::Acks::All);
+        (r.error == ErrorCode::NONE).then_some(r)
+    });
+
+    cluster.heal();
+    // After healing, the old leader follows and holds the majority's records (and not its own
+    // unacknowledged ones).
+    let end = n.list_offset("cut", 0, LATEST).offset as u64;
+    assert!(end > during.base_offset);
+    eventually(Duration::from_secs(30), "the old leader to catch up", || {
+        let mut c = RawConn::connect(cluster.addr(leader));
+        let m = c.metadata(Some(vec!["cut".into()]));
+        let p = &m.topics[0].partitions[0];
+        (p.high_watermark >= end && p.leader as u32 == new_leader).then_some(())
+    });
+    let all = n.consume_all("cut", 0);
+    let values: Vec<&str> = all.iter().map(|r| r.1.as_str()).collect();
+    assert!(values.contains(&"majority-0"), "{values:?}");
+    assert!(!values.contains(&"cut-0"), "an unacknowledged write of the cut-off leader survived");
+    assert_eq!(
+        values.iter().filter(|v| v.starts_with("before")).count(),
+        3,
+        "{values:?}"
+    );
+    let _ = Bytes::new();
+}
