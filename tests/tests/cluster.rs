@@ -342,3 +342,86 @@ async fn a_cut_off_leader_cannot_commit_and_catches_up_after_healing() {
     );
     let _ = Bytes::new();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_log_start_catches_up_from_its_segments() {
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.extend([
+        "--raft-snapshot-entries",
+        "20",
+        "--raft-keep-entries",
+        "5",
+        "--maintenance-interval-ms",
+        "100",
+    ]);
+    let mut cluster = Cluster::start(3, &args);
+    create(
+        &cluster,
+        "lag",
+        1,
+        3,
+        &[("segment.bytes", "4096"), ("retention.bytes", "8192")],
+    );
+    let leader = leaders(&cluster, "lag", 1).unwrap()[0];
+    let follower = (leader % 3) + 1;
+    let mut c = RawConn::connect(cluster.addr(leader));
+    let produce = |c: &mut RawConn, tag: &str, n: usize| {
+        for i in 0..n {
+            let r = c.produce_acks(
+                "lag",
+                0,
+                sluice_tests::batch(&format!("{tag}{i}"), 5),
+                sluice_protocol::wire::Acks::All,
+            );
+            assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+        }
+    };
+    produce(&mut c, "a", 20);
+    cluster.member(follower).broker.kill();
+    let follower_end = c.list_offset("lag", 0, LATEST).offset as u64;
+
+    // The leader moves on; its retention deletes everything the stopped follower lacks.
+    produce(&mut c, "b", 300);
+    eventually(Duration::from_secs(30), "retention past the follower's end", || {
+        let m = c.metadata(Some(vec!["lag".into()]));
+        (m.topics[0].partitions[0].log_start_offset > follower_end).then_some(())
+    });
+
+    cluster.member(follower).broker.restart();
+    produce(&mut c, "c", 5);
+    let end = c.list_offset("lag", 0, LATEST).offset as u64;
+    eventually(Duration::from_secs(60), "the follower to catch up", || {
+        let mut f = RawConn::connect(cluster.addr(follower));
+        let m = f.metadata(Some(vec!["lag".into()]));
+        (m.topics[0].partitions[0].high_watermark >= end).then_some(())
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for m in &mut cluster.members {
+        assert_eq!(m.broker.terminate(), Some(0), "broker {} exit", m.id);
+    }
+    // The follower now holds the leader's retained log: the same batches at the same offsets from
+    // the leader's log start on, with nothing older than that start.
+    let key = |b: &RecordBatch| {
+        let h = b.header();
+        (h.base_offset, h.raft_term, h.raft_index, h.crc)
+    };
+    let lead: Vec<_> = replica_batches(&cluster, leader, "lag", 0)
+        .iter()
+        .map(key)
+        .filter(|k| k.0 < end)
+        .collect();
+    let foll: Vec<_> = replica_batches(&cluster, follower, "lag", 0)
+        .iter()
+        .map(key)
+        .filter(|k| k.0 < end)
+        .collect();
+    let start = lead[0].0;
+    assert!(start > follower_end, "the leader kept what the follower needed");
+    let foll_from_start: Vec<_> = foll.iter().filter(|k| k.0 >= start).cloned().collect();
+    assert_eq!(foll_from_start, lead);
+    let c_records: Vec<_> = records(&replica_batches(&cluster, follower, "lag", 0))
+        .into_iter()
+        .filter(|(_, v)| v.starts_with('c'))
+        .collect();
+    assert_eq!(c_records.len(), 25, "the writes after the restart reached the follower");
+}
