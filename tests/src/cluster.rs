@@ -51,7 +51,9 @@ impl Proxy {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(client) = conn else { continue };
-                let Ok(peer) = client.peer_addr() else { continue };
+                let Ok(peer) = client.peer_addr() else {
+                    continue;
+                };
                 if b.lock().unwrap().contains(&peer.ip()) {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
