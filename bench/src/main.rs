@@ -3,8 +3,12 @@
 //! - `storage`: appends through `sluice-storage` against a plain sequential file write of the same bytes
 //!   under the same flush policy, then reads the log back against a memcpy of the same volume.
 //! - `produce`, `consume`, `e2e`: the load generator against a live broker (or one it spawns), see
-//!   [`load`]: throughput and produce-ack, poll or end-to-end latency percentiles.
+//!   [`load`]: throughput and produce-ack, poll or end-to-end latency percentiles; `--spawn-cluster N`
+//!   runs them against N replicating brokers.
+//! - `idle`: CPU per broker of an idle cluster holding many replicated partitions, against the same
+//!   cluster with no topic.
 
+mod idle;
 mod load;
 mod storage;
 
@@ -27,6 +31,8 @@ enum Command {
     Consume(load::Args),
     /// Producers and consumers at once: end-to-end (produce to consume) and produce-ack latency.
     E2e(load::Args),
+    /// CPU an idle cluster with many replicated partitions uses, per broker.
+    Idle(idle::Args),
 }
 
 fn main() {
@@ -58,6 +64,7 @@ fn main() {
         Command::Produce(args) => load::run(load::Mode::Produce, args),
         Command::Consume(args) => load::run(load::Mode::Consume, args),
         Command::E2e(args) => load::run(load::Mode::E2e, args),
+        Command::Idle(args) => idle::run(args),
     };
     if let Err(e) = result {
         eprintln!("sluice-bench: {e}");

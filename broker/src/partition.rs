@@ -127,6 +127,7 @@ impl Partition {
         if !self.group.is_leader() {
             return Err(not_leader(self.group.leader_addr()));
         }
+        self.group.touch();
         let mut pending = PendingAppend {
             acks: Vec::with_capacity(batches.len()),
             commits: Vec::new(),

@@ -127,6 +127,14 @@ async fn serve(
         broker.clone(),
         stop_rx.clone(),
     ));
+    let pinger = tokio::spawn(crate::cluster::quiesce::ping_peers(
+        broker.clone(),
+        stop_rx.clone(),
+    ));
+    let quiescer = tokio::spawn(crate::cluster::quiesce::run(
+        broker.clone(),
+        stop_rx.clone(),
+    ));
     let mut conns = JoinSet::new();
     let mut stop = stop_rx.clone();
     loop {
@@ -157,6 +165,8 @@ async fn serve(
     }
     maintenance.abort();
     reconciler.abort();
+    pinger.abort();
+    quiescer.abort();
     broker.topics.close_all(&broker.cluster.ctx).await;
     broker.cluster.shutdown().await;
     tracing::info!("broker stopped; logs flushed and closed");

@@ -219,6 +219,22 @@ impl RawConn {
         Some(Bytes::from(buf))
     }
 
+    /// Metadata, or `None` if the connection fails (a proxy in front of a stopped broker accepts and
+    /// then closes).
+    pub fn try_metadata(&mut self, topics: Option<Vec<String>>) -> Option<MetadataResponse> {
+        let req = Request::Metadata(MetadataRequest { topics });
+        let corr = self.next_corr;
+        self.next_corr += 1;
+        for chunk in wire::encode_request(&req, corr) {
+            self.stream.write_all(&chunk).ok()?;
+        }
+        let frame = self.read_frame()?;
+        match wire::decode_response(ApiKey::Metadata, frame).ok()? {
+            (_, Ok(Response::Metadata(m))) => Some(m),
+            _ => None,
+        }
+    }
+
     /// Sends a request and waits for its response.
     pub fn call(&mut self, req: &Request) -> Result<Response, TopLevelError> {
         let corr = self.next_corr;

@@ -38,8 +38,9 @@ fn metadata(cluster: &Cluster, topic: &str) -> Option<MetadataResponse> {
         };
         drop(stream);
         let mut c = RawConn::connect(m.proxy.addr);
-        let r = c.metadata(Some(vec![topic.to_string()]));
-        return Some(r);
+        if let Some(r) = c.try_metadata(Some(vec![topic.to_string()])) {
+            return Some(r);
+        }
     }
     None
 }
@@ -487,4 +488,42 @@ async fn a_follower_behind_the_leaders_log_start_catches_up_from_its_segments() 
         25,
         "the writes after the restart reached the follower"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partition_fails_over_and_producers_follow_the_new_leader() {
+    let mut cluster = Cluster::start(3, FAST);
+    create(&cluster, "idle", 1, 3, &[]);
+    let bootstrap = cluster.bootstrap();
+    let cfg = ProducerConfig {
+        acks: Acks::All,
+        retries: 10,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(bootstrap, cfg).unwrap();
+    let first = producer
+        .send(ProducerRecord::new("idle", "before"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Long enough for the group to park its raft timers (no heartbeats, no election timer).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let leader = leaders(&cluster, "idle", 1).unwrap()[0];
+    cluster.member(leader).broker.kill();
+    // The survivors notice the dead broker and elect; the producer finds the new leader by itself:
+    // the application sees no error.
+    let mut offsets = vec![first.offset.unwrap()];
+    for i in 0..20 {
+        let d = producer
+            .send(ProducerRecord::new("idle", format!("after-{i}")))
+            .await
+            .unwrap();
+        offsets.push(d.await.unwrap().offset.unwrap());
+    }
+    let new_leader = eventually(Duration::from_secs(10), "the new leader", || {
+        leaders(&cluster, "idle", 1).filter(|l| l[0] != leader)
+    })[0];
+    assert_ne!(new_leader, leader);
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
 }

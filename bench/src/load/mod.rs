@@ -9,7 +9,7 @@ mod consume;
 mod e2e;
 mod produce;
 mod report;
-mod spawn;
+pub(crate) mod spawn;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,7 +94,7 @@ pub struct Args {
     #[arg(
         long,
         default_value = "127.0.0.1:9492",
-        conflicts_with = "spawn_broker"
+        conflicts_with_all = ["spawn_broker", "spawn_cluster"]
     )]
     broker: String,
     /// Topic to use; created with --partitions if missing [default: a fresh bench-<random> topic].
@@ -103,13 +103,22 @@ pub struct Args {
     topic: Option<String>,
     /// Start the real `sluice` binary on a free port with a temporary data directory under the
     /// current directory, and stop it (SIGTERM) at the end.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "spawn_cluster")]
     spawn_broker: bool,
-    /// The `sluice` binary for --spawn-broker [default: `sluice` next to this executable].
-    #[arg(long, requires = "spawn_broker")]
+    /// Start N real `sluice` brokers (node ids 1..=N) on free loopback ports as one cluster, with
+    /// temporary data directories under the current directory; stop them at the end.
+    #[arg(long)]
+    spawn_cluster: Option<u32>,
+    /// Replication factor of the topic created for the run [default: N with --spawn-cluster N,
+    /// else 1].
+    #[arg(long)]
+    replication_factor: Option<u16>,
+    /// The `sluice` binary for --spawn-broker / --spawn-cluster [default: `sluice` next to this
+    /// executable].
+    #[arg(long)]
     sluice_bin: Option<PathBuf>,
-    /// With --spawn-broker: the broker's --flush policy [default: the broker's].
-    #[arg(long, value_enum, requires = "spawn_broker")]
+    /// With --spawn-broker / --spawn-cluster: the brokers' --flush policy [default: the broker's].
+    #[arg(long, value_enum)]
     broker_flush: Option<Flush>,
 }
 
@@ -138,6 +147,8 @@ pub(crate) struct Settings {
     pub compression: Compression,
     pub topic: Option<String>,
     pub spawn_broker: bool,
+    pub spawn_cluster: Option<u32>,
+    pub replication_factor: u16,
     pub broker_flush: Option<Flush>,
 }
 
@@ -186,6 +197,12 @@ impl Settings {
             (None, Some(n)) => Stop::Count(n),
             (None, None) => Stop::Duration(Duration::from_secs(10)),
         };
+        if a.spawn_cluster == Some(0) {
+            return bad("--spawn-cluster must be at least 1".into());
+        }
+        if a.replication_factor == Some(0) {
+            return bad("--replication-factor must be at least 1".into());
+        }
         if a.topic.as_deref().is_some_and(str::is_empty) {
             return bad("--topic must not be empty".into());
         }
@@ -212,6 +229,11 @@ impl Settings {
             },
             topic: a.topic,
             spawn_broker: a.spawn_broker,
+            spawn_cluster: a.spawn_cluster,
+            replication_factor: a.replication_factor.unwrap_or(
+                a.spawn_cluster
+                    .map_or(1, |n| n.min(u32::from(u16::MAX)) as u16),
+            ),
             broker_flush: a.broker_flush,
         })
     }
@@ -250,17 +272,27 @@ pub fn run(mode: Mode, args: Args) -> Result<(), Box<dyn std::error::Error>> {
 fn run_checked(mode: Mode, args: Args) -> Result<(), Error> {
     let bin = match &args.sluice_bin {
         Some(p) => p.clone(),
-        None if args.spawn_broker => spawn::default_bin()?,
+        None if args.spawn_broker || args.spawn_cluster.is_some() => spawn::default_bin()?,
         None => PathBuf::new(),
     };
     let broker_arg = args.broker.clone();
     let settings = Settings::check(mode, args)?;
-    let broker = if settings.spawn_broker {
-        Some(spawn::SpawnedBroker::start(&bin, settings.broker_flush)?)
+    let brokers = if settings.spawn_broker {
+        vec![spawn::SpawnedBroker::start(&bin, settings.broker_flush)?]
+    } else if let Some(n) = settings.spawn_cluster {
+        spawn::SpawnedBroker::start_cluster(&bin, settings.broker_flush, n)?
     } else {
-        None
+        Vec::new()
     };
-    let addr = broker.as_ref().map_or(broker_arg, |b| b.addr().to_string());
+    let addr = if brokers.is_empty() {
+        broker_arg
+    } else {
+        brokers
+            .iter()
+            .map(|b| b.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -274,7 +306,7 @@ fn run_checked(mode: Mode, args: Args) -> Result<(), Error> {
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
-    if let Some(b) = broker {
+    for b in brokers {
         if let Err(e) = b.stop() {
             // The figures stand; say why the broker's exit was not clean.
             eprintln!("sluice-bench: warning: {e}");
@@ -290,7 +322,8 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 async fn bench(s: &Settings, addr: &str) -> Result<report::Report, Error> {
     // One plain connection first, so an unreachable broker fails at once and plainly rather than
     // through the client's retries.
-    match tokio::time::timeout(CONNECT_WAIT, tokio::net::TcpStream::connect(addr)).await {
+    let first = addr.split(',').next().unwrap_or(addr);
+    match tokio::time::timeout(CONNECT_WAIT, tokio::net::TcpStream::connect(first)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(format!("cannot reach the broker at {addr}: {e}").into()),
         Err(_) => {
@@ -343,7 +376,7 @@ async fn prepare_topic(s: &Settings, admin: &Admin, addr: &str) -> Result<Topic,
         None => format!("bench-{:016x}", random_u64()),
     };
     admin
-        .create_topic(&name, partitions, 1, &[])
+        .create_topic(&name, partitions, s.replication_factor, &[])
         .await
         .map_err(|e| broker_error(addr, &format!("create topic {name}"), e))?;
     Ok(Topic {

@@ -134,7 +134,7 @@ impl Report {
             Stop::Count(n) => (None, Some(n)),
         };
         let flush = s.broker_flush.map(|f| format!("{f:?}").to_lowercase());
-        let pairs: [(&str, Value); 17] = [
+        let pairs: [(&str, Value); 19] = [
             ("mode", s.mode.name().into()),
             ("producers", s.producers.into()),
             ("consumers", s.consumers.into()),
@@ -157,6 +157,8 @@ impl Report {
             ("topic_existed", topic.existed.into()),
             ("spawn_broker", s.spawn_broker.into()),
             ("broker_flush", flush.clone().into()),
+            ("brokers", s.spawn_cluster.unwrap_or(1).into()),
+            ("replication_factor", s.replication_factor.into()),
         ];
         for (k, v) in pairs {
             self.set(k, v);

@@ -1,4 +1,5 @@
-//! `--spawn-broker`: runs the real `sluice` binary (by default the one next to the `sluice-bench`
+//! `--spawn-broker` / `--spawn-cluster N`: runs the real `sluice` binary (N of them, ids 1..=N, that
+//! know each other through `--peers`) (by default the one next to the `sluice-bench`
 //! executable, else `--sluice-bin`) as `sluice broker --listen 127.0.0.1:0` with a temporary data
 //! directory under the current directory (the disk a broker would use; /tmp may be memory), reads
 //! the bound address from its first stdout line (`sluice broker listening on HOST:PORT`), keeps
@@ -42,6 +43,59 @@ pub(crate) struct SpawnedBroker {
 impl SpawnedBroker {
     /// Starts the broker and waits for its address.
     pub fn start(bin: &Path, flush: Option<Flush>) -> Result<SpawnedBroker, Error> {
+        SpawnedBroker::start_with(bin, flush, "127.0.0.1:0", &[])
+    }
+
+    /// Starts `n` brokers (node ids 1..=n) on free loopback ports that form one cluster.
+    pub fn start_cluster(
+        bin: &Path,
+        flush: Option<Flush>,
+        n: u32,
+    ) -> Result<Vec<SpawnedBroker>, Error> {
+        let mut listens = Vec::new();
+        for _ in 0..n {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| format!("cannot find a free port: {e}"))?;
+            let addr = l
+                .local_addr()
+                .map_err(|e| format!("cannot find a free port: {e}"))?;
+            listens.push(addr.to_string());
+        }
+        let peers = listens
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}@{a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        // Started together: each waits for the others in the background.
+        let handles: Vec<_> = listens
+            .into_iter()
+            .enumerate()
+            .map(|(i, listen)| {
+                let bin = bin.to_path_buf();
+                let extra = vec![
+                    "--node-id".to_string(),
+                    (i + 1).to_string(),
+                    "--peers".to_string(),
+                    peers.clone(),
+                ];
+                std::thread::spawn(move || SpawnedBroker::start_with(&bin, flush, &listen, &extra))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.join().map_err(|_| "a broker start thread panicked")??);
+        }
+        Ok(out)
+    }
+
+    /// Starts one broker listening on `listen` with `extra` flags.
+    pub fn start_with(
+        bin: &Path,
+        flush: Option<Flush>,
+        listen: &str,
+        extra: &[String],
+    ) -> Result<SpawnedBroker, Error> {
         if !bin.is_file() {
             return Err(format!(
                 "no sluice binary at {} (build it with `cargo build --release -p sluice-broker`, or \
@@ -59,12 +113,13 @@ impl SpawnedBroker {
             .arg("--data-dir")
             .arg(data.path().join("data"))
             .arg("--listen")
-            .arg("127.0.0.1:0");
+            .arg(listen)
+            .args(extra);
         if let Some(f) = flush {
             cmd.arg("--flush").arg(format!("{f:?}").to_lowercase());
         }
         if std::env::var_os("SLUICE_LOG").is_none() {
-            cmd.env("SLUICE_LOG", "warn");
+            cmd.env("SLUICE_LOG", "warn,openraft=error");
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -111,6 +166,11 @@ impl SpawnedBroker {
     /// `HOST:PORT` the broker listens on.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGTERM, and waits for a clean exit.

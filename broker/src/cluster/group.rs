@@ -31,6 +31,7 @@ pub struct Group {
     pub log: Arc<GroupLog>,
     /// The high watermark: the offset after the last applied (committed) entry.
     pub high_watermark: Arc<watch::Sender<u64>>,
+    pub activity: Arc<crate::raft::activity::Activity>,
 }
 
 impl Group {
@@ -61,14 +62,22 @@ impl Group {
         )
         .await
         .map_err(|e| io::Error::other(format!("starting raft group {id}: {e}")))?;
-        ctx.registry
-            .insert(id, Arc::new(GroupEntry::new(raft.clone(), glog.clone())));
+        let activity = Arc::new(crate::raft::activity::Activity::default());
+        ctx.registry.insert(
+            id,
+            Arc::new(GroupEntry::new(
+                raft.clone(),
+                glog.clone(),
+                activity.clone(),
+            )),
+        );
         Ok(Group {
             id,
             node_id: ctx.node_id,
             raft,
             log: glog,
             high_watermark: hw,
+            activity,
         })
     }
 
@@ -99,6 +108,11 @@ impl Group {
                 ))),
             },
         }
+    }
+
+    /// Records work on the group, waking it if it was quiesced.
+    pub fn touch(&self) {
+        self.activity.touch(&self.raft);
     }
 
     /// The current leader's id, if one is known.

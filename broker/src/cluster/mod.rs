@@ -4,12 +4,14 @@
 //! - [`state`]: the replicated cluster state and its commands (pure);
 //! - [`metadata`]: the metadata raft group and proposing to it;
 //! - [`group`]: starting/stopping one raft group;
-//! - [`reconcile`]: local replicas follow the metadata.
+//! - [`reconcile`]: local replicas follow the metadata;
+//! - [`quiesce`]: idle groups park their raft timers; peers watch each other for dead leaders.
 //!
 //! A broker started without peers is a one-voter cluster of itself, on the same code path.
 
 pub mod group;
 pub mod metadata;
+pub mod quiesce;
 pub mod reconcile;
 pub mod state;
 
@@ -33,6 +35,7 @@ use crate::raft::network::{Peers, RaftRegistry};
 pub struct Cluster {
     pub ctx: RaftContext,
     pub metadata: MetadataGroup,
+    pub liveness: Arc<quiesce::Liveness>,
 }
 
 /// openraft settings from the broker's.
@@ -110,6 +113,7 @@ impl Cluster {
         Ok(Cluster {
             ctx,
             metadata: MetadataGroup { group, shared },
+            liveness: Arc::new(quiesce::Liveness::default()),
         })
     }
 

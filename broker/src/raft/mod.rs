@@ -8,8 +8,10 @@
 //!   offset map and the fsync worker that fires append callbacks in order;
 //! - [`state_machine`]: the small applied state (high watermark, metadata) and its snapshots;
 //! - [`codec`]: raft messages on the wire (explicit layout, no serde) — pure;
-//! - [`network`]: raft RPCs over the broker's own protocol, one connection per peer broker.
+//! - [`network`]: raft RPCs over the broker's own protocol, one connection per peer broker;
+//! - [`activity`]: whether a group is quiesced (ticker parked) and when it last saw work.
 
+pub mod activity;
 pub mod codec;
 pub mod entry;
 pub mod log_store;

@@ -260,14 +260,20 @@ struct Staging {
 pub struct GroupEntry {
     pub raft: RaftHandle,
     pub log: Arc<GroupLog>,
+    pub activity: Arc<super::activity::Activity>,
     staging: tokio::sync::Mutex<Option<Staging>>,
 }
 
 impl GroupEntry {
-    pub fn new(raft: RaftHandle, log: Arc<GroupLog>) -> GroupEntry {
+    pub fn new(
+        raft: RaftHandle,
+        log: Arc<GroupLog>,
+        activity: Arc<super::activity::Activity>,
+    ) -> GroupEntry {
         GroupEntry {
             raft,
             log,
+            activity,
             staging: tokio::sync::Mutex::new(None),
         }
     }
@@ -336,10 +342,15 @@ impl RaftRegistry {
         match req.kind {
             KIND_APPEND => {
                 let rpc = decode_append(req.body).map_err(invalid)?;
+                if !rpc.entries.is_empty() {
+                    g.activity.touch(&g.raft);
+                }
                 let resp = g.raft.append_entries(rpc).await.map_err(|e| fatal(&e))?;
                 Ok(encode_append_response(&resp))
             }
             KIND_VOTE => {
+                // An election is under way: take part with a running timer.
+                g.activity.touch(&g.raft);
                 let rpc = decode_vote(req.body).map_err(invalid)?;
                 let resp = g.raft.vote(rpc).await.map_err(|e| fatal(&e))?;
                 Ok(encode_vote_response(&resp))
@@ -350,6 +361,7 @@ impl RaftRegistry {
                 Ok(encode_vote_response(&resp))
             }
             KIND_SNAPSHOT_CHUNK => {
+                g.activity.touch(&g.raft);
                 let chunk = decode_snapshot_chunk(req.body).map_err(invalid)?;
                 self.stage_chunk(&g, chunk).await
             }

@@ -1,0 +1,62 @@
+//! Quiescence bookkeeping of one group: when it last saw work, and whether its raft ticker is
+//! parked. A quiesced group sends no heartbeats and runs no election timer (no wakeups at all);
+//! any work — a proposal on the leader, entries or a vote arriving at a follower — wakes it first.
+//! The decisions (when to park, when a dead leader must wake its followers) are in
+//! `cluster::quiesce`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::network::RaftHandle;
+
+#[derive(Debug)]
+pub struct Activity {
+    origin: Instant,
+    /// Milliseconds since `origin` of the last work seen.
+    last_ms: AtomicU64,
+    quiesced: AtomicBool,
+    /// The raft term last seen by the quiescer (a new term is work too).
+    pub last_term: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            quiesced: AtomicBool::new(false),
+            last_term: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Records work and wakes the group's ticker if it was parked.
+    pub fn touch(&self, raft: &RaftHandle) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        if self.quiesced.swap(false, Ordering::AcqRel) {
+            raft.runtime_config().tick(true);
+        }
+    }
+
+    /// Parks the group's ticker.
+    pub fn quiesce(&self, raft: &RaftHandle) {
+        if !self.quiesced.swap(true, Ordering::AcqRel) {
+            raft.runtime_config().tick(false);
+        }
+    }
+
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced.load(Ordering::Acquire)
+    }
+
+    /// Milliseconds since the last work.
+    pub fn idle_ms(&self) -> u64 {
+        self.now_ms()
+            .saturating_sub(self.last_ms.load(Ordering::Relaxed))
+    }
+}
