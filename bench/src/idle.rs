@@ -104,11 +104,19 @@ fn run_checked(a: Args) -> Result<(), Error> {
         .build()?;
     runtime.block_on(async {
         let admin = Admin::new(bootstrap.clone())?;
-        admin
-            .create_topic("idle", a.partitions, rf, &[])
-            .await
-            .map_err(|e| format!("create topic: {e}"))?;
-        Ok::<_, Error>(())
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match admin.create_topic("idle", a.partitions, rf, &[]).await {
+                Ok(()) => return Ok::<_, Error>(()),
+                Err(e)
+                    if e.code() == Some(sluice_client::ErrorCode::NOT_LEADER)
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(format!("create topic: {e}").into()),
+            }
+        }
     })?;
     drop(runtime);
     std::thread::sleep(Duration::from_secs_f64(a.settle));

@@ -375,10 +375,23 @@ async fn prepare_topic(s: &Settings, admin: &Admin, addr: &str) -> Result<Topic,
         },
         None => format!("bench-{:016x}", random_u64()),
     };
-    admin
-        .create_topic(&name, partitions, s.replication_factor, &[])
-        .await
-        .map_err(|e| broker_error(addr, &format!("create topic {name}"), e))?;
+    // A cluster that just started may not have elected its metadata leader yet.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match admin
+            .create_topic(&name, partitions, s.replication_factor, &[])
+            .await
+        {
+            Ok(()) => break,
+            Err(e)
+                if e.code() == Some(ErrorCode::NOT_LEADER)
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(broker_error(addr, &format!("create topic {name}"), e)),
+        }
+    }
     Ok(Topic {
         name,
         partitions,
