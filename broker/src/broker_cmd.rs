@@ -44,6 +44,10 @@ pub struct BrokerArgs {
     /// one-broker cluster).
     #[arg(long, env = "SLUICE_PEERS")]
     peers: Option<String>,
+    /// Join a running cluster through this broker (HOST:PORT) instead of forming one; give this
+    /// broker's own address with --peers ID@HOST:PORT.
+    #[arg(long, env = "SLUICE_JOIN")]
+    join: Option<String>,
     /// Raft heartbeat period (ms) [default: 150].
     #[arg(long, env = "SLUICE_RAFT_HEARTBEAT_MS")]
     raft_heartbeat_ms: Option<u64>,
@@ -112,6 +116,13 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
                 message: format!("this broker's node id {} is not among the peers", c.node_id),
             });
         }
+    }
+    if let Some(j) = args.join.or(file.join) {
+        parse_listen(&j).map_err(|_| ConfigError::Invalid {
+            key: "join",
+            message: format!("{j:?} is not HOST:PORT"),
+        })?;
+        c.join = Some(j);
     }
     if let Some(ms) = args.raft_heartbeat_ms.or(file.raft_heartbeat_ms) {
         c.raft_heartbeat = std::time::Duration::from_millis(ms.max(10));

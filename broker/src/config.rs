@@ -39,6 +39,9 @@ pub struct BrokerConfig {
     /// The cluster's brokers (`id` -> `host:port`) when started as part of one; empty means a
     /// one-broker cluster of this broker alone.
     pub peers: Vec<(u32, String)>,
+    /// A broker of a running cluster to ask for admission (this broker then joins it instead of
+    /// forming a new cluster with `peers`).
+    pub join: Option<String>,
     /// Raft heartbeat period of every group.
     pub raft_heartbeat: Duration,
     /// A follower that hears no leader for this long (up to twice it, randomized) starts an election.
@@ -70,6 +73,7 @@ impl Default for BrokerConfig {
             shutdown_grace: Duration::from_secs(10),
             default_partitions: 1,
             peers: Vec::new(),
+            join: None,
             raft_heartbeat: Duration::from_millis(150),
             raft_election_timeout: Duration::from_millis(1000),
             raft_snapshot_entries: 1000,
@@ -97,6 +101,7 @@ pub struct FileConfig {
     pub default_partitions: Option<u32>,
     pub page_cache_window_mb: Option<u64>,
     pub peers: Option<String>,
+    pub join: Option<String>,
     pub raft_heartbeat_ms: Option<u64>,
     pub raft_election_timeout_ms: Option<u64>,
     pub raft_snapshot_entries: Option<u64>,

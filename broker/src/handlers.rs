@@ -246,6 +246,69 @@ impl Broker {
         }
     }
 
+    /// Adds a broker to the cluster: a learner of the metadata group until it has caught up, then a
+    /// voter. Runs on the metadata leader (forwarded there from any broker).
+    pub async fn add_broker(&self, req: AddBrokerRequest) -> Response {
+        let answer =
+            |error: ErrorCode, message: String| Response::AddBroker(AdminResult { error, message });
+        match self.metadata_leader_elsewhere() {
+            Some(Err((code, msg))) => return answer(code, msg),
+            Some(Ok(addr)) => {
+                return match self
+                    .cluster
+                    .ctx
+                    .peers
+                    .client()
+                    .request_to(&addr, &Request::AddBroker(req))
+                    .await
+                {
+                    Ok(r @ Response::AddBroker(_)) => r,
+                    Ok(_) => answer(ErrorCode::UNKNOWN, "unexpected answer".into()),
+                    Err(e) => answer(
+                        ErrorCode::NOT_LEADER,
+                        format!("metadata leader at {addr}: {e}"),
+                    ),
+                }
+            }
+            None => {}
+        }
+        if req.node_id == 0 || req.address.is_empty() {
+            return answer(
+                ErrorCode::INVALID_REQUEST,
+                "a broker needs a node id and an address".into(),
+            );
+        }
+        if let Some(addr) = self.cluster.metadata.brokers().get(&req.node_id) {
+            return if *addr == req.address {
+                answer(ErrorCode::NONE, String::new())
+            } else {
+                answer(
+                    ErrorCode::INVALID_REQUEST,
+                    format!("node id {} is already taken by {addr}", req.node_id),
+                )
+            };
+        }
+        let raft = &self.cluster.metadata.group.raft;
+        let id = u64::from(req.node_id);
+        if let Err(e) = raft
+            .add_learner(id, openraft::BasicNode::new(req.address.clone()), true)
+            .await
+        {
+            return answer(ErrorCode::NOT_LEADER, format!("adding broker {id}: {e}"));
+        }
+        let voters: std::collections::BTreeSet<u64> = [id].into_iter().collect();
+        match raft
+            .change_membership(openraft::ChangeMembers::AddVoterIds(voters), true)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(node = id, address = %req.address, "broker added to the cluster");
+                answer(ErrorCode::NONE, String::new())
+            }
+            Err(e) => answer(ErrorCode::NOT_LEADER, format!("promoting broker {id}: {e}")),
+        }
+    }
+
     pub async fn create_topics(&self, req: CreateTopicsRequest) -> Response {
         let commands = req
             .topics

@@ -85,7 +85,7 @@ pub async fn start(
     let cluster = Cluster::start(&config, &advertised)
         .await
         .map_err(ServerError::Data)?;
-    if config.peers.len() <= 1 {
+    if config.peers.len() <= 1 && config.join.is_none() {
         // Alone, the metadata group elects itself at once: wait for that, so the first request
         // finds a leader. A cluster waits for its peers in the background instead.
         cluster
@@ -99,7 +99,9 @@ pub async fn start(
         advertised: addr,
         cluster,
     });
-    if broker.config.peers.len() <= 1 {
+    if let Some(join) = broker.config.join.clone() {
+        tokio::spawn(ask_to_join(broker.clone(), join));
+    } else if broker.config.peers.len() <= 1 {
         // Alone, this broker can bring up its replicas before it answers anyone: a client that saw
         // a topic before a restart finds it again at once.
         broker.cluster.wait_for_metadata_applied().await;
@@ -366,6 +368,15 @@ async fn dispatch(
             });
             true
         }
+        Request::AddBroker(a) => {
+            let broker = broker.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let resp = broker.add_broker(a).await;
+                let _ = tx.send(respond(resp, permit)).await;
+            });
+            true
+        }
         Request::Raft(r) => {
             let broker = broker.clone();
             let tx = tx.clone();
@@ -392,5 +403,35 @@ async fn dispatch(
             });
             true
         }
+    }
+}
+
+/// A broker started with `--join`: asks the cluster (through `via`) to add it, until it is a member.
+async fn ask_to_join(broker: Arc<Broker>, via: String) {
+    let me = broker.cluster.ctx.node_id;
+    let address = broker
+        .config
+        .peers
+        .iter()
+        .find(|(id, _)| u64::from(*id) == me)
+        .map_or_else(|| broker.advertised.to_string(), |(_, a)| a.clone());
+    let request = Request::AddBroker(wire::AddBrokerRequest {
+        node_id: me as u32,
+        address,
+    });
+    loop {
+        if broker.cluster.metadata.brokers().contains_key(&(me as u32)) {
+            tracing::info!("joined the cluster");
+            return;
+        }
+        match broker.cluster.ctx.peers.client().request_to(&via, &request).await {
+            Ok(Response::AddBroker(r)) if r.error.is_ok() => {}
+            Ok(Response::AddBroker(r)) => {
+                tracing::warn!(%via, error = %r.error, message = r.message, "join refused; retrying");
+            }
+            Ok(_) => tracing::warn!(%via, "unexpected answer to a join request"),
+            Err(e) => tracing::warn!(%via, error = %e, "cannot ask to join; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -109,7 +109,9 @@ impl Cluster {
         )
         .await
         .map_err(|e| e.to_string())?;
-        group.initialize(members).await.map_err(|e| e.to_string())?;
+        if config.join.is_none() {
+            group.initialize(members).await.map_err(|e| e.to_string())?;
+        }
         Ok(Cluster {
             ctx,
             metadata: MetadataGroup { group, shared },

@@ -55,6 +55,7 @@ pub enum Request {
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
     Raft(RaftRequest),
+    AddBroker(AddBrokerRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,24 @@ pub enum Response {
     Fetch(FetchResponse),
     ListOffsets(ListOffsetsResponse),
     Raft(RaftResponse),
+    AddBroker(AdminResult),
+}
+
+/// Adds a broker to a running cluster: it joins the metadata group (as a learner until it has caught
+/// up, then as a voter). Sent by a broker started with `--join`; any broker forwards it to the
+/// metadata leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddBrokerRequest {
+    pub node_id: u32,
+    /// `host:port` the other brokers and clients reach it at.
+    pub address: String,
+}
+
+/// The outcome of an administrative request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminResult {
+    pub error: ErrorCode,
+    pub message: String,
 }
 
 /// A raft message between brokers: the group it is for (0 is the metadata group), what kind of
@@ -321,6 +340,7 @@ impl Request {
             Request::Fetch(_) => ApiKey::Fetch,
             Request::ListOffsets(_) => ApiKey::ListOffsets,
             Request::Raft(_) => ApiKey::Raft,
+            Request::AddBroker(_) => ApiKey::AddBroker,
         }
     }
 
@@ -372,6 +392,10 @@ impl Request {
                         w.u32(part.max_bytes);
                     }
                 }
+            }
+            Request::AddBroker(a) => {
+                w.u32(a.node_id);
+                w.string(&a.address);
             }
             Request::Raft(m) => {
                 w.u64(m.group);
@@ -449,6 +473,10 @@ impl Request {
                     })
                 })?,
             }),
+            ApiKey::AddBroker => Request::AddBroker(AddBrokerRequest {
+                node_id: r.u32("node id")?,
+                address: r.string("broker address")?,
+            }),
             ApiKey::Raft => Request::Raft(RaftRequest {
                 group: r.u64("raft group")?,
                 kind: r.u8("raft message kind")?,
@@ -484,6 +512,7 @@ impl Response {
             Response::Fetch(_) => ApiKey::Fetch,
             Response::ListOffsets(_) => ApiKey::ListOffsets,
             Response::Raft(_) => ApiKey::Raft,
+            Response::AddBroker(_) => ApiKey::AddBroker,
         }
     }
 
@@ -562,6 +591,10 @@ impl Response {
                 }
             }
             Response::Raft(m) => w.bytes(&m.body),
+            Response::AddBroker(a) => {
+                w.u16(a.error.0);
+                w.string(&a.message);
+            }
             Response::ListOffsets(l) => {
                 w.count(l.topics.len());
                 for t in &l.topics {
@@ -659,6 +692,10 @@ impl Response {
                         })?,
                     })
                 })?,
+            }),
+            ApiKey::AddBroker => Response::AddBroker(AdminResult {
+                error: ErrorCode(r.u16("error")?),
+                message: r.string("message")?,
             }),
             ApiKey::Raft => Response::Raft(RaftResponse {
                 body: r.bytes("raft message")?,

@@ -50,10 +50,12 @@ pub enum ApiKey {
     ListOffsets = 6,
     /// Broker to broker: raft messages of every group (see [`RaftRequest`]).
     Raft = 20,
+    /// Broker to broker: a broker started with `--join` asks to be added to the cluster.
+    AddBroker = 21,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 8] = [
+    pub const ALL: [ApiKey; 9] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -62,6 +64,7 @@ impl ApiKey {
         ApiKey::Fetch,
         ApiKey::ListOffsets,
         ApiKey::Raft,
+        ApiKey::AddBroker,
     ];
 
     pub fn from_u16(v: u16) -> Result<ApiKey, ProtocolError> {

@@ -117,6 +117,8 @@ fn request() -> impl Strategy<Value = Request> {
                     body: Bytes::from(body),
                 })
             }),
+        (any::<u32>(), name())
+            .prop_map(|(node_id, address)| Request::AddBroker(AddBrokerRequest { node_id, address })),
     ]
 }
 
@@ -275,6 +277,8 @@ fn response() -> impl Strategy<Value = Response> {
                 body: Bytes::from(body)
             }
         )),
+        (code(), name())
+            .prop_map(|(error, message)| Response::AddBroker(AdminResult { error, message })),
     ]
 }
 
