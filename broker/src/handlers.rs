@@ -26,6 +26,8 @@ pub struct Broker {
     /// Produce request bytes in flight across all connections (`max_produce_bytes`).
     pub produce_budget: Arc<tokio::sync::Semaphore>,
     pub cluster: Cluster,
+    /// This broker, for tasks spawned from `&Broker` (set once at start).
+    pub me: std::sync::Weak<Broker>,
 }
 
 /// A produce whose batches are proposed; what is left is waiting for the acks level.
@@ -69,9 +71,17 @@ impl Broker {
                         let part = local.as_ref().and_then(|t| t.partitions.get(&(p as u32)));
                         // A replica here knows the leader; otherwise the preferred leader is a
                         // hint, and a wrong guess answers NOT_LEADER with the real address.
+                        // A replica here knows the leader; otherwise the leader's last report in the
+                        // metadata, or the preferred leader before any report (a wrong guess answers
+                        // NOT_LEADER with the real address).
                         let leader = match part {
                             Some(part) => part.group.leader().map_or(-1, |l| l as i32),
-                            None => replicas.first().map_or(-1, |r| *r as i32),
+                            None => rec
+                                .leaders
+                                .get(&(p as u32))
+                                .map(|(l, _)| *l)
+                                .or_else(|| replicas.first().copied())
+                                .map_or(-1, |r| r as i32),
                         };
                         PartitionMetadata {
                             error: if leader < 0 {
@@ -142,6 +152,9 @@ impl Broker {
             .iter()
             .map(|c| match c {
                 Command::CreateTopic { name, .. } | Command::DeleteTopic { name } => name.clone(),
+                Command::ReassignPartition { topic, .. }
+                | Command::CompleteReassignment { topic, .. }
+                | Command::LeaderChanged { topic, .. } => topic.clone(),
                 Command::AllocateProducerIds { .. } => String::new(),
             })
             .collect();
@@ -242,7 +255,10 @@ impl Broker {
                     && self.topics.get(name).is_none()
                     && !self.topics.has_dir(name)
             }
-            Command::AllocateProducerIds { .. } => true,
+            Command::AllocateProducerIds { .. }
+            | Command::LeaderChanged { .. }
+            | Command::ReassignPartition { .. }
+            | Command::CompleteReassignment { .. } => true,
         }
     }
 
@@ -306,6 +322,98 @@ impl Broker {
                 answer(ErrorCode::NONE, String::new())
             }
             Err(e) => answer(ErrorCode::NOT_LEADER, format!("promoting broker {id}: {e}")),
+        }
+    }
+
+    /// Proposes `cmd` on the metadata leader, wherever it is.
+    pub async fn propose_anywhere(&self, cmd: &Command) -> Result<(), CodedError> {
+        match self.metadata_leader_elsewhere() {
+            None => self.cluster.metadata.propose(cmd).await,
+            Some(Err(e)) => Err(e),
+            Some(Ok(addr)) => {
+                let command = serde_json::to_vec(cmd)
+                    .map_err(|e| (ErrorCode::UNKNOWN, format!("encoding command: {e}")))?;
+                let req = Request::MetadataCommand(MetadataCommandRequest {
+                    command: bytes::Bytes::from(command),
+                });
+                match self
+                    .cluster
+                    .ctx
+                    .peers
+                    .client()
+                    .request_to(&addr, &req)
+                    .await
+                {
+                    Ok(Response::MetadataCommand(r)) if r.error.is_ok() => Ok(()),
+                    Ok(Response::MetadataCommand(r)) => Err((r.error, r.message)),
+                    Ok(_) => Err((ErrorCode::UNKNOWN, "unexpected answer".into())),
+                    Err(e) => Err((
+                        ErrorCode::NOT_LEADER,
+                        format!("metadata leader at {addr}: {e}"),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// A metadata command from another broker (this broker should be the metadata leader).
+    pub async fn metadata_command(&self, req: MetadataCommandRequest) -> Response {
+        let result = match serde_json::from_slice::<Command>(&req.command) {
+            Ok(cmd) => self.propose_anywhere(&cmd).await,
+            Err(e) => Err((
+                ErrorCode::INVALID_REQUEST,
+                format!("bad metadata command: {e}"),
+            )),
+        };
+        let (error, message) = match result {
+            Ok(()) => (ErrorCode::NONE, String::new()),
+            Err(e) => e,
+        };
+        Response::MetadataCommand(AdminResult { error, message })
+    }
+
+    /// Starts (or, from the partition's leader, completes) a move of a partition to new replicas.
+    /// Runs on the metadata leader (forwarded there from any broker).
+    pub async fn alter_replicas(&self, req: AlterReplicasRequest) -> Response {
+        let answer = |error: ErrorCode, message: String| {
+            Response::AlterReplicas(AdminResult { error, message })
+        };
+        match self.metadata_leader_elsewhere() {
+            Some(Err((code, msg))) => answer(code, msg),
+            Some(Ok(addr)) => match self
+                .cluster
+                .ctx
+                .peers
+                .client()
+                .request_to(&addr, &Request::AlterReplicas(req))
+                .await
+            {
+                Ok(r @ Response::AlterReplicas(_)) => r,
+                Ok(_) => answer(ErrorCode::UNKNOWN, "unexpected answer".into()),
+                Err(e) => answer(
+                    ErrorCode::NOT_LEADER,
+                    format!("metadata leader at {addr}: {e}"),
+                ),
+            },
+            None => {
+                let cmd = if req.complete {
+                    Command::CompleteReassignment {
+                        topic: req.topic,
+                        partition: req.partition,
+                        replicas: req.replicas,
+                    }
+                } else {
+                    Command::ReassignPartition {
+                        topic: req.topic,
+                        partition: req.partition,
+                        replicas: req.replicas,
+                    }
+                };
+                match self.cluster.metadata.propose(&cmd).await {
+                    Ok(()) => answer(ErrorCode::NONE, String::new()),
+                    Err((code, msg)) => answer(code, msg),
+                }
+            }
         }
     }
 

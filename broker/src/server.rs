@@ -92,12 +92,13 @@ pub async fn start(
             .wait_for_metadata_leader(config.raft_election_timeout * 4)
             .await;
     }
-    let broker = Arc::new(Broker {
+    let broker = Arc::new_cyclic(|me| Broker {
         produce_budget: Arc::new(Semaphore::new(config.max_produce_bytes)),
         config,
         topics,
         advertised: addr,
         cluster,
+        me: me.clone(),
     });
     if let Some(join) = broker.config.join.clone() {
         tokio::spawn(ask_to_join(broker.clone(), join));
@@ -368,6 +369,24 @@ async fn dispatch(
             });
             true
         }
+        Request::MetadataCommand(m) => {
+            let broker = broker.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let resp = broker.metadata_command(m).await;
+                let _ = tx.send(respond(resp, permit)).await;
+            });
+            true
+        }
+        Request::AlterReplicas(a) => {
+            let broker = broker.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let resp = broker.alter_replicas(a).await;
+                let _ = tx.send(respond(resp, permit)).await;
+            });
+            true
+        }
         Request::AddBroker(a) => {
             let broker = broker.clone();
             let tx = tx.clone();
@@ -424,7 +443,14 @@ async fn ask_to_join(broker: Arc<Broker>, via: String) {
             tracing::info!("joined the cluster");
             return;
         }
-        match broker.cluster.ctx.peers.client().request_to(&via, &request).await {
+        match broker
+            .cluster
+            .ctx
+            .peers
+            .client()
+            .request_to(&via, &request)
+            .await
+        {
             Ok(Response::AddBroker(r)) if r.error.is_ok() => {}
             Ok(Response::AddBroker(r)) => {
                 tracing::warn!(%via, error = %r.error, message = r.message, "join refused; retrying");

@@ -240,7 +240,7 @@ impl Topics {
         name: &str,
         record: &crate::cluster::state::TopicRecord,
         partition: u32,
-        members: BTreeMap<u64, openraft::BasicNode>,
+        members: Option<BTreeMap<u64, openraft::BasicNode>>,
     ) -> Result<(), CodedError> {
         let settings = TopicSettings::from_pairs(&record.configs)
             .map_err(|m| (ErrorCode::INVALID_CONFIG, m))?;
@@ -277,10 +277,12 @@ impl Topics {
         )
         .await
         .map_err(|e| io_err("start raft group of", &pdir, e))?;
-        group
-            .initialize(members)
-            .await
-            .map_err(|e| io_err("initialize raft group of", &pdir, e))?;
+        if let Some(members) = members {
+            group
+                .initialize(members)
+                .await
+                .map_err(|e| io_err("initialize raft group of", &pdir, e))?;
+        }
         let part = Arc::new(Partition::new(
             name.to_string(),
             partition,
@@ -333,6 +335,50 @@ impl Topics {
             .await;
             tracing::info!(topic = name, "removed local replicas of topic");
         }
+    }
+
+    /// Stops the local replica of one partition (moved away from this broker) and deletes its data.
+    pub async fn remove_partition(
+        &self,
+        ctx: &crate::cluster::group::RaftContext,
+        name: &str,
+        partition: u32,
+    ) {
+        let removed = {
+            let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            let Some(t) = map.get(name).cloned() else {
+                return;
+            };
+            let mut partitions = t.partitions.clone();
+            let removed = partitions.remove(&partition);
+            map.insert(
+                name.to_string(),
+                Arc::new(Topic {
+                    name: t.name.clone(),
+                    id: t.id,
+                    settings: t.settings.clone(),
+                    partitions,
+                }),
+            );
+            removed
+        };
+        let Some(p) = removed else { return };
+        p.group.shutdown(&ctx.registry).await;
+        p.poke();
+        let log = p.log().clone();
+        let dir = self.dir.join(name).join(partition.to_string());
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = log.close();
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing a moved replica failed");
+            }
+        })
+        .await;
+        tracing::info!(
+            topic = name,
+            partition,
+            "replica moved away; local copy removed"
+        );
     }
 
     /// Topic directories on disk and the topic id each belongs to (for leftovers of deletions that

@@ -6,8 +6,8 @@
 //! `TOPIC_ALREADY_EXISTS`.
 
 use sluice_protocol::wire::{
-    CreateTopicsRequest, DeleteTopicsRequest, MetadataResponse, NewTopic, Request, Response,
-    TopicMetadata, TopicResults, EARLIEST, LATEST,
+    AlterReplicasRequest, CreateTopicsRequest, DeleteTopicsRequest, MetadataResponse, NewTopic,
+    Request, Response, TopicMetadata, TopicResults, EARLIEST, LATEST,
 };
 
 use crate::client::{unexpected, Client, ClientConfig};
@@ -103,6 +103,34 @@ impl Admin {
             return Err(unexpected("answer to delete topics"));
         };
         topic_result(&results, name)
+    }
+
+    /// Starts moving `topic`/`partition` to the `replicas` broker ids. Returns once the move is
+    /// recorded; the partition's leader carries it out (new replicas catch up first).
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        replicas: &[u32],
+    ) -> Result<()> {
+        let request = Request::AlterReplicas(AlterReplicasRequest {
+            topic: topic.to_string(),
+            partition,
+            replicas: replicas.to_vec(),
+            complete: false,
+        });
+        let response = self
+            .client
+            .retrying("reassign partition", || async {
+                match self.client.request(&request).await? {
+                    Response::AlterReplicas(r) if r.error.is_ok() => Ok(()),
+                    Response::AlterReplicas(r) => Err(ClientError::broker(r.error, r.message)),
+                    _ => Err(unexpected("answer to alter replicas")),
+                }
+            })
+            .await;
+        self.client.invalidate_topic(topic);
+        response
     }
 
     /// Metadata of every topic.

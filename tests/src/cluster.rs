@@ -168,6 +168,25 @@ impl Cluster {
         }
     }
 
+    /// Starts broker `id` with `--join` through broker 1: it asks the running cluster to add it.
+    pub fn join(&mut self, id: u32, extra: &[&str]) {
+        let ip = broker_ip(id);
+        let real = SocketAddr::new(ip, free_port(ip));
+        let proxy = Proxy::start(SocketAddr::new(ip, 0), real);
+        let mut args: Vec<String> = vec![
+            "--node-id".into(),
+            id.to_string(),
+            "--peers".into(),
+            format!("{id}@{}", proxy.addr),
+            "--join".into(),
+            self.addr(1).to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let broker = Broker::start_at(&real.to_string(), &refs);
+        self.members.push(Member { id, broker, proxy });
+    }
+
     pub fn member(&mut self, id: u32) -> &mut Member {
         self.members.iter_mut().find(|m| m.id == id).unwrap()
     }

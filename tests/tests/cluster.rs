@@ -527,3 +527,101 @@ async fn an_idle_partition_fails_over_and_producers_follow_the_new_leader() {
     assert_ne!(new_leader, leader);
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_broker_joins_and_a_partition_moves_onto_it() {
+    let mut cluster = Cluster::start(3, FAST);
+    create(&cluster, "move", 1, 3, &[]);
+    let leader = leaders(&cluster, "move", 1).unwrap()[0];
+    let mut c = RawConn::connect(cluster.addr(leader));
+    for i in 0..10 {
+        let r = c.produce_acks(
+            "move",
+            0,
+            sluice_tests::batch(&format!("old{i}"), 5),
+            sluice_protocol::wire::Acks::All,
+        );
+        assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+    }
+
+    // Broker 4 joins the running cluster.
+    cluster.join(4, FAST);
+    eventually(Duration::from_secs(30), "broker 4 in the cluster", || {
+        let m = metadata(&cluster, "move")?;
+        (m.brokers.len() == 4).then_some(())
+    });
+
+    // Move the partition off one follower and onto broker 4.
+    let gone = (1..=3).find(|b| *b != leader).unwrap();
+    let mut target: Vec<u32> = (1..=3).filter(|b| *b != gone).collect();
+    target.push(4);
+    let admin = sluice_client::Admin::new(cluster.bootstrap()).unwrap();
+    admin.reassign_partition("move", 0, &target).await.unwrap();
+    let mut want = target.clone();
+    want.sort_unstable();
+    eventually(Duration::from_secs(30), "the move to finish", || {
+        let m = metadata(&cluster, "move")?;
+        let mut r = m.topics.first()?.partitions.first()?.replicas.clone();
+        r.sort_unstable();
+        (r == want).then_some(())
+    });
+    let gone_dir = cluster
+        .members
+        .iter()
+        .find(|m| m.id == gone)
+        .unwrap()
+        .broker
+        .data_dir()
+        .join("topics/move/0");
+    eventually(Duration::from_secs(30), "the old replica to go", || {
+        (!gone_dir.exists()).then_some(())
+    });
+
+    // The moved partition keeps taking acks all writes (quorum now includes broker 4).
+    let new_leader = eventually(Duration::from_secs(30), "a leader", || {
+        leaders(&cluster, "move", 1)
+    })[0];
+    let mut c = RawConn::connect(cluster.addr(new_leader));
+    for i in 0..5 {
+        let r = eventually(Duration::from_secs(30), "a write after the move", || {
+            let r = c.produce_acks(
+                "move",
+                0,
+                sluice_tests::batch(&format!("new{i}"), 5),
+                sluice_protocol::wire::Acks::All,
+            );
+            if r.error != ErrorCode::NONE {
+                eprintln!("write after the move: {} {}", r.error, r.message);
+            }
+            (r.error == ErrorCode::NONE).then_some(r)
+        });
+        assert_eq!(r.error, ErrorCode::NONE);
+    }
+    let end = c.list_offset("move", 0, LATEST).offset as u64;
+    eventually(Duration::from_secs(30), "broker 4 to catch up", || {
+        let mut f = RawConn::connect(cluster.addr(4));
+        let m = f.try_metadata(Some(vec!["move".into()]))?;
+        let p = m.topics.first()?.partitions.first()?;
+        (p.high_watermark >= end).then_some(())
+    });
+    for m in &mut cluster.members {
+        assert_eq!(m.broker.terminate(), Some(0), "broker {} exit", m.id);
+    }
+    let key = |b: &RecordBatch| {
+        let h = b.header();
+        (h.base_offset, h.raft_term, h.raft_index, h.crc)
+    };
+    let on = |id: u32| -> Vec<_> {
+        replica_batches(&cluster, id, "move", 0)
+            .iter()
+            .map(key)
+            .filter(|k| k.0 < end)
+            .collect()
+    };
+    assert_eq!(on(4), on(new_leader), "the new replica holds the same log");
+    let values: Vec<String> = records(&replica_batches(&cluster, 4, "move", 0))
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    assert!(values.contains(&"old0-0".to_string()) && values.contains(&"new4-4".to_string()));
+}

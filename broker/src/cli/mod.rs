@@ -59,6 +59,17 @@ pub enum TopicCommand {
         /// Topic to delete.
         name: String,
     },
+    /// Move a partition to other brokers: new replicas catch up, then the old ones drop out.
+    Reassign {
+        /// Topic of the partition.
+        name: String,
+        /// The partition to move.
+        #[arg(long, value_name = "N")]
+        partition: u32,
+        /// The new replica set: broker ids, comma-separated (e.g. 1,2,4).
+        #[arg(long, value_name = "IDS", value_delimiter = ',', required = true)]
+        replicas: Vec<u32>,
+    },
 }
 
 /// `sluice topic create`.

@@ -15,6 +15,24 @@ pub async fn run(args: TopicArgs) -> Result<(), CliError> {
         TopicCommand::List => list(&admin, broker).await,
         TopicCommand::Describe { name } => describe(&admin, broker, &name).await,
         TopicCommand::Delete { name } => delete(&admin, broker, &name).await,
+        TopicCommand::Reassign {
+            name,
+            partition,
+            replicas,
+        } => {
+            admin
+                .reassign_partition(&name, partition, &replicas)
+                .await
+                .map_err(|e| Ctx::topic(broker, &name).err(e))?;
+            let ids: Vec<String> = replicas.iter().map(u32::to_string).collect();
+            write_stdout(
+                format!(
+                    "moving '{name}' partition {partition} to brokers {}\n",
+                    ids.join(",")
+                )
+                .as_bytes(),
+            )
+        }
     }
 }
 

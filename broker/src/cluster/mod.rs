@@ -36,6 +36,8 @@ pub struct Cluster {
     pub ctx: RaftContext,
     pub metadata: MetadataGroup,
     pub liveness: Arc<quiesce::Liveness>,
+    /// Groups whose replica move this broker is carrying out.
+    pub moves: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
 }
 
 /// openraft settings from the broker's.
@@ -116,6 +118,7 @@ impl Cluster {
             ctx,
             metadata: MetadataGroup { group, shared },
             liveness: Arc::new(quiesce::Liveness::default()),
+            moves: Arc::default(),
         })
     }
 

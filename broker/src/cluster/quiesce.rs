@@ -119,6 +119,13 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                     });
                     (m.state, m.current_term, m.current_leader, caught_up)
                 };
+                // A leader reports itself to the metadata once per term, so brokers without a
+                // replica can name it.
+                if state == ServerState::Leader
+                    && a.reported_term.load(std::sync::atomic::Ordering::Relaxed) != term
+                {
+                    report_leadership(&broker, &t.name, t.id, p.id, term, g.activity.clone());
+                }
                 // A new term (an election happened) counts as work.
                 if a.last_term.swap(term, std::sync::atomic::Ordering::Relaxed) != term {
                     g.touch();
@@ -160,4 +167,41 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(PING_EVERY) => {}
         }
     }
+}
+
+/// Proposes `LeaderChanged` for a partition this broker leads (in the background; marked reported
+/// only once the metadata took it, so a failure is retried on the next round).
+fn report_leadership(
+    broker: &Arc<Broker>,
+    topic: &str,
+    topic_id: u32,
+    partition: u32,
+    term: u64,
+    activity: Arc<crate::raft::activity::Activity>,
+) {
+    use std::sync::atomic::Ordering;
+    // Claim the report for this term; put it back if it fails.
+    let prev = activity.reported_term.swap(term, Ordering::Relaxed);
+    if prev == term {
+        return;
+    }
+    let broker = broker.clone();
+    let cmd = crate::cluster::state::Command::LeaderChanged {
+        topic: topic.to_string(),
+        topic_id,
+        partition,
+        leader: broker.cluster.ctx.node_id as u32,
+        term,
+    };
+    tokio::spawn(async move {
+        if let Err((code, msg)) = broker.propose_anywhere(&cmd).await {
+            tracing::debug!(%code, msg, "leadership report failed; retrying");
+            let _ = activity.reported_term.compare_exchange(
+                term,
+                prev,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    });
 }

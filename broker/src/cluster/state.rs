@@ -20,8 +20,19 @@ pub struct TopicRecord {
     /// Cluster-unique and never reused: a partition's raft group is `(id << 32) | partition`.
     pub id: u32,
     pub configs: Vec<(String, String)>,
-    /// Replica broker ids per partition; the first is the preferred leader.
+    /// Replica broker ids per partition (the group's voters); the first is the preferred leader.
     pub replicas: Vec<Vec<u32>>,
+    /// The replicas each partition was created with: only these initialize its raft group (a
+    /// replica added later joins through the leader).
+    #[serde(default)]
+    pub initial_replicas: Vec<Vec<u32>>,
+    /// Moves under way: partition -> the replica set it is moving to.
+    #[serde(default)]
+    pub moving: BTreeMap<u32, Vec<u32>>,
+    /// The last leader each partition's leader reported: partition -> (broker, raft term). Brokers
+    /// that host no replica of a partition answer metadata from this.
+    #[serde(default)]
+    pub leaders: BTreeMap<u32, (u32, u64)>,
 }
 
 impl TopicRecord {
@@ -57,6 +68,26 @@ pub enum Command {
     },
     AllocateProducerIds {
         count: u32,
+    },
+    /// Starts moving a partition to `replicas` (its leader carries the move out).
+    ReassignPartition {
+        topic: String,
+        partition: u32,
+        replicas: Vec<u32>,
+    },
+    /// The partition's voters are now `replicas`: the move is done.
+    CompleteReassignment {
+        topic: String,
+        partition: u32,
+        replicas: Vec<u32>,
+    },
+    /// A partition's new leader reports itself (newer terms win).
+    LeaderChanged {
+        topic: String,
+        topic_id: u32,
+        partition: u32,
+        leader: u32,
+        term: u64,
     },
 }
 
@@ -113,6 +144,63 @@ impl ClusterState {
                 }
                 Ok(())
             }
+            Command::LeaderChanged {
+                topic,
+                topic_id,
+                partition,
+                ..
+            } => match self.topics.get(topic) {
+                Some(t) if t.id == *topic_id && (*partition as usize) < t.replicas.len() => Ok(()),
+                _ => Err((
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("unknown partition {topic}/{partition}"),
+                )),
+            },
+            Command::ReassignPartition {
+                topic,
+                partition,
+                replicas,
+            }
+            | Command::CompleteReassignment {
+                topic,
+                partition,
+                replicas,
+            } => {
+                let t = self.topics.get(topic).ok_or_else(|| {
+                    (
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("unknown topic {topic}"),
+                    )
+                })?;
+                if *partition as usize >= t.replicas.len() {
+                    return Err((
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic {topic} has no partition {partition}"),
+                    ));
+                }
+                let unique: BTreeSet<u32> = replicas.iter().copied().collect();
+                if replicas.is_empty() || unique.len() != replicas.len() {
+                    return Err((
+                        ErrorCode::INVALID_REPLICATION_FACTOR,
+                        "replicas must be distinct broker ids, at least one".into(),
+                    ));
+                }
+                if let Some(b) = replicas.iter().find(|r| !brokers.contains(r)) {
+                    return Err((
+                        ErrorCode::INVALID_REQUEST,
+                        format!("broker {b} is not in the cluster"),
+                    ));
+                }
+                if matches!(cmd, Command::CompleteReassignment { .. })
+                    && t.moving.get(partition) != Some(replicas)
+                {
+                    return Err((
+                        ErrorCode::INVALID_REQUEST,
+                        format!("no move of {topic}/{partition} to {replicas:?} is under way"),
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -139,7 +227,10 @@ impl ClusterState {
                     TopicRecord {
                         id,
                         configs,
+                        initial_replicas: replicas.clone(),
                         replicas,
+                        moving: BTreeMap::new(),
+                        leaders: BTreeMap::new(),
                     },
                 );
             }
@@ -150,6 +241,45 @@ impl ClusterState {
             }
             Command::AllocateProducerIds { count } => {
                 self.next_producer_id += i64::from(*count);
+            }
+            Command::ReassignPartition {
+                topic,
+                partition,
+                replicas,
+            } => {
+                if let Some(t) = self.topics.get_mut(topic) {
+                    if t.replicas.get(*partition as usize) == Some(replicas) {
+                        t.moving.remove(partition);
+                    } else {
+                        t.moving.insert(*partition, replicas.clone());
+                    }
+                }
+            }
+            Command::LeaderChanged {
+                topic,
+                partition,
+                leader,
+                term,
+                ..
+            } => {
+                if let Some(t) = self.topics.get_mut(topic) {
+                    let newer = t.leaders.get(partition).is_none_or(|(_, old)| *term > *old);
+                    if newer {
+                        t.leaders.insert(*partition, (*leader, *term));
+                    }
+                }
+            }
+            Command::CompleteReassignment {
+                topic,
+                partition,
+                replicas,
+            } => {
+                if let Some(t) = self.topics.get_mut(topic) {
+                    if let Some(r) = t.replicas.get_mut(*partition as usize) {
+                        *r = replicas.clone();
+                    }
+                    t.moving.remove(partition);
+                }
             }
         }
         Ok(())

@@ -17,6 +17,8 @@ pub struct Activity {
     quiesced: AtomicBool,
     /// The raft term last seen by the quiescer (a new term is work too).
     pub last_term: AtomicU64,
+    /// The term in which this replica last reported its leadership to the metadata (0: never).
+    pub reported_term: AtomicU64,
 }
 
 impl Default for Activity {
@@ -26,6 +28,7 @@ impl Default for Activity {
             last_ms: AtomicU64::new(0),
             quiesced: AtomicBool::new(false),
             last_term: AtomicU64::new(0),
+            reported_term: AtomicU64::new(0),
         }
     }
 }

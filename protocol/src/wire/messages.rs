@@ -56,6 +56,8 @@ pub enum Request {
     ListOffsets(ListOffsetsRequest),
     Raft(RaftRequest),
     AddBroker(AddBrokerRequest),
+    AlterReplicas(AlterReplicasRequest),
+    MetadataCommand(MetadataCommandRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,27 @@ pub enum Response {
     ListOffsets(ListOffsetsResponse),
     Raft(RaftResponse),
     AddBroker(AdminResult),
+    AlterReplicas(AdminResult),
+    MetadataCommand(AdminResult),
+}
+
+/// Broker to broker: a command for the cluster metadata (the broker's own encoding), forwarded to
+/// the metadata leader, which proposes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataCommandRequest {
+    pub command: Bytes,
+}
+
+/// Moves a partition to a new replica set. The metadata records the target; the partition's leader
+/// adds the new replicas (as learners until they have caught up), changes the group's voters, and
+/// then reports the move complete (the same request with `complete` set), after which replicas that
+/// left delete their copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterReplicasRequest {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas: Vec<u32>,
+    pub complete: bool,
 }
 
 /// Adds a broker to a running cluster: it joins the metadata group (as a learner until it has caught
@@ -341,6 +364,8 @@ impl Request {
             Request::ListOffsets(_) => ApiKey::ListOffsets,
             Request::Raft(_) => ApiKey::Raft,
             Request::AddBroker(_) => ApiKey::AddBroker,
+            Request::AlterReplicas(_) => ApiKey::AlterReplicas,
+            Request::MetadataCommand(_) => ApiKey::MetadataCommand,
         }
     }
 
@@ -396,6 +421,16 @@ impl Request {
             Request::AddBroker(a) => {
                 w.u32(a.node_id);
                 w.string(&a.address);
+            }
+            Request::MetadataCommand(m) => w.bytes(&m.command),
+            Request::AlterReplicas(a) => {
+                w.string(&a.topic);
+                w.u32(a.partition);
+                w.count(a.replicas.len());
+                for r in &a.replicas {
+                    w.u32(*r);
+                }
+                w.bool(a.complete);
             }
             Request::Raft(m) => {
                 w.u64(m.group);
@@ -473,6 +508,15 @@ impl Request {
                     })
                 })?,
             }),
+            ApiKey::MetadataCommand => Request::MetadataCommand(MetadataCommandRequest {
+                command: r.bytes("metadata command")?,
+            }),
+            ApiKey::AlterReplicas => Request::AlterReplicas(AlterReplicasRequest {
+                topic: r.string("topic name")?,
+                partition: r.u32("partition")?,
+                replicas: r.array(4, "replicas", |r| r.u32("replica"))?,
+                complete: r.bool("complete")?,
+            }),
             ApiKey::AddBroker => Request::AddBroker(AddBrokerRequest {
                 node_id: r.u32("node id")?,
                 address: r.string("broker address")?,
@@ -513,6 +557,8 @@ impl Response {
             Response::ListOffsets(_) => ApiKey::ListOffsets,
             Response::Raft(_) => ApiKey::Raft,
             Response::AddBroker(_) => ApiKey::AddBroker,
+            Response::AlterReplicas(_) => ApiKey::AlterReplicas,
+            Response::MetadataCommand(_) => ApiKey::MetadataCommand,
         }
     }
 
@@ -591,7 +637,7 @@ impl Response {
                 }
             }
             Response::Raft(m) => w.bytes(&m.body),
-            Response::AddBroker(a) => {
+            Response::AddBroker(a) | Response::AlterReplicas(a) | Response::MetadataCommand(a) => {
                 w.u16(a.error.0);
                 w.string(&a.message);
             }
@@ -693,10 +739,17 @@ impl Response {
                     })
                 })?,
             }),
-            ApiKey::AddBroker => Response::AddBroker(AdminResult {
-                error: ErrorCode(r.u16("error")?),
-                message: r.string("message")?,
-            }),
+            ApiKey::AddBroker | ApiKey::AlterReplicas | ApiKey::MetadataCommand => {
+                let a = AdminResult {
+                    error: ErrorCode(r.u16("error")?),
+                    message: r.string("message")?,
+                };
+                match api {
+                    ApiKey::AddBroker => Response::AddBroker(a),
+                    ApiKey::AlterReplicas => Response::AlterReplicas(a),
+                    _ => Response::MetadataCommand(a),
+                }
+            }
             ApiKey::Raft => Response::Raft(RaftResponse {
                 body: r.bytes("raft message")?,
             }),

@@ -52,10 +52,14 @@ pub enum ApiKey {
     Raft = 20,
     /// Broker to broker: a broker started with `--join` asks to be added to the cluster.
     AddBroker = 21,
+    /// Admin: move a partition to a new replica set.
+    AlterReplicas = 22,
+    /// Broker to broker: a metadata command for the metadata leader to propose.
+    MetadataCommand = 23,
 }
 
 impl ApiKey {
-    pub const ALL: [ApiKey; 9] = [
+    pub const ALL: [ApiKey; 11] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -65,6 +69,8 @@ impl ApiKey {
         ApiKey::ListOffsets,
         ApiKey::Raft,
         ApiKey::AddBroker,
+        ApiKey::AlterReplicas,
+        ApiKey::MetadataCommand,
     ];
 
     pub fn from_u16(v: u16) -> Result<ApiKey, ProtocolError> {

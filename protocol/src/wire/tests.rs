@@ -117,8 +117,20 @@ fn request() -> impl Strategy<Value = Request> {
                     body: Bytes::from(body),
                 })
             }),
-        (any::<u32>(), name())
-            .prop_map(|(node_id, address)| Request::AddBroker(AddBrokerRequest { node_id, address })),
+        (any::<u32>(), name()).prop_map(|(node_id, address)| Request::AddBroker(
+            AddBrokerRequest { node_id, address }
+        )),
+        name().prop_map(|c| Request::MetadataCommand(MetadataCommandRequest {
+            command: Bytes::from(c)
+        })),
+        (name(), any::<u32>(), vec(any::<u32>()), any::<bool>()).prop_map(
+            |(topic, partition, replicas, complete)| Request::AlterReplicas(AlterReplicasRequest {
+                topic,
+                partition,
+                replicas,
+                complete
+            })
+        ),
     ]
 }
 
@@ -279,6 +291,10 @@ fn response() -> impl Strategy<Value = Response> {
         )),
         (code(), name())
             .prop_map(|(error, message)| Response::AddBroker(AdminResult { error, message })),
+        (code(), name())
+            .prop_map(|(error, message)| Response::AlterReplicas(AdminResult { error, message })),
+        (code(), name())
+            .prop_map(|(error, message)| Response::MetadataCommand(AdminResult { error, message })),
     ]
 }
 
