@@ -88,7 +88,7 @@ fn run_checked(a: Args) -> Result<(), Error> {
         Some(p) => p,
         None => crate::load::spawn::default_bin()?,
     };
-    let brokers = SpawnedBroker::start_cluster(&bin, None, a.spawn_cluster)?;
+    let brokers = SpawnedBroker::start_cluster(&bin, None, a.spawn_cluster, &[])?;
     let bootstrap = brokers
         .iter()
         .map(|b| b.addr().to_string())

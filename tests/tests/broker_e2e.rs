@@ -345,5 +345,9 @@ fn sigkill_mid_write_through_raft_loses_nothing_acknowledged() {
             }
         }
     }
-    assert!(acked.len() > 100, "only {} records acknowledged", acked.len());
+    assert!(
+        acked.len() > 100,
+        "only {} records acknowledged",
+        acked.len()
+    );
 }

@@ -120,6 +120,11 @@ pub struct Args {
     /// With --spawn-broker / --spawn-cluster: the brokers' --flush policy [default: the broker's].
     #[arg(long, value_enum)]
     broker_flush: Option<Flush>,
+    /// With --spawn-broker / --spawn-cluster: each broker's --page-cache-window-mb [default: the
+    /// broker's 1536 for one broker; 1536/N each for N brokers, which share this machine's memory,
+    /// so together they keep what one broker keeps].
+    #[arg(long)]
+    broker_page_cache_window_mb: Option<u64>,
 }
 
 /// When producers stop.
@@ -150,6 +155,7 @@ pub(crate) struct Settings {
     pub spawn_cluster: Option<u32>,
     pub replication_factor: u16,
     pub broker_flush: Option<Flush>,
+    pub broker_window_mb: Option<u64>,
 }
 
 /// The bounds of the producer's batch size (see `ProducerConfig::batch_bytes`).
@@ -235,6 +241,10 @@ impl Settings {
                     .map_or(1, |n| n.min(u32::from(u16::MAX)) as u16),
             ),
             broker_flush: a.broker_flush,
+            broker_window_mb: a.broker_page_cache_window_mb.or(a
+                .spawn_cluster
+                .filter(|n| *n > 1)
+                .map(|n| 1536 / u64::from(n))),
         })
     }
 
@@ -277,10 +287,19 @@ fn run_checked(mode: Mode, args: Args) -> Result<(), Error> {
     };
     let broker_arg = args.broker.clone();
     let settings = Settings::check(mode, args)?;
+    let extra: Vec<String> = settings
+        .broker_window_mb
+        .map(|mb| vec!["--page-cache-window-mb".to_string(), mb.to_string()])
+        .unwrap_or_default();
     let brokers = if settings.spawn_broker {
-        vec![spawn::SpawnedBroker::start(&bin, settings.broker_flush)?]
+        vec![spawn::SpawnedBroker::start_with(
+            &bin,
+            settings.broker_flush,
+            "127.0.0.1:0",
+            &extra,
+        )?]
     } else if let Some(n) = settings.spawn_cluster {
-        spawn::SpawnedBroker::start_cluster(&bin, settings.broker_flush, n)?
+        spawn::SpawnedBroker::start_cluster(&bin, settings.broker_flush, n, &extra)?
     } else {
         Vec::new()
     };

@@ -134,7 +134,7 @@ impl Report {
             Stop::Count(n) => (None, Some(n)),
         };
         let flush = s.broker_flush.map(|f| format!("{f:?}").to_lowercase());
-        let pairs: [(&str, Value); 19] = [
+        let pairs: [(&str, Value); 20] = [
             ("mode", s.mode.name().into()),
             ("producers", s.producers.into()),
             ("consumers", s.consumers.into()),
@@ -159,6 +159,7 @@ impl Report {
             ("broker_flush", flush.clone().into()),
             ("brokers", s.spawn_cluster.unwrap_or(1).into()),
             ("replication_factor", s.replication_factor.into()),
+            ("broker_page_cache_window_mb", s.broker_window_mb.into()),
         ];
         for (k, v) in pairs {
             self.set(k, v);

@@ -41,16 +41,12 @@ pub(crate) struct SpawnedBroker {
 }
 
 impl SpawnedBroker {
-    /// Starts the broker and waits for its address.
-    pub fn start(bin: &Path, flush: Option<Flush>) -> Result<SpawnedBroker, Error> {
-        SpawnedBroker::start_with(bin, flush, "127.0.0.1:0", &[])
-    }
-
     /// Starts `n` brokers (node ids 1..=n) on free loopback ports that form one cluster.
     pub fn start_cluster(
         bin: &Path,
         flush: Option<Flush>,
         n: u32,
+        extra: &[String],
     ) -> Result<Vec<SpawnedBroker>, Error> {
         let mut listens = Vec::new();
         for _ in 0..n {
@@ -73,12 +69,14 @@ impl SpawnedBroker {
             .enumerate()
             .map(|(i, listen)| {
                 let bin = bin.to_path_buf();
-                let extra = vec![
+                let mut extra_all = vec![
                     "--node-id".to_string(),
                     (i + 1).to_string(),
                     "--peers".to_string(),
                     peers.clone(),
                 ];
+                extra_all.extend(extra.iter().cloned());
+                let extra = extra_all;
                 std::thread::spawn(move || SpawnedBroker::start_with(&bin, flush, &listen, &extra))
             })
             .collect();

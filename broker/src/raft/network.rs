@@ -24,7 +24,6 @@ use sluice_protocol::RecordBatch;
 use sluice_storage::{LogConfig, PartitionLog};
 
 use super::codec::*;
-use super::entry::join;
 use super::log_store::GroupLog;
 use super::state_machine::{decode_snapshot, encode_snapshot, GroupSm, SnapshotData};
 use super::{TypeConfig, Vote};
@@ -65,7 +64,7 @@ impl Peers {
         addr: &str,
         group: u64,
         kind: u8,
-        body: Bytes,
+        body: Vec<Bytes>,
         timeout: Duration,
     ) -> Result<Bytes, RPCError<TypeConfig>> {
         let req = Request::Raft(RaftRequest { group, kind, body });
@@ -128,7 +127,7 @@ impl PeerNetwork {
     async fn send(
         &self,
         kind: u8,
-        body: Bytes,
+        body: Vec<Bytes>,
         option: &RPCOption,
     ) -> Result<Bytes, RPCError<TypeConfig>> {
         let timeout = option.soft_ttl().max(MIN_RPC_TIMEOUT);
@@ -172,7 +171,7 @@ impl PeerNetwork {
                     &self.addr,
                     self.group,
                     KIND_SNAPSHOT_CHUNK,
-                    join(encode_snapshot_chunk(&chunk)),
+                    encode_snapshot_chunk(&chunk),
                     SNAPSHOT_RPC_TIMEOUT,
                 )
                 .await?;
@@ -193,7 +192,7 @@ impl PeerNetwork {
                 &self.addr,
                 self.group,
                 KIND_SNAPSHOT_DONE,
-                join(encode_snapshot_done(&vote, &body)),
+                encode_snapshot_done(&vote, &body),
                 SNAPSHOT_RPC_TIMEOUT,
             )
             .await?;
@@ -210,7 +209,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let body = join(encode_append(&rpc).map_err(bad_answer)?);
+        // Record bytes go out as slices of the segment maps, never joined into one buffer.
+        let body = encode_append(&rpc).map_err(bad_answer)?;
         let answer = self.send(KIND_APPEND, body, &option).await?;
         decode_append_response(answer).map_err(bad_answer)
     }
@@ -220,7 +220,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let answer = self.send(KIND_VOTE, encode_vote(&rpc), &option).await?;
+        let answer = self
+            .send(KIND_VOTE, vec![encode_vote(&rpc)], &option)
+            .await?;
         decode_vote_response(answer).map_err(bad_answer)
     }
 
@@ -229,7 +231,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let answer = self.send(KIND_PRE_VOTE, encode_vote(&rpc), &option).await?;
+        let answer = self
+            .send(KIND_PRE_VOTE, vec![encode_vote(&rpc)], &option)
+            .await?;
         decode_vote_response(answer).map_err(bad_answer)
     }
 
@@ -339,9 +343,10 @@ impl RaftRegistry {
             ));
         };
         let fatal = |e: &dyn std::fmt::Display| (ErrorCode::BROKER_SHUTTING_DOWN, e.to_string());
+        let body = req.body_bytes();
         match req.kind {
             KIND_APPEND => {
-                let rpc = decode_append(req.body).map_err(invalid)?;
+                let rpc = decode_append(body).map_err(invalid)?;
                 if !rpc.entries.is_empty() {
                     g.activity.touch(&g.raft);
                 }
@@ -351,22 +356,22 @@ impl RaftRegistry {
             KIND_VOTE => {
                 // An election is under way: take part with a running timer.
                 g.activity.touch(&g.raft);
-                let rpc = decode_vote(req.body).map_err(invalid)?;
+                let rpc = decode_vote(body).map_err(invalid)?;
                 let resp = g.raft.vote(rpc).await.map_err(|e| fatal(&e))?;
                 Ok(encode_vote_response(&resp))
             }
             KIND_PRE_VOTE => {
-                let rpc = decode_vote(req.body).map_err(invalid)?;
+                let rpc = decode_vote(body).map_err(invalid)?;
                 let resp = g.raft.pre_vote(rpc).await.map_err(|e| fatal(&e))?;
                 Ok(encode_vote_response(&resp))
             }
             KIND_SNAPSHOT_CHUNK => {
                 g.activity.touch(&g.raft);
-                let chunk = decode_snapshot_chunk(req.body).map_err(invalid)?;
+                let chunk = decode_snapshot_chunk(body).map_err(invalid)?;
                 self.stage_chunk(&g, chunk).await
             }
             KIND_SNAPSHOT_DONE => {
-                let (vote, body) = decode_snapshot_done(req.body).map_err(invalid)?;
+                let (vote, body) = decode_snapshot_done(body).map_err(invalid)?;
                 let (meta, state) = decode_snapshot(body).map_err(invalid)?;
                 let staging = g.staging.lock().await.take();
                 let Some(staging) = staging else {

@@ -197,6 +197,23 @@ impl Writer {
         }
     }
 
+    /// A `u32`-length byte string given as consecutive chunks (each large one kept zero-copy).
+    pub fn bytes_chunks(&mut self, chunks: &[Bytes]) {
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        self.cur.put_u32_le(total as u32);
+        for b in chunks {
+            if b.len() >= ZERO_COPY_MIN {
+                let head = self.cur.split().freeze();
+                if !head.is_empty() {
+                    self.chunks.push(head);
+                }
+                self.chunks.push(b.clone());
+            } else {
+                self.cur.put_slice(b);
+            }
+        }
+    }
+
     pub fn count(&mut self, n: usize) {
         self.cur.put_u32_le(n as u32);
     }

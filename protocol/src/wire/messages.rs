@@ -118,7 +118,25 @@ pub struct AdminResult {
 pub struct RaftRequest {
     pub group: u64,
     pub kind: u8,
-    pub body: Bytes,
+    /// The body as consecutive chunks (so record bytes travel without being joined); a decoded
+    /// request holds one chunk.
+    pub body: Vec<Bytes>,
+}
+
+impl RaftRequest {
+    /// The body as one buffer (no copy when it is one chunk, as decoded).
+    pub fn body_bytes(&self) -> Bytes {
+        match self.body.as_slice() {
+            [one] => one.clone(),
+            chunks => {
+                let mut v = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+                for c in chunks {
+                    v.extend_from_slice(c);
+                }
+                Bytes::from(v)
+            }
+        }
+    }
 }
 
 /// The answer to a [`RaftRequest`]: an opaque body for the broker's raft codec.
@@ -435,7 +453,7 @@ impl Request {
             Request::Raft(m) => {
                 w.u64(m.group);
                 w.u8(m.kind);
-                w.bytes(&m.body);
+                w.bytes_chunks(&m.body);
             }
             Request::ListOffsets(l) => {
                 w.count(l.topics.len());
@@ -524,7 +542,7 @@ impl Request {
             ApiKey::Raft => Request::Raft(RaftRequest {
                 group: r.u64("raft group")?,
                 kind: r.u8("raft message kind")?,
-                body: r.bytes("raft message")?,
+                body: vec![r.bytes("raft message")?],
             }),
             ApiKey::ListOffsets => Request::ListOffsets(ListOffsetsRequest {
                 topics: r.array(6, "topics", |r| {

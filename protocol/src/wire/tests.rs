@@ -114,7 +114,7 @@ fn request() -> impl Strategy<Value = Request> {
                 Request::Raft(RaftRequest {
                     group,
                     kind,
-                    body: Bytes::from(body),
+                    body: vec![Bytes::from(body)],
                 })
             }),
         (any::<u32>(), name()).prop_map(|(node_id, address)| Request::AddBroker(
