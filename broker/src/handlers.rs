@@ -267,26 +267,11 @@ impl Broker {
     pub async fn add_broker(&self, req: AddBrokerRequest) -> Response {
         let answer =
             |error: ErrorCode, message: String| Response::AddBroker(AdminResult { error, message });
-        match self.metadata_leader_elsewhere() {
-            Some(Err((code, msg))) => return answer(code, msg),
-            Some(Ok(addr)) => {
-                return match self
-                    .cluster
-                    .ctx
-                    .peers
-                    .client()
-                    .request_to(&addr, &Request::AddBroker(req))
-                    .await
-                {
-                    Ok(r @ Response::AddBroker(_)) => r,
-                    Ok(_) => answer(ErrorCode::UNKNOWN, "unexpected answer".into()),
-                    Err(e) => answer(
-                        ErrorCode::NOT_LEADER,
-                        format!("metadata leader at {addr}: {e}"),
-                    ),
-                }
-            }
-            None => {}
+        if let Some(r) = self
+            .on_metadata_leader(Request::AddBroker(req.clone()))
+            .await
+        {
+            return r.unwrap_or_else(|(code, msg)| answer(code, msg));
         }
         if req.node_id == 0 || req.address.is_empty() {
             return answer(
@@ -325,34 +310,46 @@ impl Broker {
         }
     }
 
+    /// `None` when this broker leads the metadata group (the caller handles `request` itself);
+    /// otherwise the metadata leader's answer to `request`, forwarded there.
+    async fn on_metadata_leader(&self, request: Request) -> Option<Result<Response, CodedError>> {
+        let addr = match self.metadata_leader_elsewhere()? {
+            Ok(addr) => addr,
+            Err(e) => return Some(Err(e)),
+        };
+        let api = request.api_key();
+        Some(
+            match self
+                .cluster
+                .ctx
+                .peers
+                .client()
+                .request_to(&addr, &request)
+                .await
+            {
+                Ok(r) if r.api_key() == api => Ok(r),
+                Ok(_) => Err((ErrorCode::UNKNOWN, "unexpected answer".into())),
+                Err(e) => Err((
+                    ErrorCode::NOT_LEADER,
+                    format!("metadata leader at {addr}: {e}"),
+                )),
+            },
+        )
+    }
+
     /// Proposes `cmd` on the metadata leader, wherever it is.
     pub async fn propose_anywhere(&self, cmd: &Command) -> Result<(), CodedError> {
-        match self.metadata_leader_elsewhere() {
+        let command = serde_json::to_vec(cmd)
+            .map_err(|e| (ErrorCode::UNKNOWN, format!("encoding command: {e}")))?;
+        let request = Request::MetadataCommand(MetadataCommandRequest {
+            command: bytes::Bytes::from(command),
+        });
+        match self.on_metadata_leader(request).await {
             None => self.cluster.metadata.propose(cmd).await,
+            Some(Ok(Response::MetadataCommand(r))) if r.error.is_ok() => Ok(()),
+            Some(Ok(Response::MetadataCommand(r))) => Err((r.error, r.message)),
+            Some(Ok(_)) => Err((ErrorCode::UNKNOWN, "unexpected answer".into())),
             Some(Err(e)) => Err(e),
-            Some(Ok(addr)) => {
-                let command = serde_json::to_vec(cmd)
-                    .map_err(|e| (ErrorCode::UNKNOWN, format!("encoding command: {e}")))?;
-                let req = Request::MetadataCommand(MetadataCommandRequest {
-                    command: bytes::Bytes::from(command),
-                });
-                match self
-                    .cluster
-                    .ctx
-                    .peers
-                    .client()
-                    .request_to(&addr, &req)
-                    .await
-                {
-                    Ok(Response::MetadataCommand(r)) if r.error.is_ok() => Ok(()),
-                    Ok(Response::MetadataCommand(r)) => Err((r.error, r.message)),
-                    Ok(_) => Err((ErrorCode::UNKNOWN, "unexpected answer".into())),
-                    Err(e) => Err((
-                        ErrorCode::NOT_LEADER,
-                        format!("metadata leader at {addr}: {e}"),
-                    )),
-                }
-            }
         }
     }
 
@@ -378,23 +375,11 @@ impl Broker {
         let answer = |error: ErrorCode, message: String| {
             Response::AlterReplicas(AdminResult { error, message })
         };
-        match self.metadata_leader_elsewhere() {
-            Some(Err((code, msg))) => answer(code, msg),
-            Some(Ok(addr)) => match self
-                .cluster
-                .ctx
-                .peers
-                .client()
-                .request_to(&addr, &Request::AlterReplicas(req))
-                .await
-            {
-                Ok(r @ Response::AlterReplicas(_)) => r,
-                Ok(_) => answer(ErrorCode::UNKNOWN, "unexpected answer".into()),
-                Err(e) => answer(
-                    ErrorCode::NOT_LEADER,
-                    format!("metadata leader at {addr}: {e}"),
-                ),
-            },
+        match self
+            .on_metadata_leader(Request::AlterReplicas(req.clone()))
+            .await
+        {
+            Some(r) => r.unwrap_or_else(|(code, msg)| answer(code, msg)),
             None => {
                 let cmd = if req.complete {
                     Command::CompleteReassignment {

@@ -353,47 +353,42 @@ async fn dispatch(
         }
         Request::Fetch(f) => {
             let broker = broker.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let resp = broker.fetch(&f).await;
-                let _ = tx.send(respond(resp, permit)).await;
-            });
+            answer_later(tx, corr, permit, async move { broker.fetch(&f).await });
             true
         }
         Request::CreateTopics(c) => {
             let broker = broker.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let resp = broker.create_topics(c).await;
-                let _ = tx.send(respond(resp, permit)).await;
-            });
+            answer_later(
+                tx,
+                corr,
+                permit,
+                async move { broker.create_topics(c).await },
+            );
             true
         }
         Request::MetadataCommand(m) => {
             let broker = broker.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let resp = broker.metadata_command(m).await;
-                let _ = tx.send(respond(resp, permit)).await;
-            });
+            answer_later(
+                tx,
+                corr,
+                permit,
+                async move { broker.metadata_command(m).await },
+            );
             true
         }
         Request::AlterReplicas(a) => {
             let broker = broker.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let resp = broker.alter_replicas(a).await;
-                let _ = tx.send(respond(resp, permit)).await;
-            });
+            answer_later(
+                tx,
+                corr,
+                permit,
+                async move { broker.alter_replicas(a).await },
+            );
             true
         }
         Request::AddBroker(a) => {
             let broker = broker.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let resp = broker.add_broker(a).await;
-                let _ = tx.send(respond(resp, permit)).await;
-            });
+            answer_later(tx, corr, permit, async move { broker.add_broker(a).await });
             true
         }
         Request::Raft(r) => {
@@ -415,14 +410,35 @@ async fn dispatch(
         }
         Request::DeleteTopics(d) => {
             let broker = broker.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let resp = broker.delete_topics(d).await;
-                let _ = tx.send(respond(resp, permit)).await;
-            });
+            answer_later(
+                tx,
+                corr,
+                permit,
+                async move { broker.delete_topics(d).await },
+            );
             true
         }
     }
+}
+
+/// Answers a request from its own task (it may wait: long polls, raft, forwarding), holding the
+/// request's in-flight bytes until the answer is queued.
+fn answer_later(
+    tx: &mpsc::Sender<Outgoing>,
+    corr: u32,
+    permit: OwnedSemaphorePermit,
+    answer: impl Future<Output = Response> + Send + 'static,
+) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let chunks = wire::encode_response(corr, &answer.await);
+        let _ = tx
+            .send(Outgoing {
+                chunks,
+                _permit: Some(permit),
+            })
+            .await;
+    });
 }
 
 /// A broker started with `--join`: asks the cluster (through `via`) to add it, until it is a member.

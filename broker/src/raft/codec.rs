@@ -47,7 +47,7 @@ pub fn get_vote(r: &mut Reader) -> Result<Vote> {
     })
 }
 
-fn put_log_id(w: &mut Writer, id: &Option<LogId>) {
+pub fn put_log_id(w: &mut Writer, id: &Option<LogId>) {
     match id {
         Some(id) => {
             w.u8(1);
@@ -62,7 +62,7 @@ fn put_log_id(w: &mut Writer, id: &Option<LogId>) {
     }
 }
 
-fn get_log_id(r: &mut Reader) -> Result<Option<LogId>> {
+pub fn get_log_id(r: &mut Reader) -> Result<Option<LogId>> {
     let present = r.u8("log id present")?;
     let term = r.u64("log id term")?;
     let index = r.u64("log id index")?;

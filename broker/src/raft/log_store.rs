@@ -407,33 +407,27 @@ fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
     (start, end)
 }
 
-impl RaftLogReader<TypeConfig> for LogReader {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> io::Result<Vec<Entry>> {
-        let (start, end) = bounds(&range);
-        self.group.entries(start, end)
-    }
+/// The store and its readers read the same way: from the shared group log.
+macro_rules! read_from_group {
+    ($t:ty) => {
+        impl RaftLogReader<TypeConfig> for $t {
+            async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+                &mut self,
+                range: RB,
+            ) -> io::Result<Vec<Entry>> {
+                let (start, end) = bounds(&range);
+                self.group.entries(start, end)
+            }
 
-    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
-        Ok(self.group.vote())
-    }
+            async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+                Ok(self.group.vote())
+            }
+        }
+    };
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> io::Result<Vec<Entry>> {
-        let (start, end) = bounds(&range);
-        self.group.entries(start, end)
-    }
-
-    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
-        Ok(self.group.vote())
-    }
-}
+read_from_group!(LogReader);
+read_from_group!(LogStore);
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;

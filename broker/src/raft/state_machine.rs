@@ -20,11 +20,10 @@ use sluice_protocol::RecordBatch;
 use sluice_storage::PartitionLog;
 use tokio::sync::watch;
 
+use super::codec::{get_log_id, put_log_id};
 use super::entry::{decode_membership, join, write_membership};
 use super::log_store::GroupLog;
-use super::{
-    io_error, log_id, term_of, Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig,
-};
+use super::{io_error, Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// What a group does with its committed normal entries, beyond moving the high watermark.
 pub trait Applier: Send + Sync + 'static {
@@ -69,36 +68,14 @@ pub struct SnapshotData {
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLRS";
 
-/// `b"SLRS"` | u8 has-log-id | u64 term | u64 index | membership | u64 high watermark |
+/// `b"SLRS"` | log id? (last) | log id? (membership's) | membership | u64 high watermark |
 /// u64 log start | bytes applier state | u32 CRC-32 of everything before it.
 pub fn encode_snapshot(meta: &SnapshotMeta, state: &SnapshotState) -> Bytes {
     let mut w = Writer::new();
     w.u32(u32::from_le_bytes(*SNAPSHOT_MAGIC));
-    match &meta.last_log_id {
-        Some(id) => {
-            w.u8(1);
-            w.u64(term_of(id));
-            w.u64(id.index);
-        }
-        None => {
-            w.u8(0);
-            w.u64(0);
-            w.u64(0);
-        }
-    }
+    put_log_id(&mut w, &meta.last_log_id);
     let m = &meta.last_membership;
-    match m.log_id() {
-        Some(id) => {
-            w.u8(1);
-            w.u64(term_of(id));
-            w.u64(id.index);
-        }
-        None => {
-            w.u8(0);
-            w.u64(0);
-            w.u64(0);
-        }
-    }
+    put_log_id(&mut w, m.log_id());
     write_membership(&mut w, m.membership());
     w.u64(state.high_watermark);
     w.u64(state.log_start_offset);
@@ -123,14 +100,8 @@ pub fn decode_snapshot(bytes: Bytes) -> io::Result<(SnapshotMeta, SnapshotState)
     if r.u32("magic").map_err(bad)? != u32::from_le_bytes(*SNAPSHOT_MAGIC) {
         return Err(io_error("not a snapshot file"));
     }
-    let opt_id = |r: &mut Reader| -> io::Result<Option<LogId>> {
-        let has = r.u8("has log id").map_err(bad)?;
-        let term = r.u64("term").map_err(bad)?;
-        let index = r.u64("index").map_err(bad)?;
-        Ok((has == 1).then(|| log_id(term, index)))
-    };
-    let last = opt_id(&mut r)?;
-    let membership_id = opt_id(&mut r)?;
+    let last = get_log_id(&mut r).map_err(bad)?;
+    let membership_id = get_log_id(&mut r).map_err(bad)?;
     let membership = decode_membership(&mut r).map_err(bad)?;
     let state = SnapshotState {
         high_watermark: r.u64("high watermark").map_err(bad)?,
