@@ -124,6 +124,21 @@ impl Partition {
         if batches.is_empty() {
             return Err((ErrorCode::CORRUPT_MESSAGE, "empty record set".into()));
         }
+        // Control batches are the broker's own (raft's blank and membership entries); a batch
+        // without records cannot be stored.
+        if let Some(b) = batches
+            .iter()
+            .find(|b| b.header().is_control() || b.header().record_count == 0)
+        {
+            return Err((
+                ErrorCode::INVALID_REQUEST,
+                if b.header().is_control() {
+                    "producers may not send control batches".into()
+                } else {
+                    "a batch holds no records".into()
+                },
+            ));
+        }
         if !self.group.is_leader() {
             return Err(not_leader(self.group.leader_addr()));
         }
@@ -145,6 +160,7 @@ impl Partition {
             let proposal = Proposal {
                 batch,
                 ack: Some(tx),
+                stored: false,
             };
             self.group
                 .raft

@@ -135,7 +135,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 match state {
                     ServerState::Leader => {
                         if !a.is_quiesced() && idle > quiet * 2 && caught_up {
-                            a.quiesce(&g.raft);
+                            a.quiesce(&g.raft, (quiet * 2).as_millis() as u64);
                         }
                     }
                     ServerState::Follower => {
@@ -150,7 +150,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                             );
                             g.touch();
                         } else if !a.is_quiesced() && leader_alive && idle > quiet {
-                            a.quiesce(&g.raft);
+                            a.quiesce(&g.raft, quiet.as_millis() as u64);
                         }
                     }
                     // Candidates and learners keep their timers.

@@ -67,12 +67,13 @@ pub async fn reconcile_once(broker: &Broker) {
                 }
                 continue;
             }
-            // Only the replicas a partition was created with form its group; a replica added later
-            // waits for the leader to bring it in.
+            // Only the replicas a partition was created with form its group, and only before it ever
+            // had a leader; any other replica (added later, or an original one moved away and back
+            // with an empty log) waits for the leader to bring it in.
             let initial = record
                 .initial_replicas
                 .get(p as usize)
-                .filter(|i| mine(i))
+                .filter(|i| mine(i) && !record.leaders.contains_key(&p))
                 .cloned();
             let members: Option<Option<BTreeMap<u64, BasicNode>>> = match initial {
                 None => Some(None),

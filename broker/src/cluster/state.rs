@@ -191,6 +191,17 @@ impl ClusterState {
                         format!("broker {b} is not in the cluster"),
                     ));
                 }
+                if matches!(cmd, Command::ReassignPartition { .. })
+                    && t.moving.get(partition).is_some_and(|m| m != replicas)
+                {
+                    return Err((
+                        ErrorCode::INVALID_REQUEST,
+                        format!(
+                            "{topic}/{partition} is already moving to {:?}; wait for it to finish",
+                            t.moving[partition]
+                        ),
+                    ));
+                }
                 if matches!(cmd, Command::CompleteReassignment { .. })
                     && t.moving.get(partition) != Some(replicas)
                 {
@@ -247,12 +258,10 @@ impl ClusterState {
                 partition,
                 replicas,
             } => {
+                // Recorded even when it names the current replicas: a move back must still reach
+                // the group's voters if an earlier move already changed them.
                 if let Some(t) = self.topics.get_mut(topic) {
-                    if t.replicas.get(*partition as usize) == Some(replicas) {
-                        t.moving.remove(partition);
-                    } else {
-                        t.moving.insert(*partition, replicas.clone());
-                    }
+                    t.moving.insert(*partition, replicas.clone());
                 }
             }
             Command::LeaderChanged {
@@ -366,5 +375,60 @@ mod tests {
         let json = serde_json::to_string(&cmds[0]).unwrap();
         assert!(json.contains("\"op\":\"create_topic\""), "{json}");
         assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), cmds[0]);
+    }
+
+    #[test]
+    fn moves_and_leader_reports_apply_in_order() {
+        let brokers = [1, 2, 3, 4];
+        let mut s = ClusterState::default();
+        s.apply(&create("m", 1, 3), &brokers).unwrap();
+        let before = s.topics["m"].replicas[0].clone();
+        let reassign = |r: Vec<u32>| Command::ReassignPartition {
+            topic: "m".into(),
+            partition: 0,
+            replicas: r,
+        };
+        let complete = |r: Vec<u32>| Command::CompleteReassignment {
+            topic: "m".into(),
+            partition: 0,
+            replicas: r,
+        };
+        // Bad targets are refused.
+        assert!(s.apply(&reassign(vec![1, 1]), &brokers).is_err());
+        assert!(s.apply(&reassign(vec![9]), &brokers).is_err());
+        assert!(
+            s.apply(&complete(vec![1, 2, 4]), &brokers).is_err(),
+            "no move under way"
+        );
+        // A move is recorded, then completed; the replicas change only on completion.
+        s.apply(&reassign(vec![1, 2, 4]), &brokers).unwrap();
+        assert_eq!(s.topics["m"].replicas[0], before);
+        assert_eq!(s.topics["m"].moving[&0], vec![1, 2, 4]);
+        assert!(
+            s.apply(&complete(vec![1, 2, 3]), &brokers).is_err(),
+            "not the target"
+        );
+        s.apply(&complete(vec![1, 2, 4]), &brokers).unwrap();
+        assert_eq!(s.topics["m"].replicas[0], vec![1, 2, 4]);
+        assert!(s.topics["m"].moving.is_empty());
+        assert_eq!(s.topics["m"].initial_replicas[0], before);
+        // A move back to the current set is still recorded (the voters may differ); another move
+        // while one is under way is refused.
+        s.apply(&reassign(vec![1, 2, 4]), &brokers).unwrap();
+        assert_eq!(s.topics["m"].moving[&0], vec![1, 2, 4]);
+        assert!(s.apply(&reassign(vec![2, 3, 4]), &brokers).is_err());
+        // Leader reports: newer terms win, for the right topic incarnation only.
+        let report = |leader: u32, term: u64, topic_id: u32| Command::LeaderChanged {
+            topic: "m".into(),
+            topic_id,
+            partition: 0,
+            leader,
+            term,
+        };
+        let id = s.topics["m"].id;
+        s.apply(&report(2, 5, id), &brokers).unwrap();
+        s.apply(&report(1, 4, id), &brokers).unwrap();
+        assert_eq!(s.topics["m"].leaders[&0], (2, 5));
+        assert!(s.apply(&report(1, 9, id + 1), &brokers).is_err());
     }
 }

@@ -15,6 +15,8 @@ pub struct Activity {
     /// Milliseconds since `origin` of the last work seen.
     last_ms: AtomicU64,
     quiesced: AtomicBool,
+    /// Serializes parking and waking.
+    switch: std::sync::Mutex<()>,
     /// The raft term last seen by the quiescer (a new term is work too).
     pub last_term: AtomicU64,
     /// The term in which this replica last reported its leadership to the metadata (0: never).
@@ -27,6 +29,7 @@ impl Default for Activity {
             origin: Instant::now(),
             last_ms: AtomicU64::new(0),
             quiesced: AtomicBool::new(false),
+            switch: std::sync::Mutex::new(()),
             last_term: AtomicU64::new(0),
             reported_term: AtomicU64::new(0),
         }
@@ -40,14 +43,21 @@ impl Activity {
 
     /// Records work and wakes the group's ticker if it was parked.
     pub fn touch(&self, raft: &RaftHandle) {
+        // Under the switch lock: a park that read an old idle time either finished before this
+        // (and is undone here) or sees the new time and does not park.
+        let _g = self.switch.lock().unwrap_or_else(|p| p.into_inner());
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
         if self.quiesced.swap(false, Ordering::AcqRel) {
             raft.runtime_config().tick(true);
         }
     }
 
-    /// Parks the group's ticker.
-    pub fn quiesce(&self, raft: &RaftHandle) {
+    /// Parks the group's ticker, unless work arrived since `idle_ms` was read.
+    pub fn quiesce(&self, raft: &RaftHandle, idle_at_least_ms: u64) {
+        let _g = self.switch.lock().unwrap_or_else(|p| p.into_inner());
+        if self.idle_ms() < idle_at_least_ms {
+            return;
+        }
         if !self.quiesced.swap(true, Ordering::AcqRel) {
             raft.runtime_config().tick(false);
         }

@@ -61,7 +61,7 @@ pub fn entry_from_batch(batch: RecordBatch) -> Result<Entry, EntryError> {
     if !h.is_control() {
         return Ok(Entry {
             log_id: id,
-            payload: EntryPayload::Normal(Proposal::new(batch)),
+            payload: EntryPayload::Normal(Proposal::stored(batch)),
         });
     }
     let record = batch
@@ -77,7 +77,7 @@ pub fn entry_from_batch(batch: RecordBatch) -> Result<Entry, EntryError> {
         EntryPayload::Membership(decode_membership(&mut Reader::new(value))?)
     } else {
         // A control batch that is not raft's (none exist yet): treat it as data.
-        EntryPayload::Normal(Proposal::new(batch))
+        EntryPayload::Normal(Proposal::stored(batch))
     };
     Ok(Entry {
         log_id: id,

@@ -153,6 +153,43 @@ impl GroupLog {
     /// replaced the log). Keeps the contiguous run of entries that ends at the log end and lies
     /// above the purge point.
     pub fn rebuild_map(&self) -> io::Result<()> {
+        let mut map = lock(&self.map);
+        self.rebuild_map_locked(&mut map)
+    }
+
+    /// Replaces the whole log with `src`'s batches (a snapshot's staged segments), holding the map
+    /// lock throughout so no append, truncation or purge runs in between.
+    pub fn adopt(&self, src: &PartitionLog) -> io::Result<()> {
+        let err = |e: sluice_storage::StorageError| io_error(format!("installing snapshot: {e}"));
+        let mut map = lock(&self.map);
+        self.log.reset(src.log_start_offset()).map_err(err)?;
+        let mut offset = src.log_start_offset();
+        while offset < src.log_end_offset() {
+            let read = src.read(offset, READ_STEP_BYTES).map_err(err)?;
+            for b in RecordBatch::iter_all(read.bytes.clone()) {
+                let b = b.map_err(|e| io_error(format!("staged snapshot batch: {e}")))?;
+                let h = *b.header();
+                let info = self
+                    .log
+                    .append_batch(&b, h.raft_term, h.raft_index)
+                    .map_err(err)?;
+                if info.base_offset != h.base_offset {
+                    return Err(io_error(format!(
+                        "staged snapshot batch at {} landed at {}",
+                        h.base_offset, info.base_offset
+                    )));
+                }
+            }
+            if read.next_offset <= offset {
+                break;
+            }
+            offset = read.next_offset;
+        }
+        self.log.flush().map_err(err)?;
+        self.rebuild_map_locked(&mut map)
+    }
+
+    fn rebuild_map_locked(&self, slot: &mut IndexMap) -> io::Result<()> {
         let purged = lock(&self.meta).purged.map(|p| p.index);
         let mut map = IndexMap::default();
         let mut offset = self.log.log_start_offset();
@@ -184,7 +221,7 @@ impl GroupLog {
                 map.first = p + 1;
             }
         }
-        *lock(&self.map) = map;
+        *slot = map;
         Ok(())
     }
 
@@ -229,22 +266,28 @@ impl GroupLog {
             let index = entry.log_id.index;
             let term = term_of(&entry.log_id);
             let batch = batch_for(&entry.payload).map_err(|e| io_error(e.to_string()))?;
-            let expected = batch.header().base_offset;
+            if let EntryPayload::Normal(p) = &entry.payload {
+                if p.batch.header().is_control() {
+                    return Err(io_error(format!(
+                        "raft entry {index}: a normal entry holds a control batch"
+                    )));
+                }
+                // A replicated batch carries the leader's offsets: the logs up to
+                // here are identical, so ours must agree. A divergence is refused before anything
+                // is written (openraft then stops the group rather than serve wrong offsets).
+                let leader_offset = batch.header().base_offset;
+                let end = self.log.log_end_offset();
+                if p.stored && leader_offset != end {
+                    return Err(io_error(format!(
+                        "raft entry {index}: the leader stored it at offset {leader_offset}, \
+                         this replica's log ends at {end}"
+                    )));
+                }
+            }
             let info = self
                 .log
                 .append_batch(&batch, term, index)
                 .map_err(|e| io_error(format!("appending raft entry {index}: {e}")))?;
-            // A replicated batch arrives with the leader's offsets: ours must agree (the logs up to
-            // here are identical, so the log ends are). Fresh batches (from a producer) carry 0.
-            if expected != 0 && expected != info.base_offset {
-                tracing::error!(
-                    dir = %self.log.dir().display(),
-                    index,
-                    leader_offset = expected,
-                    local_offset = info.base_offset,
-                    "replica offsets diverge from the leader's"
-                );
-            }
             map.push(
                 index,
                 EntryPos {
@@ -278,7 +321,12 @@ impl GroupLog {
                 if keep.is_some_and(|k| k >= map.first + map.entries.len() as u64) {
                     return Ok(());
                 }
-                first.base_offset.checked_sub(1)
+                // The batch before the first entry ends there, unless the log starts with it.
+                if first.base_offset <= self.log.log_start_offset() {
+                    None
+                } else {
+                    first.base_offset.checked_sub(1)
+                }
             }
         };
         map.truncate_after(keep);
@@ -289,14 +337,17 @@ impl GroupLog {
     }
 
     pub fn purge(&self, upto: LogId) -> io::Result<()> {
-        let mut meta = lock(&self.meta);
-        if meta.purged.is_some_and(|p| p >= upto) {
-            return Ok(());
+        {
+            let mut meta = lock(&self.meta);
+            if meta.purged.is_some_and(|p| p >= upto) {
+                return Ok(());
+            }
+            let mut next = meta.clone();
+            next.purged = Some(upto);
+            self.meta_file.save(&next)?;
+            *meta = next;
         }
-        let mut next = meta.clone();
-        next.purged = Some(upto);
-        self.meta_file.save(&next)?;
-        *meta = next;
+        // Locks are never nested the other way round (`map` then `meta` in a rebuild).
         lock(&self.map).purge(upto.index);
         Ok(())
     }

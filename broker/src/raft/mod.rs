@@ -33,11 +33,28 @@ pub type AppendAck = oneshot::Sender<std::ops::Range<u64>>;
 pub struct Proposal {
     pub batch: RecordBatch,
     pub ack: Option<AppendAck>,
+    /// The batch was read from a log (a leader's, sent to a follower): it carries the offsets it
+    /// was stored at, which a follower's append must reproduce. Fresh proposals carry none.
+    pub stored: bool,
 }
 
 impl Proposal {
+    /// A new batch proposed on this broker.
     pub fn new(batch: RecordBatch) -> Proposal {
-        Proposal { batch, ack: None }
+        Proposal {
+            batch,
+            ack: None,
+            stored: false,
+        }
+    }
+
+    /// A batch as some replica stored it.
+    pub fn stored(batch: RecordBatch) -> Proposal {
+        Proposal {
+            batch,
+            ack: None,
+            stored: true,
+        }
     }
 }
 

@@ -203,29 +203,12 @@ impl GroupSm {
 
     /// Replaces the live log with the staged one (the leader's retained segments).
     fn adopt_staged(&self, staged: &Path) -> io::Result<()> {
-        let err = |e: sluice_storage::StorageError| io_error(format!("installing snapshot: {e}"));
-        let config = sluice_storage::LogConfig::default();
-        let (src, _) = PartitionLog::open(staged, config).map_err(err)?;
-        let live = &self.group.log;
-        live.reset(src.log_start_offset()).map_err(err)?;
-        let mut offset = src.log_start_offset();
-        while offset < src.log_end_offset() {
-            let read = src.read(offset, 4 << 20).map_err(err)?;
-            for b in RecordBatch::iter_all(read.bytes.clone()) {
-                let b = b.map_err(|e| io_error(format!("staged snapshot batch: {e}")))?;
-                let h = *b.header();
-                live.append_batch(&b, h.raft_term, h.raft_index)
-                    .map_err(err)?;
-            }
-            if read.next_offset <= offset {
-                break;
-            }
-            offset = read.next_offset;
-        }
-        live.flush().map_err(err)?;
+        let (src, _) = PartitionLog::open(staged, sluice_storage::LogConfig::default())
+            .map_err(|e| io_error(format!("opening staged snapshot: {e}")))?;
+        self.group.adopt(&src)?;
         drop(src);
         let _ = std::fs::remove_dir_all(staged);
-        self.group.rebuild_map()
+        Ok(())
     }
 }
 
