@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
@@ -257,6 +258,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
 struct Staging {
     log: PartitionLog,
     next_seq: u64,
+    /// The vote the transfer started under; every chunk and the end must carry it.
+    vote: Vote,
+    /// Raft position of the last staged batch.
+    last: Option<(u64, u64)>,
 }
 
 /// One group as the receiving side sees it.
@@ -378,7 +383,20 @@ impl RaftRegistry {
                     return Err(invalid("snapshot finished without its segments"));
                 };
                 let dir = staging.log.dir().to_path_buf();
-                let _ = tokio::task::spawn_blocking(move || staging.log.close()).await;
+                // The staged log must be exactly the leader's log up to the snapshot, sent under
+                // this vote: otherwise nothing is installed.
+                let last = meta.last_log_id.map(|l| (super::term_of(&l), l.index));
+                let complete = staging.vote == vote
+                    && staging.log.log_end_offset() == state.high_watermark
+                    && (staging.last.is_none() || staging.last == last);
+                let log = staging.log.clone();
+                let closed = tokio::task::spawn_blocking(move || log.close()).await;
+                if !complete || !matches!(closed, Ok(Ok(()))) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(invalid(
+                        "the staged segments do not match the snapshot; not installed",
+                    ));
+                }
                 let snapshot = openraft::Snapshot {
                     meta,
                     snapshot: SnapshotData {
@@ -400,6 +418,10 @@ impl RaftRegistry {
     async fn stage_chunk(&self, g: &GroupEntry, chunk: SnapshotChunk) -> Result<Bytes, Coded> {
         let mut staging = g.staging.lock().await;
         let storage = |e: sluice_storage::StorageError| (ErrorCode::STORAGE_ERROR, e.to_string());
+        // Nothing older than the vote this replica has seen may replace its staging.
+        if g.raft.metrics().borrow_watched().vote > chunk.vote {
+            return Err(invalid("snapshot chunk from an outdated leader"));
+        }
         if chunk.seq == 0 {
             let dir = g.staging_dir();
             *staging = None;
@@ -413,14 +435,21 @@ impl RaftRegistry {
             .await
             .map_err(|e| (ErrorCode::UNKNOWN, e.to_string()))?
             .map_err(storage)?;
-            *staging = Some(Staging { log, next_seq: 0 });
+            *staging = Some(Staging {
+                log,
+                next_seq: 0,
+                vote: chunk.vote,
+                last: None,
+            });
         }
         let Some(st) = staging.as_mut() else {
             return Err(invalid("snapshot chunk without a first chunk"));
         };
-        if chunk.seq != st.next_seq {
+        if chunk.seq != st.next_seq || chunk.vote != st.vote {
             *staging = None;
-            return Err(invalid("snapshot chunk out of order"));
+            return Err(invalid(
+                "snapshot chunk out of order or from another leader",
+            ));
         }
         for b in RecordBatch::iter_all(chunk.batches) {
             let b = b.map_err(invalid)?;
@@ -433,6 +462,7 @@ impl RaftRegistry {
                 *staging = None;
                 return Err(invalid("snapshot batches are not contiguous"));
             }
+            st.last = Some((h.raft_term, h.raft_index));
         }
         st.next_seq += 1;
         Ok(encode_vote_only(&chunk.vote))
