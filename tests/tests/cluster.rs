@@ -636,3 +636,69 @@ async fn a_new_broker_joins_and_a_partition_moves_onto_it() {
         .collect();
     assert!(values.contains(&"old0-0".to_string()) && values.contains(&"new4-4".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_partition_off_its_leader_keeps_it_writable() {
+    let cluster = Cluster::start(3, FAST);
+    create(&cluster, "off", 1, 2, &[]);
+    let replicas: Vec<u32> = {
+        let m = metadata(&cluster, "off").unwrap();
+        m.topics[0].partitions[0].replicas.clone()
+    };
+    let spare = (1..=3).find(|b| !replicas.contains(b)).unwrap();
+    let mut tries = 0;
+    let (leader, first) = eventually(Duration::from_secs(30), "a first write", || {
+        tries += 1;
+        let leader = leaders(&cluster, "off", 1)?[0];
+        let mut c = RawConn::connect(cluster.addr(leader));
+        let tag = format!("first{tries}");
+        let r = c.produce_acks(
+            "off",
+            0,
+            sluice_tests::batch(&tag, 4),
+            sluice_protocol::wire::Acks::All,
+        );
+        (r.error == ErrorCode::NONE).then_some((leader, format!("{tag}-3")))
+    });
+    let keep = *replicas.iter().find(|r| **r != leader).unwrap();
+
+    // Replace the leader's replica with the spare broker's.
+    let admin = sluice_client::Admin::new(cluster.bootstrap()).unwrap();
+    admin
+        .reassign_partition("off", 0, &[keep, spare])
+        .await
+        .unwrap();
+    let mut want = vec![keep, spare];
+    want.sort_unstable();
+    eventually(Duration::from_secs(30), "the move to finish", || {
+        let m = metadata(&cluster, "off")?;
+        let mut r = m.topics.first()?.partitions.first()?.replicas.clone();
+        r.sort_unstable();
+        (r == want).then_some(())
+    });
+    // A leader among the new replicas takes writes, and holds what was written before.
+    let mut n = 0;
+    let new_leader = eventually(
+        Duration::from_secs(30),
+        "a write on the new replicas",
+        || {
+            n += 1;
+            let l = leaders(&cluster, "off", 1)?[0];
+            if l == leader {
+                return None;
+            }
+            let mut c = RawConn::connect(cluster.addr(l));
+            let r = c.produce_acks(
+                "off",
+                0,
+                sluice_tests::batch(&format!("after{n}"), 2),
+                sluice_protocol::wire::Acks::All,
+            );
+            (r.error == ErrorCode::NONE).then_some(l)
+        },
+    );
+    assert!(want.contains(&new_leader));
+    let mut c = RawConn::connect(cluster.addr(new_leader));
+    let values: Vec<String> = c.consume_all("off", 0).into_iter().map(|r| r.1).collect();
+    assert!(values.contains(&first), "{values:?}");
+}

@@ -109,7 +109,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 let g = &p.group;
                 let a = &g.activity;
                 // Read what is needed under the borrow (no clone: this runs for every group).
-                let (state, term, leader, caught_up) = {
+                let (state, term, leader, caught_up, leader_votes) = {
                     let m = g.raft.metrics();
                     let m = m.borrow_watched();
                     let caught_up = m.replication.as_ref().is_some_and(|r| {
@@ -117,7 +117,17 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                             *id == me || l.as_ref().map(|l| l.index) == m.last_log_index
                         })
                     });
-                    (m.state, m.current_term, m.current_leader, caught_up)
+                    // A leader that a membership change removed no longer heartbeats this group.
+                    let leader_votes = m.current_leader.is_some_and(|l| {
+                        m.membership_config.membership().voter_ids().any(|v| v == l)
+                    });
+                    (
+                        m.state,
+                        m.current_term,
+                        m.current_leader,
+                        caught_up,
+                        leader_votes,
+                    )
                 };
                 // A leader reports itself to the metadata once per term, so brokers without a
                 // replica can name it.
@@ -139,8 +149,8 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                         }
                     }
                     ServerState::Follower => {
-                        let leader_alive =
-                            leader.is_some_and(|l| broker.cluster.liveness.is_alive(l, timeout));
+                        let leader_alive = leader_votes
+                            && leader.is_some_and(|l| broker.cluster.liveness.is_alive(l, timeout));
                         if a.is_quiesced() && !leader_alive {
                             // Its leader is gone (or unknown): run the election timer again.
                             tracing::info!(
