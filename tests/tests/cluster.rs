@@ -234,7 +234,20 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
         let t = m.topics.into_iter().find(|t| t.name == "chaos")?;
         Some(t.partitions.iter().map(|p| p.high_watermark).collect())
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every replica's own high watermark reaches the leader's before the brokers stop.
+    eventually(Duration::from_secs(60), "every replica caught up", || {
+        for m in &cluster.members {
+            let mut c = RawConn::connect(m.proxy.addr);
+            let meta = c.try_metadata(Some(vec!["chaos".into()]))?;
+            let t = meta.topics.into_iter().find(|t| t.name == "chaos")?;
+            for (p, part) in t.partitions.iter().enumerate() {
+                if part.high_watermark < hw[p] {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    });
     for m in &mut cluster.members {
         assert_eq!(m.broker.terminate(), Some(0), "broker {} exit", m.id);
     }
@@ -261,11 +274,20 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
             hw[p as usize]
         );
         for (i, l) in logs.iter().enumerate().skip(1) {
-            assert_eq!(
-                below(l),
-                reference,
-                "partition {p}: replica {} differs",
-                i + 1
+            let other = below(l);
+            let first_diff = reference
+                .iter()
+                .zip(&other)
+                .position(|(a, b)| a != b)
+                .map(|at| (at, reference[at], other[at]));
+            assert!(
+                other == reference,
+                "partition {p}: replica {} differs from replica 1: {} vs {} batches below {}, \
+                 first difference {first_diff:?}",
+                i + 1,
+                other.len(),
+                reference.len(),
+                hw[p as usize]
             );
         }
         let stored: BTreeMap<u64, String> = records(&logs[0]).into_iter().collect();
