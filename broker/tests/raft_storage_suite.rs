@@ -39,3 +39,100 @@ impl StoreBuilder<TypeConfig, LogStore, GroupSm, tempfile::TempDir> for Builder 
 async fn openraft_storage_suite_passes() {
     Suite::test_all(Builder).await.unwrap();
 }
+
+/// A batch of `n` records stored as raft entry (`term`, `index`).
+fn raft_batch(n: usize, tag: &str) -> bytes::Bytes {
+    let mut b = sluice_protocol::BatchBuilder::new(sluice_protocol::Compression::None);
+    for i in 0..n {
+        b.append(1_000, None, Some(format!("{tag}-{i}").as_bytes()), &[]);
+    }
+    b.seal().unwrap()
+}
+
+/// A crash in the middle of a snapshot install (snapshot and purge point saved, the live log reset
+/// and half refilled, the staging still there) is finished when the group opens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_snapshot_install_is_finished_on_open() {
+    use sluice_broker::raft::meta_file::{MetaFile, RaftMeta};
+    use sluice_broker::raft::state_machine::{encode_snapshot, SnapshotState};
+    use sluice_broker::raft::{log_id, SnapshotMeta, StoredMembership};
+
+    let dir = tempfile::tempdir().unwrap();
+    let live_dir = dir.path().join("0");
+    let staging_dir = dir.path().join("0.staging");
+    let cfg = LogConfig {
+        segment_bytes: 8192,
+        flush: FlushPolicy::Never,
+        ..LogConfig::default()
+    };
+    // The old live log: three entries of term 1.
+    {
+        let (live, _) = PartitionLog::open(&live_dir, cfg.clone()).unwrap();
+        for i in 1..=3 {
+            live.append_raft(&raft_batch(2, "old"), 1, i).unwrap();
+        }
+        live.close().unwrap();
+    }
+    // The leader's retained log, staged: entries 10..=14 of term 2 from offset 100.
+    let staged: Vec<bytes::Bytes> = (0..5).map(|i| raft_batch(2, &format!("new{i}"))).collect();
+    {
+        let (st, _) = PartitionLog::open(&staging_dir, cfg.clone()).unwrap();
+        st.reset(100).unwrap();
+        for (i, b) in staged.iter().enumerate() {
+            st.append_raft(b, 2, 10 + i as u64).unwrap();
+        }
+        st.close().unwrap();
+    }
+    // The snapshot (last entry 14, high watermark 110) and the purge point were saved...
+    let meta = SnapshotMeta {
+        last_log_id: Some(log_id(2, 14)),
+        last_membership: StoredMembership::default(),
+    };
+    let state = SnapshotState {
+        high_watermark: 110,
+        log_start_offset: 100,
+        applier: bytes::Bytes::new(),
+    };
+    std::fs::write(
+        live_dir.join("raft.snapshot"),
+        encode_snapshot(&meta, &state),
+    )
+    .unwrap();
+    MetaFile::new(&live_dir)
+        .save(&RaftMeta {
+            vote: None,
+            purged: Some(log_id(2, 14)),
+        })
+        .unwrap();
+    // ...and the crash came after the live log was reset and two batches copied.
+    {
+        let (live, _) = PartitionLog::open(&live_dir, cfg.clone()).unwrap();
+        live.reset(100).unwrap();
+        for (i, b) in staged.iter().take(2).enumerate() {
+            live.append_raft(b, 2, 10 + i as u64).unwrap();
+        }
+    }
+
+    let (live, _) = PartitionLog::open(&live_dir, cfg).unwrap();
+    let group = GroupLog::open(live.clone()).unwrap();
+    let hw = Arc::new(tokio::sync::watch::channel(0u64).0);
+    let _sm = GroupSm::open(group.clone(), Box::new(NoState), hw.clone()).unwrap();
+    assert_eq!(live.log_start_offset(), 100);
+    assert_eq!(live.log_end_offset(), 110);
+    assert_eq!(*hw.borrow(), 110);
+    assert!(
+        !staging_dir.exists(),
+        "the staging is removed once installed"
+    );
+    let headers = live.batch_headers(100, usize::MAX).unwrap();
+    assert_eq!(
+        headers
+            .iter()
+            .map(|h| (h.raft_term, h.raft_index))
+            .collect::<Vec<_>>(),
+        (10..=14).map(|i| (2, i)).collect::<Vec<_>>()
+    );
+    let state = group.log_state();
+    assert_eq!(state.last_purged_log_id, Some(log_id(2, 14)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 14)));
+}

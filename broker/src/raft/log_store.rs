@@ -409,6 +409,13 @@ impl GroupLog {
     pub fn dir(&self) -> PathBuf {
         self.log.dir().to_path_buf()
     }
+
+    /// Where a snapshot's segments are staged before they replace this log.
+    pub fn staging_dir(&self) -> PathBuf {
+        let mut d = self.log.dir().as_os_str().to_os_string();
+        d.push(".staging");
+        d.into()
+    }
 }
 
 /// Bytes read per step when entries are fetched for replication or apply.

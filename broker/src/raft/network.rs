@@ -288,9 +288,7 @@ impl GroupEntry {
     }
 
     fn staging_dir(&self) -> std::path::PathBuf {
-        let mut d = self.log.dir().into_os_string();
-        d.push(".staging");
-        d.into()
+        self.log.staging_dir()
     }
 }
 
@@ -409,6 +407,11 @@ impl RaftRegistry {
                     .install_full_snapshot(vote, snapshot)
                     .await
                     .map_err(|e| fatal(&e))?;
+                // Raft may have ignored it (already committed here): nothing stays staged.
+                let staged = g.staging_dir();
+                if staged.exists() {
+                    let _ = std::fs::remove_dir_all(&staged);
+                }
                 Ok(encode_vote_only(&resp.vote))
             }
             other => Err(invalid(format!("unknown raft message kind {other}"))),

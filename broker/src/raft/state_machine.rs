@@ -164,7 +164,9 @@ impl GroupSm {
             high_watermark,
             dir,
         };
-        if let Some((meta, state)) = sm.load_snapshot()? {
+        let snapshot = sm.load_snapshot()?;
+        finish_interrupted_install(&sm.group, snapshot.as_ref())?;
+        if let Some((meta, state)) = snapshot {
             applier.restore(&state.applier)?;
             sm.last_applied = meta.last_log_id;
             sm.membership = meta.last_membership;
@@ -210,6 +212,44 @@ impl GroupSm {
         let _ = std::fs::remove_dir_all(staged);
         Ok(())
     }
+}
+
+/// The raft position (term, index) of the batch ending right before `end`, if the log holds it.
+fn last_position(log: &PartitionLog, end: u64) -> Option<(u64, u64)> {
+    let at = end.checked_sub(1)?;
+    let h = log.batch_headers(at, 1).ok()?.into_iter().next()?;
+    (h.next_offset() == end).then_some((h.raft_term, h.raft_index))
+}
+
+/// After a crash during a snapshot install: if a complete staging matches the saved snapshot and
+/// the live log does not yet end exactly at it, replace the live log again; then drop the staging
+/// (a partial transfer's staging is simply dropped).
+fn finish_interrupted_install(
+    group: &GroupLog,
+    snapshot: Option<&(SnapshotMeta, SnapshotState)>,
+) -> io::Result<()> {
+    let staging = group.staging_dir();
+    if !staging.exists() {
+        return Ok(());
+    }
+    if let Some((meta, state)) = snapshot {
+        let (src, _) = PartitionLog::open(&staging, sluice_storage::LogConfig::default())
+            .map_err(|e| io_error(format!("opening staged snapshot: {e}")))?;
+        let want = meta.last_log_id.map(|l| (super::term_of(&l), l.index));
+        let hw = state.high_watermark;
+        let staged_complete =
+            src.log_end_offset() == hw && (want.is_none() || last_position(&src, hw) == want);
+        let live = &group.log;
+        let live_done = live.log_end_offset() == hw
+            && live.log_start_offset() == src.log_start_offset()
+            && (want.is_none() || last_position(live, hw) == want);
+        if staged_complete && !live_done {
+            tracing::warn!(dir = %live.dir().display(), "finishing an interrupted snapshot install");
+            group.adopt(&src)?;
+        }
+        drop(src);
+    }
+    std::fs::remove_dir_all(&staging)
 }
 
 /// Builds a snapshot from the state captured when the builder was made.
@@ -293,6 +333,15 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> io::Result<()> {
+        // Crash-safe order: the snapshot and the purge point are durable first, then the log is
+        // replaced from the staging directory, which goes last. A crash in between leaves the staging
+        // and a snapshot that names it, and opening the group finishes the job
+        // (`finish_interrupted_install`).
+        let body = encode_snapshot(meta, &snapshot.state);
+        write_atomically(&self.dir, SNAPSHOT_FILE, &body)?;
+        if let Some(id) = meta.last_log_id {
+            self.group.purge(id)?;
+        }
         if let Some(staged) = &snapshot.staged {
             let this = &*self;
             this.adopt_staged(staged)?;
@@ -304,8 +353,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         // raft never asks for (it ignores snapshots older than what is committed here).
         self.high_watermark
             .send_replace(snapshot.state.high_watermark);
-        let body = encode_snapshot(meta, &snapshot.state);
-        write_atomically(&self.dir, SNAPSHOT_FILE, &body)
+        Ok(())
     }
 
     async fn get_current_snapshot(
