@@ -166,7 +166,7 @@ impl PartitionLog {
         raft_index: u64,
     ) -> Result<AppendInfo> {
         let h = batch::check(batch_bytes).map_err(StorageError::InvalidBatch)?;
-        self.append_checked(batch_bytes, h, raft_term, raft_index)
+        self.append_checked(batch_bytes, h, raft_term, raft_index, None)
     }
 
     /// Appends a batch that was already checked: a [`RecordBatch`] exists only after both its CRCs
@@ -178,7 +178,31 @@ impl PartitionLog {
         raft_term: u64,
         raft_index: u64,
     ) -> Result<AppendInfo> {
-        self.append_checked(batch.as_bytes(), *batch.header(), raft_term, raft_index)
+        self.append_checked(
+            batch.as_bytes(),
+            *batch.header(),
+            raft_term,
+            raft_index,
+            None,
+        )
+    }
+
+    /// [`PartitionLog::append_batch`] at the batch's own base offset, which may lie past the log
+    /// end (a copy of a compacted log keeps its offset gaps). An offset below the log end is refused.
+    pub fn append_batch_at_own_offset(
+        &self,
+        batch: &RecordBatch,
+        raft_term: u64,
+        raft_index: u64,
+    ) -> Result<AppendInfo> {
+        let h = *batch.header();
+        self.append_checked(
+            batch.as_bytes(),
+            h,
+            raft_term,
+            raft_index,
+            Some(h.base_offset),
+        )
     }
 
     fn append_checked(
@@ -187,6 +211,7 @@ impl PartitionLog {
         h: sluice_protocol::BatchHeader,
         raft_term: u64,
         raft_index: u64,
+        at: Option<u64>,
     ) -> Result<AppendInfo> {
         let inner = &*self.inner;
         if h.record_count == 0 {
@@ -200,7 +225,18 @@ impl PartitionLog {
         }
         let mut w = lock(&inner.writer);
         inner.check_usable(&w)?;
-        let base = inner.log_end.load();
+        let end = inner.log_end.load();
+        let base = match at {
+            None => end,
+            Some(o) if o >= end => o,
+            Some(o) => {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset: o,
+                    log_start: inner.log_start.load(),
+                    log_end: end,
+                })
+            }
+        };
         let last = base + u64::from(h.last_offset_delta);
         if w.active
             .needs_roll(&inner.config, u64::from(h.length), last, h.max_timestamp_ms)

@@ -449,3 +449,36 @@ fn retention_below_a_limit_keeps_what_the_limit_protects() {
     let report = log.apply_retention(i64::MAX).unwrap();
     assert_eq!(log.segment_bases().len(), 1, "{report:?}");
 }
+
+#[test]
+fn a_batch_can_keep_its_own_offset_past_the_end_and_the_gap_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(FlushPolicy::Never);
+    {
+        let (log, _) = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+        log.append(&batch("a", 2, 0, 1000)).unwrap();
+        // A batch stored at offset 50 elsewhere (a compacted log's copy keeps its gaps).
+        let mut bytes = batch("b", 3, 0, 1000).to_vec();
+        sluice_protocol::batch::patch_position(&mut bytes, 50, 4, 9).unwrap();
+        let b = RecordBatch::decode(&bytes::Bytes::from(bytes)).unwrap().0;
+        let info = log.append_batch_at_own_offset(&b, 4, 9).unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (50, 52));
+        assert_eq!(log.log_end_offset(), 53);
+        // Below the end is refused.
+        assert!(matches!(
+            log.append_batch_at_own_offset(&b, 4, 9),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        let next = log.append(&batch("c", 1, 0, 1000)).unwrap();
+        assert_eq!(next.base_offset, 53);
+        // A read inside the gap returns the batch after it.
+        let r = log.read(10, 1 << 20).unwrap();
+        let first = RecordBatch::iter_all(r.bytes).next().unwrap().unwrap();
+        assert_eq!(first.header().base_offset, 50);
+    }
+    // Unclean reopen keeps the gap.
+    let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.log_end_offset(), 54);
+    let offsets: Vec<u64> = read_all(&log).iter().map(|r| r.0).collect();
+    assert_eq!(offsets, vec![0, 1, 50, 51, 52, 53]);
+}

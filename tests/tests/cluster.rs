@@ -724,3 +724,112 @@ async fn moving_a_partition_off_its_leader_keeps_it_writable() {
     let values: Vec<String> = c.consume_all("off", 0).into_iter().map(|r| r.1).collect();
     assert!(values.contains(&first), "{values:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_of_a_compacted_topic_receives_the_gaps_too() {
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.extend([
+        "--raft-snapshot-entries",
+        "20",
+        "--raft-keep-entries",
+        "5",
+        "--maintenance-interval-ms",
+        "100",
+    ]);
+    let mut cluster = Cluster::start(3, &args);
+    create(
+        &cluster,
+        "compacted",
+        1,
+        3,
+        &[("segment.bytes", "4096"), ("cleanup.policy", "compact")],
+    );
+    let leader = leaders(&cluster, "compacted", 1).unwrap()[0];
+    let follower = (leader % 3) + 1;
+    let mut c = RawConn::connect(cluster.addr(leader));
+    // Keyed batches over few keys: compaction empties whole old batches, leaving offset gaps. The
+    // follower stops after the first 30, and raft purges what it lacks meanwhile.
+    for i in 0..330 {
+        if i == 30 {
+            cluster.member(follower).broker.kill();
+        }
+        let mut b = sluice_protocol::BatchBuilder::new(sluice_protocol::Compression::None);
+        // Early even batches have keys of their own (they stay); the rest share three keys (all
+        // but the latest go), so compaction keeps every other early batch.
+        let key = if i < 100 && i % 2 == 0 {
+            format!("u{i}")
+        } else {
+            format!("k{}", i % 3)
+        };
+        // Current timestamps: time retention (7 days by default) must not delete anything here.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        b.append(
+            now,
+            Some(key.as_bytes()),
+            Some(format!("v{i}").as_bytes()),
+            &[],
+        );
+        let r = c.produce_acks(
+            "compacted",
+            0,
+            b.seal().unwrap(),
+            sluice_protocol::wire::Acks::All,
+        );
+        assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+    }
+    // Let the leader compact what raft no longer holds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.member(follower).broker.restart();
+    let end = c.list_offset("compacted", 0, LATEST).offset as u64;
+    eventually(Duration::from_secs(60), "the follower to catch up", || {
+        let mut f = RawConn::connect(cluster.addr(follower));
+        let m = f.try_metadata(Some(vec!["compacted".into()]))?;
+        let p = m.topics.first()?.partitions.first()?;
+        (p.high_watermark >= end).then_some(())
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for m in &mut cluster.members {
+        assert_eq!(m.broker.terminate(), Some(0), "broker {} exit", m.id);
+    }
+    let key = |b: &RecordBatch| {
+        let h = b.header();
+        (h.base_offset, h.last_offset_delta, h.raft_index)
+    };
+    let lead: Vec<_> = replica_batches(&cluster, leader, "compacted", 0)
+        .iter()
+        .map(key)
+        .collect();
+    let foll: Vec<_> = replica_batches(&cluster, follower, "compacted", 0)
+        .iter()
+        .map(key)
+        .collect();
+    let gaps = |v: &Vec<(u64, u32, u64)>| {
+        v.windows(2)
+            .any(|w| w[0].0 + u64::from(w[0].1) + 1 != w[1].0)
+    };
+    assert!(
+        gaps(&lead),
+        "compaction left no gap on the leader: {lead:?}"
+    );
+    // Both replicas hold the latest value of every key, at the same offsets.
+    let latest = |id: u32| -> BTreeMap<String, (u64, String)> {
+        let mut m = BTreeMap::new();
+        for b in replica_batches(&cluster, id, "compacted", 0) {
+            if b.header().is_control() {
+                continue;
+            }
+            for r in b.records().unwrap() {
+                let r = r.unwrap();
+                let k = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+                let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+                m.insert(k, (r.offset, v));
+            }
+        }
+        m
+    };
+    assert_eq!(latest(follower), latest(leader), "{lead:?}\n{foll:?}");
+    assert_eq!(latest(leader)["k2"].1, "v329");
+}

@@ -457,13 +457,13 @@ impl RaftRegistry {
         for b in RecordBatch::iter_all(chunk.batches) {
             let b = b.map_err(invalid)?;
             let h = *b.header();
-            let info = st
+            // Each batch keeps its offset (a compacted log has gaps); going backwards is refused.
+            if let Err(e) = st
                 .log
-                .append_batch(&b, h.raft_term, h.raft_index)
-                .map_err(storage)?;
-            if info.base_offset != h.base_offset {
+                .append_batch_at_own_offset(&b, h.raft_term, h.raft_index)
+            {
                 *staging = None;
-                return Err(invalid("snapshot batches are not contiguous"));
+                return Err(invalid(format!("snapshot batches out of order: {e}")));
             }
             st.last = Some((h.raft_term, h.raft_index));
         }
