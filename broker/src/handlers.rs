@@ -158,43 +158,18 @@ impl Broker {
                 Command::AllocateProducerIds { .. } => String::new(),
             })
             .collect();
-        let results: Vec<CodedError> = match self.metadata_leader_elsewhere() {
+        // Forwarded whole to the metadata leader when that is another broker.
+        let results: Vec<CodedError> = match self.on_metadata_leader(request.clone()).await {
+            Some(Ok(Response::CreateTopics(r) | Response::DeleteTopics(r))) => r
+                .results
+                .into_iter()
+                .map(|r| (r.error, r.message))
+                .collect(),
+            Some(Ok(_)) => names
+                .iter()
+                .map(|_| (ErrorCode::UNKNOWN, "unexpected answer".into()))
+                .collect(),
             Some(Err(e)) => names.iter().map(|_| e.clone()).collect(),
-            Some(Ok(addr)) => {
-                // Forward the whole request and relay the leader's answer.
-                match self
-                    .cluster
-                    .ctx
-                    .peers
-                    .client()
-                    .request_to(&addr, &request)
-                    .await
-                {
-                    Ok(Response::CreateTopics(r)) | Ok(Response::DeleteTopics(r)) => r
-                        .results
-                        .into_iter()
-                        .map(|r| (r.error, r.message))
-                        .collect(),
-                    Ok(_) => names
-                        .iter()
-                        .map(|_| {
-                            (
-                                ErrorCode::UNKNOWN,
-                                "unexpected answer from the metadata leader".into(),
-                            )
-                        })
-                        .collect(),
-                    Err(e) => names
-                        .iter()
-                        .map(|_| {
-                            (
-                                ErrorCode::NOT_LEADER,
-                                format!("metadata leader at {addr}: {e}"),
-                            )
-                        })
-                        .collect(),
-                }
-            }
             None => {
                 let mut out = Vec::with_capacity(commands.len());
                 for c in &commands {

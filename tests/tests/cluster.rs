@@ -75,6 +75,38 @@ fn create(cluster: &Cluster, topic: &str, partitions: u32, rf: u16, configs: &[(
     });
 }
 
+/// Three brokers that snapshot every 20 entries, keep only 5 behind, and run retention and
+/// compaction every 100 ms: a stopped follower soon needs what raft has purged.
+fn purging_cluster() -> Cluster {
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.extend([
+        "--raft-snapshot-entries",
+        "20",
+        "--raft-keep-entries",
+        "5",
+        "--maintenance-interval-ms",
+        "100",
+    ]);
+    Cluster::start(3, &args)
+}
+
+/// Waits until broker `id`'s own replica of `topic`/0 has a high watermark of at least `end`.
+fn wait_for_replica(cluster: &Cluster, id: u32, topic: &str, end: u64) {
+    eventually(Duration::from_secs(60), "a replica to catch up", || {
+        let mut f = RawConn::connect(cluster.addr(id));
+        let m = f.try_metadata(Some(vec![topic.to_string()]))?;
+        let p = m.topics.first()?.partitions.first()?;
+        (p.high_watermark >= end).then_some(())
+    });
+}
+
+/// SIGTERM every broker; each must exit 0.
+fn stop_all(cluster: &mut Cluster) {
+    for m in &mut cluster.members {
+        assert_eq!(m.broker.terminate(), Some(0), "broker {} exit", m.id);
+    }
+}
+
 /// Every batch of a stopped broker's replica of `topic`/`partition`, read from its files.
 fn replica_batches(cluster: &Cluster, id: u32, topic: &str, partition: u32) -> Vec<RecordBatch> {
     let m = cluster.members.iter().find(|m| m.id == id).unwrap();
@@ -248,9 +280,7 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
         }
         Some(())
     });
-    for m in &mut cluster.members {
-        assert_eq!(m.broker.terminate(), Some(0), "broker {} exit", m.id);
-    }
+    stop_all(&mut cluster);
 
     for p in 0..partitions {
         let logs: Vec<Vec<RecordBatch>> = (1..=3)
@@ -426,16 +456,7 @@ async fn a_cut_off_leader_cannot_commit_and_catches_up_after_healing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_the_leaders_log_start_catches_up_from_its_segments() {
-    let mut args: Vec<&str> = FAST.to_vec();
-    args.extend([
-        "--raft-snapshot-entries",
-        "20",
-        "--raft-keep-entries",
-        "5",
-        "--maintenance-interval-ms",
-        "100",
-    ]);
-    let mut cluster = Cluster::start(3, &args);
+    let mut cluster = purging_cluster();
     create(
         &cluster,
         "lag",
@@ -475,16 +496,9 @@ async fn a_follower_behind_the_leaders_log_start_catches_up_from_its_segments() 
     cluster.member(follower).broker.restart();
     produce(&mut c, "c", 5);
     let end = c.list_offset("lag", 0, LATEST).offset as u64;
-    eventually(Duration::from_secs(60), "the follower to catch up", || {
-        let mut f = RawConn::connect(cluster.addr(follower));
-        let m = f.metadata(Some(vec!["lag".into()]));
-        let p = m.topics.first()?.partitions.first()?;
-        (p.high_watermark >= end).then_some(())
-    });
+    wait_for_replica(&cluster, follower, "lag", end);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for m in &mut cluster.members {
-        assert_eq!(m.broker.terminate(), Some(0), "broker {} exit", m.id);
-    }
+    stop_all(&mut cluster);
     // The follower now holds the leader's retained log: the same batches at the same offsets from
     // the leader's log start on, with nothing older than that start.
     let key = |b: &RecordBatch| {
@@ -631,15 +645,8 @@ async fn a_new_broker_joins_and_a_partition_moves_onto_it() {
         assert_eq!(r.error, ErrorCode::NONE);
     }
     let end = c.list_offset("move", 0, LATEST).offset as u64;
-    eventually(Duration::from_secs(30), "broker 4 to catch up", || {
-        let mut f = RawConn::connect(cluster.addr(4));
-        let m = f.try_metadata(Some(vec!["move".into()]))?;
-        let p = m.topics.first()?.partitions.first()?;
-        (p.high_watermark >= end).then_some(())
-    });
-    for m in &mut cluster.members {
-        assert_eq!(m.broker.terminate(), Some(0), "broker {} exit", m.id);
-    }
+    wait_for_replica(&cluster, 4, "move", end);
+    stop_all(&mut cluster);
     let key = |b: &RecordBatch| {
         let h = b.header();
         (h.base_offset, h.raft_term, h.raft_index, h.crc)
@@ -727,16 +734,7 @@ async fn moving_a_partition_off_its_leader_keeps_it_writable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_follower_of_a_compacted_topic_receives_the_gaps_too() {
-    let mut args: Vec<&str> = FAST.to_vec();
-    args.extend([
-        "--raft-snapshot-entries",
-        "20",
-        "--raft-keep-entries",
-        "5",
-        "--maintenance-interval-ms",
-        "100",
-    ]);
-    let mut cluster = Cluster::start(3, &args);
+    let mut cluster = purging_cluster();
     create(
         &cluster,
         "compacted",
@@ -784,16 +782,9 @@ async fn a_lagging_follower_of_a_compacted_topic_receives_the_gaps_too() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.member(follower).broker.restart();
     let end = c.list_offset("compacted", 0, LATEST).offset as u64;
-    eventually(Duration::from_secs(60), "the follower to catch up", || {
-        let mut f = RawConn::connect(cluster.addr(follower));
-        let m = f.try_metadata(Some(vec!["compacted".into()]))?;
-        let p = m.topics.first()?.partitions.first()?;
-        (p.high_watermark >= end).then_some(())
-    });
+    wait_for_replica(&cluster, follower, "compacted", end);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for m in &mut cluster.members {
-        assert_eq!(m.broker.terminate(), Some(0), "broker {} exit", m.id);
-    }
+    stop_all(&mut cluster);
     let key = |b: &RecordBatch| {
         let h = b.header();
         (h.base_offset, h.last_offset_delta, h.raft_index)
