@@ -124,7 +124,9 @@ impl ProducerConfig {
 /// A record to send.
 #[derive(Debug, Clone, Default)]
 pub struct ProducerRecord {
-    pub topic: String,
+    /// The topic; an `Arc` so a caller sending many records to one topic clones a reference
+    /// count per record rather than allocating a string.
+    pub topic: Arc<str>,
     /// Explicit partition; `None` lets the partitioner choose (key hash, or sticky when unkeyed).
     pub partition: Option<u32>,
     pub key: Option<Bytes>,
@@ -136,7 +138,7 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     /// An unkeyed record with a value.
-    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> Self {
         ProducerRecord {
             topic: topic.into(),
             value: Some(value.into()),
@@ -368,7 +370,7 @@ struct TopicAcc {
 struct State {
     /// Per topic, in order of first use; `topic_index` maps names to positions.
     topics: Vec<TopicAcc>,
-    topic_index: HashMap<String, usize>,
+    topic_index: HashMap<Arc<str>, usize>,
     /// Position of the topic used last (most sends go to the same topic as the one before).
     last_topic: usize,
     ready: VecDeque<ReadyBatch>,
@@ -730,14 +732,13 @@ impl Inner {
             None => {
                 let i = st.topics.len();
                 st.topics.push(TopicAcc {
-                    name: Arc::from(topic.as_str()),
+                    name: topic.clone(),
                     sticky: random_start(partitions),
                     open: Vec::new(),
                     partitions,
                     generation: None,
                     last_batch_bytes: 0,
                 });
-                // Moves the caller's topic string in: no allocation once the topic is known.
                 st.topic_index.insert(topic, i);
                 st.last_topic = i;
                 i
