@@ -139,10 +139,15 @@ pub struct ProducerRecord {
 impl ProducerRecord {
     /// An unkeyed record with a value.
     pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> Self {
+        // Every field spelled out: `..Default::default()` would build (and drop) an empty
+        // `Arc<str>`, two atomic operations on a process-wide count per record.
         ProducerRecord {
             topic: topic.into(),
+            partition: None,
+            key: None,
             value: Some(value.into()),
-            ..Default::default()
+            headers: Vec::new(),
+            timestamp_ms: None,
         }
     }
 
@@ -304,6 +309,24 @@ impl Future for DeliveryFuture {
 }
 
 impl DeliveryFuture {
+    /// Whether `self` and `other` belong to the same batch, and so resolve at the same moment with
+    /// the same outcome. A caller waiting on many futures may poll one of each run of same-batch
+    /// futures to register its waker, rather than every one.
+    pub fn same_batch(&self, other: &DeliveryFuture) -> bool {
+        Arc::ptr_eq(&self.completion, &other.completion)
+    }
+
+    /// The record's outcome if it is already known, without waiting or registering a waker: its
+    /// offset (`None` with [`Acks::None`]) or its error; `None` while it is pending. Cheaper than a
+    /// poll for a caller that only needs the offset (no [`RecordMetadata`] is built).
+    pub fn result_now(&self) -> Option<Result<Option<u64>>> {
+        let r = self.completion.result.get()?;
+        Some(match r {
+            Ok(base) => Ok(base.map(|b| b + u64::from(self.index))),
+            Err(e) => Err(e.clone()),
+        })
+    }
+
     fn output(&self, result: &Result<Option<u64>>) -> Result<RecordMetadata> {
         match result {
             Ok(base) => Ok(RecordMetadata {
