@@ -46,6 +46,7 @@ pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo
 pub use error::{ClientError, Result};
 pub use producer::{
     partition_for_key, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    TrySendError,
 };
 
 pub use sluice_protocol::wire::{

@@ -192,6 +192,28 @@ impl ProducerRecord {
     }
 }
 
+/// Why [`Producer::try_send`] did not accept a record.
+#[derive(Debug)]
+pub enum TrySendError {
+    /// Accepting it needs a wait (for buffer space or the topic's metadata): the record, untouched.
+    WouldWait(ProducerRecord),
+    /// Refused, as [`Producer::send`] would refuse it.
+    Refused(ClientError),
+}
+
+impl std::fmt::Display for TrySendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrySendError::WouldWait(_) => {
+                f.write_str("the producer cannot accept the record without waiting")
+            }
+            TrySendError::Refused(e) => write!(f, "record refused: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TrySendError {}
+
 /// Where an acknowledged record was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
@@ -590,49 +612,18 @@ impl Producer {
     /// (closed producer, unknown topic, bad partition, record too large) mean the record was not
     /// accepted.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
-        let inner = &*self.inner;
-        if inner.buffer.is_closed() {
-            return Err(ClientError::Closed);
-        }
-        let size = record.size_estimate();
-        let max = inner.config.max_record_bytes();
-        if size > max {
-            return Err(ClientError::RecordTooLarge { size, max });
-        }
-        // `size` fits u32: it is at most MAX_BATCH_LEN.
-        let permits = u32::try_from(size).unwrap_or(u32::MAX);
-
         // A send that never waits is still a yield point once the task's budget is spent (as the
         // semaphore wait it replaces was), so a task sending in a loop does not starve the others.
         tokio::task::coop::consume_budget().await;
-        // Fast path, one lock: the topic's partition count is known and still current, and the
-        // buffer has room now. Otherwise the slow path below looks the topic up and waits.
-        let generation = inner.client.metadata_generation();
-        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
-        {
-            let mut st = lock(&inner.state);
-            if st.closed {
-                return Err(ClientError::Closed);
-            }
-            if let Some(partitions) = st.known_partitions(&record.topic, generation) {
-                check_partition(&record, partitions)?;
-                match inner.buffer.try_acquire_many(permits) {
-                    Ok(p) => {
-                        p.forget();
-                        let (future, wake) =
-                            inner.append(&mut st, record, size, partitions, timestamp_ms);
-                        drop(st);
-                        if wake {
-                            inner.wake.notify_one();
-                        }
-                        return Ok(future);
-                    }
-                    Err(TryAcquireError::Closed) => return Err(ClientError::Closed),
-                    Err(TryAcquireError::NoPermits) => {}
-                }
-            }
-        }
-
+        // Metadata read at this generation or later is current while it stays there.
+        let generation = self.inner.client.metadata_generation();
+        let record = match self.try_send(record) {
+            Ok(future) => return Ok(future),
+            Err(TrySendError::Refused(e)) => return Err(e),
+            Err(TrySendError::WouldWait(record)) => record,
+        };
+        let inner = &*self.inner;
+        let (size, permits) = inner.check_size(&record)?;
         let partitions = inner.client.partition_count(&record.topic).await?;
         if partitions == 0 {
             return Err(ClientError::broker(
@@ -662,6 +653,40 @@ impl Producer {
             st.topics[last].generation = Some(generation);
             r
         };
+        if wake {
+            inner.wake.notify_one();
+        }
+        Ok(future)
+    }
+
+    /// Accepts a record without waiting, when that is possible now: the topic's partition count is
+    /// cached and current, and the buffer has room. Otherwise the record comes back in
+    /// [`TrySendError::WouldWait`] (call [`Producer::send`], which waits). The future and the
+    /// refusals are those of `send`. A loop of `try_send` calls never yields to the runtime: yield
+    /// now and then (`send` does so itself when the task's budget is spent).
+    pub fn try_send(
+        &self,
+        record: ProducerRecord,
+    ) -> std::result::Result<DeliveryFuture, TrySendError> {
+        let inner = &*self.inner;
+        let (size, permits) = inner.check_size(&record).map_err(TrySendError::Refused)?;
+        let generation = inner.client.metadata_generation();
+        let mut st = lock(&inner.state);
+        if st.closed {
+            return Err(TrySendError::Refused(ClientError::Closed));
+        }
+        let Some(partitions) = st.known_partitions(&record.topic, generation) else {
+            return Err(TrySendError::WouldWait(record));
+        };
+        check_partition(&record, partitions).map_err(TrySendError::Refused)?;
+        match inner.buffer.try_acquire_many(permits) {
+            Ok(p) => p.forget(),
+            Err(TryAcquireError::Closed) => return Err(TrySendError::Refused(ClientError::Closed)),
+            Err(TryAcquireError::NoPermits) => return Err(TrySendError::WouldWait(record)),
+        }
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        let (future, wake) = inner.append(&mut st, record, size, partitions, timestamp_ms);
+        drop(st);
         if wake {
             inner.wake.notify_one();
         }
@@ -709,6 +734,21 @@ impl Producer {
 }
 
 impl Inner {
+    /// The record's size estimate and the buffer permits it takes; refuses a closed producer and a
+    /// record too large for a batch or the buffer.
+    fn check_size(&self, record: &ProducerRecord) -> Result<(usize, u32)> {
+        if self.buffer.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        let size = record.size_estimate();
+        let max = self.config.max_record_bytes();
+        if size > max {
+            return Err(ClientError::RecordTooLarge { size, max });
+        }
+        // `size` fits u32: it is at most MAX_BATCH_LEN.
+        Ok((size, u32::try_from(size).unwrap_or(u32::MAX)))
+    }
+
     fn new(client: Client, config: ProducerConfig) -> Inner {
         Inner {
             client,

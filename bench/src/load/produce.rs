@@ -33,7 +33,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
-use sluice_client::{ClientError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use sluice_client::{
+    ClientError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, TrySendError,
+};
 use tokio::sync::mpsc;
 
 use super::report::{self, Report};
@@ -377,6 +379,8 @@ async fn send_records(
                 break;
             }
             let ms = clock.ms(now);
+            // `try_send` never yields: let the runtime's other tasks in now and then.
+            tokio::task::coop::consume_budget().await;
             for _ in 0..CLOCK_EVERY.min(limit - sent) {
                 let record = ProducerRecord::new(topic.clone(), values.next(now)).timestamp_ms(ms);
                 let waited = send_one(producer, record, now, out).await?;
@@ -463,6 +467,15 @@ async fn send_one(
     now: Instant,
     out: &mut Collector,
 ) -> Result<bool, ClientError> {
+    // Accepted at once in the common case: no future to build and poll.
+    let record = match producer.try_send(record) {
+        Ok(delivery) => {
+            out.push((now, delivery));
+            return Ok(false);
+        }
+        Err(TrySendError::Refused(e)) => return Err(e),
+        Err(TrySendError::WouldWait(record)) => record,
+    };
     let mut send = std::pin::pin!(producer.send(record));
     let mut waited = false;
     let delivery = std::future::poll_fn(|cx| {

@@ -228,6 +228,24 @@ fn delivery_futures_share_one_completion_per_batch() {
     assert_eq!(offsets, vec![Some(100), Some(101), Some(102)]);
 }
 
+#[test]
+fn same_batch_and_result_now_follow_the_batch() {
+    let inner = inner(1 << 20);
+    let a0 = append(&inner, unkeyed("a").partition(0), 2);
+    let a1 = append(&inner, unkeyed("b").partition(0), 2);
+    let b0 = append(&inner, unkeyed("c").partition(1), 2);
+    assert!(a0.same_batch(&a1));
+    assert!(!a0.same_batch(&b0));
+    assert!(a0.result_now().is_none() && b0.result_now().is_none());
+    a0.completion.complete(Ok(Some(40)));
+    assert_eq!(a0.result_now().map(|r| r.ok()), Some(Some(Some(40))));
+    assert_eq!(a1.result_now().map(|r| r.ok()), Some(Some(Some(41))));
+    // The other batch is untouched; its failure reaches its record.
+    assert!(b0.result_now().is_none());
+    b0.completion.complete(Err(ClientError::Closed));
+    assert!(matches!(b0.result_now(), Some(Err(ClientError::Closed))));
+}
+
 #[tokio::test]
 async fn delivery_future_wakes_on_completion() {
     let inner = inner(1 << 20);
