@@ -195,8 +195,9 @@ impl ProducerRecord {
 /// Why [`Producer::try_send`] did not accept a record.
 #[derive(Debug)]
 pub enum TrySendError {
-    /// Accepting it needs a wait (for buffer space or the topic's metadata): the record, untouched.
-    WouldWait(ProducerRecord),
+    /// Accepting it needs a wait (for buffer space or the topic's metadata): the record, untouched
+    /// (boxed: this path is the rare one, and it keeps the `Result` small).
+    WouldWait(Box<ProducerRecord>),
     /// Refused, as [`Producer::send`] would refuse it.
     Refused(ClientError),
 }
@@ -620,7 +621,7 @@ impl Producer {
         let record = match self.try_send(record) {
             Ok(future) => return Ok(future),
             Err(TrySendError::Refused(e)) => return Err(e),
-            Err(TrySendError::WouldWait(record)) => record,
+            Err(TrySendError::WouldWait(record)) => *record,
         };
         let inner = &*self.inner;
         let (size, permits) = inner.check_size(&record)?;
@@ -676,13 +677,15 @@ impl Producer {
             return Err(TrySendError::Refused(ClientError::Closed));
         }
         let Some(partitions) = st.known_partitions(&record.topic, generation) else {
-            return Err(TrySendError::WouldWait(record));
+            return Err(TrySendError::WouldWait(Box::new(record)));
         };
         check_partition(&record, partitions).map_err(TrySendError::Refused)?;
         match inner.buffer.try_acquire_many(permits) {
             Ok(p) => p.forget(),
             Err(TryAcquireError::Closed) => return Err(TrySendError::Refused(ClientError::Closed)),
-            Err(TryAcquireError::NoPermits) => return Err(TrySendError::WouldWait(record)),
+            Err(TryAcquireError::NoPermits) => {
+                return Err(TrySendError::WouldWait(Box::new(record)))
+            }
         }
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let (future, wake) = inner.append(&mut st, record, size, partitions, timestamp_ms);

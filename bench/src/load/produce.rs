@@ -474,7 +474,7 @@ async fn send_one(
             return Ok(false);
         }
         Err(TrySendError::Refused(e)) => return Err(e),
-        Err(TrySendError::WouldWait(record)) => record,
+        Err(TrySendError::WouldWait(record)) => *record,
     };
     let mut send = std::pin::pin!(producer.send(record));
     let mut waited = false;
