@@ -490,3 +490,56 @@ async fn send_rejects_bad_partition_and_huge_records() {
         .expect_err("larger than the buffer");
     assert!(matches!(err, ClientError::RecordTooLarge { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn try_send_accepts_only_without_a_wait() {
+    let addr = closed_port();
+    let client = Client::new(ClientConfig::new(addr.clone())).expect("client");
+    let producer = Producer::with_client(
+        client.clone(),
+        ProducerConfig {
+            batch_bytes: 1024,
+            buffer_bytes: 1024,
+            linger: Duration::from_secs(3600),
+            retries: 0,
+            ..ProducerConfig::default()
+        },
+    )
+    .expect("producer");
+    let record = |p: u32| ProducerRecord::new("t", vec![7u8; 200]).partition(p);
+    // The topic was never looked up: accepting needs metadata, so the record comes back whole.
+    match producer.try_send(record(1)) {
+        Err(TrySendError::WouldWait(r)) => {
+            assert_eq!(r.partition, Some(1));
+            assert_eq!(r.value.as_deref(), Some(&[7u8; 200][..]));
+        }
+        other => panic!("expected WouldWait, got {other:?}"),
+    }
+    seed_metadata(&client, &addr, 2);
+    // `send` learns the partition count; from then on `try_send` accepts until the buffer is full.
+    let mut accepted = vec![producer.send(record(0)).await.expect("accepted")];
+    loop {
+        match producer.try_send(record(0)) {
+            Ok(f) => accepted.push(f),
+            Err(TrySendError::WouldWait(_)) => break,
+            Err(TrySendError::Refused(e)) => panic!("refused: {e}"),
+        }
+        assert!(accepted.len() < 10, "the buffer never filled");
+    }
+    assert!(accepted.len() > 1);
+    assert!(accepted.windows(2).all(|w| w[0].same_batch(&w[1])));
+    // Refusals are send's: a partition the topic lacks, a record too large for the buffer.
+    assert!(matches!(
+        producer.try_send(record(5)),
+        Err(TrySendError::Refused(ClientError::InvalidArgument(_)))
+    ));
+    assert!(matches!(
+        producer.try_send(ProducerRecord::new("t", vec![0u8; 4096])),
+        Err(TrySendError::Refused(ClientError::RecordTooLarge { .. }))
+    ));
+    producer.close().await.expect("close");
+    assert!(matches!(
+        producer.try_send(record(0)),
+        Err(TrySendError::Refused(ClientError::Closed))
+    ));
+}
