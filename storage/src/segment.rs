@@ -583,6 +583,23 @@ impl Segment {
         if upto <= from {
             return;
         }
+        // Pages this process touched through the map (reads that served fetches and replication)
+        // are mapped, and the kernel does not drop mapped pages: unmap the range first. The map is
+        // a shared read-only file mapping, so MADV_DONTNEED only drops our page-table entries; a
+        // later read faults the bytes back in from the file. Without this a leader's cache grew
+        // by everything it replicated, and fresh page-cache pages cost ~5x a reused one here.
+        if upto <= self.data.len() as u64 {
+            // SAFETY: [from, upto) lies inside the map (checked above; `from` is a multiple of 4096
+            // from an earlier `upto`, and the map starts page-aligned); MADV_DONTNEED on a shared
+            // file mapping changes no file contents.
+            unsafe {
+                libc::madvise(
+                    self.data.as_ptr().add(from as usize) as *mut libc::c_void,
+                    (upto - from) as usize,
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
         // SAFETY: plain syscall on our own file descriptor; advice never changes file contents.
         let rc = unsafe {
             libc::posix_fadvise(
