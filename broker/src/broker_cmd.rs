@@ -145,7 +145,23 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     Ok(c)
 }
 
+/// Request frames (a produce batch, a raft append: a MiB or more each) are malloc'd and freed
+/// all the time. glibc serves blocks that large with a fresh mmap, or trims freed heap back to the
+/// kernel, so every frame landed in new memory: a page fault per page, zeroing, and on VMs that
+/// hand free memory back to the host a slow first touch (measured: ~5 % of a 3-broker cluster's
+/// CPU in page faults under recv). Keeping freed blocks up to 32 MiB in the heap reuses warm pages;
+/// the heap then holds up to its peak use, which the in-flight bounds already limit.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
 pub fn run(args: BrokerArgs) -> i32 {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
