@@ -79,6 +79,19 @@ pub(crate) struct Segment {
     prefetched_upto: std::sync::atomic::AtomicU64,
 }
 
+/// The system's page size (4 KiB if it cannot be read), a power of two.
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf only reads a system constant.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(n)
+            .ok()
+            .filter(|n| n.is_power_of_two())
+            .unwrap_or(4096)
+    })
+}
+
 /// Bytes a writable segment's map covers, so one map serves every append to it.
 fn capacity(config: &LogConfig) -> u64 {
     config.segment_bytes.max(MAX_BATCH_LEN as u64)
@@ -578,7 +591,8 @@ impl Segment {
 
     /// Drops cached pages of this segment's file below `len - window` (already fsynced by the caller).
     pub(crate) fn drop_cache_behind(&self, window: u64) {
-        let upto = self.len.load().saturating_sub(window) & !4095;
+        // Page-aligned, so the ranges given to madvise start on a page of the map.
+        let upto = self.len.load().saturating_sub(window) & !(page_size() - 1);
         let from = self.cache_dropped_upto.load(Ordering::Relaxed);
         if upto <= from {
             return;
@@ -592,11 +606,21 @@ impl Segment {
             // SAFETY: [from, upto) lies inside the map (checked above; `from` is a multiple of 4096
             // from an earlier `upto`, and the map starts page-aligned); MADV_DONTNEED on a shared
             // file mapping changes no file contents.
-            unsafe {
+            let rc = unsafe {
                 libc::madvise(
                     self.data.as_ptr().add(from as usize) as *mut libc::c_void,
                     (upto - from) as usize,
                     libc::MADV_DONTNEED,
+                )
+            };
+            if rc != 0 {
+                // Only costs memory (the pages stay cached); say so once per segment and range.
+                tracing::debug!(
+                    path = %self.log_path.display(),
+                    from,
+                    upto,
+                    error = %std::io::Error::last_os_error(),
+                    "could not unmap pages behind the page-cache window"
                 );
             }
         }

@@ -354,27 +354,41 @@ fn a_small_page_cache_window_changes_nothing_readers_see() {
 
 #[test]
 fn pages_read_through_the_map_are_dropped_behind_the_window_and_read_back_unchanged() {
-    // Reads map the pages they touch; dropping the cache behind the window unmaps them first. A
-    // reader's bytes taken before the drop and every later read must still see the same records.
+    // Reads map the pages they touch, and the kernel's DONTNEED advice skips mapped pages, so the
+    // window must unmap them first. Checked through the resident size of the segment's mapping
+    // (/proc/self/smaps); bytes a reader took before the drop and every later read stay the same.
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {
-        page_cache_window_bytes: Some(4096),
+        segment_bytes: 8 << 20,
+        page_cache_window_bytes: Some(64 << 10),
         ..small_config(FlushPolicy::Always)
     };
     let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
-    let mut expected = Vec::new();
+    let big = "v".repeat(4000);
     let mut held = Vec::new();
-    for i in 0..300 {
-        log.append(&batch(&format!("m{i}"), 3, 0, i)).unwrap();
-        for j in 0..3 {
-            expected.push((i as u64 * 3 + j, None, Some(format!("m{i}-{j}"))));
-        }
-        if i % 25 == 0 {
-            assert_eq!(read_all(&log), expected);
-            let r = log.read(i as u64 * 3, 1 << 20).unwrap();
-            held.push((i as u64 * 3, r.bytes.clone(), r.bytes.to_vec()));
+    // Like a leader replicating: every batch is read through the map right after its append, so
+    // each page is mapped before it falls behind the window.
+    let mut read_bytes = 0;
+    for i in 0..200 {
+        log.append(&batch(&format!("{big}{i}"), 1, 0, i)).unwrap();
+        let r = log.read(i as u64, 1 << 20).unwrap();
+        let copy = r.bytes.to_vec();
+        read_bytes += copy.len() as u64;
+        if i % 40 == 0 {
+            held.push((i as u64, r.bytes.clone(), copy));
         }
     }
+    let read_kib = read_bytes / 1024;
+    assert!(read_kib >= 700, "read only {read_kib} KiB");
+    let mapped = mapped_log_rss_kib(dir.path());
+    // The window plus what fault-around maps ahead of a read; all read before it is unmapped.
+    assert!(
+        mapped <= 192,
+        "{mapped} KiB of the ~{read_kib} KiB read are still mapped"
+    );
+    let expected: Vec<_> = (0..200u64)
+        .map(|i| (i, None, Some(format!("{big}{i}-0"))))
+        .collect();
     assert_eq!(read_all(&log), expected);
     for (offset, bytes, copy) in held {
         assert_eq!(
@@ -383,6 +397,29 @@ fn pages_read_through_the_map_are_dropped_behind_the_window_and_read_back_unchan
             "bytes read at offset {offset} changed"
         );
     }
+}
+
+/// Resident KiB of this process's mappings of `.log` files under `dir` (from /proc/self/smaps).
+fn mapped_log_rss_kib(dir: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let dir = dir.to_string_lossy().into_owned();
+    let mut ours = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A mapping's header line: "start-end perms offset dev inode [path]".
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            ours = fields
+                .get(5)
+                .is_some_and(|p| p.starts_with(&dir) && p.ends_with(".log"));
+        } else if ours && fields.first() == Some(&"Rss:") {
+            total += fields[1].parse::<u64>().unwrap();
+        }
+    }
+    total
 }
 
 #[test]

@@ -174,14 +174,24 @@ pub(crate) async fn produce(
         let fail = fail_tx.clone();
         senders.push(tokio::spawn(async move {
             let result = match send_loop(&producer, &topic, values, quota, &mut collector).await {
-                // Sends what was accepted and waits for it (delivery futures resolve either way).
-                Ok(n) => producer.close().await.map(|()| n),
+                // Sends what was accepted and waits for it (delivery futures resolve either way),
+                // timing (and reporting failures of) records as they complete meanwhile.
+                Ok(n) => {
+                    let mut close = std::pin::pin!(producer.close());
+                    std::future::poll_fn(|cx| {
+                        collector.collect(Some(cx));
+                        close.as_mut().poll(cx)
+                    })
+                    .await
+                    .map(|()| n)
+                }
                 Err(e) => Err(e),
             };
-            collector.drain().await;
+            // Reported before the drain, which may wait out every retry of what is buffered.
             if let Err(e) = &result {
                 let _ = fail.send(Failure::Send(e.clone()));
             }
+            collector.drain().await;
             let collected = match remote {
                 Some(h) => {
                     // Ends the remote collector's input.
@@ -244,7 +254,8 @@ enum Failure {
 }
 
 /// `len` non-repeating pseudo-random bytes, so nothing downstream can shortcut on patterns. They
-/// are leaked (once per run, at most MAX_POOL bytes) to be a `'static` slice: a value cut from it
+/// are leaked (once per run: MAX_POOL bytes at most, or about 3 records for records over 64 MiB)
+/// to be a `'static` slice: a value cut from it
 /// is a static `Bytes`, which costs no reference-count operations, where a slice of a shared
 /// buffer costs two atomic operations per record (a measurable share of a 100-byte record).
 fn random_bytes(len: usize) -> Bytes {
@@ -374,13 +385,14 @@ async fn send_records(
         // of up to CLOCK_EVERY records sent right after it (a few microseconds), and is read again
         // at once after a send that had to wait for buffer space.
         while sent < limit {
+            // `try_send` never yields: let the runtime's other tasks in now and then (before the
+            // clock read, so a yield never ages the send times that follow).
+            tokio::task::coop::consume_budget().await;
             let now = Instant::now();
             if quota.deadline.is_some_and(|d| now >= d) {
                 break;
             }
             let ms = clock.ms(now);
-            // `try_send` never yields: let the runtime's other tasks in now and then.
-            tokio::task::coop::consume_budget().await;
             for _ in 0..CLOCK_EVERY.min(limit - sent) {
                 let record = ProducerRecord::new(topic.clone(), values.next(now)).timestamp_ms(ms);
                 let waited = send_one(producer, record, now, out).await?;
