@@ -19,31 +19,41 @@ pub mod cluster;
 /// Path of the `sluice` binary, built once per test process (`SLUICE_BIN` overrides).
 pub fn sluice_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("SLUICE_BIN") {
-            return PathBuf::from(p);
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "sluice-broker",
-                "--bin",
-                "sluice",
-                "--manifest-path",
-                manifest,
-            ])
-            .status()
-            .expect("run cargo build for the sluice binary");
-        assert!(status.success(), "building the sluice binary failed");
-        let exe = std::env::current_exe().unwrap();
-        // target/<profile>/deps/<test> -> target/<profile>/sluice
-        exe.parent().unwrap().parent().unwrap().join("sluice")
-    })
-    .clone()
+    BIN.get_or_init(|| built_bin("SLUICE_BIN", "sluice-broker", "sluice"))
+        .clone()
+}
+
+/// Path of the `sluice-bench` binary, built once per test process (`SLUICE_BENCH_BIN` overrides).
+pub fn bench_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| built_bin("SLUICE_BENCH_BIN", "sluice-bench", "sluice-bench"))
+        .clone()
+}
+
+/// `$env` if set, else builds `bin` of `package` with the test's own profile and returns its path.
+fn built_bin(env: &str, package: &str, bin: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--manifest-path",
+            manifest,
+        ])
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build for {bin}: {e}"));
+    assert!(status.success(), "building {bin} failed");
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/<bin>
+    exe.parent().unwrap().parent().unwrap().join(bin)
 }
 
 /// A running broker process.

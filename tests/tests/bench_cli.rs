@@ -1,0 +1,109 @@
+//! `sluice-bench` run as a user runs it: the real binary against a real broker (spawned by the
+//! bench, or started by the harness). Checks the interface scripts rely on: exit status, the
+//! figures table, and the last line being one JSON object with the documented keys and the exact
+//! record count. Counts are small: this checks behaviour, not speed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use sluice_tests::{bench_bin, sluice_bin, Broker};
+
+/// Runs the bench with `args` from a fresh directory (spawned brokers keep their data under it).
+fn bench(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(bench_bin())
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .expect("run sluice-bench")
+}
+
+/// The last stdout line as JSON, after checking the run succeeded and printed the keys every
+/// mode promises.
+fn summary(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "sluice-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("some output");
+    let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    for key in ["records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms"] {
+        assert!(v[key].is_number(), "{key} missing in {last}");
+    }
+    assert!(stdout.contains("records/s"), "no figures table:\n{stdout}");
+    v
+}
+
+#[test]
+fn produce_with_a_spawned_broker_reports_every_record() {
+    let sluice = sluice_bin();
+    let out = bench(&[
+        "produce",
+        "--spawn-broker",
+        "--sluice-bin",
+        sluice.to_str().unwrap(),
+        "--record-size",
+        "100",
+        "--count",
+        "20000",
+    ]);
+    let v = summary(&out);
+    assert_eq!(v["records"], 20000);
+    assert_eq!(v["mode"], "produce");
+    assert!(v["records_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["p50_ms"].as_f64().unwrap() <= v["p99_ms"].as_f64().unwrap());
+}
+
+#[test]
+fn paced_e2e_and_consume_against_a_running_broker() {
+    let broker = Broker::start(&[]);
+    let addr = broker.addr.to_string();
+    // Paced: the collector runs in a task of its own; several producers and partitions.
+    let out = bench(&[
+        "e2e",
+        "--broker",
+        &addr,
+        "--producers",
+        "2",
+        "--partitions",
+        "3",
+        "--record-size",
+        "64",
+        "--rate",
+        "4000",
+        "--count",
+        "4000",
+    ]);
+    let v = summary(&out);
+    assert_eq!(v["records"], 4000);
+    assert_eq!(v["produce_records"], 4000);
+    let out = bench(&[
+        "consume",
+        "--broker",
+        &addr,
+        "--record-size",
+        "512",
+        "--count",
+        "10000",
+    ]);
+    let v = summary(&out);
+    assert_eq!(v["records"], 10000);
+}
+
+#[test]
+fn an_unreachable_broker_is_a_clear_error() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let out = bench(&["produce", "--broker", &addr, "--count", "10"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr),
+        "error does not name the broker: {stderr}"
+    );
+}
