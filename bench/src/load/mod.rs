@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use sluice_client::{Acks, Admin, ClientError, Compression, ErrorCode, OffsetSpec};
+use sluice_client::{Acks, Admin, ClientError, Compression, ErrorCode, OffsetSpec, ProducerConfig};
 
 use crate::storage::Flush;
 
@@ -75,6 +75,10 @@ pub struct Args {
     /// request is in flight) gives the lowest latency and, here, no less throughput than 5.
     #[arg(long, default_value_t = 0)]
     linger_ms: u64,
+    /// Produce requests each producer keeps outstanding (`ProducerConfig::max_in_flight`)
+    /// [default: the client's].
+    #[arg(long)]
+    max_in_flight: Option<usize>,
     /// What a produce acknowledgement waits for.
     #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
     acks: AcksArg,
@@ -144,6 +148,7 @@ pub(crate) struct Settings {
     pub record_size: usize,
     pub batch_bytes: usize,
     pub linger: Duration,
+    pub max_in_flight: usize,
     pub acks: Acks,
     pub rate: Option<u64>,
     pub stop: Stop,
@@ -209,6 +214,9 @@ impl Settings {
         if a.replication_factor == Some(0) {
             return bad("--replication-factor must be at least 1".into());
         }
+        if a.max_in_flight == Some(0) {
+            return bad("--max-in-flight must be at least 1".into());
+        }
         if a.topic.as_deref().is_some_and(str::is_empty) {
             return bad("--topic must not be empty".into());
         }
@@ -220,6 +228,9 @@ impl Settings {
             record_size: a.record_size,
             batch_bytes: a.batch_bytes,
             linger: Duration::from_millis(a.linger_ms),
+            max_in_flight: a
+                .max_in_flight
+                .unwrap_or(ProducerConfig::default().max_in_flight),
             acks: match a.acks {
                 AcksArg::None => Acks::None,
                 AcksArg::Leader => Acks::Leader,

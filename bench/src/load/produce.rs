@@ -113,6 +113,7 @@ pub(crate) async fn produce(
     let config = ProducerConfig {
         linger: s.linger,
         batch_bytes: s.batch_bytes,
+        max_in_flight: s.max_in_flight,
         acks: s.acks,
         compression: s.compression,
         ..ProducerConfig::default()

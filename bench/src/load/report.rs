@@ -134,7 +134,7 @@ impl Report {
             Stop::Count(n) => (None, Some(n)),
         };
         let flush = s.broker_flush.map(|f| format!("{f:?}").to_lowercase());
-        let pairs: [(&str, Value); 20] = [
+        let pairs: [(&str, Value); 21] = [
             ("mode", s.mode.name().into()),
             ("producers", s.producers.into()),
             ("consumers", s.consumers.into()),
@@ -147,6 +147,7 @@ impl Report {
                     .unwrap_or(u64::MAX)
                     .into(),
             ),
+            ("max_in_flight", s.max_in_flight.into()),
             ("acks", s.acks_name().into()),
             ("rate", s.rate.into()),
             ("duration", duration.into()),
