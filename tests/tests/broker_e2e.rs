@@ -74,8 +74,17 @@ fn long_poll_fetch_returns_when_data_arrives() {
     let broker = Broker::start(&[]);
     let mut conn = RawConn::connect(broker.addr);
     conn.create("lp", 1);
-    // Raft's own entries (the first membership, the leader's blank entry) come first: wait at the end.
-    let end = conn.list_offset("lp", 0, LATEST).offset as u64;
+    // Raft's own entries (the first membership at 0, the leader's blank entry at 1) come first, and
+    // the blank one may land just after the create is answered: wait at the end once both are in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let end = loop {
+        let end = conn.list_offset("lp", 0, LATEST).offset as u64;
+        if end >= 2 || Instant::now() > deadline {
+            break end;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(end, 2, "a new topic holds its membership and blank entries");
     let addr = broker.addr;
     let max_wait = Duration::from_secs(60);
     let waiter = std::thread::spawn(move || {
@@ -103,8 +112,14 @@ fn long_poll_fetch_returns_when_data_arrives() {
     );
 
     // With nothing to wait for, max_wait bounds the fetch and it returns empty.
-    let p = conn.fetch("lp", 0, end + 2, 50);
-    assert!(p.records.is_empty());
+    assert_eq!(r.base_offset, end);
+    let p = conn.fetch("lp", 0, r.base_offset + 2, 50);
+    assert!(
+        p.records.is_empty(),
+        "a fetch at the log end ({}) returned {} bytes",
+        r.base_offset + 2,
+        p.records.len()
+    );
 }
 
 #[test]
