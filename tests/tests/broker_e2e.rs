@@ -69,22 +69,28 @@ fn sigkill_loses_nothing_acknowledged_with_acks_all() {
     }
 }
 
+/// The offset the first record of a new one-broker topic gets: raft's own entries (the first
+/// membership at 0, the leader's blank entry at 1) come first, and the blank one may be committed
+/// just after the create is answered, so this waits until partition 0's end is past both.
+fn first_record_offset(conn: &mut RawConn, topic: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let end = conn.list_offset(topic, 0, LATEST).offset as u64;
+        if end >= 2 || Instant::now() > deadline {
+            assert_eq!(end, 2, "a new topic holds its membership and blank entries");
+            return end;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn long_poll_fetch_returns_when_data_arrives() {
     let broker = Broker::start(&[]);
     let mut conn = RawConn::connect(broker.addr);
     conn.create("lp", 1);
-    // Raft's own entries (the first membership at 0, the leader's blank entry at 1) come first, and
-    // the blank one may land just after the create is answered: wait at the end once both are in.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let end = loop {
-        let end = conn.list_offset("lp", 0, LATEST).offset as u64;
-        if end >= 2 || Instant::now() > deadline {
-            break end;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(end, 2, "a new topic holds its membership and blank entries");
+    // Wait at the end, after raft's own entries.
+    let end = first_record_offset(&mut conn, "lp");
     let addr = broker.addr;
     let max_wait = Duration::from_secs(60);
     let waiter = std::thread::spawn(move || {
@@ -128,8 +134,7 @@ fn offsets_by_timestamp_earliest_and_latest() {
     let mut conn = RawConn::connect(broker.addr);
     conn.create("ts", 1);
     // Records follow raft's first entries (control batches, which take one offset each).
-    let first = conn.list_offset("ts", 0, LATEST).offset;
-    assert!(first > 0);
+    let first = first_record_offset(&mut conn, "ts") as i64;
     for (i, ts) in [1_000i64, 2_000, 3_000].into_iter().enumerate() {
         let r = conn.produce("ts", 0, batch_at(&format!("b{i}"), 5, ts));
         assert_eq!(r.base_offset, first as u64 + i as u64 * 5);
