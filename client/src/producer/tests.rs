@@ -410,6 +410,22 @@ fn seed_metadata(client: &Client, addr: &str, partitions: u32) {
     );
 }
 
+/// A producer whose 1 KiB buffer a few 200-byte records fill; batches wait (no linger expiry) and
+/// are not retried.
+fn tiny_buffer_producer(client: Client) -> Producer {
+    Producer::with_client(
+        client,
+        ProducerConfig {
+            batch_bytes: 1024,
+            buffer_bytes: 1024,
+            linger: Duration::from_secs(3600),
+            retries: 0,
+            ..ProducerConfig::default()
+        },
+    )
+    .expect("producer")
+}
+
 fn closed_port() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
@@ -420,17 +436,7 @@ async fn send_waits_for_buffer_space_and_failures_free_it() {
     let addr = closed_port();
     let client = Client::new(ClientConfig::new(addr.clone())).expect("client");
     seed_metadata(&client, &addr, 2);
-    let producer = Producer::with_client(
-        client,
-        ProducerConfig {
-            batch_bytes: 1024,
-            buffer_bytes: 1024,
-            linger: Duration::from_secs(3600),
-            retries: 0,
-            ..ProducerConfig::default()
-        },
-    )
-    .expect("producer");
+    let producer = tiny_buffer_producer(client);
     let record = || ProducerRecord::new("t", vec![7u8; 200]).partition(0);
     let mut accepted = Vec::new();
     // Fill the buffer: each record reserves its size estimate, about 250 bytes.
@@ -495,17 +501,7 @@ async fn send_rejects_bad_partition_and_huge_records() {
 async fn try_send_accepts_only_without_a_wait() {
     let addr = closed_port();
     let client = Client::new(ClientConfig::new(addr.clone())).expect("client");
-    let producer = Producer::with_client(
-        client.clone(),
-        ProducerConfig {
-            batch_bytes: 1024,
-            buffer_bytes: 1024,
-            linger: Duration::from_secs(3600),
-            retries: 0,
-            ..ProducerConfig::default()
-        },
-    )
-    .expect("producer");
+    let producer = tiny_buffer_producer(client.clone());
     let record = |p: u32| ProducerRecord::new("t", vec![7u8; 200]).partition(p);
     // The topic was never looked up: accepting needs metadata, so the record comes back whole.
     match producer.try_send(record(1)) {
