@@ -603,8 +603,8 @@ impl Segment {
         // later read faults the bytes back in from the file. Without this a leader's cache grew
         // by everything it replicated, and fresh page-cache pages cost ~5x a reused one here.
         if upto <= self.data.len() as u64 {
-            // SAFETY: [from, upto) lies inside the map (checked above; `from` is a multiple of 4096
-            // from an earlier `upto`, and the map starts page-aligned); MADV_DONTNEED on a shared
+            // SAFETY: [from, upto) lies inside the map (checked above; `from` is page-aligned,
+            // an earlier `upto`, and the map starts page-aligned); MADV_DONTNEED on a shared
             // file mapping changes no file contents.
             let rc = unsafe {
                 libc::madvise(
@@ -698,7 +698,7 @@ impl Segment {
         if from < done && to <= done {
             return;
         }
-        let from = from.max(done) & !4095;
+        let from = from.max(done) & !(page_size() - 1);
         if to <= from || self.data.is_empty() {
             return;
         }

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sluice_client::{
     Acks, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
@@ -451,7 +450,6 @@ async fn a_cut_off_leader_cannot_commit_and_catches_up_after_healing() {
         3,
         "{values:?}"
     );
-    let _ = Bytes::new();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
