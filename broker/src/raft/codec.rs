@@ -113,18 +113,12 @@ pub fn decode_append(body: Bytes) -> Result<AppendEntriesRequest<TypeConfig>> {
     })?;
     r.finish()?;
     // Entries follow the previous log id one index at a time (openraft stops a group otherwise).
-    let mut next = prev_log_id.map_or(0, |p| p.index + 1);
+    let mut next = prev_log_id.map(|p| p.index + 1);
     for e in &entries {
-        if prev_log_id.is_some() && e.log_id.index != next {
+        if next.is_some_and(|n| n != e.log_id.index) {
             return Err(ProtocolError::Invalid("raft entries are not consecutive"));
         }
-        next = e.log_id.index + 1;
-    }
-    if entries
-        .windows(2)
-        .any(|w| w[1].log_id.index != w[0].log_id.index + 1)
-    {
-        return Err(ProtocolError::Invalid("raft entries are not consecutive"));
+        next = Some(e.log_id.index + 1);
     }
     Ok(AppendEntriesRequest {
         vote,

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use openraft::{BasicNode, EntryPayload};
 use sluice_protocol::wire::codec::{Reader, Writer};
 use sluice_protocol::wire::ProtocolError;
@@ -130,14 +130,7 @@ pub fn decode_membership(r: &mut Reader) -> Result<Membership, ProtocolError> {
 
 /// Concatenates encoder chunks (small control values only).
 pub fn join(chunks: Vec<Bytes>) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks.into_iter().next().unwrap_or_default();
-    }
-    let mut b = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-    for c in chunks {
-        b.extend_from_slice(&c);
-    }
-    b.freeze()
+    sluice_protocol::wire::codec::concat(&chunks)
 }
 
 #[cfg(test)]

@@ -187,14 +187,7 @@ impl Writer {
     }
 
     pub fn bytes(&mut self, b: &Bytes) {
-        self.cur.put_u32_le(b.len() as u32);
-        if b.len() >= ZERO_COPY_MIN {
-            let head = self.cur.split().freeze();
-            self.chunks.push(head);
-            self.chunks.push(b.clone());
-        } else {
-            self.cur.put_slice(b);
-        }
+        self.bytes_chunks(std::slice::from_ref(b));
     }
 
     /// A `u32`-length byte string given as consecutive chunks (each large one kept zero-copy).
@@ -233,5 +226,19 @@ impl Writer {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The chunks as one buffer: no copy when there is one chunk (as a decoded body is), else one copy.
+pub fn concat(chunks: &[Bytes]) -> Bytes {
+    match chunks {
+        [one] => one.clone(),
+        chunks => {
+            let mut b = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in chunks {
+                b.extend_from_slice(c);
+            }
+            b.freeze()
+        }
     }
 }

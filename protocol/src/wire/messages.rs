@@ -126,16 +126,7 @@ pub struct RaftRequest {
 impl RaftRequest {
     /// The body as one buffer (no copy when it is one chunk, as decoded).
     pub fn body_bytes(&self) -> Bytes {
-        match self.body.as_slice() {
-            [one] => one.clone(),
-            chunks => {
-                let mut v = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
-                for c in chunks {
-                    v.extend_from_slice(c);
-                }
-                Bytes::from(v)
-            }
-        }
+        super::codec::concat(&self.body)
     }
 }
 
