@@ -21,6 +21,8 @@ use tokio::task::JoinSet;
 use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::handlers::{finish_produce, Broker};
+use crate::raft::append_pipeline::AppendPipelines;
+use crate::raft::codec::KIND_APPEND;
 use crate::topics::Topics;
 
 /// Why the broker could not run.
@@ -228,6 +230,8 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>, mut stop: watch::Rec
         w.shutdown().await
     });
     let max_frame = broker.config.max_frame_bytes;
+    // Raft appends from a peer keep their order per group (pipelined replication).
+    let mut appends = AppendPipelines::new();
     let inflight = Arc::new(Semaphore::new(
         broker.config.max_inflight_bytes_per_connection,
     ));
@@ -292,7 +296,7 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>, mut stop: watch::Rec
                 continue;
             }
         };
-        if !dispatch(&broker, request, corr, permit, &tx, len).await {
+        if !dispatch(&broker, request, corr, permit, &tx, len, &mut appends).await {
             break;
         }
     }
@@ -312,6 +316,7 @@ async fn dispatch(
     permit: OwnedSemaphorePermit,
     tx: &mpsc::Sender<Outgoing>,
     frame_len: usize,
+    appends: &mut AppendPipelines,
 ) -> bool {
     let respond = move |resp: Response, permit| Outgoing {
         chunks: wire::encode_response(corr, &resp),
@@ -389,6 +394,33 @@ async fn dispatch(
         Request::AddBroker(a) => {
             let broker = broker.clone();
             answer_later(tx, corr, permit, async move { broker.add_broker(a).await });
+            true
+        }
+        Request::Raft(r) if r.kind == KIND_APPEND => {
+            // Queued here, in the connection's frame order; answered when raft has flushed it.
+            let answer = appends.submit(&broker.cluster.ctx.registry, r);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let answer = match answer {
+                    Ok(rx) => rx.await.unwrap_or_else(|_| {
+                        Err((
+                            ErrorCode::BROKER_SHUTTING_DOWN,
+                            "the group's replication stream ended before this append".into(),
+                        ))
+                    }),
+                    Err(e) => Err(e),
+                };
+                let chunks = match answer {
+                    Ok(body) => wire::encode_response(corr, &Response::Raft(RaftResponse { body })),
+                    Err((code, msg)) => wire::encode_error_response(corr, code, &msg),
+                };
+                let _ = tx
+                    .send(Outgoing {
+                        chunks,
+                        _permit: Some(permit),
+                    })
+                    .await;
+            });
             true
         }
         Request::Raft(r) => {

@@ -20,7 +20,7 @@ use sluice_protocol::wire::{
 };
 use tracing::{debug, warn};
 
-use crate::connection::{lock, Connection, ConnectionConfig};
+use crate::connection::{lock, Connection, ConnectionConfig, ResponseFuture};
 use crate::error::{ClientError, Result};
 
 /// Settings shared by everything built on one [`Client`].
@@ -218,6 +218,21 @@ impl Client {
     ) -> Result<Response> {
         let conn = self.connection(addr).await?;
         let result = conn.request(request, timeout).await;
+        if let Err(e) = &result {
+            if e.is_connection_error() {
+                self.drop_connection(&conn);
+            }
+        }
+        result
+    }
+
+    /// Queues `request` on the connection to `addr` and returns the future of its answer, without
+    /// a timeout (the caller sets one). Requests submitted one after another (each call awaited
+    /// before the next) are written in that order, so a caller can keep several in flight and
+    /// still rely on the broker reading them in order, as raft replication streams do.
+    pub async fn submit_to(&self, addr: &str, request: &Request) -> Result<ResponseFuture> {
+        let conn = self.connection(addr).await?;
+        let result = conn.submit(request).await;
         if let Err(e) = &result {
             if e.is_connection_error() {
                 self.drop_connection(&conn);

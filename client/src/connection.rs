@@ -314,7 +314,9 @@ impl Drop for Connection {
 
 /// The answer to one request. Dropping it abandons the request: its waiter is removed, and an answer
 /// that still arrives is discarded.
-pub(crate) struct ResponseFuture {
+#[must_use = "dropping the future abandons the request's answer"]
+#[derive(Debug)]
+pub struct ResponseFuture {
     rx: oneshot::Receiver<Result<Response>>,
     /// Keeps the connection open while the answer is awaited.
     conn: Arc<Connection>,

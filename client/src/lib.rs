@@ -42,6 +42,7 @@ pub mod producer;
 
 pub use admin::{Admin, OffsetSpec};
 pub use client::{Client, ClientConfig};
+pub use connection::ResponseFuture;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use error::{ClientError, Result};
 pub use producer::{

@@ -361,6 +361,12 @@ impl GroupLog {
 
     /// The entries with indexes in `[start, end)` that the log holds.
     pub fn entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        self.entries_up_to(start, end, usize::MAX)
+    }
+
+    /// Like [`GroupLog::entries`], but stops after the entry that reaches `max_bytes` of batches
+    /// (always at least one entry): what one append request carries.
+    pub fn entries_up_to(&self, start: u64, end: u64, max_bytes: usize) -> io::Result<Vec<Entry>> {
         let (first, mut offset) = {
             let map = lock(&self.map);
             let start = start.max(map.first);
@@ -376,7 +382,8 @@ impl GroupLog {
         let want = (end - first) as usize;
         let mut out = Vec::with_capacity(want.min(1024));
         let mut index = first;
-        while index < end {
+        let mut bytes = 0usize;
+        while index < end && bytes < max_bytes {
             let read = self
                 .log
                 .read(offset, READ_STEP_BYTES)
@@ -385,10 +392,11 @@ impl GroupLog {
                 break;
             }
             let mut rest = read.bytes;
-            while !rest.is_empty() && index < end {
+            while !rest.is_empty() && index < end && bytes < max_bytes {
                 let (batch, tail) = RecordBatch::decode_verified(&rest)
                     .map_err(|e| io_error(format!("raft entry {index}: {e}")))?;
                 rest = tail;
+                bytes += batch.as_bytes().len();
                 if batch.header().raft_index != index {
                     return Err(io_error(format!(
                         "raft log out of order: expected index {index} at offset {}, found {}",
@@ -415,6 +423,9 @@ impl GroupLog {
         d.into()
     }
 }
+
+/// Batch bytes one append request carries at most (past the entry that crosses it).
+pub const MAX_APPEND_BYTES: usize = 8 << 20;
 
 /// Bytes read per step when entries are fetched for replication or apply.
 const READ_STEP_BYTES: usize = 4 << 20;
@@ -473,6 +484,16 @@ macro_rules! read_from_group {
             ) -> io::Result<Vec<Entry>> {
                 let (start, end) = bounds(&range);
                 self.group.entries(start, end)
+            }
+
+            /// What one append request carries: bounded in bytes as well as in entries, so a
+            /// lagging follower gets frames well below the frame limit.
+            async fn limited_get_log_entries(
+                &mut self,
+                start: u64,
+                end: u64,
+            ) -> io::Result<Vec<Entry>> {
+                self.group.entries_up_to(start, end, MAX_APPEND_BYTES)
             }
 
             async fn read_vote(&mut self) -> io::Result<Option<Vote>> {

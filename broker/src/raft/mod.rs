@@ -8,10 +8,14 @@
 //!   offset map and the fsync worker that fires append callbacks in order;
 //! - [`state_machine`]: the small applied state (high watermark, metadata) and its snapshots;
 //! - [`codec`]: raft messages on the wire (explicit layout, no serde) — pure;
-//! - [`network`]: raft RPCs over the broker's own protocol, one connection per peer broker;
+//! - [`network`]: raft RPCs over the broker's own protocol, one connection per peer broker, with
+//!   pipelined replication streams;
+//! - [`append_pipeline`]: the follower's side of those streams: one connection's appends of a
+//!   group reach raft in order, without waiting for each other's answers;
 //! - [`activity`]: whether a group is quiesced (ticker parked) and when it last saw work.
 
 pub mod activity;
+pub mod append_pipeline;
 pub mod codec;
 pub mod entry;
 pub mod log_store;

@@ -7,16 +7,23 @@
 //! `Raft`. Snapshots move as a stream of whole batches from the leader's retained log (bounded
 //! chunks), staged beside the follower's log, then installed (see `state_machine`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError,
+    StreamAppendResult, VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use sluice_client::{Client, ClientConfig, ClientError};
@@ -69,22 +76,34 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Bytes, RPCError<TypeConfig>> {
         let req = Request::Raft(RaftRequest { group, kind, body });
-        match self
-            .client
-            .request_to_with_timeout(addr, &req, timeout)
-            .await
-        {
-            Ok(Response::Raft(r)) => Ok(r.body),
-            Ok(_) => Err(RPCError::Network(NetworkError::from_string(
-                "unexpected answer to a raft message",
-            ))),
-            Err(e) if e.is_connection_error() => Err(RPCError::Unreachable(
-                Unreachable::from_string(format!("{addr}: {e}")),
-            )),
-            Err(e) => Err(RPCError::Network(NetworkError::from_string(format!(
-                "{addr}: {e}"
-            )))),
-        }
+        raft_body(
+            addr,
+            self.client
+                .request_to_with_timeout(addr, &req, timeout)
+                .await,
+        )
+    }
+}
+
+/// The body of a raft answer, or the RPC error openraft should see.
+fn raft_body(
+    addr: &str,
+    answer: Result<Response, ClientError>,
+) -> Result<Bytes, RPCError<TypeConfig>> {
+    match answer {
+        Ok(Response::Raft(r)) => Ok(r.body),
+        Ok(_) => Err(RPCError::Network(NetworkError::from_string(
+            "unexpected answer to a raft message",
+        ))),
+        Err(e) => Err(rpc_error(addr, e)),
+    }
+}
+
+fn rpc_error(addr: &str, e: ClientError) -> RPCError<TypeConfig> {
+    if e.is_connection_error() {
+        RPCError::Unreachable(Unreachable::from_string(format!("{addr}: {e}")))
+    } else {
+        RPCError::Network(NetworkError::from_string(format!("{addr}: {e}")))
     }
 }
 
@@ -216,6 +235,37 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         decode_append_response(answer).map_err(bad_answer)
     }
 
+    /// Pipelined: each request is written as soon as openraft makes it, up to
+    /// [`MAX_PIPELINED_APPENDS`] unanswered, and answers are yielded in request order. The peer
+    /// connection keeps the order of writes, and the receiving broker hands one connection's
+    /// appends of a group to raft in that order (`append_pipeline`), so a follower can write and
+    /// fsync the next appends while the leader still waits for earlier answers: replication
+    /// rounds overlap instead of taking turns. The stream ends after the first error, conflict,
+    /// higher vote or partial success, as openraft expects.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, AppendAnswer>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let pipeline = AppendStream {
+            group: self.group,
+            addr: self.addr.clone(),
+            peers: self.peers.clone(),
+            timeout: option.soft_ttl().max(MIN_RPC_TIMEOUT),
+            input: Some(input),
+            sent: VecDeque::new(),
+        };
+        let answers = futures_util::stream::unfold(Some(pipeline), |state| async move {
+            let mut pipeline = state?;
+            let (answer, go_on) = pipeline.next_answer().await?;
+            Some((answer, go_on.then_some(pipeline)))
+        });
+        Box::pin(async move { Ok(Box::pin(answers) as BoxStream<'s, AppendAnswer>) })
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
@@ -251,6 +301,134 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             r = self.send_snapshot(vote, snapshot) => r,
         }
     }
+}
+
+/// Appends written to a peer and not answered yet, at most this many per replication stream.
+const MAX_PIPELINED_APPENDS: usize = 16;
+
+/// One answer of a replication stream, as openraft takes it.
+type AppendAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+type SentAppend = Pin<Box<dyn Future<Output = (AppendAnswer, bool)> + Send>>;
+
+/// The leader's side of one pipelined replication stream to one peer.
+struct AppendStream<S> {
+    group: u64,
+    addr: String,
+    peers: Peers,
+    timeout: Duration,
+    /// openraft's requests; `None` once it has no more.
+    input: Option<S>,
+    /// Answers of written requests, oldest first. Each yields the answer and whether the stream
+    /// may go on after it.
+    sent: VecDeque<SentAppend>,
+}
+
+enum Step {
+    Answer(AppendAnswer, bool),
+    Request(Option<AppendEntriesRequest<TypeConfig>>),
+}
+
+impl<S> AppendStream<S>
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+{
+    /// Writes requests while there is room and waits for the oldest answer; `None` when openraft
+    /// has no more requests and every answer was yielded.
+    async fn next_answer(&mut self) -> Option<(AppendAnswer, bool)> {
+        loop {
+            let room = self.input.is_some() && self.sent.len() < MAX_PIPELINED_APPENDS;
+            if self.sent.is_empty() && !room {
+                return None;
+            }
+            let step = {
+                let (input, sent) = (&mut self.input, &mut self.sent);
+                let oldest = futures_util::future::poll_fn(|cx| match sent.front_mut() {
+                    Some(f) => f.as_mut().poll(cx),
+                    None => Poll::Pending,
+                });
+                let request = futures_util::future::poll_fn(|cx| match input.as_mut() {
+                    Some(s) => s.poll_next_unpin(cx),
+                    None => Poll::Pending,
+                });
+                // Answers first: they free room and end a failed stream early. The request
+                // stream is an `unfold`, so dropping an unfinished `next` loses nothing.
+                tokio::select! {
+                    biased;
+                    (answer, go_on) = oldest => Step::Answer(answer, go_on),
+                    request = request, if room => Step::Request(request),
+                }
+            };
+            match step {
+                Step::Answer(answer, go_on) => {
+                    self.sent.pop_front();
+                    return Some((answer, go_on));
+                }
+                Step::Request(None) => self.input = None,
+                Step::Request(Some(rpc)) => {
+                    let sent =
+                        write_append(&self.peers, &self.addr, self.group, self.timeout, rpc).await;
+                    self.sent.push_back(sent);
+                }
+            }
+        }
+    }
+}
+
+/// Writes one append; the future of its answer (an error right away if it could not be
+/// written). The timeout runs from the write.
+async fn write_append(
+    peers: &Peers,
+    addr: &str,
+    group: u64,
+    timeout: Duration,
+    rpc: AppendEntriesRequest<TypeConfig>,
+) -> SentAppend {
+    let prev = rpc.prev_log_id;
+    let last = rpc.entries.last().map(|e| e.log_id).or(prev);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let body = match encode_append(&rpc) {
+        Ok(body) => body,
+        Err(e) => return failed(bad_answer(e)),
+    };
+    drop(rpc);
+    let req = Request::Raft(RaftRequest {
+        group,
+        kind: KIND_APPEND,
+        body,
+    });
+    let pending = match peers.client.submit_to(addr, &req).await {
+        Ok(p) => p,
+        Err(e) => return failed(rpc_error(addr, e)),
+    };
+    let addr = addr.to_string();
+    Box::pin(async move {
+        let answer = match tokio::time::timeout_at(deadline, pending).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ClientError::Timeout(timeout)),
+        };
+        let resp = match raft_body(&addr, answer)
+            .and_then(|b| decode_append_response(b).map_err(bad_answer))
+        {
+            Ok(resp) => resp,
+            Err(e) => return (Err(e), false),
+        };
+        match resp {
+            AppendEntriesResponse::Success => (Ok(Ok(last)), true),
+            AppendEntriesResponse::PartialSuccess(m) => (Ok(Ok(m)), m == last),
+            AppendEntriesResponse::Conflict => match prev {
+                Some(p) => (Ok(Err(StreamAppendError::Conflict(p))), false),
+                None => (Err(bad_answer("conflict before the first entry")), false),
+            },
+            AppendEntriesResponse::HigherVote(v) => {
+                (Ok(Err(StreamAppendError::HigherVote(v))), false)
+            }
+        }
+    })
+}
+
+fn failed(e: RPCError<TypeConfig>) -> SentAppend {
+    Box::pin(std::future::ready((Err(e), false)))
 }
 
 /// A snapshot being received: the staging log and the next chunk expected.
@@ -336,7 +514,8 @@ impl RaftRegistry {
             .collect()
     }
 
-    /// Handles one raft message from a peer; the answer body, or an error for the frame.
+    /// Handles one raft message from a peer other than an append (those keep their order through
+    /// [`super::append_pipeline::AppendPipelines`]); the answer body, or an error for the frame.
     pub async fn handle(&self, req: RaftRequest) -> Result<Bytes, Coded> {
         let Some(g) = self.get(req.group) else {
             // Not created here yet (its metadata has not arrived) or deleted: the sender retries.
@@ -348,14 +527,9 @@ impl RaftRegistry {
         let fatal = |e: &dyn std::fmt::Display| (ErrorCode::BROKER_SHUTTING_DOWN, e.to_string());
         let body = req.body_bytes();
         match req.kind {
-            KIND_APPEND => {
-                let rpc = decode_append(body).map_err(invalid)?;
-                if !rpc.entries.is_empty() {
-                    g.activity.touch(&g.raft);
-                }
-                let resp = g.raft.append_entries(rpc).await.map_err(|e| fatal(&e))?;
-                Ok(encode_append_response(&resp))
-            }
+            KIND_APPEND => Err(invalid(
+                "appends go through the connection's append pipeline",
+            )),
             KIND_VOTE => {
                 // An election is under way: take part with a running timer.
                 g.activity.touch(&g.raft);
