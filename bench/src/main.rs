@@ -5,6 +5,8 @@
 //! - `produce`, `consume`, `e2e`: the load generator against a live broker (or one it spawns), see
 //!   [`load`]: throughput and produce-ack, poll or end-to-end latency percentiles; `--spawn-cluster N`
 //!   runs them against N replicating brokers.
+//! - `replication`: alternating pairs of produce runs, RF N acks all on N spawned brokers against
+//!   acks leader on one, and their median throughput ratio.
 //! - `idle`: CPU per broker of an idle cluster holding many replicated partitions, against the same
 //!   cluster with no topic.
 
@@ -31,6 +33,9 @@ enum Command {
     Consume(load::Args),
     /// Producers and consumers at once: end-to-end (produce to consume) and produce-ack latency.
     E2e(load::Args),
+    /// The cost of replication: RF N acks all on N spawned brokers against acks leader on one,
+    /// as the median ratio of alternating pairs of produce runs.
+    Replication(load::replication::ReplicationArgs),
     /// CPU an idle cluster with many replicated partitions uses, per broker.
     Idle(idle::Args),
 }
@@ -64,6 +69,7 @@ fn main() {
         Command::Produce(args) => load::run(load::Mode::Produce, args),
         Command::Consume(args) => load::run(load::Mode::Consume, args),
         Command::E2e(args) => load::run(load::Mode::E2e, args),
+        Command::Replication(args) => load::replication::run(args),
         Command::Idle(args) => idle::run(args),
     };
     if let Err(e) = result {

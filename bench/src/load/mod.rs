@@ -8,6 +8,7 @@
 mod consume;
 mod e2e;
 mod produce;
+pub(crate) mod replication;
 mod report;
 pub(crate) mod spawn;
 
@@ -291,6 +292,13 @@ pub fn run(mode: Mode, args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn run_checked(mode: Mode, args: Args) -> Result<(), Error> {
+    run_report(mode, args)?.print();
+    Ok(())
+}
+
+/// Runs one load generator (starting and stopping any spawned brokers) and returns its report
+/// unprinted.
+pub(crate) fn run_report(mode: Mode, args: Args) -> Result<report::Report, Error> {
     let bin = match &args.sluice_bin {
         Some(p) => p.clone(),
         None if args.spawn_broker || args.spawn_cluster.is_some() => spawn::default_bin()?,
@@ -342,8 +350,7 @@ fn run_checked(mode: Mode, args: Args) -> Result<(), Error> {
             eprintln!("sluice-bench: warning: {e}");
         }
     }
-    result?.print();
-    Ok(())
+    result
 }
 
 /// Longest the first connection to the broker may take.

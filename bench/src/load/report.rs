@@ -118,6 +118,14 @@ impl Report {
         self.latency_json("", h);
     }
 
+    /// The `mb_per_s` figure (MiB/s of record values), once [`Report::primary`] has set it.
+    pub fn mb_per_s(&self) -> Result<f64, super::Error> {
+        self.json
+            .get("mb_per_s")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| "the run reported no mb_per_s".into())
+    }
+
     /// `{prefix}p50_ms`, `{prefix}p99_ms`, `{prefix}p999_ms`, `{prefix}max_ms`.
     pub fn latency_json(&mut self, prefix: &str, h: &Histogram<u64>) {
         let l = Latency::of("", h);
