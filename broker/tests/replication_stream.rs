@@ -1,7 +1,9 @@
 //! The leader's side of a pipelined replication stream (`PeerNetwork::stream_append`) against a
 //! scripted peer on a loopback socket: requests go out before earlier answers arrive, answers are
-//! yielded in request order whatever order they arrive in, and the stream ends at a conflict.
-//! (The follower's side runs in every multi-broker test in `tests/tests/cluster.rs`.)
+//! yielded in request order whatever order they arrive in, the stream ends at a conflict, the bytes
+//! in flight are bounded, and only a peer that stops answering times out (a deep pipeline is timed
+//! from the previous answer, not from its write). (The follower's side runs in every multi-broker
+//! test in `tests/tests/cluster.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -12,11 +14,12 @@ use openraft::entry::RaftEntry;
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendError};
 use openraft::BasicNode;
-use sluice_broker::raft::codec::{encode_append_response, KIND_APPEND};
+use sluice_broker::raft::codec::{decode_append, encode_append_response, KIND_APPEND};
 use sluice_broker::raft::log_store::GroupLog;
 use sluice_broker::raft::network::{NetworkFactory, Peers};
-use sluice_broker::raft::{log_id, Entry, LogId, TypeConfig, Vote};
+use sluice_broker::raft::{log_id, Entry, LogId, Proposal, TypeConfig, Vote};
 use sluice_protocol::wire::{self, RaftResponse, Request, Response};
+use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 use sluice_storage::{LogConfig, PartitionLog};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -40,8 +43,17 @@ fn last_of(n: u64) -> Option<LogId> {
     Some(log_id(1, 3 * n + 3))
 }
 
-/// Reads one request frame: its correlation id and raft message kind.
-async fn read_append(s: &mut TcpStream) -> (u32, u8, u64) {
+/// One request frame as the peer reads it.
+struct Received {
+    corr: u32,
+    kind: u8,
+    group: u64,
+    /// The decoded append's `prev_log_id` index (0 for none).
+    prev: u64,
+}
+
+/// Reads one request frame.
+async fn read_append(s: &mut TcpStream) -> Received {
     let len = s.read_u32_le().await.unwrap() as usize;
     let mut buf = BytesMut::zeroed(len);
     s.read_exact(&mut buf).await.unwrap();
@@ -49,7 +61,13 @@ async fn read_append(s: &mut TcpStream) -> (u32, u8, u64) {
     let Request::Raft(r) = request.unwrap() else {
         panic!("expected a raft message");
     };
-    (header.correlation_id, r.kind, r.group)
+    let rpc = decode_append(r.body_bytes()).unwrap();
+    Received {
+        corr: header.correlation_id,
+        kind: r.kind,
+        group: r.group,
+        prev: rpc.prev_log_id.map_or(0, |l| l.index),
+    }
 }
 
 async fn answer(s: &mut TcpStream, corr: u32, resp: AppendEntriesResponse<TypeConfig>) {
@@ -83,10 +101,11 @@ async fn appends_are_written_before_earlier_answers_and_answered_in_order() {
         let (mut s, _) = listener.accept().await.unwrap();
         // All three arrive while none is answered: the stream does not wait for answers.
         let mut got = Vec::new();
-        for _ in 0..3 {
-            let (corr, kind, group) = read_append(&mut s).await;
-            assert_eq!((kind, group), (KIND_APPEND, GROUP));
-            got.push(corr);
+        // ... in the order openraft made them (the follower relies on it).
+        for n in 0..3 {
+            let r = read_append(&mut s).await;
+            assert_eq!((r.kind, r.group, r.prev), (KIND_APPEND, GROUP, 3 * n));
+            got.push(r.corr);
         }
         // Answered newest first; the stream must still yield them oldest first.
         for corr in got.into_iter().rev() {
@@ -118,7 +137,7 @@ async fn a_conflict_ends_the_stream_and_later_answers_are_not_yielded() {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut got = Vec::new();
         for _ in 0..3 {
-            got.push(read_append(&mut s).await.0);
+            got.push(read_append(&mut s).await.corr);
         }
         answer(&mut s, got[2], AppendEntriesResponse::Success).await;
         answer(&mut s, got[0], AppendEntriesResponse::Success).await;
@@ -145,30 +164,128 @@ async fn a_conflict_ends_the_stream_and_later_answers_are_not_yielded() {
     peer.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unanswered_append_times_out_as_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut net, listener) = stream_to_peer(dir.path()).await;
-    let peer = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        read_append(&mut s).await;
-        // Never answers; keeps the socket open until the stream gave up.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        drop(s);
-    });
-    let input = futures_util::stream::iter((0..1).map(append));
-    // The stream never waits less than its 500 ms floor, however short openraft's TTL.
-    let option = RPCOption::new(Duration::from_millis(10));
-    let answers: Vec<_> = tokio::time::timeout(Duration::from_secs(20), async {
+/// Runs a stream of `input` to completion (a hang fails the test after a minute).
+async fn run_stream<S>(
+    net: &mut sluice_broker::raft::network::PeerNetwork,
+    input: S,
+    option: RPCOption,
+) -> Vec<Result<openraft::raft::StreamAppendResult<TypeConfig>, String>>
+where
+    S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+{
+    tokio::time::timeout(Duration::from_secs(60), async {
         net.stream_append(input, option)
             .await
             .unwrap()
+            .map(|a| a.map_err(|e| e.to_string()))
             .collect::<Vec<_>>()
             .await
     })
     .await
-    .expect("the stream gives up");
+    .expect("the stream ends")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_append_times_out_as_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut net, listener) = stream_to_peer(dir.path()).await;
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        read_append(&mut s).await;
+        let _ = read_tx.send(());
+        // Never answers and never closes: only the stream's own timeout can end it.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(s);
+    });
+    let input = futures_util::stream::iter((0..1).map(append));
+    // The stream never waits less than its 500 ms floor, however short openraft's TTL.
+    let answers = run_stream(&mut net, input, RPCOption::new(Duration::from_millis(10))).await;
+    read_rx.await.expect("the peer received the append");
     assert_eq!(answers.len(), 1);
-    assert!(answers[0].is_err(), "{answers:?}");
+    let err = answers[0].as_ref().expect_err("an error, not an answer");
+    assert!(err.contains("timed out"), "a timeout: {err}");
     peer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_pipeline_is_timed_from_the_previous_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut net, listener) = stream_to_peer(dir.path()).await;
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(read_append(&mut s).await.corr);
+        }
+        // Each answer 1.2 s after the previous: the third comes 3.6 s after it was written, past
+        // the 2 s timeout, but never 2 s after the answer before it.
+        for corr in got {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            answer(&mut s, corr, AppendEntriesResponse::Success).await;
+        }
+        s
+    });
+    let input = futures_util::stream::iter((0..3).map(append));
+    let answers = run_stream(&mut net, input, RPCOption::new(Duration::from_secs(2))).await;
+    let flushed: Vec<_> = answers.into_iter().map(|a| a.unwrap().unwrap()).collect();
+    assert_eq!(flushed, vec![last_of(0), last_of(1), last_of(2)]);
+    peer.await.unwrap();
+}
+
+/// Append `n` of a stream of one big entry each: index `n + 1` after `n`.
+fn big_append(n: u64, value_bytes: usize) -> AppendEntriesRequest<TypeConfig> {
+    let mut b = BatchBuilder::with_capacity(Compression::None, value_bytes + 256);
+    b.append(0, None, Some(&vec![7u8; value_bytes]), &[]);
+    let batch = RecordBatch::decode(&b.seal().unwrap()).unwrap().0;
+    AppendEntriesRequest {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: (n > 0).then(|| log_id(1, n)),
+        leader_commit: None,
+        entries: vec![Entry::new_normal(log_id(1, n + 1), Proposal::stored(batch))],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_in_flight_are_bounded() {
+    const VALUE: usize = 5 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut net, listener) = stream_to_peer(dir.path()).await;
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        // 4 x 5 MiB reach the 16 MiB bound (the fourth crosses it); the fifth waits for room.
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(read_append(&mut s).await);
+        }
+        let early = tokio::time::timeout(Duration::from_millis(500), read_append(&mut s)).await;
+        assert!(
+            early.is_err(),
+            "a fifth 5 MiB append went out with 20 MiB unanswered"
+        );
+        answer(&mut s, got[0].corr, AppendEntriesResponse::Success).await;
+        // One answer makes room for exactly one more.
+        let fifth = read_append(&mut s).await;
+        assert_eq!(fifth.prev, 4);
+        let early = tokio::time::timeout(Duration::from_millis(500), read_append(&mut s)).await;
+        assert!(
+            early.is_err(),
+            "a sixth append went out with 20 MiB unanswered"
+        );
+        for r in got.iter().skip(1).chain([&fifth]) {
+            answer(&mut s, r.corr, AppendEntriesResponse::Success).await;
+        }
+        let sixth = read_append(&mut s).await;
+        assert_eq!(sixth.prev, 5);
+        answer(&mut s, sixth.corr, AppendEntriesResponse::Success).await;
+        s
+    });
+    let input = futures_util::stream::iter((0..6).map(|n| big_append(n, VALUE)));
+    let answers = run_stream(&mut net, input, RPCOption::new(Duration::from_secs(5))).await;
+    let flushed: Vec<_> = answers.into_iter().map(|a| a.unwrap().unwrap()).collect();
+    assert_eq!(
+        flushed,
+        (1..=6).map(|i| Some(log_id(1, i))).collect::<Vec<_>>()
+    );
+    peer.await.unwrap();
 }

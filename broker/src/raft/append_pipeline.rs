@@ -69,6 +69,11 @@ impl GroupPipeline {
         }
     }
 
+    /// Its group still exists and raft still takes its appends.
+    fn is_live(&self) -> bool {
+        self.entry.strong_count() > 0 && !self.ended.load(Ordering::Acquire)
+    }
+
     fn usable_for(&self, entry: &Arc<GroupEntry>) -> bool {
         Weak::ptr_eq(&self.entry, &Arc::downgrade(entry)) && !self.ended.load(Ordering::Acquire)
     }
@@ -89,6 +94,7 @@ impl AppendPipelines {
     ) -> Result<oneshot::Receiver<Answer>, (ErrorCode, String)> {
         let Some(g) = registry.get(req.group) else {
             // Not created here yet (its metadata has not arrived) or deleted: the sender retries.
+            self.groups.remove(&req.group);
             return Err((
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                 format!("raft group {} is not on this broker", req.group),
@@ -109,6 +115,10 @@ impl AppendPipelines {
                 .get(&req.group)
                 .is_some_and(|p| p.usable_for(&g));
             if !usable {
+                // Streams of deleted groups and ended streams hold a raft handle and two tasks
+                // each until dropped; new streams are rare (a group's first append here, or
+                // after an error), so sweeping then keeps the map to the live groups.
+                self.groups.retain(|_, p| p.is_live());
                 self.groups.insert(req.group, GroupPipeline::start(&g));
             }
             let Some(p) = self.groups.get(&req.group) else {

@@ -32,7 +32,7 @@ use sluice_protocol::RecordBatch;
 use sluice_storage::{LogConfig, PartitionLog};
 
 use super::codec::*;
-use super::log_store::GroupLog;
+use super::log_store::{GroupLog, MAX_APPEND_BYTES};
 use super::state_machine::{decode_snapshot, encode_snapshot, GroupSm, SnapshotData};
 use super::{TypeConfig, Vote};
 
@@ -236,7 +236,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     }
 
     /// Pipelined: each request is written as soon as openraft makes it, up to
-    /// [`MAX_PIPELINED_APPENDS`] unanswered, and answers are yielded in request order. The peer
+    /// [`MAX_PIPELINED_APPENDS`] and [`MAX_PIPELINED_BYTES`] unanswered, and answers are yielded in request order. The peer
     /// connection keeps the order of writes, and the receiving broker hands one connection's
     /// appends of a group to raft in that order (`append_pipeline`), so a follower can write and
     /// fsync the next appends while the leader still waits for earlier answers: replication
@@ -250,14 +250,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
-        let pipeline = AppendStream {
-            group: self.group,
-            addr: self.addr.clone(),
-            peers: self.peers.clone(),
-            timeout: option.soft_ttl().max(MIN_RPC_TIMEOUT),
-            input: Some(input),
-            sent: VecDeque::new(),
-        };
+        let pipeline = AppendStream::new(self, input, option.soft_ttl().max(MIN_RPC_TIMEOUT));
         let answers = futures_util::stream::unfold(Some(pipeline), |state| async move {
             let mut pipeline = state?;
             let (answer, go_on) = pipeline.next_answer().await?;
@@ -305,27 +298,46 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
 
 /// Appends written to a peer and not answered yet, at most this many per replication stream.
 const MAX_PIPELINED_APPENDS: usize = 16;
+/// Batch bytes written to a peer and not answered yet, at most, per replication stream (past the
+/// request that crosses it): a lagging follower's catch-up keeps two full requests on the wire,
+/// not sixteen, so the connection every group shares with that peer stays short and each answer
+/// comes within the timeout even on a slow link.
+const MAX_PIPELINED_BYTES: usize = 2 * MAX_APPEND_BYTES;
 
 /// One answer of a replication stream, as openraft takes it.
 type AppendAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 
 type SentAppend = Pin<Box<dyn Future<Output = (AppendAnswer, bool)> + Send>>;
 
+/// An append written to the peer: its answer (with whether the stream may go on after it) and
+/// the bytes it carried.
+struct Sent {
+    answer: SentAppend,
+    bytes: usize,
+}
+
 /// The leader's side of one pipelined replication stream to one peer.
 struct AppendStream<S> {
     group: u64,
     addr: String,
     peers: Peers,
+    /// How long the oldest unanswered append may wait, counted from when it was written or from
+    /// the previous answer, whichever is later: a deep pipeline on a slow link is not timed out
+    /// for the requests queued ahead of it, and a silent peer still is.
     timeout: Duration,
     /// openraft's requests; `None` once it has no more.
     input: Option<S>,
-    /// Answers of written requests, oldest first. Each yields the answer and whether the stream
-    /// may go on after it.
-    sent: VecDeque<SentAppend>,
+    /// Written requests, oldest first.
+    sent: VecDeque<Sent>,
+    /// Bytes of the requests in `sent`.
+    sent_bytes: usize,
+    /// When the oldest of `sent` times out.
+    oldest_deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 enum Step {
     Answer(AppendAnswer, bool),
+    TimedOut,
     Request(Option<AppendEntriesRequest<TypeConfig>>),
 }
 
@@ -333,18 +345,40 @@ impl<S> AppendStream<S>
 where
     S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
 {
+    fn new(net: &PeerNetwork, input: S, timeout: Duration) -> AppendStream<S> {
+        AppendStream {
+            group: net.group,
+            addr: net.addr.clone(),
+            peers: net.peers.clone(),
+            timeout,
+            input: Some(input),
+            sent: VecDeque::new(),
+            sent_bytes: 0,
+            oldest_deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    /// Restarts the oldest answer's clock (a request became the oldest).
+    fn restart_clock(&mut self) {
+        let at = tokio::time::Instant::now() + self.timeout;
+        self.oldest_deadline.as_mut().reset(at);
+    }
+
     /// Writes requests while there is room and waits for the oldest answer; `None` when openraft
     /// has no more requests and every answer was yielded.
     async fn next_answer(&mut self) -> Option<(AppendAnswer, bool)> {
         loop {
-            let room = self.input.is_some() && self.sent.len() < MAX_PIPELINED_APPENDS;
+            let room = self.input.is_some()
+                && self.sent.len() < MAX_PIPELINED_APPENDS
+                && self.sent_bytes < MAX_PIPELINED_BYTES;
             if self.sent.is_empty() && !room {
                 return None;
             }
             let step = {
                 let (input, sent) = (&mut self.input, &mut self.sent);
+                let waiting = !sent.is_empty();
                 let oldest = futures_util::future::poll_fn(|cx| match sent.front_mut() {
-                    Some(f) => f.as_mut().poll(cx),
+                    Some(f) => f.answer.as_mut().poll(cx),
                     None => Poll::Pending,
                 });
                 let request = futures_util::future::poll_fn(|cx| match input.as_mut() {
@@ -356,18 +390,35 @@ where
                 tokio::select! {
                     biased;
                     (answer, go_on) = oldest => Step::Answer(answer, go_on),
+                    () = self.oldest_deadline.as_mut(), if waiting => Step::TimedOut,
                     request = request, if room => Step::Request(request),
                 }
             };
             match step {
                 Step::Answer(answer, go_on) => {
-                    self.sent.pop_front();
+                    if let Some(done) = self.sent.pop_front() {
+                        self.sent_bytes -= done.bytes;
+                    }
+                    if !self.sent.is_empty() {
+                        self.restart_clock();
+                    }
                     return Some((answer, go_on));
+                }
+                Step::TimedOut => {
+                    // openraft starts a new stream after an error; what was written is resent.
+                    self.sent.clear();
+                    self.sent_bytes = 0;
+                    let e = rpc_error(&self.addr, ClientError::Timeout(self.timeout));
+                    return Some((Err(e), false));
                 }
                 Step::Request(None) => self.input = None,
                 Step::Request(Some(rpc)) => {
                     let sent =
                         write_append(&self.peers, &self.addr, self.group, self.timeout, rpc).await;
+                    if self.sent.is_empty() {
+                        self.restart_clock();
+                    }
+                    self.sent_bytes += sent.bytes;
                     self.sent.push_back(sent);
                 }
             }
@@ -375,39 +426,36 @@ where
     }
 }
 
-/// Writes one append; the future of its answer (an error right away if it could not be
-/// written). The timeout runs from the write.
+/// Writes one append; its answer (an error right away if it could not be written within
+/// `timeout`: the connection's in-flight slots may all be taken by a stalled peer).
 async fn write_append(
     peers: &Peers,
     addr: &str,
     group: u64,
     timeout: Duration,
     rpc: AppendEntriesRequest<TypeConfig>,
-) -> SentAppend {
+) -> Sent {
     let prev = rpc.prev_log_id;
     let last = rpc.entries.last().map(|e| e.log_id).or(prev);
-    let deadline = tokio::time::Instant::now() + timeout;
     let body = match encode_append(&rpc) {
         Ok(body) => body,
         Err(e) => return failed(bad_answer(e)),
     };
     drop(rpc);
+    let bytes = body.iter().map(Bytes::len).sum();
     let req = Request::Raft(RaftRequest {
         group,
         kind: KIND_APPEND,
         body,
     });
-    let pending = match peers.client.submit_to(addr, &req).await {
-        Ok(p) => p,
-        Err(e) => return failed(rpc_error(addr, e)),
+    let pending = match tokio::time::timeout(timeout, peers.client.submit_to(addr, &req)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return failed(rpc_error(addr, e)),
+        Err(_) => return failed(rpc_error(addr, ClientError::Timeout(timeout))),
     };
     let addr = addr.to_string();
-    Box::pin(async move {
-        let answer = match tokio::time::timeout_at(deadline, pending).await {
-            Ok(answer) => answer,
-            Err(_) => Err(ClientError::Timeout(timeout)),
-        };
-        let resp = match raft_body(&addr, answer)
+    let answer = Box::pin(async move {
+        let resp = match raft_body(&addr, pending.await)
             .and_then(|b| decode_append_response(b).map_err(bad_answer))
         {
             Ok(resp) => resp,
@@ -424,11 +472,15 @@ async fn write_append(
                 (Ok(Err(StreamAppendError::HigherVote(v))), false)
             }
         }
-    })
+    });
+    Sent { answer, bytes }
 }
 
-fn failed(e: RPCError<TypeConfig>) -> SentAppend {
-    Box::pin(std::future::ready((Err(e), false)))
+fn failed(e: RPCError<TypeConfig>) -> Sent {
+    Sent {
+        answer: Box::pin(std::future::ready((Err(e), false))),
+        bytes: 0,
+    }
 }
 
 /// A snapshot being received: the staging log and the next chunk expected.
