@@ -107,3 +107,66 @@ fn an_unreachable_broker_is_a_clear_error() {
         "error does not name the broker: {stderr}"
     );
 }
+
+#[test]
+fn replication_pairs_report_every_ratio_and_their_median() {
+    let sluice = sluice_bin();
+    let out = bench(&[
+        "replication",
+        "--sluice-bin",
+        sluice.to_str().unwrap(),
+        "--pairs",
+        "2",
+        "--duration",
+        "1",
+        "--record-size",
+        "256",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "sluice-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("median ratio"), "no table:\n{stdout}");
+    let last = stdout.lines().last().expect("some output");
+    let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    assert_eq!(v["mode"], "replication");
+    assert_eq!(v["brokers"], 3);
+    let figures = |key: &str| -> Vec<f64> {
+        v[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} missing in {last}"))
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (replicated, single, ratios) = (
+        figures("replicated_mb_per_s"),
+        figures("single_mb_per_s"),
+        figures("ratios"),
+    );
+    assert_eq!((replicated.len(), single.len(), ratios.len()), (2, 2, 2));
+    for i in 0..2 {
+        assert!(replicated[i] > 0.0 && single[i] > 0.0, "{last}");
+        // Each ratio is its own pair's quotient (rounded to 3 places, from unrounded figures).
+        assert!(
+            (ratios[i] - replicated[i] / single[i]).abs() < 0.01,
+            "{last}"
+        );
+    }
+    let median = v["median_ratio"].as_f64().unwrap();
+    assert!(
+        (median - (ratios[0] + ratios[1]) / 2.0).abs() < 0.002,
+        "{last}"
+    );
+}
+
+#[test]
+fn replication_refuses_a_single_broker_side() {
+    let out = bench(&["replication", "--brokers", "1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--brokers must be at least 2"), "{stderr}");
+}
