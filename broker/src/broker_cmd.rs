@@ -60,6 +60,10 @@ pub struct BrokerArgs {
     /// Entries kept behind a snapshot for slightly lagging followers [default: 1000].
     #[arg(long, env = "SLUICE_RAFT_KEEP_ENTRIES")]
     raft_keep_entries: Option<u64>,
+    /// Segment size of the metadata log; sealed segments raft has purged are deleted
+    /// [default: 16 MiB].
+    #[arg(long, env = "SLUICE_META_SEGMENT_BYTES")]
+    meta_segment_bytes: Option<u64>,
 }
 
 fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
@@ -138,6 +142,10 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     }
     if let Some(n) = args.raft_keep_entries.or(file.raft_keep_entries) {
         c.raft_keep_entries = n;
+    }
+    if let Some(n) = args.meta_segment_bytes.or(file.meta_segment_bytes) {
+        // A segment holds at least a few entries, whatever is asked.
+        c.meta_segment_bytes = n.max(4096);
     }
     if let Some(ms) = file.replication_timeout_ms {
         c.replication_timeout = std::time::Duration::from_millis(ms.max(1));

@@ -50,6 +50,9 @@ pub struct BrokerConfig {
     pub raft_snapshot_entries: u64,
     /// Entries kept behind a snapshot for followers that lag a little.
     pub raft_keep_entries: u64,
+    /// Segment size of the metadata group's log (`<data dir>/meta`). Maintenance deletes its
+    /// sealed segments once raft has purged them (a snapshot holds their state).
+    pub meta_segment_bytes: u64,
     /// Longest a produce with acks `leader` or `all` waits for the append / the quorum commit.
     pub replication_timeout: Duration,
 }
@@ -78,6 +81,7 @@ impl Default for BrokerConfig {
             raft_election_timeout: Duration::from_millis(1000),
             raft_snapshot_entries: 1000,
             raft_keep_entries: 1000,
+            meta_segment_bytes: 16 << 20,
             replication_timeout: Duration::from_secs(10),
         }
     }
@@ -106,6 +110,7 @@ pub struct FileConfig {
     pub raft_election_timeout_ms: Option<u64>,
     pub raft_snapshot_entries: Option<u64>,
     pub raft_keep_entries: Option<u64>,
+    pub meta_segment_bytes: Option<u64>,
     pub replication_timeout_ms: Option<u64>,
 }
 

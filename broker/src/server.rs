@@ -191,6 +191,9 @@ async fn maintain(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
+            if let Err(e) = b.cluster.apply_metadata_retention() {
+                tracing::warn!(error = %e, "metadata log retention failed");
+            }
             for t in b.topics.list() {
                 for p in t.partitions.values() {
                     // Raft may still need everything from its first retained entry on.

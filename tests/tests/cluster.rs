@@ -822,3 +822,86 @@ async fn a_lagging_follower_of_a_compacted_topic_receives_the_gaps_too() {
     assert_eq!(latest(follower), latest(leader), "{lead:?}\n{foll:?}");
     assert_eq!(latest(leader)["k2"].1, "v329");
 }
+
+/// The metadata log's segment files (base offsets, ascending) on broker `id`.
+fn meta_segments(cluster: &mut Cluster, id: u32) -> Vec<u64> {
+    let dir = cluster.member(id).broker.data_dir().join("meta");
+    let mut bases: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
+/// Every topic broker `id` knows, by name.
+fn known_topics(cluster: &Cluster, id: u32) -> Option<Vec<String>> {
+    let mut c = RawConn::connect(cluster.addr(id));
+    let m = c.try_metadata(None)?;
+    let mut names: Vec<String> = m.topics.into_iter().map(|t| t.name).collect();
+    names.sort();
+    Some(names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_log_drops_purged_segments_and_new_brokers_get_its_snapshot() {
+    // Small metadata segments and frequent snapshots: a few topics fill and purge several.
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.extend([
+        "--raft-snapshot-entries",
+        "20",
+        "--raft-keep-entries",
+        "5",
+        "--maintenance-interval-ms",
+        "100",
+        "--meta-segment-bytes",
+        "4096",
+    ]);
+    let mut cluster = Cluster::start(3, &args);
+    let mut want: Vec<String> = (0..30).map(|i| format!("m{i:02}")).collect();
+    for t in &want {
+        create(&cluster, t, 1, 3, &[]);
+    }
+    // Every broker deletes the segments raft purged behind its snapshots.
+    for id in 1..=3 {
+        eventually(
+            Duration::from_secs(30),
+            "purged metadata segments deleted",
+            || {
+                let bases = meta_segments(&mut cluster, id);
+                (bases.first().is_some_and(|b| *b > 0)).then_some(bases)
+            },
+        );
+    }
+    // A new broker starts from the leader's snapshot (the log it would replay is gone) and knows
+    // every topic.
+    cluster.join(4, &args);
+    eventually(
+        Duration::from_secs(60),
+        "broker 4 to know every topic",
+        || (known_topics(&cluster, 4)? == want).then_some(()),
+    );
+    // A broker restarted on a metadata log that starts past 0 still knows every topic and takes
+    // part in new changes.
+    cluster.member(2).broker.kill();
+    cluster.member(2).broker.restart();
+    eventually(
+        Duration::from_secs(60),
+        "broker 2 to know every topic",
+        || (known_topics(&cluster, 2)? == want).then_some(()),
+    );
+    create(&cluster, "after", 1, 3, &[]);
+    want.push("after".to_string());
+    want.sort();
+    for id in 1..=4 {
+        eventually(
+            Duration::from_secs(30),
+            "every broker to know the new topic",
+            || (known_topics(&cluster, id)? == want).then_some(()),
+        );
+    }
+    stop_all(&mut cluster);
+}

@@ -50,7 +50,9 @@ pub fn raft_config(config: &BrokerConfig) -> Result<openraft::Config, String> {
         election_timeout_max: election * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.raft_snapshot_entries),
         max_in_snapshot_log_to_keep: config.raft_keep_entries,
-        purge_batch_size: 256,
+        // Purge in batches, but never wait for more entries than a snapshot interval: a group
+        // with small snapshot intervals (tests, tiny metadata logs) still frees its log.
+        purge_batch_size: config.raft_snapshot_entries.clamp(1, 256),
         // A restarted leader must win an election again: the state machine is saved only in
         // snapshots, so resuming leadership from memory is not safe here.
         enable_leader_restore: Some(false),
@@ -99,7 +101,7 @@ impl Cluster {
             config: raft,
         };
         let dir = config.data_dir.join("meta");
-        let log = open_log(&dir, config.flush).await?;
+        let log = open_log(&dir, config.flush, config.meta_segment_bytes).await?;
         let shared = MetadataShared::new();
         let group = Group::start(
             &ctx,
@@ -153,6 +155,18 @@ impl Cluster {
             .await;
     }
 
+    /// Deletes the metadata log's sealed segments that lie wholly below the first entry raft holds
+    /// (raft purged them behind a snapshot, which carries the cluster state they built). Blocking:
+    /// run it off the async workers.
+    pub fn apply_metadata_retention(&self) -> Result<sluice_storage::RetentionReport, String> {
+        let group = &self.metadata.group.log;
+        let limit = group.retention_limit();
+        group
+            .log
+            .apply_retention_below(0, limit)
+            .map_err(|e| e.to_string())
+    }
+
     /// Stops the metadata group and closes its log.
     pub async fn shutdown(&self) {
         self.metadata.group.shutdown(&self.ctx.registry).await;
@@ -161,12 +175,20 @@ impl Cluster {
     }
 }
 
-async fn open_log(dir: &Path, flush: FlushPolicy) -> Result<PartitionLog, String> {
+/// Opens the metadata log. Its retention keeps nothing raft does not need: every sealed segment
+/// below raft's first held entry goes (see [`Cluster::apply_metadata_retention`]), never by age.
+async fn open_log(
+    dir: &Path,
+    flush: FlushPolicy,
+    segment_bytes: u64,
+) -> Result<PartitionLog, String> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let cfg = LogConfig {
-            segment_bytes: 16 << 20,
+            segment_bytes,
             flush,
+            retention_bytes: Some(0),
+            retention_ms: None,
             ..LogConfig::default()
         };
         PartitionLog::open(&dir, cfg)
