@@ -197,15 +197,16 @@ async fn maintain(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             for t in b.topics.list() {
                 for p in t.partitions.values() {
                     // Raft may still need everything from its first retained entry on.
-                    let limit = p.group.log.retention_limit();
-                    if let Err(e) = p.log().apply_retention_below(now, limit) {
-                        tracing::warn!(topic = %t.name, partition = p.id, error = %e, "retention failed");
-                    }
-                    if t.settings.compact {
-                        if let Err(e) = p.log().compact_below(now, limit) {
-                            tracing::warn!(topic = %t.name, partition = p.id, error = %e, "compaction failed");
+                    p.group.log.with_retention_limit(|limit| {
+                        if let Err(e) = p.log().apply_retention_below(now, limit) {
+                            tracing::warn!(topic = %t.name, partition = p.id, error = %e, "retention failed");
                         }
-                    }
+                        if t.settings.compact {
+                            if let Err(e) = p.log().compact_below(now, limit) {
+                                tracing::warn!(topic = %t.name, partition = p.id, error = %e, "compaction failed");
+                            }
+                        }
+                    });
                 }
             }
         })

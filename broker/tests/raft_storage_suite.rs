@@ -136,3 +136,56 @@ async fn an_interrupted_snapshot_install_is_finished_on_open() {
     assert_eq!(state.last_purged_log_id, Some(log_id(2, 14)));
     assert_eq!(state.last_log_id, Some(log_id(2, 14)));
 }
+
+/// Retention deletes nothing raft holds or a snapshot transfer has pinned: a pinned log start
+/// holds the limit back until the pin goes, whatever raft purged meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_log_start_holds_retention_back() {
+    use sluice_broker::raft::log_id;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 8192,
+        flush: FlushPolicy::Never,
+        // Everything below the limit may go (the metadata log's rule).
+        retention_bytes: Some(0),
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+    // 40 entries of 50 records each (~1 KiB, 50 offsets): several segments.
+    for i in 1..=40u64 {
+        log.append_raft(&raft_batch(50, &format!("e{i}")), 1, i)
+            .unwrap();
+    }
+    let group = GroupLog::open(log.clone()).unwrap();
+    assert!(log.segment_bases().len() > 2, "{:?}", log.segment_bases());
+    let retain = |group: &GroupLog| {
+        group.with_retention_limit(|limit| {
+            group.log.apply_retention_below(0, limit).unwrap();
+            limit
+        })
+    };
+    // Nothing purged: raft holds everything, nothing goes.
+    assert_eq!(retain(&group), 0);
+    assert_eq!(log.log_start_offset(), 0);
+
+    // A transfer pins the start; then raft purges most of the log.
+    let pin = group.pin_log_start();
+    assert_eq!(pin.offset(), 0);
+    group.purge(log_id(1, 30)).unwrap();
+    assert_eq!(retain(&group), 0, "the pin holds the limit at its offset");
+    assert_eq!(log.log_start_offset(), 0);
+    // The pinned range stays readable for the transfer.
+    assert!(!log.read(0, 1 << 20).unwrap().bytes.is_empty());
+
+    // Pin gone: retention deletes up to the first held entry (index 31, offset 30 * 50).
+    drop(pin);
+    assert_eq!(retain(&group), 30 * 50);
+    let start = log.log_start_offset();
+    assert!(start > 0 && start <= 30 * 50, "log start {start}");
+    // A new transfer pins the new start.
+    let pin = group.pin_log_start();
+    assert_eq!(pin.offset(), start);
+    assert_eq!(group.with_retention_limit(|l| l), start);
+}

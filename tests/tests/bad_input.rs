@@ -124,3 +124,47 @@ fn bad_input_disturbs_only_its_own_connection() {
         "broker memory jumped from {rss_before} KiB to {rss_after} KiB"
     );
 }
+
+/// Raft append frames (API 20, kind 1) go through each connection's append pipeline: a group the
+/// broker does not run, a body that does not decode and a truncated body each get an error answer
+/// on that connection, which stays usable; the broker's own groups keep working.
+#[test]
+fn bad_raft_appends_get_errors_and_disturb_nothing() {
+    const KIND_APPEND: u8 = 1;
+    let broker = Broker::start(&[]);
+    let mut good = RawConn::connect(broker.addr);
+    good.create("t", 1);
+    let r = good.produce("t", 0, batch("before", 2));
+    assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+
+    let mut c = RawConn::connect(broker.addr);
+    let append = |group: u64, body: &[u8]| {
+        Request::Raft(RaftRequest {
+            group,
+            kind: KIND_APPEND,
+            body: vec![Bytes::copy_from_slice(body)],
+        })
+    };
+    // No such group here.
+    let err = c.call(&append(0xdead_0000_0000, &[0; 64])).unwrap_err();
+    assert_eq!(
+        err.code,
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+        "{}",
+        err.message
+    );
+    // The metadata group (0) exists: an empty, a truncated and a garbage body are refused.
+    for body in [&[][..], &[1, 2, 3][..], &[0xff; 200][..]] {
+        let err = c.call(&append(0, body)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::INVALID_REQUEST, "{}", err.message);
+    }
+    // The same connection still answers, and the broker's groups still commit.
+    assert!(c
+        .call(&Request::Metadata(MetadataRequest { topics: None }))
+        .is_ok());
+    good.create("u", 1);
+    let r = good.produce("t", 0, batch("after", 2));
+    assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+    let got: Vec<String> = good.consume_all("t", 0).into_iter().map(|r| r.1).collect();
+    assert_eq!(got, ["before-0", "before-1", "after-0", "after-1"]);
+}

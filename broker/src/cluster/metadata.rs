@@ -81,8 +81,10 @@ impl Applier for MetadataApplier {
         self.shared.changed();
     }
 
-    fn snapshot(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(&self.shared.state()).unwrap_or_default())
+    fn snapshot(&self) -> io::Result<Bytes> {
+        serde_json::to_vec(&self.shared.state())
+            .map(Bytes::from)
+            .map_err(|e| io::Error::other(format!("encoding the metadata snapshot: {e}")))
     }
 
     fn restore(&mut self, state: &[u8]) -> io::Result<()> {

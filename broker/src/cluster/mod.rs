@@ -160,10 +160,8 @@ impl Cluster {
     /// run it off the async workers.
     pub fn apply_metadata_retention(&self) -> Result<sluice_storage::RetentionReport, String> {
         let group = &self.metadata.group.log;
-        let limit = group.retention_limit();
         group
-            .log
-            .apply_retention_below(0, limit)
+            .with_retention_limit(|limit| group.log.apply_retention_below(0, limit))
             .map_err(|e| e.to_string())
     }
 

@@ -14,7 +14,7 @@
 //! Purging is logical: it moves the purge point and drops entries from the map; retention later
 //! deletes whole segments below it ([`GroupLog::retention_limit`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -101,6 +101,32 @@ impl IndexMap {
     }
 }
 
+/// Holds back retention at `offset` until dropped (see [`GroupLog::pin_log_start`]).
+#[derive(Debug)]
+pub struct LogStartPin {
+    group: Arc<GroupLog>,
+    offset: u64,
+}
+
+impl LogStartPin {
+    /// The log start when the pin was taken: readable for as long as the pin lives.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl Drop for LogStartPin {
+    fn drop(&mut self) {
+        let mut pins = lock(&self.group.pins);
+        if let std::collections::btree_map::Entry::Occupied(mut e) = pins.entry(self.offset) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
 /// What the flusher task owes raft: a callback to fire once everything appended before it is fsynced.
 struct FlushJob {
     callback: IOFlushed<TypeConfig>,
@@ -114,6 +140,8 @@ pub struct GroupLog {
     meta: Mutex<RaftMeta>,
     meta_file: MetaFile,
     flush_tx: mpsc::UnboundedSender<FlushJob>,
+    /// Log starts pinned by snapshot transfers, with how many transfers pinned each.
+    pins: Mutex<BTreeMap<u64, usize>>,
 }
 
 impl Debug for FlushJob {
@@ -142,6 +170,7 @@ impl GroupLog {
             meta: Mutex::new(meta),
             meta_file,
             flush_tx,
+            pins: Mutex::default(),
             log,
         });
         group.rebuild_map()?;
@@ -227,13 +256,33 @@ impl GroupLog {
         lock(&self.map).get(index)
     }
 
-    /// The offset below which retention may delete segments: raft needs nothing below the first
-    /// entry it still holds.
-    pub fn retention_limit(&self) -> u64 {
-        let map = lock(&self.map);
-        match map.entries.front() {
-            Some(p) => p.base_offset,
-            None => self.log.log_end_offset(),
+    /// Runs `retain` with the offset below which retention may delete segments: raft needs nothing
+    /// below the first entry it still holds, and a snapshot transfer in progress nothing below the
+    /// offset it pinned. No transfer can pin an offset while `retain` runs, so none starts from a
+    /// segment that `retain` is deleting.
+    pub fn with_retention_limit<R>(&self, retain: impl FnOnce(u64) -> R) -> R {
+        let pins = lock(&self.pins);
+        let held = {
+            let map = lock(&self.map);
+            match map.entries.front() {
+                Some(p) => p.base_offset,
+                None => self.log.log_end_offset(),
+            }
+        };
+        let limit = pins.keys().next().map_or(held, |&pinned| pinned.min(held));
+        retain(limit)
+    }
+
+    /// Pins the log start for a snapshot transfer: retention deletes nothing from it on while the
+    /// pin lives (a leader streams its retained log from there; if retention moved the start past
+    /// it, the transfer would fail and start over, perhaps again and again on a busy log).
+    pub fn pin_log_start(self: &Arc<Self>) -> LogStartPin {
+        let mut pins = lock(&self.pins);
+        let offset = self.log.log_start_offset();
+        *pins.entry(offset).or_insert(0) += 1;
+        LogStartPin {
+            group: self.clone(),
+            offset,
         }
     }
 
@@ -540,6 +589,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
-        self.group.purge(log_id)
+        // Saving the purge point fsyncs `raft.meta`: off the async workers, like the vote.
+        let g = self.group.clone();
+        tokio::task::spawn_blocking(move || g.purge(log_id))
+            .await
+            .map_err(|e| io_error(e.to_string()))?
     }
 }

@@ -163,9 +163,10 @@ impl PeerNetwork {
         snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let hw = snapshot.snapshot.state.high_watermark;
+        let pin = self.log.pin_log_start();
         let log = &self.log.log;
-        let mut offset = log.log_start_offset();
-        let start_offset = offset;
+        let start_offset = pin.offset();
+        let mut offset = start_offset;
         let mut seq = 0u64;
         loop {
             let batches = if offset < hw {

@@ -30,8 +30,9 @@ pub trait Applier: Send + Sync + 'static {
     /// Applies one committed batch (never a raft control batch). `membership` is the group's last
     /// applied membership (the same on every replica at this point of the log).
     fn apply(&mut self, batch: &RecordBatch, membership: &super::Membership);
-    /// The applier's state, encoded for a snapshot.
-    fn snapshot(&self) -> Bytes;
+    /// The applier's state, encoded for a snapshot. An error fails the snapshot: raft purges the
+    /// log behind a snapshot, so one that lost state could not be rebuilt from the log.
+    fn snapshot(&self) -> io::Result<Bytes>;
     /// Replaces the state with a snapshot's.
     fn restore(&mut self, state: &[u8]) -> io::Result<()>;
 }
@@ -42,8 +43,8 @@ pub struct NoState;
 
 impl Applier for NoState {
     fn apply(&mut self, _batch: &RecordBatch, _membership: &super::Membership) {}
-    fn snapshot(&self) -> Bytes {
-        Bytes::new()
+    fn snapshot(&self) -> io::Result<Bytes> {
+        Ok(Bytes::new())
     }
     fn restore(&mut self, _state: &[u8]) -> io::Result<()> {
         Ok(())
@@ -195,12 +196,12 @@ impl GroupSm {
         });
     }
 
-    fn state(&self) -> SnapshotState {
-        SnapshotState {
+    fn state(&self) -> io::Result<SnapshotState> {
+        Ok(SnapshotState {
             high_watermark: *self.high_watermark.borrow(),
             log_start_offset: self.group.log.log_start_offset(),
-            applier: self.applier.snapshot(),
-        }
+            applier: self.applier.snapshot()?,
+        })
     }
 
     /// Replaces the live log with the staged one (the leader's retained segments).
@@ -256,7 +257,8 @@ fn finish_interrupted_install(
 #[derive(Debug)]
 pub struct SnapshotBuilder {
     meta: SnapshotMeta,
-    state: SnapshotState,
+    /// The state to save, or why it could not be encoded (reported by `build_snapshot`).
+    state: Result<SnapshotState, String>,
     dir: PathBuf,
 }
 
@@ -266,7 +268,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(
         &mut self,
     ) -> io::Result<openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>> {
-        let body = encode_snapshot(&self.meta, &self.state);
+        let state = self
+            .state
+            .clone()
+            .map_err(|e| io_error(format!("snapshot state: {e}")))?;
+        let body = encode_snapshot(&self.meta, &state);
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || write_atomically(&dir, SNAPSHOT_FILE, &body))
             .await
@@ -274,7 +280,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         Ok(openraft::Snapshot {
             meta: self.meta.clone(),
             snapshot: SnapshotData {
-                state: self.state.clone(),
+                state,
                 staged: None,
             },
         })
@@ -323,7 +329,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
                 last_log_id: self.last_applied,
                 last_membership: self.membership.clone(),
             },
-            state: self.state(),
+            state: self.state().map_err(|e| e.to_string()),
             dir: self.dir.clone(),
         }
     }
