@@ -70,6 +70,15 @@ async fn read_append(s: &mut TcpStream) -> Received {
     }
 }
 
+/// Reads `n` request frames; their correlation ids.
+async fn read_corrs(s: &mut TcpStream, n: usize) -> Vec<u32> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        got.push(read_append(s).await.corr);
+    }
+    got
+}
+
 async fn answer(s: &mut TcpStream, corr: u32, resp: AppendEntriesResponse<TypeConfig>) {
     let body = encode_append_response(&resp);
     for chunk in wire::encode_response(corr, &Response::Raft(RaftResponse { body })) {
@@ -93,6 +102,27 @@ async fn stream_to_peer(
     (net, listener)
 }
 
+/// Runs a stream of `input` to completion (a hang fails the test after a minute).
+async fn run_stream<S>(
+    net: &mut sluice_broker::raft::network::PeerNetwork,
+    input: S,
+    option: RPCOption,
+) -> Vec<Result<openraft::raft::StreamAppendResult<TypeConfig>, String>>
+where
+    S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+{
+    tokio::time::timeout(Duration::from_secs(60), async {
+        net.stream_append(input, option)
+            .await
+            .unwrap()
+            .map(|a| a.map_err(|e| e.to_string()))
+            .collect::<Vec<_>>()
+            .await
+    })
+    .await
+    .expect("the stream ends")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_are_written_before_earlier_answers_and_answered_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,16 +144,7 @@ async fn appends_are_written_before_earlier_answers_and_answered_in_order() {
         s
     });
     let input = futures_util::stream::iter((0..3).map(append));
-    let option = RPCOption::new(Duration::from_secs(5));
-    let answers: Vec<_> = tokio::time::timeout(Duration::from_secs(20), async {
-        net.stream_append(input, option)
-            .await
-            .unwrap()
-            .collect::<Vec<_>>()
-            .await
-    })
-    .await
-    .expect("the stream finishes");
+    let answers = run_stream(&mut net, input, RPCOption::new(Duration::from_secs(5))).await;
     let flushed: Vec<_> = answers.into_iter().map(|a| a.unwrap().unwrap()).collect();
     assert_eq!(flushed, vec![last_of(0), last_of(1), last_of(2)]);
     peer.await.unwrap();
@@ -135,26 +156,14 @@ async fn a_conflict_ends_the_stream_and_later_answers_are_not_yielded() {
     let (mut net, listener) = stream_to_peer(dir.path()).await;
     let peer = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
-        let mut got = Vec::new();
-        for _ in 0..3 {
-            got.push(read_append(&mut s).await.corr);
-        }
+        let got = read_corrs(&mut s, 3).await;
         answer(&mut s, got[2], AppendEntriesResponse::Success).await;
         answer(&mut s, got[0], AppendEntriesResponse::Success).await;
         answer(&mut s, got[1], AppendEntriesResponse::Conflict).await;
         s
     });
     let input = futures_util::stream::iter((0..3).map(append));
-    let option = RPCOption::new(Duration::from_secs(5));
-    let answers: Vec<_> = tokio::time::timeout(Duration::from_secs(20), async {
-        net.stream_append(input, option)
-            .await
-            .unwrap()
-            .collect::<Vec<_>>()
-            .await
-    })
-    .await
-    .expect("the stream finishes");
+    let answers = run_stream(&mut net, input, RPCOption::new(Duration::from_secs(5))).await;
     assert_eq!(answers.len(), 2, "nothing after the conflict: {answers:?}");
     assert_eq!(answers[0].as_ref().unwrap(), &Ok(last_of(0)));
     assert_eq!(
@@ -162,27 +171,6 @@ async fn a_conflict_ends_the_stream_and_later_answers_are_not_yielded() {
         &Err(StreamAppendError::Conflict(log_id(1, 3)))
     );
     peer.await.unwrap();
-}
-
-/// Runs a stream of `input` to completion (a hang fails the test after a minute).
-async fn run_stream<S>(
-    net: &mut sluice_broker::raft::network::PeerNetwork,
-    input: S,
-    option: RPCOption,
-) -> Vec<Result<openraft::raft::StreamAppendResult<TypeConfig>, String>>
-where
-    S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
-{
-    tokio::time::timeout(Duration::from_secs(60), async {
-        net.stream_append(input, option)
-            .await
-            .unwrap()
-            .map(|a| a.map_err(|e| e.to_string()))
-            .collect::<Vec<_>>()
-            .await
-    })
-    .await
-    .expect("the stream ends")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,10 +202,7 @@ async fn a_deep_pipeline_is_timed_from_the_previous_answer() {
     let (mut net, listener) = stream_to_peer(dir.path()).await;
     let peer = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
-        let mut got = Vec::new();
-        for _ in 0..3 {
-            got.push(read_append(&mut s).await.corr);
-        }
+        let got = read_corrs(&mut s, 3).await;
         // Each answer 1.2 s after the previous: the third comes 3.6 s after it was written, past
         // the 2 s timeout, but never 2 s after the answer before it.
         for corr in got {

@@ -19,10 +19,9 @@ fn bench(args: &[&str]) -> Output {
         .expect("run sluice-bench")
 }
 
-/// The last stdout line as JSON, after checking the run succeeded and printed the keys every
-/// mode promises.
-fn summary(out: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Stdout and its last line as JSON, after checking the run succeeded.
+fn last_json(out: &Output) -> (String, Value) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "sluice-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
@@ -31,6 +30,14 @@ fn summary(out: &Output) -> Value {
     );
     let last = stdout.lines().last().expect("some output");
     let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    (stdout, v)
+}
+
+/// The last stdout line as JSON, after checking the run succeeded and printed the keys every
+/// mode promises.
+fn summary(out: &Output) -> Value {
+    let (stdout, v) = last_json(out);
+    let last = stdout.lines().last().unwrap_or_default();
     for key in ["records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms"] {
         assert!(v[key].is_number(), "{key} missing in {last}");
     }
@@ -122,16 +129,9 @@ fn replication_pairs_report_every_ratio_and_their_median() {
         "--record-size",
         "256",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "sluice-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, v) = last_json(&out);
     assert!(stdout.contains("median ratio"), "no table:\n{stdout}");
-    let last = stdout.lines().last().expect("some output");
-    let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    let last = stdout.lines().last().unwrap_or_default();
     assert_eq!(v["mode"], "replication");
     assert_eq!(v["brokers"], 3);
     let figures = |key: &str| -> Vec<f64> {

@@ -76,7 +76,7 @@ fn create(cluster: &Cluster, topic: &str, partitions: u32, rf: u16, configs: &[(
 
 /// Three brokers that snapshot every 20 entries, keep only 5 behind, and run retention and
 /// compaction every 100 ms: a stopped follower soon needs what raft has purged.
-fn purging_cluster() -> Cluster {
+fn purging_args() -> Vec<&'static str> {
     let mut args: Vec<&str> = FAST.to_vec();
     args.extend([
         "--raft-snapshot-entries",
@@ -86,7 +86,11 @@ fn purging_cluster() -> Cluster {
         "--maintenance-interval-ms",
         "100",
     ]);
-    Cluster::start(3, &args)
+    args
+}
+
+fn purging_cluster() -> Cluster {
+    Cluster::start(3, &purging_args())
 }
 
 /// Waits until broker `id`'s own replica of `topic`/0 has a high watermark of at least `end`.
@@ -849,17 +853,8 @@ fn known_topics(cluster: &Cluster, id: u32) -> Option<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metadata_log_drops_purged_segments_and_new_brokers_get_its_snapshot() {
     // Small metadata segments and frequent snapshots: a few topics fill and purge several.
-    let mut args: Vec<&str> = FAST.to_vec();
-    args.extend([
-        "--raft-snapshot-entries",
-        "20",
-        "--raft-keep-entries",
-        "5",
-        "--maintenance-interval-ms",
-        "100",
-        "--meta-segment-bytes",
-        "4096",
-    ]);
+    let mut args = purging_args();
+    args.extend(["--meta-segment-bytes", "4096"]);
     let mut cluster = Cluster::start(3, &args);
     let mut want: Vec<String> = (0..30).map(|i| format!("m{i:02}")).collect();
     for t in &want {
