@@ -87,6 +87,22 @@ pub(crate) struct Writer {
 pub(crate) struct FlushSignal {
     state: Mutex<SignalState>,
     cv: Condvar,
+    /// Appended bytes may be waiting for the flusher's delay. While it is clear the flusher sleeps
+    /// without a timeout (an idle log costs no wake-ups: a broker holds hundreds of them); the
+    /// append that sets it wakes the flusher, which then waits the delay.
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl FlushSignal {
+    /// Called after an append published its end: arms the delay if it is not armed yet. One
+    /// atomic load per append once armed.
+    fn arm(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.armed.load(SeqCst) && !self.armed.swap(true, SeqCst) {
+            let _s = lock(&self.state);
+            self.cv.notify_one();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -274,6 +290,9 @@ impl PartitionLog {
                     let mut s = lock(&inner.signal.state);
                     s.requested = true;
                     inner.signal.cv.notify_one();
+                } else {
+                    drop(w);
+                    inner.signal.arm();
                 }
                 Ok(info)
             }
@@ -598,9 +617,11 @@ impl Inner {
     }
 }
 
-/// The interval flusher: a thread that fsyncs when enough bytes are unflushed or the delay passed.
+/// The interval flusher: a thread that fsyncs when enough bytes are unflushed or the delay passed
+/// since it saw the first unflushed append; with nothing unflushed it sleeps until an append comes.
 /// It holds only a weak reference while it waits, so dropping the log ends it.
 fn spawn_flusher(inner: &Arc<Inner>, max_delay: Duration) -> Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
     let weak = Arc::downgrade(inner);
     let signal = inner.signal.clone();
     std::thread::Builder::new()
@@ -608,6 +629,10 @@ fn spawn_flusher(inner: &Arc<Inner>, max_delay: Duration) -> Result<()> {
         .spawn(move || loop {
             {
                 let mut s = lock(&signal.state);
+                // Idle: no timeout. `arm` notifies under this lock, so its wake-up is not lost.
+                while !s.requested && !s.stop && !signal.armed.load(SeqCst) {
+                    s = signal.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+                }
                 if !s.requested && !s.stop {
                     s = signal
                         .cv
@@ -620,6 +645,8 @@ fn spawn_flusher(inner: &Arc<Inner>, max_delay: Duration) -> Result<()> {
                 }
                 s.requested = false;
             }
+            // Cleared before the end is read: an append this flush misses arms it again.
+            signal.armed.store(false, SeqCst);
             let Some(inner) = weak.upgrade() else { return };
             let end = inner.log_end.load();
             if end > inner.flushed.load() {

@@ -185,15 +185,34 @@ fn interval_flusher_flushes_without_being_asked() {
         max_delay: std::time::Duration::from_millis(10),
     });
     let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
-    log.append(&batch("x", 3, 0, 1)).unwrap();
-    // Poll (no timing assertion): the flusher eventually covers the append.
-    for _ in 0..2000 {
-        if log.flushed_offset() == 3 {
-            return;
+    // Several rounds, each after the log went idle (its flusher then sleeps with no timeout until
+    // an append arms it): no append is left unflushed, whether it comes right after a flush, after
+    // a pause, or in a burst.
+    let mut end = 0;
+    for (round, pause_ms) in [0u64, 30, 0, 100, 5].into_iter().enumerate() {
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        for i in 0..=round {
+            end = log
+                .append(&batch(&format!("r{round}-{i}"), 3, 0, 1))
+                .unwrap()
+                .last_offset
+                + 1;
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        // Poll (no timing assertion): the flusher eventually covers the appends.
+        let mut flushed = false;
+        for _ in 0..2000 {
+            if log.flushed_offset() == end {
+                flushed = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            flushed,
+            "round {round}: flushed {} of {end}",
+            log.flushed_offset()
+        );
     }
-    panic!("interval flusher never flushed");
 }
 
 #[test]
