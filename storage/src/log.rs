@@ -633,10 +633,17 @@ fn spawn_flusher(inner: &Arc<Inner>, max_delay: Duration) -> Result<()> {
                 while !s.requested && !s.stop && !signal.armed.load(SeqCst) {
                     s = signal.cv.wait(s).unwrap_or_else(|p| p.into_inner());
                 }
-                if !s.requested && !s.stop {
+                // Armed: the full delay, unless asked sooner (max_bytes) or stopped. A wake-up
+                // from a late `arm` notify or a spurious one does not cut the delay short.
+                let deadline = std::time::Instant::now() + max_delay;
+                while !s.requested && !s.stop {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
                     s = signal
                         .cv
-                        .wait_timeout(s, max_delay)
+                        .wait_timeout(s, left)
                         .map(|(g, _)| g)
                         .unwrap_or_else(|p| p.into_inner().0);
                 }
@@ -645,10 +652,15 @@ fn spawn_flusher(inner: &Arc<Inner>, max_delay: Duration) -> Result<()> {
                 }
                 s.requested = false;
             }
-            // Cleared before the end is read: an append this flush misses arms it again.
-            signal.armed.store(false, SeqCst);
             let Some(inner) = weak.upgrade() else { return };
-            let end = inner.log_end.load();
+            // Cleared and the end read under the writer lock, which every append holds while it
+            // publishes its end and releases before it arms: an append either is below `end` or
+            // finds `armed` clear and arms it again. (Atomics alone would not order the two.)
+            let end = {
+                let _w = lock(&inner.writer);
+                signal.armed.store(false, SeqCst);
+                inner.log_end.load()
+            };
             if end > inner.flushed.load() {
                 if let Err(e) = inner.flush_upto(end) {
                     tracing::error!(error = %e, "interval flush failed; flusher stops");

@@ -216,6 +216,49 @@ fn interval_flusher_flushes_without_being_asked() {
 }
 
 #[test]
+fn interval_flusher_covers_concurrent_bursts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(FlushPolicy::Interval {
+        max_bytes: 1 << 30,
+        max_delay: std::time::Duration::from_millis(2),
+    });
+    let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+    // Bursts from several threads, each followed by an idle pause that lets the flusher go back
+    // to its untimed sleep: every burst must end up flushed without anyone calling flush().
+    for burst in 0..20u64 {
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let log = &log;
+                s.spawn(move || {
+                    for i in 0..(5 + burst % 7) {
+                        log.append(&batch(&format!("b{burst}-t{t}-{i}"), 2, 0, 1))
+                            .unwrap();
+                        if i % 3 == t % 3 {
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+        });
+        let end = log.log_end_offset();
+        let mut flushed = false;
+        for _ in 0..4000 {
+            if log.flushed_offset() == end {
+                flushed = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(
+            flushed,
+            "burst {burst}: flushed {} of {end}",
+            log.flushed_offset()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(burst % 4));
+    }
+}
+
+#[test]
 fn invalid_batches_are_rejected_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
