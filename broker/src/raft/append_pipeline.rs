@@ -74,8 +74,9 @@ impl GroupPipeline {
         self.entry.strong_count() > 0 && !self.ended.load(Ordering::Acquire)
     }
 
+    /// Live, and feeding this very group (not an earlier one deleted under the same id).
     fn usable_for(&self, entry: &Arc<GroupEntry>) -> bool {
-        Weak::ptr_eq(&self.entry, &Arc::downgrade(entry)) && !self.ended.load(Ordering::Acquire)
+        Weak::ptr_eq(&self.entry, &Arc::downgrade(entry)) && self.is_live()
     }
 }
 

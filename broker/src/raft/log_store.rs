@@ -12,7 +12,7 @@
 //! - the vote and the purge point are durable before the call that set them returns.
 //!
 //! Purging is logical: it moves the purge point and drops entries from the map; retention later
-//! deletes whole segments below it ([`GroupLog::retention_limit`]).
+//! deletes whole segments below it ([`GroupLog::with_retention_limit`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;

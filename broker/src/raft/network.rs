@@ -237,8 +237,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     }
 
     /// Pipelined: each request is written as soon as openraft makes it, up to
-    /// [`MAX_PIPELINED_APPENDS`] and [`MAX_PIPELINED_BYTES`] unanswered, and answers are yielded in request order. The peer
-    /// connection keeps the order of writes, and the receiving broker hands one connection's
+    /// `MAX_PIPELINED_APPENDS` and `MAX_PIPELINED_BYTES` unanswered, and answers are yielded in
+    /// request order. The peer connection keeps the order of writes, and the receiving broker hands one connection's
     /// appends of a group to raft in that order (`append_pipeline`), so a follower can write and
     /// fsync the next appends while the leader still waits for earlier answers: replication
     /// rounds overlap instead of taking turns. The stream ends after the first error, conflict,
@@ -328,10 +328,8 @@ struct AppendStream<S> {
     timeout: Duration,
     /// openraft's requests; `None` once it has no more.
     input: Option<S>,
-    /// Written requests, oldest first.
+    /// Written requests, oldest first (at most [`MAX_PIPELINED_APPENDS`]).
     sent: VecDeque<Sent>,
-    /// Bytes of the requests in `sent`.
-    sent_bytes: usize,
     /// When the oldest of `sent` times out.
     oldest_deadline: Pin<Box<tokio::time::Sleep>>,
 }
@@ -354,7 +352,6 @@ where
             timeout,
             input: Some(input),
             sent: VecDeque::new(),
-            sent_bytes: 0,
             oldest_deadline: Box::pin(tokio::time::sleep(timeout)),
         }
     }
@@ -371,7 +368,7 @@ where
         loop {
             let room = self.input.is_some()
                 && self.sent.len() < MAX_PIPELINED_APPENDS
-                && self.sent_bytes < MAX_PIPELINED_BYTES;
+                && self.sent.iter().map(|s| s.bytes).sum::<usize>() < MAX_PIPELINED_BYTES;
             if self.sent.is_empty() && !room {
                 return None;
             }
@@ -397,9 +394,7 @@ where
             };
             match step {
                 Step::Answer(answer, go_on) => {
-                    if let Some(done) = self.sent.pop_front() {
-                        self.sent_bytes -= done.bytes;
-                    }
+                    self.sent.pop_front();
                     if !self.sent.is_empty() {
                         self.restart_clock();
                     }
@@ -408,7 +403,6 @@ where
                 Step::TimedOut => {
                     // openraft starts a new stream after an error; what was written is resent.
                     self.sent.clear();
-                    self.sent_bytes = 0;
                     let e = rpc_error(&self.addr, ClientError::Timeout(self.timeout));
                     return Some((Err(e), false));
                 }
@@ -419,7 +413,6 @@ where
                     if self.sent.is_empty() {
                         self.restart_clock();
                     }
-                    self.sent_bytes += sent.bytes;
                     self.sent.push_back(sent);
                 }
             }
