@@ -177,6 +177,17 @@ fn flush_policies_state_what_is_durable() {
     }
 }
 
+/// Polls (no timing assertion: up to 10 s) until the log is flushed up to `end`.
+fn flushed_eventually(log: &PartitionLog, end: u64) -> bool {
+    for _ in 0..2000 {
+        if log.flushed_offset() == end {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
 #[test]
 fn interval_flusher_flushes_without_being_asked() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,17 +209,8 @@ fn interval_flusher_flushes_without_being_asked() {
                 .last_offset
                 + 1;
         }
-        // Poll (no timing assertion): the flusher eventually covers the appends.
-        let mut flushed = false;
-        for _ in 0..2000 {
-            if log.flushed_offset() == end {
-                flushed = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
         assert!(
-            flushed,
+            flushed_eventually(&log, end),
             "round {round}: flushed {} of {end}",
             log.flushed_offset()
         );
@@ -241,16 +243,8 @@ fn interval_flusher_covers_concurrent_bursts() {
             }
         });
         let end = log.log_end_offset();
-        let mut flushed = false;
-        for _ in 0..4000 {
-            if log.flushed_offset() == end {
-                flushed = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
         assert!(
-            flushed,
+            flushed_eventually(&log, end),
             "burst {burst}: flushed {} of {end}",
             log.flushed_offset()
         );
