@@ -196,7 +196,7 @@ pub fn run(args: BrokerArgs) -> i32 {
     };
     rt.block_on(async move {
         let data_dir = config.data_dir.clone();
-        match sluice_broker::server::start(config, shutdown_signal()).await {
+        match sluice_broker::node::start(config, shutdown_signal()).await {
             Ok((addr, serving)) => {
                 tracing::info!(%addr, data_dir = %data_dir.display(), "sluice broker listening");
                 // One machine-readable line on stdout, for scripts and tests that use port 0.

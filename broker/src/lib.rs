@@ -1,21 +1,32 @@
 //! `sluice-broker`: the server behind the `sluice` binary.
 //!
-//! Map of the crate:
-//! - [`config`]: defaults, TOML file, environment and flags;
-//! - [`server`]: listener, connections, frame bounds, dispatch, graceful shutdown;
-//! - [`handlers`]: one function per API, over [`topics`] and [`partition`];
-//! - [`topics`]: the topics on this broker and their directories;
-//! - [`partition`]: propose / read / wait on one partition replica (a raft group);
+//! Map of the crate, top layer first. A module uses only modules below it (a workspace test,
+//! `tests/tests/broker_layers.rs`, keeps it so):
+//! - [`node`]: starts a broker and owns its listener and background tasks under one cancellation
+//!   token; graceful shutdown;
+//! - [`net`]: sockets and framing, every per-connection bound; the only socket code;
+//! - [`api`]: one file per wire API, translating wire requests into typed calls, and the dispatch
+//!   table that says which APIs run in connection order;
+//! - [`admin`]: typed admin services (topics, brokers, replica moves, the cluster view);
+//! - [`broker`]: the running broker's shared services (config, replicas, cluster, budgets);
+//! - [`cluster`]: the metadata group, forwarding to its leader, the leader report, the reconciler
+//!   and quiescing;
+//! - [`replica`]: the partition seam — [`replica::Replica`], replicated partition state, the
+//!   leadership watch and leader services, and the registry of hosted replicas;
 //! - [`raft`]: openraft over the segment log — log storage, state machine, wire codec, network;
-//! - [`cluster`]: the metadata group, raft groups' lifecycle, local replicas following the metadata.
+//! - [`config`], [`error`]: configuration, and the one error type of the services.
 //!
-//! The command-line client commands of the binary live in `main.rs` and `cli/`, on top of
-//! `sluice-client`.
+//! Below `api/`, nothing names the wire `Request`/`Response` enums (raft's own network and
+//! `cluster::forward`, which *are* wire round trips, excepted). The command-line client commands of
+//! the binary live in `main.rs` and `cli/`, on top of `sluice-client`.
 
+pub mod admin;
+pub mod api;
+pub mod broker;
 pub mod cluster;
 pub mod config;
-pub mod handlers;
-pub mod partition;
+pub mod error;
+pub mod net;
+pub mod node;
 pub mod raft;
-pub mod server;
-pub mod topics;
+pub mod replica;

@@ -8,7 +8,7 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::StorageError;
 use sluice_broker::raft::log_store::{GroupLog, LogStore};
-use sluice_broker::raft::state_machine::{GroupSm, NoState};
+use sluice_broker::raft::state_machine::GroupSm;
 use sluice_broker::raft::TypeConfig;
 use sluice_storage::{FlushPolicy, LogConfig, PartitionLog};
 
@@ -30,7 +30,7 @@ impl StoreBuilder<TypeConfig, LogStore, GroupSm, tempfile::TempDir> for Builder 
         let (log, _) = PartitionLog::open(dir.path(), config).map_err(|e| err(&e))?;
         let group = GroupLog::open(log).map_err(|e| err(&e))?;
         let hw = Arc::new(tokio::sync::watch::channel(0u64).0);
-        let sm = GroupSm::open(group.clone(), Box::new(NoState), hw).map_err(|e| err(&e))?;
+        let sm = GroupSm::open(group.clone(), hw).map_err(|e| err(&e))?;
         Ok((dir, LogStore { group }, sm))
     }
 }
@@ -116,7 +116,7 @@ async fn an_interrupted_snapshot_install_is_finished_on_open() {
     let (live, _) = PartitionLog::open(&live_dir, cfg).unwrap();
     let group = GroupLog::open(live.clone()).unwrap();
     let hw = Arc::new(tokio::sync::watch::channel(0u64).0);
-    let _sm = GroupSm::open(group.clone(), Box::new(NoState), hw.clone()).unwrap();
+    let _sm = GroupSm::open(group.clone(), hw.clone()).unwrap();
     assert_eq!(live.log_start_offset(), 100);
     assert_eq!(live.log_end_offset(), 110);
     assert_eq!(*hw.borrow(), 110);

@@ -11,10 +11,10 @@ use sluice_protocol::wire::ErrorCode;
 use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 use tokio::sync::watch;
 
-use super::group::Group;
 use super::state::{ClusterState, Command};
-use crate::partition::CodedError;
-use crate::raft::state_machine::Applier;
+use crate::error::ServiceError;
+use crate::raft::group::Group;
+use crate::raft::partition_state::PartitionState;
 use crate::raft::{Membership, Proposal};
 
 /// The state shared between the state machine (writer) and the broker (readers).
@@ -34,7 +34,17 @@ impl MetadataShared {
     }
 
     pub fn state(&self) -> ClusterState {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+        match self.state.read() {
+            Ok(s) => s.clone(),
+            Err(_) => poisoned(),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ClusterState> {
+        match self.state.write() {
+            Ok(s) => s,
+            Err(_) => poisoned(),
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -46,9 +56,10 @@ impl MetadataShared {
     }
 }
 
-/// Applies metadata commands to the shared state.
+/// The metadata group's replicated state: applies committed commands to the shared state (it
+/// reads only committed entries, so it tracks no appends).
 #[derive(Debug)]
-pub struct MetadataApplier {
+pub struct MetadataState {
     pub shared: Arc<MetadataShared>,
 }
 
@@ -58,20 +69,24 @@ fn broker_ids(m: &Membership) -> Vec<u32> {
         .collect()
 }
 
-impl Applier for MetadataApplier {
-    fn apply(&mut self, batch: &RecordBatch, membership: &Membership) {
+impl PartitionState for MetadataState {
+    fn tracks_appends(&self) -> bool {
+        false
+    }
+
+    fn committed(&mut self, batch: &RecordBatch, membership: &Membership) {
         let brokers = broker_ids(membership);
         let Ok(records) = batch.records() else {
             tracing::error!("metadata batch cannot be decoded; skipped on every broker alike");
             return;
         };
-        let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.shared.write();
         for record in records.flatten() {
             let value = record.value.unwrap_or_default();
             match serde_json::from_slice::<Command>(&value) {
                 Ok(cmd) => {
-                    if let Err((code, msg)) = state.apply(&cmd, &brokers) {
-                        tracing::debug!(%code, msg, "metadata command refused at apply");
+                    if let Err(e) = state.apply(&cmd, &brokers) {
+                        tracing::debug!(error = %e, "metadata command refused at apply");
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "unreadable metadata command skipped"),
@@ -94,7 +109,7 @@ impl Applier for MetadataApplier {
             serde_json::from_slice(state)
                 .map_err(|e| io::Error::other(format!("metadata snapshot: {e}")))?
         };
-        *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) = s;
+        *self.shared.write() = s;
         self.shared.changed();
         Ok(())
     }
@@ -124,42 +139,43 @@ impl MetadataGroup {
 
     /// Proposes `cmd` on this broker, which must lead the group; returns once it is applied here.
     /// Checked against the current state first, so the usual refusals come back with their code.
-    pub async fn propose(&self, cmd: &Command) -> Result<(), CodedError> {
+    pub async fn propose(&self, cmd: &Command) -> Result<(), ServiceError> {
         let brokers: Vec<u32> = self.brokers().keys().copied().collect();
         self.state().check(cmd, &brokers)?;
         if !self.group.is_leader() {
-            return Err(not_leader(self.group.leader_addr()));
+            return Err(ServiceError::not_leader(self.group.leader_addr()));
         }
         let json = serde_json::to_vec(cmd)
-            .map_err(|e| (ErrorCode::UNKNOWN, format!("encoding command: {e}")))?;
+            .map_err(|e| ServiceError::new(ErrorCode::UNKNOWN, format!("encoding command: {e}")))?;
         let mut b = BatchBuilder::with_capacity(Compression::None, json.len() + 64);
         b.append(now_ms(), None, Some(&json), &[]);
         let batch = b
             .seal()
             .and_then(|bytes| RecordBatch::decode(&bytes).map(|(b, _)| b))
-            .map_err(|e| (ErrorCode::UNKNOWN, format!("encoding command: {e}")))?;
+            .map_err(|e| ServiceError::new(ErrorCode::UNKNOWN, format!("encoding command: {e}")))?;
         match self.group.raft.client_write(Proposal::new(batch)).await {
             Ok(_) => Ok(()),
             Err(e) => match e.forward_to_leader() {
-                Some(f) => Err(not_leader(f.leader_node.as_ref().map(|n| n.addr.clone()))),
-                None => Err((ErrorCode::BROKER_SHUTTING_DOWN, e.to_string())),
+                Some(f) => Err(ServiceError::not_leader(
+                    f.leader_node.as_ref().map(|n| n.addr.clone()),
+                )),
+                None => Err(ServiceError::new(
+                    ErrorCode::BROKER_SHUTTING_DOWN,
+                    e.to_string(),
+                )),
             },
         }
     }
-}
-
-pub fn not_leader(addr: Option<String>) -> CodedError {
-    (
-        ErrorCode::NOT_LEADER,
-        match addr {
-            Some(a) => format!("not the leader; the leader is at {a}"),
-            None => "not the leader; no leader is known yet".into(),
-        },
-    )
 }
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A poisoned lock means a panic mid-apply: the cluster state may be half-changed and would differ
+/// from every other broker's, so stop loudly.
+fn poisoned() -> ! {
+    panic!("cluster state lock poisoned: a panic happened mid-apply")
 }

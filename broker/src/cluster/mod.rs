@@ -3,13 +3,15 @@
 //!
 //! - [`state`]: the replicated cluster state and its commands (pure);
 //! - [`metadata`]: the metadata raft group and proposing to it;
-//! - [`group`]: starting/stopping one raft group;
-//! - [`reconcile`]: local replicas follow the metadata;
+//! - [`forward`]: reaching the metadata leader from any broker;
+//! - [`leader_report`]: the leader service that reports a partition's leader to the metadata;
+//! - [`reconcile`]: local replicas follow the metadata, and replica moves;
 //! - [`quiesce`]: idle groups park their raft timers; peers watch each other for dead leaders.
 //!
 //! A broker started without peers is a one-voter cluster of itself, on the same code path.
 
-pub mod group;
+pub mod forward;
+pub mod leader_report;
 pub mod metadata;
 pub mod quiesce;
 pub mod reconcile;
@@ -23,11 +25,11 @@ use std::time::Duration;
 use openraft::BasicNode;
 use sluice_storage::{FlushPolicy, LogConfig, PartitionLog};
 
-use group::{Group, RaftContext};
-use metadata::{MetadataApplier, MetadataGroup, MetadataShared};
+use metadata::{MetadataGroup, MetadataShared, MetadataState};
 use state::METADATA_GROUP;
 
 use crate::config::BrokerConfig;
+use crate::raft::group::{Group, RaftContext};
 use crate::raft::network::{Peers, RaftRegistry};
 
 /// This broker's place in the cluster.
@@ -107,7 +109,7 @@ impl Cluster {
             &ctx,
             METADATA_GROUP,
             log,
-            Box::new(MetadataApplier {
+            Box::new(MetadataState {
                 shared: shared.clone(),
             }),
         )

@@ -7,62 +7,65 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::handlers::Broker;
+use super::state::Command;
+use super::Cluster;
+use crate::replica::registry::ReplicaSpec;
+use crate::replica::{Replica, Replicas};
 
 /// How often reconciliation runs without a metadata change (retries of failed opens).
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 
-pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let mut changes = broker.cluster.metadata.shared.subscribe();
+/// Reconciles on every metadata change and every [`RETRY_EVERY`] until `stop` is cancelled.
+pub async fn run(cluster: Cluster, replicas: Arc<Replicas>, stop: CancellationToken) {
+    let mut changes = cluster.metadata.shared.subscribe();
     loop {
-        reconcile_once(&broker).await;
+        reconcile_once(&cluster, &replicas).await;
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.cancelled() => return,
             _ = changes.changed() => {}
             _ = tokio::time::sleep(RETRY_EVERY) => {}
         }
     }
 }
 
-pub async fn reconcile_once(broker: &Broker) {
-    let cluster = &broker.cluster;
+pub async fn reconcile_once(cluster: &Cluster, hosted: &Replicas) {
     let state = cluster.metadata.state();
     let brokers = cluster.metadata.brokers();
     let me = cluster.ctx.node_id;
     // Gone or re-created topics first, so a new incarnation starts from empty directories.
-    for t in broker.topics.list() {
+    for t in hosted.list() {
         if state.topics.get(&t.name).map(|r| r.id) != Some(t.id) {
-            broker.topics.remove(&cluster.ctx, &t.name).await;
+            hosted.remove(&cluster.ctx, &t.name).await;
         }
     }
-    for (name, id) in broker.topics.on_disk() {
+    for (name, id) in hosted.on_disk() {
         if state.deleted_topic_ids.contains(&id)
             && state.topics.get(&name).map(|r| r.id) != Some(id)
         {
-            broker.topics.remove_leftover(&name);
+            hosted.remove_leftover(&name);
         }
     }
     for (name, record) in &state.topics {
-        let local = broker.topics.get(name);
+        let local = hosted.get(name);
         for (p, replicas) in record.replicas.iter().enumerate() {
             let p = p as u32;
             let target = record.moving.get(&p);
             let mine = |set: &[u32]| set.iter().any(|r| u64::from(*r) == me);
-            let hosted = local.as_ref().and_then(|t| t.partitions.get(&p).cloned());
+            let here = local.as_ref().and_then(|t| t.partitions.get(&p).cloned());
             if !mine(replicas) && !target.is_some_and(|t| mine(t)) {
                 // Not (or no longer) a replica here: a finished move took it away.
-                if hosted.is_some() {
-                    broker.topics.remove_partition(&cluster.ctx, name, p).await;
+                if here.is_some() {
+                    hosted.remove_partition(&cluster.ctx, name, p).await;
                 }
                 continue;
             }
-            if let Some(part) = hosted {
+            if let Some(part) = here {
                 // The leader carries out a move.
                 if let Some(target) = target {
-                    if part.group.is_leader() {
-                        start_move(broker, name, p, target.clone(), part.group.clone());
+                    if part.is_leader() {
+                        start_move(cluster, part, target.clone());
                     }
                 }
                 continue;
@@ -91,12 +94,21 @@ pub async fn reconcile_once(broker: &Broker) {
                 tracing::warn!(topic = %name, partition = p, "a replica's broker address is unknown; retrying");
                 continue;
             };
-            if let Err((code, msg)) = broker
-                .topics
-                .open_partition(&cluster.ctx, name, record, p, members)
+            if let Err(e) = hosted
+                .open_partition(
+                    &cluster.ctx,
+                    ReplicaSpec {
+                        topic: name,
+                        topic_id: record.id,
+                        configs: &record.configs,
+                        partition: p,
+                        group_id: record.group_id(p),
+                        members,
+                    },
+                )
                 .await
             {
-                tracing::error!(topic = %name, partition = p, %code, msg, "cannot open partition replica");
+                tracing::error!(topic = %name, partition = p, error = %e, "cannot open partition replica");
             }
         }
     }
@@ -104,51 +116,34 @@ pub async fn reconcile_once(broker: &Broker) {
 
 /// Moves a partition's group to `target` voters, once at a time per group: new replicas join as
 /// learners and catch up, the voters change, and the metadata records the move as complete.
-fn start_move(
-    broker: &Broker,
-    topic: &str,
-    partition: u32,
-    target: Vec<u32>,
-    group: crate::cluster::group::Group,
-) {
-    let Some(broker) = broker.me.upgrade() else {
-        return;
-    };
+fn start_move(cluster: &Cluster, replica: Arc<Replica>, target: Vec<u32>) {
     {
-        let mut moving = broker
-            .cluster
-            .moves
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if !moving.insert(group.id) {
+        let mut moving = match cluster.moves.lock() {
+            Ok(m) => m,
+            Err(_) => panic!("replica moves lock poisoned"),
+        };
+        if !moving.insert(replica.group_id()) {
             return;
         }
     }
-    let topic = topic.to_string();
+    let cluster = cluster.clone();
     tokio::spawn(async move {
-        let result = drive_move(&broker, &topic, partition, &target, &group).await;
+        let result = drive_move(&cluster, &replica, &target).await;
         if let Err(e) = &result {
-            tracing::warn!(topic, partition, error = %e, "moving partition replicas failed; will retry");
+            tracing::warn!(topic = replica.topic(), partition = replica.partition(), error = %e, "moving partition replicas failed; will retry");
         }
-        broker
-            .cluster
-            .moves
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&group.id);
+        match cluster.moves.lock() {
+            Ok(mut m) => m.remove(&replica.group_id()),
+            Err(_) => panic!("replica moves lock poisoned"),
+        };
     });
 }
 
-async fn drive_move(
-    broker: &Broker,
-    topic: &str,
-    partition: u32,
-    target: &[u32],
-    group: &crate::cluster::group::Group,
-) -> Result<(), String> {
-    let brokers = broker.cluster.metadata.brokers();
-    let voters = group.voters();
-    group.touch();
+async fn drive_move(cluster: &Cluster, replica: &Replica, target: &[u32]) -> Result<(), String> {
+    let (topic, partition) = (replica.topic(), replica.partition());
+    let brokers = cluster.metadata.brokers();
+    let voters = replica.voters();
+    replica.touch();
     for id in target {
         if voters.contains(&u64::from(*id)) {
             continue;
@@ -157,32 +152,18 @@ async fn drive_move(
             .get(id)
             .ok_or_else(|| format!("broker {id} has no address"))?;
         tracing::info!(topic, partition, broker = id, "adding replica");
-        group
-            .raft
-            .add_learner(u64::from(*id), BasicNode::new(addr.clone()), true)
-            .await
-            .map_err(|e| e.to_string())?;
+        replica.add_learner(u64::from(*id), addr.clone()).await?;
     }
     let set: std::collections::BTreeSet<u64> = target.iter().map(|r| u64::from(*r)).collect();
-    group
-        .raft
-        .change_membership(openraft::ChangeMembers::ReplaceAllVoters(set), false)
-        .await
-        .map_err(|e| e.to_string())?;
+    replica.replace_voters(set).await?;
     tracing::info!(topic, partition, ?target, "partition voters changed");
-    let done = broker
-        .alter_replicas(sluice_protocol::wire::AlterReplicasRequest {
+    // The metadata leader checks that this matches the move under way before it applies it.
+    cluster
+        .propose_anywhere(&Command::CompleteReassignment {
             topic: topic.to_string(),
             partition,
             replicas: target.to_vec(),
-            complete: true,
         })
-        .await;
-    match done {
-        sluice_protocol::wire::Response::AlterReplicas(r) if r.error.is_ok() => Ok(()),
-        sluice_protocol::wire::Response::AlterReplicas(r) => {
-            Err(format!("{}: {}", r.error, r.message))
-        }
-        _ => Err("unexpected answer".into()),
-    }
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sluice_protocol::wire::ErrorCode;
 
-use crate::partition::CodedError;
-use crate::topics::{validate_name, TopicSettings, MAX_PARTITIONS};
+use crate::error::ServiceError;
+use crate::replica::settings::{validate_name, TopicSettings, MAX_PARTITIONS};
 
 /// One topic in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +94,7 @@ pub enum Command {
 impl ClusterState {
     /// Whether `cmd` would apply cleanly to this state with these brokers (checked by the proposer
     /// before proposing, and again by everyone at apply).
-    pub fn check(&self, cmd: &Command, brokers: &[u32]) -> Result<(), CodedError> {
+    pub fn check(&self, cmd: &Command, brokers: &[u32]) -> Result<(), ServiceError> {
         match cmd {
             Command::CreateTopic {
                 name,
@@ -102,16 +102,16 @@ impl ClusterState {
                 replication_factor,
                 configs,
             } => {
-                validate_name(name).map_err(|m| (ErrorCode::INVALID_TOPIC, m))?;
+                validate_name(name).map_err(|m| ServiceError::new(ErrorCode::INVALID_TOPIC, m))?;
                 if *partitions == 0 || *partitions > MAX_PARTITIONS {
-                    return Err((
+                    return Err(ServiceError::new(
                         ErrorCode::INVALID_PARTITIONS,
                         format!("partitions must be 1 to {MAX_PARTITIONS}"),
                     ));
                 }
                 let rf = usize::from(*replication_factor);
                 if rf == 0 || rf > brokers.len() {
-                    return Err((
+                    return Err(ServiceError::new(
                         ErrorCode::INVALID_REPLICATION_FACTOR,
                         format!(
                             "replication factor {rf} needs {rf} brokers; this cluster has {}",
@@ -119,9 +119,10 @@ impl ClusterState {
                         ),
                     ));
                 }
-                TopicSettings::from_pairs(configs).map_err(|m| (ErrorCode::INVALID_CONFIG, m))?;
+                TopicSettings::from_pairs(configs)
+                    .map_err(|m| ServiceError::new(ErrorCode::INVALID_CONFIG, m))?;
                 if self.topics.contains_key(name) {
-                    return Err((
+                    return Err(ServiceError::new(
                         ErrorCode::TOPIC_ALREADY_EXISTS,
                         format!("topic {name} already exists"),
                     ));
@@ -132,7 +133,7 @@ impl ClusterState {
                 if self.topics.contains_key(name) {
                     Ok(())
                 } else {
-                    Err((
+                    Err(ServiceError::new(
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                         format!("unknown topic {name}"),
                     ))
@@ -140,7 +141,10 @@ impl ClusterState {
             }
             Command::AllocateProducerIds { count } => {
                 if *count == 0 {
-                    return Err((ErrorCode::INVALID_REQUEST, "count must be positive".into()));
+                    return Err(ServiceError::new(
+                        ErrorCode::INVALID_REQUEST,
+                        "count must be positive",
+                    ));
                 }
                 Ok(())
             }
@@ -151,7 +155,7 @@ impl ClusterState {
                 ..
             } => match self.topics.get(topic) {
                 Some(t) if t.id == *topic_id && (*partition as usize) < t.replicas.len() => Ok(()),
-                _ => Err((
+                _ => Err(ServiceError::new(
                     ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                     format!("unknown partition {topic}/{partition}"),
                 )),
@@ -167,26 +171,26 @@ impl ClusterState {
                 replicas,
             } => {
                 let t = self.topics.get(topic).ok_or_else(|| {
-                    (
+                    ServiceError::new(
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                         format!("unknown topic {topic}"),
                     )
                 })?;
                 if *partition as usize >= t.replicas.len() {
-                    return Err((
+                    return Err(ServiceError::new(
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                         format!("topic {topic} has no partition {partition}"),
                     ));
                 }
                 let unique: BTreeSet<u32> = replicas.iter().copied().collect();
                 if replicas.is_empty() || unique.len() != replicas.len() {
-                    return Err((
+                    return Err(ServiceError::new(
                         ErrorCode::INVALID_REPLICATION_FACTOR,
-                        "replicas must be distinct broker ids, at least one".into(),
+                        "replicas must be distinct broker ids, at least one",
                     ));
                 }
                 if let Some(b) = replicas.iter().find(|r| !brokers.contains(r)) {
-                    return Err((
+                    return Err(ServiceError::new(
                         ErrorCode::INVALID_REQUEST,
                         format!("broker {b} is not in the cluster"),
                     ));
@@ -194,7 +198,7 @@ impl ClusterState {
                 if matches!(cmd, Command::ReassignPartition { .. })
                     && t.moving.get(partition).is_some_and(|m| m != replicas)
                 {
-                    return Err((
+                    return Err(ServiceError::new(
                         ErrorCode::INVALID_REQUEST,
                         format!(
                             "{topic}/{partition} is already moving to {:?}; wait for it to finish",
@@ -205,7 +209,7 @@ impl ClusterState {
                 if matches!(cmd, Command::CompleteReassignment { .. })
                     && t.moving.get(partition) != Some(replicas)
                 {
-                    return Err((
+                    return Err(ServiceError::new(
                         ErrorCode::INVALID_REQUEST,
                         format!("no move of {topic}/{partition} to {replicas:?} is under way"),
                     ));
@@ -216,7 +220,7 @@ impl ClusterState {
     }
 
     /// Applies `cmd`; an invalid command changes nothing (and is reported).
-    pub fn apply(&mut self, cmd: &Command, brokers: &[u32]) -> Result<(), CodedError> {
+    pub fn apply(&mut self, cmd: &Command, brokers: &[u32]) -> Result<(), ServiceError> {
         self.check(cmd, brokers)?;
         match cmd {
             Command::CreateTopic {

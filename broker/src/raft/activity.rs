@@ -2,7 +2,7 @@
 //! parked. A quiesced group sends no heartbeats and runs no election timer (no wakeups at all);
 //! any work — a proposal on the leader, entries or a vote arriving at a follower — wakes it first.
 //! The decisions (when to park, when a dead leader must wake its followers) are in
-//! `cluster::quiesce`.
+//! `cluster::quiesce` and `Replica::review_idle`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -19,8 +19,6 @@ pub struct Activity {
     switch: std::sync::Mutex<()>,
     /// The raft term last seen by the quiescer (a new term is work too).
     pub last_term: AtomicU64,
-    /// The term in which this replica last reported its leadership to the metadata (0: never).
-    pub reported_term: AtomicU64,
 }
 
 impl Default for Activity {
@@ -31,7 +29,6 @@ impl Default for Activity {
             quiesced: AtomicBool::new(false),
             switch: std::sync::Mutex::new(()),
             last_term: AtomicU64::new(0),
-            reported_term: AtomicU64::new(0),
         }
     }
 }

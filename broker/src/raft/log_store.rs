@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 
 use super::entry::{batch_for, entry_from_batch};
 use super::meta_file::{MetaFile, RaftMeta};
+use super::partition_state::{NoState, PartitionState, SharedState};
 use super::{io_error, log_id, term_of, Entry, LogId, TypeConfig, Vote};
 
 /// Where one raft entry's batch sits in the log.
@@ -142,6 +143,9 @@ pub struct GroupLog {
     flush_tx: mpsc::UnboundedSender<FlushJob>,
     /// Log starts pinned by snapshot transfers, with how many transfers pinned each.
     pins: Mutex<BTreeMap<u64, usize>>,
+    /// The partition's replicated state: told of every append and truncation here, in log order
+    /// (under the map lock), and of commits by the state machine.
+    state: SharedState,
 }
 
 impl Debug for FlushJob {
@@ -151,17 +155,31 @@ impl Debug for FlushJob {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded maps stay consistent across a panic elsewhere (every update is one step).
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    // A poisoned lock means a panic mid-update: the map or meta may no longer match the log, and
+    // raft would act on it. Stop loudly rather than carry on.
+    match m.lock() {
+        Ok(g) => g,
+        Err(_) => panic!("raft log lock poisoned: a panic happened mid-update"),
+    }
 }
 
 /// Batches whose headers are read per step when the index map is rebuilt.
 const SCAN_STEP: usize = 4096;
 
 impl GroupLog {
-    /// Wraps an opened segment log: loads the vote and purge point, rebuilds the index map from the
-    /// batch headers, and starts the flusher task (call inside a tokio runtime).
+    /// [`GroupLog::open_with_state`] for a log that keeps no partition state.
     pub fn open(log: PartitionLog) -> io::Result<Arc<GroupLog>> {
+        GroupLog::open_with_state(log, Box::new(NoState))
+    }
+
+    /// Wraps an opened segment log: loads the vote and purge point, rebuilds the index map from the
+    /// batch headers, and starts the flusher task (call inside a tokio runtime). `state` is told of
+    /// appends and truncations from now on; the state machine restores it and replays the log tail
+    /// into it ([`GroupLog::replay_appended`]).
+    pub fn open_with_state(
+        log: PartitionLog,
+        state: Box<dyn PartitionState>,
+    ) -> io::Result<Arc<GroupLog>> {
         let meta_file = MetaFile::new(log.dir());
         let meta = meta_file.load()?;
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
@@ -171,6 +189,7 @@ impl GroupLog {
             meta_file,
             flush_tx,
             pins: Mutex::default(),
+            state: SharedState::new(state),
             log,
         });
         group.rebuild_map()?;
@@ -252,6 +271,34 @@ impl GroupLog {
         Ok(())
     }
 
+    /// The partition state this log tells of appends and truncations.
+    pub fn state(&self) -> &SharedState {
+        &self.state
+    }
+
+    /// Tells the partition state of every normal entry the log holds above raft index `above` (the
+    /// snapshot point it was restored from), in log order, as if appended now. Run once at open.
+    pub fn replay_appended(&self, above: Option<u64>) -> io::Result<()> {
+        if !self.state.lock().tracks_appends() {
+            return Ok(());
+        }
+        let (start, end) = {
+            let map = lock(&self.map);
+            let end = map.first + map.entries.len() as u64;
+            (above.map_or(map.first, |a| (a + 1).max(map.first)), end)
+        };
+        // Read first, then lock the state: locks are taken map -> state, never the other way.
+        let entries = self.entries(start, end)?;
+        let mut state = self.state.lock();
+        for entry in entries {
+            if let EntryPayload::Normal(p) = &entry.payload {
+                let h = p.batch.header();
+                state.appended(entry.log_id.index, h.base_offset..h.next_offset(), &p.batch);
+            }
+        }
+        Ok(())
+    }
+
     pub fn entry_pos(&self, index: u64) -> Option<EntryPos> {
         lock(&self.map).get(index)
     }
@@ -309,6 +356,8 @@ impl GroupLog {
         callback: IOFlushed<TypeConfig>,
     ) -> io::Result<()> {
         let mut map = lock(&self.map);
+        let mut state = self.state.lock();
+        let tracks = state.tracks_appends();
         for entry in entries {
             let index = entry.log_id.index;
             let term = term_of(&entry.log_id);
@@ -344,11 +393,15 @@ impl GroupLog {
                 },
             )?;
             if let EntryPayload::Normal(p) = entry.payload {
+                if tracks {
+                    state.appended(index, info.base_offset..info.last_offset + 1, &p.batch);
+                }
                 if let Some(ack) = p.ack {
                     let _ = ack.send(info.base_offset..info.last_offset + 1);
                 }
             }
         }
+        drop(state);
         drop(map);
         self.flush_tx
             .send(FlushJob { callback })
@@ -380,6 +433,7 @@ impl GroupLog {
         self.log
             .truncate_after(last_kept_offset)
             .map_err(|e| io_error(format!("truncating raft log after {keep:?}: {e}")))?;
+        self.state.lock().truncated(keep);
         Ok(())
     }
 

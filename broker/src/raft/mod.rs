@@ -12,15 +12,20 @@
 //!   pipelined replication streams;
 //! - [`append_pipeline`]: the follower's side of those streams: one connection's appends of a
 //!   group reach raft in order, without waiting for each other's answers;
-//! - [`activity`]: whether a group is quiesced (ticker parked) and when it last saw work.
+//! - [`activity`]: whether a group is quiesced (ticker parked) and when it last saw work;
+//! - [`group`]: starting and stopping one raft group over a segment log;
+//! - [`partition_state`]: the replicated-state hooks ([`partition_state::PartitionState`]) the log
+//!   store and state machine drive.
 
 pub mod activity;
 pub mod append_pipeline;
 pub mod codec;
 pub mod entry;
+pub mod group;
 pub mod log_store;
 pub mod meta_file;
 pub mod network;
+pub mod partition_state;
 pub mod state_machine;
 
 use std::fmt;

@@ -1,8 +1,8 @@
 //! A group's state machine: the small state raft applies committed entries to, and its snapshots.
 //!
 //! The state is the high watermark (the offset after the last applied entry — the commit point
-//! consumers read below) plus whatever the group's [`Applier`] keeps (nothing for a partition yet;
-//! the cluster metadata for the metadata group). A snapshot is that state with the log id it covers;
+//! consumers read below) plus the group's [`PartitionState`] (nothing for a plain topic; the
+//! cluster metadata for the metadata group), which it drives at commit, snapshot and restore. A snapshot is that state with the log id it covers;
 //! it is saved to `raft.snapshot` (explicit layout, CRC-checked) when built or installed. Record data
 //! is never in a snapshot: a replica that is behind the leader's log start receives the leader's
 //! retained segments, staged beside the log, and [`GroupSm::install_snapshot`] swaps them in.
@@ -16,40 +16,14 @@ use futures_util::TryStreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use sluice_protocol::wire::codec::{Reader, Writer};
-use sluice_protocol::RecordBatch;
 use sluice_storage::PartitionLog;
 use tokio::sync::watch;
 
 use super::codec::{get_log_id, put_log_id};
 use super::entry::{decode_membership, join, write_membership};
 use super::log_store::GroupLog;
+use super::partition_state::SharedState;
 use super::{io_error, Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
-
-/// What a group does with its committed normal entries, beyond moving the high watermark.
-pub trait Applier: Send + Sync + 'static {
-    /// Applies one committed batch (never a raft control batch). `membership` is the group's last
-    /// applied membership (the same on every replica at this point of the log).
-    fn apply(&mut self, batch: &RecordBatch, membership: &super::Membership);
-    /// The applier's state, encoded for a snapshot. An error fails the snapshot: raft purges the
-    /// log behind a snapshot, so one that lost state could not be rebuilt from the log.
-    fn snapshot(&self) -> io::Result<Bytes>;
-    /// Replaces the state with a snapshot's.
-    fn restore(&mut self, state: &[u8]) -> io::Result<()>;
-}
-
-/// A partition keeps no state besides the high watermark (yet).
-#[derive(Debug, Default)]
-pub struct NoState;
-
-impl Applier for NoState {
-    fn apply(&mut self, _batch: &RecordBatch, _membership: &super::Membership) {}
-    fn snapshot(&self) -> io::Result<Bytes> {
-        Ok(Bytes::new())
-    }
-    fn restore(&mut self, _state: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The state a snapshot carries.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -131,7 +105,7 @@ fn write_atomically(dir: &Path, name: &str, body: &[u8]) -> io::Result<()> {
 /// A group's state machine (owned by openraft; the high watermark is shared through a watch).
 pub struct GroupSm {
     group: Arc<GroupLog>,
-    applier: Box<dyn Applier>,
+    state: SharedState,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     high_watermark: Arc<watch::Sender<u64>>,
@@ -150,16 +124,17 @@ impl std::fmt::Debug for GroupSm {
 const SNAPSHOT_FILE: &str = "raft.snapshot";
 
 impl GroupSm {
-    /// Opens the state machine from the group's saved snapshot, if any.
+    /// Opens the state machine from the group's saved snapshot, if any, restoring the group's
+    /// partition state from it and replaying the log's appends above it into that state.
     pub fn open(
         group: Arc<GroupLog>,
-        mut applier: Box<dyn Applier>,
         high_watermark: Arc<watch::Sender<u64>>,
     ) -> io::Result<GroupSm> {
         let dir = group.dir();
+        let state = group.state().clone();
         let mut sm = GroupSm {
             group,
-            applier: Box::new(NoState),
+            state,
             last_applied: None,
             membership: StoredMembership::default(),
             high_watermark,
@@ -168,12 +143,13 @@ impl GroupSm {
         let snapshot = sm.load_snapshot()?;
         finish_interrupted_install(&sm.group, snapshot.as_ref())?;
         if let Some((meta, state)) = snapshot {
-            applier.restore(&state.applier)?;
+            sm.state.lock().restore(&state.applier)?;
             sm.last_applied = meta.last_log_id;
             sm.membership = meta.last_membership;
             sm.set_high_watermark(state.high_watermark);
         }
-        sm.applier = applier;
+        let above = sm.last_applied.map(|l| l.index);
+        sm.group.replay_appended(above)?;
         Ok(sm)
     }
 
@@ -200,7 +176,7 @@ impl GroupSm {
         Ok(SnapshotState {
             high_watermark: *self.high_watermark.borrow(),
             log_start_offset: self.group.log.log_start_offset(),
-            applier: self.applier.snapshot()?,
+            applier: self.state.lock().snapshot()?,
         })
     }
 
@@ -303,9 +279,10 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             let index = entry.log_id.index;
             self.last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Normal(p) => {
-                    self.applier.apply(&p.batch, self.membership.membership())
-                }
+                EntryPayload::Normal(p) => self
+                    .state
+                    .lock()
+                    .committed(&p.batch, self.membership.membership()),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                 }
@@ -352,7 +329,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             let this = &*self;
             this.adopt_staged(staged)?;
         }
-        self.applier.restore(&snapshot.state.applier)?;
+        self.state.lock().restore(&snapshot.state.applier)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         // A snapshot may move the watermark back only on a replica that had applied past it, which

@@ -9,9 +9,10 @@ use openraft::BasicNode;
 use sluice_storage::PartitionLog;
 use tokio::sync::watch;
 
-use crate::raft::log_store::{GroupLog, LogStore};
-use crate::raft::network::{GroupEntry, NetworkFactory, Peers, RaftHandle, RaftRegistry};
-use crate::raft::state_machine::{Applier, GroupSm};
+use super::log_store::{GroupLog, LogStore};
+use super::network::{GroupEntry, NetworkFactory, Peers, RaftHandle, RaftRegistry};
+use super::partition_state::PartitionState;
+use super::state_machine::GroupSm;
 
 /// What every group on this broker shares.
 #[derive(Debug, Clone)]
@@ -31,7 +32,7 @@ pub struct Group {
     pub log: Arc<GroupLog>,
     /// The high watermark: the offset after the last applied (committed) entry.
     pub high_watermark: Arc<watch::Sender<u64>>,
-    pub activity: Arc<crate::raft::activity::Activity>,
+    pub activity: Arc<super::activity::Activity>,
 }
 
 impl Group {
@@ -40,12 +41,12 @@ impl Group {
         ctx: &RaftContext,
         id: u64,
         log: PartitionLog,
-        applier: Box<dyn Applier>,
+        state: Box<dyn PartitionState>,
     ) -> io::Result<Group> {
-        let glog = GroupLog::open(log)?;
+        let glog = GroupLog::open_with_state(log, state)?;
         // Until the snapshot or an apply says more, everything below the log start is committed.
         let hw = Arc::new(watch::channel(glog.log.log_start_offset()).0);
-        let sm = GroupSm::open(glog.clone(), applier, hw.clone())?;
+        let sm = GroupSm::open(glog.clone(), hw.clone())?;
         let net = NetworkFactory {
             group: id,
             peers: ctx.peers.clone(),
@@ -62,7 +63,7 @@ impl Group {
         )
         .await
         .map_err(|e| io::Error::other(format!("starting raft group {id}: {e}")))?;
-        let activity = Arc::new(crate::raft::activity::Activity::default());
+        let activity = Arc::new(super::activity::Activity::default());
         ctx.registry.insert(
             id,
             Arc::new(GroupEntry::new(

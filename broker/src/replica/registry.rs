@@ -1,8 +1,9 @@
-//! The topic partitions this broker hosts (its replicas), their settings and their directories
+//! The partition replicas this broker hosts, their settings and their directories
 //! (`<data dir>/topics/<name>/topic.json` and one directory per hosted partition beside it).
 //!
-//! Which topics exist is the cluster metadata's business (`cluster`); this registry only opens and
-//! closes the local replicas the metadata assigns here (see `cluster::reconcile`).
+//! Which topics exist is the cluster metadata's business; this registry only opens and closes the
+//! local replicas the metadata assigns here (see `cluster::reconcile`), choosing each partition's
+//! replicated state by topic kind and the leader services it runs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -10,121 +11,13 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sluice_protocol::wire::ErrorCode;
-use sluice_storage::{FlushPolicy, LogConfig, PartitionLog};
+use sluice_storage::{FlushPolicy, PartitionLog};
 
-use crate::partition::{CodedError, Partition};
-use crate::raft::state_machine::NoState;
-
-/// Longest topic name (same as Kafka's).
-pub const MAX_TOPIC_NAME: usize = 249;
-/// Most partitions one topic may have.
-pub const MAX_PARTITIONS: u32 = 10_000;
-
-/// Per-topic settings, from `configs` pairs on create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicSettings {
-    pub retention_ms: Option<i64>,
-    pub retention_bytes: Option<u64>,
-    pub segment_bytes: u64,
-    pub segment_ms: Option<i64>,
-    pub compact: bool,
-}
-
-impl Default for TopicSettings {
-    fn default() -> Self {
-        let d = LogConfig::default();
-        TopicSettings {
-            retention_ms: d.retention_ms,
-            retention_bytes: d.retention_bytes,
-            segment_bytes: d.segment_bytes,
-            segment_ms: d.segment_ms,
-            compact: false,
-        }
-    }
-}
-
-fn parse_i64(key: &str, v: &str) -> Result<i64, String> {
-    v.parse::<i64>()
-        .map_err(|_| format!("{key} must be an integer, got {v:?}"))
-}
-
-/// `-1` means unlimited, like Kafka.
-fn optional(key: &str, v: &str) -> Result<Option<i64>, String> {
-    match parse_i64(key, v)? {
-        -1 => Ok(None),
-        n if n > 0 => Ok(Some(n)),
-        n => Err(format!("{key} must be positive or -1, got {n}")),
-    }
-}
-
-impl TopicSettings {
-    pub fn from_pairs(pairs: &[(String, String)]) -> Result<TopicSettings, String> {
-        let mut s = TopicSettings::default();
-        for (k, v) in pairs {
-            match k.as_str() {
-                "retention.ms" => s.retention_ms = optional(k, v)?,
-                "retention.bytes" => s.retention_bytes = optional(k, v)?.map(|n| n as u64),
-                "segment.ms" => s.segment_ms = optional(k, v)?,
-                "segment.bytes" => {
-                    let n = parse_i64(k, v)?;
-                    if n < 4096 || n as u64 > sluice_storage::MAX_SEGMENT_BYTES {
-                        return Err(format!(
-                            "segment.bytes must be in [4096, {}]",
-                            sluice_storage::MAX_SEGMENT_BYTES
-                        ));
-                    }
-                    s.segment_bytes = n as u64;
-                }
-                "cleanup.policy" => {
-                    s.compact = match v.as_str() {
-                        "delete" => false,
-                        "compact" => true,
-                        _ => {
-                            return Err(format!(
-                                "cleanup.policy must be delete or compact, got {v:?}"
-                            ))
-                        }
-                    }
-                }
-                _ => return Err(format!("unknown topic config {k:?}")),
-            }
-        }
-        Ok(s)
-    }
-
-    pub fn to_pairs(&self) -> Vec<(String, String)> {
-        let opt = |v: Option<i64>| v.map_or("-1".to_string(), |n| n.to_string());
-        vec![
-            (
-                "cleanup.policy".into(),
-                if self.compact { "compact" } else { "delete" }.into(),
-            ),
-            (
-                "retention.bytes".into(),
-                opt(self.retention_bytes.map(|n| n as i64)),
-            ),
-            ("retention.ms".into(), opt(self.retention_ms)),
-            ("segment.bytes".into(), self.segment_bytes.to_string()),
-            ("segment.ms".into(), opt(self.segment_ms)),
-        ]
-    }
-
-    pub fn log_config(
-        &self,
-        flush: FlushPolicy,
-        page_cache_window_bytes: Option<u64>,
-    ) -> LogConfig {
-        LogConfig {
-            page_cache_window_bytes,
-            segment_bytes: self.segment_bytes,
-            segment_ms: self.segment_ms,
-            retention_bytes: self.retention_bytes,
-            retention_ms: self.retention_ms,
-            flush,
-            ..LogConfig::default()
-        }
-    }
-}
+use super::services::LeaderService;
+use super::settings::{validate_name, TopicSettings};
+use super::Replica;
+use crate::error::{Result, ServiceError};
+use crate::raft::group::{Group, RaftContext};
 
 /// What `topic.json` holds: which incarnation of the topic the directory belongs to.
 #[derive(Debug, Serialize, Deserialize)]
@@ -135,64 +28,68 @@ struct TopicFile {
 
 /// A topic with the partitions hosted here.
 #[derive(Debug)]
-pub struct Topic {
+pub struct HostedTopic {
     pub name: String,
     pub id: u32,
     pub settings: TopicSettings,
-    pub partitions: BTreeMap<u32, Arc<Partition>>,
+    pub partitions: BTreeMap<u32, Arc<Replica>>,
+}
+
+/// Which replica to open, as the metadata describes it.
+#[derive(Debug)]
+pub struct ReplicaSpec<'a> {
+    pub topic: &'a str,
+    pub topic_id: u32,
+    /// The topic's `configs` pairs, as created.
+    pub configs: &'a [(String, String)],
+    pub partition: u32,
+    pub group_id: u64,
+    /// The group's first members, for a replica that initializes a new group (`None`: it waits for
+    /// the leader to bring it in).
+    pub members: Option<BTreeMap<u64, openraft::BasicNode>>,
 }
 
 /// The local replicas of every topic.
 #[derive(Debug)]
-pub struct Topics {
+pub struct Replicas {
     dir: PathBuf,
     flush: FlushPolicy,
     cache_window: Option<u64>,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    topics: RwLock<HashMap<String, Arc<HostedTopic>>>,
+    /// Run on every replica this broker leads.
+    services: Vec<Arc<dyn LeaderService>>,
     any_append: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_TOPIC_NAME {
-        return Err(format!(
-            "topic name must be 1 to {MAX_TOPIC_NAME} characters"
-        ));
-    }
-    if name == "." || name == ".." {
-        return Err("topic name cannot be '.' or '..'".into());
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return Err(format!(
-            "topic name {name:?} may only contain ASCII letters, digits, '.', '_' and '-'"
-        ));
-    }
-    Ok(())
-}
-
-fn io_err(context: &str, path: &Path, e: impl std::fmt::Display) -> CodedError {
-    (
+fn io_err(context: &str, path: &Path, e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::new(
         ErrorCode::STORAGE_ERROR,
         format!("{context} {}: {e}", path.display()),
     )
 }
 
-impl Topics {
+/// A read or write lock on the registry map. A poisoned lock means a panic mid-update of the map:
+/// stop loudly rather than serve a half-updated registry.
+fn poisoned() -> ! {
+    panic!("replica registry lock poisoned: a panic happened mid-update")
+}
+
+impl Replicas {
     pub fn new(
         data_dir: &Path,
         flush: FlushPolicy,
         cache_window: Option<u64>,
-    ) -> Result<Topics, CodedError> {
+        services: Vec<Arc<dyn LeaderService>>,
+    ) -> Result<Replicas> {
         let dir = data_dir.join("topics");
         std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
-        Ok(Topics {
+        Ok(Replicas {
             dir,
             flush,
             cache_window,
             topics: RwLock::new(HashMap::new()),
             any_append: Arc::new(tokio::sync::watch::channel(0u64).0),
+            services,
         })
     }
 
@@ -201,19 +98,19 @@ impl Topics {
         self.any_append.subscribe()
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+    pub fn get(&self, name: &str) -> Option<Arc<HostedTopic>> {
         self.topics
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|_| poisoned())
             .get(name)
             .cloned()
     }
 
-    pub fn list(&self) -> Vec<Arc<Topic>> {
+    pub fn list(&self) -> Vec<Arc<HostedTopic>> {
         let mut v: Vec<_> = self
             .topics
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|_| poisoned())
             .values()
             .cloned()
             .collect();
@@ -221,36 +118,38 @@ impl Topics {
         v
     }
 
-    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, CodedError> {
+    /// The local replica of `topic`/`partition`, or `UNKNOWN_TOPIC_OR_PARTITION`.
+    pub fn replica(&self, topic: &str, partition: u32) -> Result<Arc<Replica>> {
         self.get(topic)
             .and_then(|t| t.partitions.get(&partition).cloned())
             .ok_or_else(|| {
-                (
+                ServiceError::new(
                     ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                     format!("unknown topic or partition {topic}/{partition} (not hosted by this broker)"),
                 )
             })
     }
 
-    /// Opens the local replica of `name`/`partition` and starts its raft group (joining it with
-    /// `members` if it is new).
-    pub async fn open_partition(
-        &self,
-        ctx: &crate::cluster::group::RaftContext,
-        name: &str,
-        record: &crate::cluster::state::TopicRecord,
-        partition: u32,
-        members: Option<BTreeMap<u64, openraft::BasicNode>>,
-    ) -> Result<(), CodedError> {
-        let settings = TopicSettings::from_pairs(&record.configs)
-            .map_err(|m| (ErrorCode::INVALID_CONFIG, m))?;
+    /// Opens the local replica `spec` names and starts its raft group (initializing it with the
+    /// spec's members if it is new).
+    pub async fn open_partition(&self, ctx: &RaftContext, spec: ReplicaSpec<'_>) -> Result<()> {
+        let ReplicaSpec {
+            topic: name,
+            topic_id,
+            configs,
+            partition,
+            group_id,
+            members,
+        } = spec;
+        let settings = TopicSettings::from_pairs(configs)
+            .map_err(|m| ServiceError::new(ErrorCode::INVALID_CONFIG, m))?;
         let tdir = self.dir.join(name);
         let meta = tdir.join("topic.json");
         let pdir = tdir.join(partition.to_string());
         let cfg = settings.log_config(self.flush, self.cache_window);
         let file = TopicFile {
-            id: record.id,
-            configs: record.configs.clone(),
+            id: topic_id,
+            configs: configs.to_vec(),
         };
         let (tdir2, meta2, pdir2) = (tdir.clone(), meta.clone(), pdir.clone());
         let log = tokio::task::spawn_blocking(move || {
@@ -265,42 +164,39 @@ impl Topics {
             if report.truncated.is_some() {
                 tracing::warn!(dir = %pdir2.display(), ?report, "partition recovered with a truncated tail");
             }
-            Ok::<_, CodedError>(log)
+            Ok::<_, ServiceError>(log)
         })
         .await
-        .map_err(|e| (ErrorCode::UNKNOWN, e.to_string()))??;
-        let group = crate::cluster::group::Group::start(
-            ctx,
-            record.group_id(partition),
-            log,
-            Box::new(NoState),
-        )
-        .await
-        .map_err(|e| io_err("start raft group of", &pdir, e))?;
+        .map_err(|e| ServiceError::unknown(e.to_string()))??;
+        let group = Group::start(ctx, group_id, log, super::state::for_topic(&settings))
+            .await
+            .map_err(|e| io_err("start raft group of", &pdir, e))?;
         if let Some(members) = members {
             group
                 .initialize(members)
                 .await
                 .map_err(|e| io_err("initialize raft group of", &pdir, e))?;
         }
-        let part = Arc::new(Partition::new(
-            name.to_string(),
+        let part = Arc::new(Replica::new(
+            Arc::from(name),
+            topic_id,
             partition,
             group,
+            self.services.clone(),
             self.any_append.clone(),
         ));
-        let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.topics.write().unwrap_or_else(|_| poisoned());
         let mut partitions = map
             .get(name)
-            .filter(|t| t.id == record.id)
+            .filter(|t| t.id == topic_id)
             .map(|t| t.partitions.clone())
             .unwrap_or_default();
         partitions.insert(partition, part);
         map.insert(
             name.to_string(),
-            Arc::new(Topic {
+            Arc::new(HostedTopic {
                 name: name.to_string(),
-                id: record.id,
+                id: topic_id,
                 settings,
                 partitions,
             }),
@@ -310,22 +206,21 @@ impl Topics {
     }
 
     /// Stops the local replicas of `name` and deletes their data.
-    pub async fn remove(&self, ctx: &crate::cluster::group::RaftContext, name: &str) {
+    pub async fn remove(&self, ctx: &RaftContext, name: &str) {
         let removed = self
             .topics
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|_| poisoned())
             .remove(name);
         if let Some(t) = removed {
             for p in t.partitions.values() {
-                p.group.shutdown(&ctx.registry).await;
-                p.poke();
+                p.stop(&ctx.registry).await;
             }
-            let logs: Vec<_> = t.partitions.values().map(|p| p.log().clone()).collect();
+            let replicas: Vec<_> = t.partitions.values().cloned().collect();
             let tdir = self.dir.join(name);
             let _ = tokio::task::spawn_blocking(move || {
-                for l in logs {
-                    let _ = l.close();
+                for r in replicas {
+                    let _ = r.close_log();
                 }
                 let _ = std::fs::remove_file(tdir.join("topic.json"));
                 if let Err(e) = std::fs::remove_dir_all(&tdir) {
@@ -338,14 +233,9 @@ impl Topics {
     }
 
     /// Stops the local replica of one partition (moved away from this broker) and deletes its data.
-    pub async fn remove_partition(
-        &self,
-        ctx: &crate::cluster::group::RaftContext,
-        name: &str,
-        partition: u32,
-    ) {
+    pub async fn remove_partition(&self, ctx: &RaftContext, name: &str, partition: u32) {
         let removed = {
-            let mut map = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.topics.write().unwrap_or_else(|_| poisoned());
             let Some(t) = map.get(name).cloned() else {
                 return;
             };
@@ -353,7 +243,7 @@ impl Topics {
             let removed = partitions.remove(&partition);
             map.insert(
                 name.to_string(),
-                Arc::new(Topic {
+                Arc::new(HostedTopic {
                     name: t.name.clone(),
                     id: t.id,
                     settings: t.settings.clone(),
@@ -363,12 +253,10 @@ impl Topics {
             removed
         };
         let Some(p) = removed else { return };
-        p.group.shutdown(&ctx.registry).await;
-        p.poke();
-        let log = p.log().clone();
+        p.stop(&ctx.registry).await;
         let dir = self.dir.join(name).join(partition.to_string());
         let _ = tokio::task::spawn_blocking(move || {
-            let _ = log.close();
+            let _ = p.close_log();
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "removing a moved replica failed");
             }
@@ -422,7 +310,7 @@ impl Topics {
             let all = self
                 .list()
                 .iter()
-                .all(|t| t.partitions.values().all(|p| p.group.leader().is_some()));
+                .all(|t| t.partitions.values().all(|p| p.leader().is_some()));
             if all {
                 return;
             }
@@ -431,26 +319,19 @@ impl Topics {
     }
 
     /// Stops every raft group and cleanly closes every log (shutdown).
-    pub async fn close_all(&self, ctx: &crate::cluster::group::RaftContext) {
-        for t in self.list() {
-            for p in t.partitions.values() {
-                p.group.shutdown(&ctx.registry).await;
-            }
-        }
-        let logs: Vec<_> = self
+    pub async fn close_all(&self, ctx: &RaftContext) {
+        let replicas: Vec<Arc<Replica>> = self
             .list()
             .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .values()
-                    .map(|p| p.log().clone())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|t| t.partitions.values().cloned().collect::<Vec<_>>())
             .collect();
+        for r in &replicas {
+            r.stop(&ctx.registry).await;
+        }
         let _ = tokio::task::spawn_blocking(move || {
-            for l in logs {
-                if let Err(e) = l.close() {
-                    tracing::error!(dir = %l.dir().display(), error = %e, "closing partition failed");
+            for r in replicas {
+                if let Err(e) = r.close_log() {
+                    tracing::error!(dir = %r.dir().display(), error = %e, "closing partition failed");
                 }
             }
         })

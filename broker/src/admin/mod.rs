@@ -1,0 +1,14 @@
+//! Typed admin services: topics, brokers and replica moves. Each takes and returns domain types and
+//! [`ServiceError`](crate::error::ServiceError)s, whichever adapter calls it (the binary protocol's
+//! `api/`, next the HTTP admin API). Requests that must run on the metadata leader get there as
+//! metadata commands (`cluster::forward`); nothing here names a wire request or response.
+//!
+//! - [`topics`]: create and delete topics, answered once this broker sees the outcome;
+//! - [`brokers`]: add a broker to the cluster (`--join`);
+//! - [`moves`]: start and complete partition replica moves;
+//! - [`view`]: the cluster as a client sees it (brokers, controller, topics, partition leaders).
+
+pub mod brokers;
+pub mod moves;
+pub mod topics;
+pub mod view;

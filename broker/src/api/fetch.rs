@@ -1,0 +1,105 @@
+//! Fetch (key 5), with long polling: answers once `min_bytes` of committed records are available
+//! or the wait (bounded by `max_fetch_wait`) is over. A one-partition fetch waits on that
+//! partition's high watermark; a wider one on any partition's. Reads go through each replica,
+//! below its high watermark, bounded by the response budget.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_protocol::wire::{
+    ErrorCode, FetchPartitionResult, FetchRequest, FetchResponse, FetchTopicResult, Response,
+};
+
+use super::Answer;
+use crate::broker::Broker;
+use crate::replica::Replica;
+
+pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Answer {
+    let wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(broker.config.max_fetch_wait);
+    let deadline = Instant::now() + wait;
+    let mut any = broker.replicas.subscribe_appends();
+    let single = req.topics.iter().map(|t| t.partitions.len()).sum::<usize>() == 1;
+    loop {
+        any.borrow_and_update();
+        let once = fetch_once(&broker, &req);
+        if once.bytes >= req.min_bytes as usize || once.errors || Instant::now() >= deadline {
+            return Ok(Response::Fetch(once.response));
+        }
+        match once.first {
+            // One partition: wait for that partition's high watermark to move.
+            Some((p, offset)) if single => p.wait_beyond(offset, deadline).await,
+            _ => {
+                let _ = tokio::time::timeout_at(deadline.into(), any.changed()).await;
+            }
+        }
+    }
+}
+
+struct FetchOnce {
+    response: FetchResponse,
+    bytes: usize,
+    errors: bool,
+    /// The first partition asked for and its offset (what a one-partition fetch waits on).
+    first: Option<(Arc<Replica>, u64)>,
+}
+
+fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
+    let mut budget = (req.max_bytes as usize).min(broker.config.max_fetch_response_bytes);
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut first = None;
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| FetchTopicResult {
+            name: t.name.clone(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|fp| {
+                    let mut r = FetchPartitionResult {
+                        partition: fp.partition,
+                        error: ErrorCode::NONE,
+                        high_watermark: 0,
+                        log_start_offset: 0,
+                        records: bytes::Bytes::new(),
+                    };
+                    let part = match broker.replicas.replica(&t.name, fp.partition) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            r.error = e.code;
+                            errors = true;
+                            return r;
+                        }
+                    };
+                    r.high_watermark = part.high_watermark();
+                    r.log_start_offset = part.log_start_offset();
+                    if first.is_none() {
+                        first = Some((part.clone(), fp.offset));
+                    }
+                    if budget == 0 {
+                        return r;
+                    }
+                    match part.read(fp.offset, (fp.max_bytes as usize).min(budget).max(1)) {
+                        Ok(read) => {
+                            budget = budget.saturating_sub(read.bytes.len());
+                            total += read.bytes.len();
+                            r.records = read.bytes;
+                        }
+                        Err(e) => {
+                            r.error = e.code;
+                            errors = true;
+                        }
+                    }
+                    r
+                })
+                .collect(),
+        })
+        .collect();
+    FetchOnce {
+        response: FetchResponse { topics },
+        bytes: total,
+        errors,
+        first,
+    }
+}

@@ -1,0 +1,22 @@
+//! The running broker's shared services: configuration, the hosted replicas, this broker's place in
+//! the cluster, and the produce budget. Adapters (`api/`, next `http/`) and typed services (`admin/`)
+//! work through it; it never sees a wire request or response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::cluster::Cluster;
+use crate::config::BrokerConfig;
+use crate::replica::Replicas;
+
+/// Shared state of a running broker.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub replicas: Arc<Replicas>,
+    /// The address clients are told to connect to.
+    pub advertised: SocketAddr,
+    /// Produce request bytes in flight across all connections (`max_produce_bytes`).
+    pub produce_budget: Arc<tokio::sync::Semaphore>,
+    pub cluster: Cluster,
+}

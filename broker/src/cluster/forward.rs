@@ -1,0 +1,92 @@
+//! Reaching the metadata leader from any broker: a request that must run there is forwarded whole
+//! (as its wire request, over the peer connection) and its answer relayed; a command a broker
+//! proposes on its own behalf goes as `MetadataCommand`, forwarded again by a receiver that no
+//! longer leads. This is the one place outside the adapters that names the wire request and response
+//! enums: forwarding *is* a wire round trip.
+
+use sluice_protocol::wire::{MetadataCommandRequest, Request, Response};
+
+use super::state::Command;
+use super::Cluster;
+use crate::error::{Result, ServiceError};
+
+impl Cluster {
+    /// The metadata leader's address when it is another broker (requests go there).
+    fn metadata_leader_elsewhere(&self) -> Option<Result<String>> {
+        let g = &self.metadata.group;
+        if g.is_leader() {
+            return None;
+        }
+        Some(
+            g.leader_addr()
+                .ok_or_else(|| ServiceError::not_leader(None)),
+        )
+    }
+
+    /// `None` when this broker leads the metadata group (the caller handles `request` itself);
+    /// otherwise the metadata leader's answer to `request`, forwarded there.
+    pub async fn on_metadata_leader(&self, request: Request) -> Option<Result<Response>> {
+        let addr = match self.metadata_leader_elsewhere()? {
+            Ok(addr) => addr,
+            Err(e) => return Some(Err(e)),
+        };
+        let api = request.api_key();
+        Some(
+            match self.ctx.peers.client().request_to(&addr, &request).await {
+                Ok(r) if r.api_key() == api => Ok(r),
+                Ok(_) => Err(ServiceError::unknown("unexpected answer")),
+                Err(e) => Err(ServiceError::new(
+                    sluice_protocol::wire::ErrorCode::NOT_LEADER,
+                    format!("metadata leader at {addr}: {e}"),
+                )),
+            },
+        )
+    }
+
+    /// Proposes `cmd` on the metadata leader, wherever it is; returns once the leader applied it.
+    pub async fn propose_anywhere(&self, cmd: &Command) -> Result<()> {
+        let command = serde_json::to_vec(cmd)
+            .map_err(|e| ServiceError::unknown(format!("encoding command: {e}")))?;
+        let request = Request::MetadataCommand(MetadataCommandRequest {
+            command: bytes::Bytes::from(command),
+        });
+        match self.on_metadata_leader(request).await {
+            None => self.metadata.propose(cmd).await,
+            Some(Ok(Response::MetadataCommand(r))) if r.error.is_ok() => Ok(()),
+            Some(Ok(Response::MetadataCommand(r))) => Err(ServiceError::new(r.error, r.message)),
+            Some(Ok(_)) => Err(ServiceError::unknown("unexpected answer")),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// `None` when this broker leads the metadata group (the caller adds the broker itself);
+    /// otherwise the metadata leader's answer to adding broker `node_id` at `address`.
+    pub async fn add_broker_on_leader(&self, node_id: u32, address: &str) -> Option<Result<()>> {
+        let request = Request::AddBroker(sluice_protocol::wire::AddBrokerRequest {
+            node_id,
+            address: address.to_string(),
+        });
+        Some(match self.on_metadata_leader(request).await? {
+            Ok(Response::AddBroker(r)) if r.error.is_ok() => Ok(()),
+            Ok(Response::AddBroker(r)) => Err(ServiceError::new(r.error, r.message)),
+            Ok(_) => Err(ServiceError::unknown("unexpected answer")),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Asks the cluster, through the broker at `via`, to add this broker (`--join`). `Ok` once the
+    /// metadata leader accepted it.
+    pub async fn ask_to_join(&self, via: &str, node_id: u32, address: String) -> Result<()> {
+        let request =
+            Request::AddBroker(sluice_protocol::wire::AddBrokerRequest { node_id, address });
+        match self.ctx.peers.client().request_to(via, &request).await {
+            Ok(Response::AddBroker(r)) if r.error.is_ok() => Ok(()),
+            Ok(Response::AddBroker(r)) => Err(ServiceError::new(r.error, r.message)),
+            Ok(_) => Err(ServiceError::unknown("unexpected answer to a join request")),
+            Err(e) => Err(ServiceError::new(
+                sluice_protocol::wire::ErrorCode::NOT_LEADER,
+                format!("cannot reach {via}: {e}"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The node: starts a broker and owns everything it runs — the listener, every background task
+//! (maintenance, reconciler, peer pings, quiescer) and, next, the metrics registry — under one
+//! cancellation token, and stops them in order on shutdown: stop accepting and reading, drain
+//! in-flight requests (bounded by `shutdown_grace`), stop background tasks, stop every raft group
+//! and close every log cleanly.
+//!
+//! This module wires parts together; it never handles a request or touches a log itself.
+
+mod maintenance;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::cluster::leader_report::LeaderReport;
+use crate::cluster::{quiesce, reconcile, Cluster};
+use crate::config::BrokerConfig;
+use crate::replica::{LeaderService, Replicas};
+
+/// Why the broker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the data directory: {0}")]
+    Data(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+fn check_limits(config: &BrokerConfig) -> Result<(), NodeError> {
+    if config.max_produce_bytes > Semaphore::MAX_PERMITS
+        || config.max_inflight_bytes_per_connection > Semaphore::MAX_PERMITS
+        || config.max_frame_bytes > u32::MAX as usize
+    {
+        return Err(NodeError::Config("byte limits are too large".into()));
+    }
+    if config.max_inflight_bytes_per_connection < config.max_frame_bytes {
+        return Err(NodeError::Config(
+            "max_inflight_bytes_per_connection must be at least max_frame_bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Opens the data, binds the listener and returns the bound address and the serving future, which
+/// resolves after `shutdown` fires, in-flight requests are answered and the logs are closed.
+pub async fn start(
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, impl Future<Output = ()>), NodeError> {
+    check_limits(&config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    // This broker's address as the cluster knows it: its entry in the peers, or the bound address.
+    let advertised = config
+        .peers
+        .iter()
+        .find(|(id, _)| *id == config.node_id)
+        .map_or_else(|| addr.to_string(), |(_, a)| a.clone());
+    let cluster = Cluster::start(&config, &advertised)
+        .await
+        .map_err(NodeError::Data)?;
+    let services: Vec<Arc<dyn LeaderService>> = vec![Arc::new(LeaderReport {
+        cluster: cluster.clone(),
+    })];
+    let replicas = Replicas::new(
+        &config.data_dir,
+        config.flush,
+        config.page_cache_window_bytes,
+        services,
+    )
+    .map_err(|e| NodeError::Data(e.message))?;
+    if config.peers.len() <= 1 && config.join.is_none() {
+        // Alone, the metadata group elects itself at once: wait for that, so the first request
+        // finds a leader. A cluster waits for its peers in the background instead.
+        cluster
+            .wait_for_metadata_leader(config.raft_election_timeout * 4)
+            .await;
+    }
+    let broker = Arc::new(Broker {
+        produce_budget: Arc::new(Semaphore::new(config.max_produce_bytes)),
+        config,
+        replicas: Arc::new(replicas),
+        advertised: addr,
+        cluster,
+    });
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    if let Some(via) = broker.config.join.clone() {
+        tasks.spawn(join(broker.clone(), via, stop.clone()));
+    } else if broker.config.peers.len() <= 1 {
+        // Alone, this broker can bring up its replicas before it answers anyone: a client that saw
+        // a topic before a restart finds it again at once.
+        broker.cluster.wait_for_metadata_applied().await;
+        reconcile::reconcile_once(&broker.cluster, &broker.replicas).await;
+        broker
+            .replicas
+            .wait_for_leaders(broker.config.raft_election_timeout * 4)
+            .await;
+    }
+    Ok((addr, run(listener, broker, shutdown, stop, tasks)))
+}
+
+async fn run(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let c = &broker.cluster;
+    tasks.spawn(maintenance::run(broker.clone(), stop.clone()));
+    tasks.spawn(reconcile::run(
+        c.clone(),
+        broker.replicas.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn(quiesce::ping_peers(c.clone(), stop.clone()));
+    tasks.spawn(quiesce::run(
+        c.clone(),
+        broker.replicas.clone(),
+        broker.config.raft_heartbeat,
+        broker.config.raft_election_timeout,
+        stop.clone(),
+    ));
+    let connections = TaskTracker::new();
+    let accept = tokio::spawn(crate::net::serve(
+        listener,
+        broker.clone(),
+        connections.clone(),
+        stop.clone(),
+    ));
+    shutdown.await;
+    stop.cancel();
+    let _ = accept.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    connections.close();
+    let grace = broker.config.shutdown_grace;
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within {grace:?}; closing anyway");
+    }
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop within 5 s; closing anyway");
+    }
+    broker.replicas.close_all(&broker.cluster.ctx).await;
+    broker.cluster.shutdown().await;
+    tracing::info!("broker stopped; logs flushed and closed");
+}
+
+/// A broker started with `--join`: asks the cluster (through `via`) to add it, every second until
+/// it is a member.
+async fn join(broker: Arc<Broker>, via: String, stop: CancellationToken) {
+    let me = broker.cluster.ctx.node_id;
+    let address = broker
+        .config
+        .peers
+        .iter()
+        .find(|(id, _)| u64::from(*id) == me)
+        .map_or_else(|| broker.advertised.to_string(), |(_, a)| a.clone());
+    loop {
+        if broker.cluster.metadata.brokers().contains_key(&(me as u32)) {
+            tracing::info!("joined the cluster");
+            return;
+        }
+        if let Err(e) = broker
+            .cluster
+            .ask_to_join(&via, me as u32, address.clone())
+            .await
+        {
+            tracing::warn!(%via, error = %e, "cannot join yet; retrying");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
