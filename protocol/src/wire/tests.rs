@@ -4,6 +4,8 @@
 use super::*;
 use proptest::prelude::*;
 
+mod samples;
+
 fn name() -> impl Strategy<Value = String> {
     "[a-z0-9._-]{0,12}"
 }
