@@ -8,7 +8,8 @@
 //! - [`batch`]: the record-batch layout, [`BatchBuilder`] to write one and [`RecordBatch`] to read one.
 //! - [`varint`]: the LEB128 / zigzag integers records are framed with.
 //! - [`compression`]: the codecs a batch's records section may be compressed with.
-//! - [`wire`]: frames, requests and responses of the binary protocol, and error codes.
+//! - [`wire`]: the binary protocol: frames and error codes, and one module per API (its request
+//!   and response, their encoding, its versions), all listed once in the API table in `wire`.
 
 pub mod batch;
 pub mod compression;

@@ -6,17 +6,28 @@
 //! ```
 //!
 //! All integers little-endian; `length` counts the bytes after itself. A response with a non-zero
-//! top-level error code (unknown API, unsupported version, unparseable body, ...) has no body. Bodies
-//! are described next to their types in [`messages`]; byte diagrams are in `docs/protocol.md`.
+//! top-level error code (unknown API, unsupported version, unparseable body, ...) has no body.
+//!
+//! Each API has its own module (`api_versions`, `metadata`, `produce`, ...) holding its request and
+//! response types, their encoding and decoding side by side, its body layout and its version range;
+//! the API table below lists them once and generates [`ApiKey`], [`Request`] and [`Response`] from
+//! them. Types several APIs share are in `shared`. Byte diagrams are also in `docs/protocol.md`.
+//!
+//! Body conventions: strings are `u16` length + UTF-8, byte strings `u32` length + bytes, arrays
+//! `u32` count + elements, optional values a `bool` flag then the value. Partition record sets are
+//! one or more whole record batches back to back (the same bytes the broker stores).
+//!
 //! Decoding is pure and total: any byte string yields a value or a [`ProtocolError`].
 
 pub mod codec;
-pub mod messages;
+mod shared;
+mod table;
 
 use bytes::{Buf, Bytes};
 use thiserror::Error;
 
-pub use messages::*;
+pub use shared::{AdminResult, TopicResult, TopicResults};
+use table::define_apis;
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -38,60 +49,38 @@ pub enum ProtocolError {
     UnsupportedVersion { api: ApiKey, version: u16 },
 }
 
-/// The operations of the protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ApiKey {
-    ApiVersions = 0,
-    Metadata = 1,
-    CreateTopics = 2,
-    DeleteTopics = 3,
-    Produce = 4,
-    Fetch = 5,
-    ListOffsets = 6,
+// The API table: every API, declared once. A row reads
+//
+//     /// optional doc comment (for the `ApiKey` variant)
+//     Name = key, module, (request type) => response type;
+//
+// - `Name`: the variant of `ApiKey`, `Request` and `Response`;
+// - `key`: the API's number on the wire (the compiler refuses a number used twice);
+// - `module`: the file `wire/<module>.rs`, holding the API's request and response types, their
+//   `table::Body` impls (encode and decode side by side) and its version range
+//   `pub(super) const VERSIONS: (u16, u16)` (lowest, highest; checked lo <= hi at compile time).
+//   The row declares the module and re-exports its public items as `wire::<Item>`;
+// - `(request type)`: the `Request` variant's payload; `()` is a request without a body (a unit
+//   variant, as `Request::ApiVersions`);
+// - `response type`: the `Response` variant's payload (a shared type may answer several APIs).
+//
+// A new API is one module and one row. `table.rs` expands the rows.
+define_apis! {
+    ApiVersions     =  0, api_versions,     ()                       => ApiVersionsResponse;
+    Metadata        =  1, metadata,         (MetadataRequest)        => MetadataResponse;
+    CreateTopics    =  2, create_topics,    (CreateTopicsRequest)    => TopicResults;
+    DeleteTopics    =  3, delete_topics,    (DeleteTopicsRequest)    => TopicResults;
+    Produce         =  4, produce,          (ProduceRequest)         => ProduceResponse;
+    Fetch           =  5, fetch,            (FetchRequest)           => FetchResponse;
+    ListOffsets     =  6, list_offsets,     (ListOffsetsRequest)     => ListOffsetsResponse;
     /// Broker to broker: raft messages of every group (see [`RaftRequest`]).
-    Raft = 20,
+    Raft            = 20, raft,             (RaftRequest)            => RaftResponse;
     /// Broker to broker: a broker started with `--join` asks to be added to the cluster.
-    AddBroker = 21,
+    AddBroker       = 21, add_broker,       (AddBrokerRequest)       => AdminResult;
     /// Admin: move a partition to a new replica set.
-    AlterReplicas = 22,
+    AlterReplicas   = 22, alter_replicas,   (AlterReplicasRequest)   => AdminResult;
     /// Broker to broker: a metadata command for the metadata leader to propose.
-    MetadataCommand = 23,
-}
-
-impl ApiKey {
-    pub const ALL: [ApiKey; 11] = [
-        ApiKey::ApiVersions,
-        ApiKey::Metadata,
-        ApiKey::CreateTopics,
-        ApiKey::DeleteTopics,
-        ApiKey::Produce,
-        ApiKey::Fetch,
-        ApiKey::ListOffsets,
-        ApiKey::Raft,
-        ApiKey::AddBroker,
-        ApiKey::AlterReplicas,
-        ApiKey::MetadataCommand,
-    ];
-
-    pub fn from_u16(v: u16) -> Result<ApiKey, ProtocolError> {
-        ApiKey::ALL
-            .into_iter()
-            .find(|k| *k as u16 == v)
-            .ok_or(ProtocolError::UnknownApi(v))
-    }
-
-    /// Versions this build speaks, inclusive.
-    pub fn versions(self) -> (u16, u16) {
-        (0, 0)
-    }
-
-    pub fn check_version(self, version: u16) -> Result<(), ProtocolError> {
-        let (lo, hi) = self.versions();
-        if version < lo || version > hi {
-            return Err(ProtocolError::UnsupportedVersion { api: self, version });
-        }
-        Ok(())
-    }
+    MetadataCommand = 23, metadata_command, (MetadataCommandRequest) => AdminResult;
 }
 
 /// An error code with a stable number. Unknown numbers from newer peers are kept as they are.

@@ -4,6 +4,9 @@
 use super::*;
 use proptest::prelude::*;
 
+mod api_table;
+mod samples;
+
 fn name() -> impl Strategy<Value = String> {
     "[a-z0-9._-]{0,12}"
 }
@@ -200,6 +203,16 @@ fn response() -> impl Strategy<Value = Response> {
                         .collect(),
                 })
             ),
+        vec((name(), code(), name())).prop_map(|r| Response::CreateTopics(TopicResults {
+            results: r
+                .into_iter()
+                .map(|(name, error, message)| TopicResult {
+                    name,
+                    error,
+                    message
+                })
+                .collect(),
+        })),
         vec((name(), code(), name())).prop_map(|r| Response::DeleteTopics(TopicResults {
             results: r
                 .into_iter()
