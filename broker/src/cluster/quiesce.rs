@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_protocol::wire::Request;
 use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
@@ -67,8 +66,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-/// Pings every peer broker until `stop` is cancelled. The ping is ApiVersions: the smallest
-/// request every broker answers (broker-to-broker traffic, like raft's own frames).
+/// Pings every peer broker until `stop` is cancelled.
 pub async fn ping_peers(cluster: Cluster, stop: CancellationToken) {
     let me = cluster.ctx.node_id;
     loop {
@@ -79,14 +77,7 @@ pub async fn ping_peers(cluster: Cluster, stop: CancellationToken) {
             }
             let c = cluster.clone();
             tokio::spawn(async move {
-                let ok = c
-                    .ctx
-                    .peers
-                    .client()
-                    .request_to_with_timeout(&addr, &Request::ApiVersions, PING_EVERY * 2)
-                    .await
-                    .is_ok();
-                if ok {
+                if c.ctx.peers.ping(&addr, PING_EVERY * 2).await {
                     c.liveness.answered(id);
                 }
             });

@@ -14,93 +14,24 @@
 //! Purging is logical: it moves the purge point and drops entries from the map; retention later
 //! deletes whole segments below it ([`GroupLog::with_retention_limit`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
-use std::ops::{Bound, RangeBounds};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
-use openraft::{EntryPayload, RaftLogReader};
+use openraft::storage::{IOFlushed, LogState};
+use openraft::EntryPayload;
 use sluice_protocol::RecordBatch;
 use sluice_storage::PartitionLog;
 use tokio::sync::mpsc;
 
 use super::entry::{batch_for, entry_from_batch};
+pub use super::index_map::{EntryPos, IndexMap};
+pub use super::log_storage::{LogReader, LogStore};
 use super::meta_file::{MetaFile, RaftMeta};
 use super::partition_state::{NoState, PartitionState, SharedState};
 use super::{io_error, log_id, term_of, Entry, LogId, TypeConfig, Vote};
-
-/// Where one raft entry's batch sits in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntryPos {
-    pub term: u64,
-    pub base_offset: u64,
-    pub next_offset: u64,
-}
-
-/// raft index -> batch position, for the entries above the purge point.
-#[derive(Debug, Default)]
-pub struct IndexMap {
-    /// Raft index of `entries[0]` (or of the next append when empty).
-    first: u64,
-    entries: VecDeque<EntryPos>,
-}
-
-impl IndexMap {
-    pub fn get(&self, index: u64) -> Option<EntryPos> {
-        let i = index.checked_sub(self.first)?;
-        self.entries.get(usize::try_from(i).ok()?).copied()
-    }
-
-    pub fn last(&self) -> Option<(u64, EntryPos)> {
-        let pos = *self.entries.back()?;
-        Some((self.first + self.entries.len() as u64 - 1, pos))
-    }
-
-    pub fn first_index(&self) -> u64 {
-        self.first
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    fn push(&mut self, index: u64, pos: EntryPos) -> io::Result<()> {
-        if self.entries.is_empty() {
-            self.first = index;
-        } else if index != self.first + self.entries.len() as u64 {
-            return Err(io_error(format!(
-                "raft log hole: appending index {index} after {}",
-                self.first + self.entries.len() as u64 - 1
-            )));
-        }
-        self.entries.push_back(pos);
-        Ok(())
-    }
-
-    /// Keeps entries up to `index` inclusive (`None`: none).
-    fn truncate_after(&mut self, index: Option<u64>) {
-        let keep = match index {
-            None => 0,
-            Some(i) if i < self.first => 0,
-            Some(i) => (i - self.first + 1).min(self.entries.len() as u64) as usize,
-        };
-        self.entries.truncate(keep);
-    }
-
-    /// Drops entries up to `index` inclusive; an empty map then expects `index + 1` next.
-    fn purge(&mut self, index: u64) {
-        while !self.entries.is_empty() && self.first <= index {
-            self.entries.pop_front();
-            self.first += 1;
-        }
-        if self.entries.is_empty() {
-            self.first = self.first.max(index + 1);
-        }
-    }
-}
 
 /// Holds back retention at `offset` until dropped (see [`GroupLog::pin_log_start`]).
 #[derive(Debug)]
@@ -548,105 +479,5 @@ async fn flusher(log: PartitionLog, mut rx: mpsc::UnboundedReceiver<FlushJob>) {
             job.callback
                 .io_completed(result.clone().map_err(|e| io_error(format!("fsync: {e}"))));
         }
-    }
-}
-
-/// The `RaftLogStorage` handle openraft owns.
-#[derive(Debug, Clone)]
-pub struct LogStore {
-    pub group: Arc<GroupLog>,
-}
-
-/// A reader sharing the store's log (entries appended later are visible to it).
-#[derive(Debug, Clone)]
-pub struct LogReader {
-    pub group: Arc<GroupLog>,
-}
-
-fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
-    let start = match range.start_bound() {
-        Bound::Included(&s) => s,
-        Bound::Excluded(&s) => s.saturating_add(1),
-        Bound::Unbounded => 0,
-    };
-    let end = match range.end_bound() {
-        Bound::Included(&e) => e.saturating_add(1),
-        Bound::Excluded(&e) => e,
-        Bound::Unbounded => u64::MAX,
-    };
-    (start, end)
-}
-
-/// The store and its readers read the same way: from the shared group log.
-macro_rules! read_from_group {
-    ($t:ty) => {
-        impl RaftLogReader<TypeConfig> for $t {
-            async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-                &mut self,
-                range: RB,
-            ) -> io::Result<Vec<Entry>> {
-                let (start, end) = bounds(&range);
-                self.group.entries(start, end)
-            }
-
-            /// What one append request carries: bounded in bytes as well as in entries, so a
-            /// lagging follower gets frames well below the frame limit.
-            async fn limited_get_log_entries(
-                &mut self,
-                start: u64,
-                end: u64,
-            ) -> io::Result<Vec<Entry>> {
-                self.group.entries_up_to(start, end, MAX_APPEND_BYTES)
-            }
-
-            async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
-                Ok(self.group.vote())
-            }
-        }
-    };
-}
-
-read_from_group!(LogReader);
-read_from_group!(LogStore);
-
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogReader;
-
-    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
-        Ok(self.group.log_state())
-    }
-
-    async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader {
-            group: self.group.clone(),
-        }
-    }
-
-    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
-        let g = self.group.clone();
-        let v = *vote;
-        tokio::task::spawn_blocking(move || g.save_vote(&v))
-            .await
-            .map_err(|e| io_error(e.to_string()))?
-    }
-
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
-    where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
-    {
-        self.group.append(entries, callback)
-    }
-
-    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
-        self.group.truncate_after(last_log_id)
-    }
-
-    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
-        // Saving the purge point fsyncs `raft.meta`: off the async workers, like the vote.
-        let g = self.group.clone();
-        tokio::task::spawn_blocking(move || g.purge(log_id))
-            .await
-            .map_err(|e| io_error(e.to_string()))?
     }
 }

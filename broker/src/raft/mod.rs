@@ -19,13 +19,17 @@
 
 pub mod activity;
 pub mod append_pipeline;
+pub mod append_stream;
 pub mod codec;
 pub mod entry;
 pub mod group;
+pub mod index_map;
+pub mod log_storage;
 pub mod log_store;
 pub mod meta_file;
 pub mod network;
 pub mod partition_state;
+pub mod registry;
 pub mod state_machine;
 
 use std::fmt;
