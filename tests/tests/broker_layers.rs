@@ -28,6 +28,10 @@ const WIRE_ENUM_EXCEPTIONS: &[(&str, &str)] = &[
         "raft RPCs are Raft frames on the peer connection",
     ),
     (
+        "raft/append_stream.rs",
+        "pipelined appends are Raft frames on the peer connection",
+    ),
+    (
         "cluster/forward.rs",
         "forwarding to the metadata leader is a wire round trip",
     ),
