@@ -13,7 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::Broker;
+use sluice_protocol::wire::{ErrorCode, MetadataResponse};
+
+use crate::{Broker, RawConn};
 
 /// A TCP forwarder with a source-address block list.
 #[derive(Debug)]
@@ -243,4 +245,50 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Metadata from the first broker that answers.
+pub fn metadata(cluster: &Cluster, topic: &str) -> Option<MetadataResponse> {
+    for m in &cluster.members {
+        let Ok(stream) =
+            std::net::TcpStream::connect_timeout(&m.proxy.addr, Duration::from_secs(1))
+        else {
+            continue;
+        };
+        drop(stream);
+        let mut c = RawConn::connect(m.proxy.addr);
+        if let Some(r) = c.try_metadata(Some(vec![topic.to_string()])) {
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// Leader id per partition, once every partition has a leader that its replicas agree on.
+pub fn leaders(cluster: &Cluster, topic: &str, partitions: u32) -> Option<Vec<u32>> {
+    let m = metadata(cluster, topic)?;
+    let t = m.topics.iter().find(|t| t.name == topic)?;
+    if t.partitions.len() != partitions as usize {
+        return None;
+    }
+    t.partitions
+        .iter()
+        .map(|p| u32::try_from(p.leader).ok())
+        .collect()
+}
+
+pub fn create(cluster: &Cluster, topic: &str, partitions: u32, rf: u16, configs: &[(&str, &str)]) {
+    eventually(Duration::from_secs(30), "topic creation", || {
+        let mut c = RawConn::connect(cluster.addr(1));
+        let r = c.create_replicated(topic, partitions, rf, configs);
+        match r.error {
+            ErrorCode::NONE | ErrorCode::TOPIC_ALREADY_EXISTS => Some(()),
+            // No metadata leader yet.
+            ErrorCode::NOT_LEADER => None,
+            e => panic!("create {topic}: {e} {}", r.message),
+        }
+    });
+    eventually(Duration::from_secs(30), "partition leaders", || {
+        leaders(cluster, topic, partitions)
+    });
 }

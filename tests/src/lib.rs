@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,6 +63,9 @@ pub struct Broker {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     extra: Vec<String>,
+    /// Every line the broker wrote to stderr (its log), across restarts; also echoed to the test's
+    /// stderr.
+    log: Arc<Mutex<Vec<String>>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -77,6 +80,7 @@ impl Broker {
             addr: listen.parse().unwrap(),
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: Arc::default(),
             _tmp: Some(tmp),
         };
         b.spawn(listen);
@@ -92,6 +96,7 @@ impl Broker {
             addr: "127.0.0.1:0".parse().unwrap(),
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: Arc::default(),
             _tmp: Some(tmp),
         };
         b.spawn("127.0.0.1:0");
@@ -106,12 +111,16 @@ impl Broker {
             .arg("--listen")
             .arg(listen)
             .args(&self.extra)
+            // Leader services' start and stop are logged at info: tests read them (`log_lines`).
             .env(
                 "SLUICE_LOG",
-                std::env::var("SLUICE_LOG").unwrap_or_else(|_| "warn,openraft=error".into()),
+                std::env::var("SLUICE_LOG").unwrap_or_else(|_| {
+                    "warn,openraft=error,sluice_broker::replica::services=info".into()
+                }),
             )
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -123,6 +132,16 @@ impl Broker {
         self.addr = addr.parse().unwrap();
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        // Its log: echoed (so a failing test still shows it) and kept for `log_lines`.
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                eprintln!("{line}");
+                log.lock().unwrap().push(strip_ansi(&line));
+            }
+        });
         self.child = Some(child);
     }
 
@@ -180,12 +199,48 @@ impl Broker {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+
+    /// The lines of the broker's log so far (every start of it) that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Threads of the broker process now (entries of `/proc/<pid>/task`).
+    pub fn thread_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .unwrap()
+            .count()
+    }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `line` without ANSI colour escapes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn unsafe_kill(pid: u32, signal: &str) {

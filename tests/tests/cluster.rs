@@ -13,10 +13,10 @@ use std::time::Duration;
 use sluice_client::{
     Acks, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
-use sluice_protocol::wire::{ErrorCode, MetadataResponse, LATEST};
+use sluice_protocol::wire::{ErrorCode, LATEST};
 use sluice_protocol::RecordBatch;
 use sluice_storage::{LogConfig, PartitionLog};
-use sluice_tests::cluster::{eventually, Cluster};
+use sluice_tests::cluster::{create, eventually, leaders, metadata, Cluster};
 use sluice_tests::RawConn;
 
 /// Quicker failure detection than the defaults, yet with room for several brokers sharing two
@@ -27,52 +27,6 @@ const FAST: &[&str] = &[
     "--raft-election-timeout-ms",
     "800",
 ];
-
-/// Metadata from the first broker that answers.
-fn metadata(cluster: &Cluster, topic: &str) -> Option<MetadataResponse> {
-    for m in &cluster.members {
-        let Ok(stream) =
-            std::net::TcpStream::connect_timeout(&m.proxy.addr, Duration::from_secs(1))
-        else {
-            continue;
-        };
-        drop(stream);
-        let mut c = RawConn::connect(m.proxy.addr);
-        if let Some(r) = c.try_metadata(Some(vec![topic.to_string()])) {
-            return Some(r);
-        }
-    }
-    None
-}
-
-/// Leader id per partition, once every partition has a leader that its replicas agree on.
-fn leaders(cluster: &Cluster, topic: &str, partitions: u32) -> Option<Vec<u32>> {
-    let m = metadata(cluster, topic)?;
-    let t = m.topics.iter().find(|t| t.name == topic)?;
-    if t.partitions.len() != partitions as usize {
-        return None;
-    }
-    t.partitions
-        .iter()
-        .map(|p| u32::try_from(p.leader).ok())
-        .collect()
-}
-
-fn create(cluster: &Cluster, topic: &str, partitions: u32, rf: u16, configs: &[(&str, &str)]) {
-    eventually(Duration::from_secs(30), "topic creation", || {
-        let mut c = RawConn::connect(cluster.addr(1));
-        let r = c.create_replicated(topic, partitions, rf, configs);
-        match r.error {
-            ErrorCode::NONE | ErrorCode::TOPIC_ALREADY_EXISTS => Some(()),
-            // No metadata leader yet.
-            ErrorCode::NOT_LEADER => None,
-            e => panic!("create {topic}: {e} {}", r.message),
-        }
-    });
-    eventually(Duration::from_secs(30), "partition leaders", || {
-        leaders(cluster, topic, partitions)
-    });
-}
 
 /// Three brokers that snapshot every 20 entries, keep only 5 behind, and run retention and
 /// compaction every 100 ms: a stopped follower soon needs what raft has purged.

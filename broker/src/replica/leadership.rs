@@ -54,7 +54,9 @@ fn current(raft: &RaftHandle) -> Leadership {
     let m = m.borrow_watched();
     let term = m.vote.leader_id().term;
     match (m.state, m.current_leader) {
-        (ServerState::Leader, _) => Leadership::Leader { term },
+        // Leading only once raft both is in the leader state and names itself (its vote is
+        // committed): the same moment openraft starts accepting writes.
+        (ServerState::Leader, Some(leader)) if leader == m.id => Leadership::Leader { term },
         (_, Some(leader)) if leader == m.id => Leadership::Unknown { term },
         (_, Some(leader)) => Leadership::Follower {
             term,
