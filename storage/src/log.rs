@@ -10,7 +10,7 @@
 //! brief read lock on `segments` to clone the current list.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -111,11 +111,7 @@ struct SignalState {
     stop: bool,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every guarded state here stays consistent across a panic in another thread (no multi-step
-    // invariants are left half-done while the lock is held without an error return).
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use crate::sync::lock;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -505,14 +501,11 @@ impl PartitionLog {
 
 impl Inner {
     pub(crate) fn segments_snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
-        self.segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.segments).clone()
     }
 
     pub(crate) fn set_segments(&self, list: Vec<Arc<Segment>>) {
-        *self.segments.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
+        *crate::sync::write(&self.segments) = Arc::new(list);
     }
 
     pub(crate) fn check_usable(&self, w: &Writer) -> Result<()> {
@@ -631,7 +624,7 @@ fn spawn_flusher(inner: &Arc<Inner>, max_delay: Duration) -> Result<()> {
                 let mut s = lock(&signal.state);
                 // Idle: no timeout. `arm` notifies under this lock, so its wake-up is not lost.
                 while !s.requested && !s.stop && !signal.armed.load(SeqCst) {
-                    s = signal.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+                    s = crate::sync::wait(&signal.cv, s);
                 }
                 // Armed: the full delay, unless asked sooner (max_bytes) or stopped. A wake-up
                 // from a late `arm` notify or a spurious one does not cut the delay short.
@@ -641,11 +634,7 @@ fn spawn_flusher(inner: &Arc<Inner>, max_delay: Duration) -> Result<()> {
                     if left.is_zero() {
                         break;
                     }
-                    s = signal
-                        .cv
-                        .wait_timeout(s, left)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
+                    s = crate::sync::wait_timeout(&signal.cv, s, left);
                 }
                 if s.stop {
                     return;

@@ -480,8 +480,7 @@ impl Segment {
     }
 
     fn lock_cursor(&self) -> std::sync::MutexGuard<'_, IndexCursor> {
-        // The cursor holds plain counters; a panic elsewhere cannot leave them unusable.
-        self.cursor.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.cursor)
     }
 
     fn maybe_index(
