@@ -213,9 +213,15 @@ fn marker(dir: &Path, base: u64) -> std::path::PathBuf {
 /// Renames the cleaned files of `base` into place, guarded by a marker so a crash midway rolls forward.
 fn swap_in(dir: &Path, base: u64) -> Result<()> {
     let m = marker(dir, base);
-    fs::File::create(&m)
-        .and_then(|f| f.sync_all())
-        .ctx("create swap marker", &m)?;
+    crate::io::create(
+        &m,
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+    )
+    .and_then(|f| crate::io::sync_all(&f, &m))
+    .ctx("create swap marker", &m)?;
     sync_dir(dir)?;
     rename_cleaned(dir, base)?;
     sync_dir(dir)?;
@@ -232,7 +238,7 @@ fn rename_cleaned(dir: &Path, base: u64) -> Result<()> {
         (from.log, to.log),
     ] {
         if f.exists() {
-            fs::rename(&f, &t).ctx("swap in cleaned file", &t)?;
+            crate::io::rename(&f, &t).ctx("swap in cleaned file", &t)?;
         }
     }
     Ok(())

@@ -21,6 +21,8 @@ mod checkpoint;
 mod compaction;
 mod config;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod index;
 mod io;
 pub mod log;

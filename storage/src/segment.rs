@@ -21,7 +21,7 @@ use sluice_protocol::RecordBatch;
 use crate::config::LogConfig;
 use crate::error::{IoContext, Result, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::io::{segment_path, write_all_at, zero_range};
+use crate::io::{self, segment_path};
 use crate::publish::Watermark;
 
 /// How much an existing segment's files are trusted when it is opened.
@@ -129,13 +129,15 @@ impl Segment {
                 Err(e) => return Err(e).ctx("remove stale index", p),
             }
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&paths.log)
-            .ctx("create segment", &paths.log)?;
+        let file = io::create(
+            &paths.log,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+        .ctx("create segment", &paths.log)?;
         let data = map(&file, capacity(config), &paths.log)?;
         let offset_index = OffsetIndex::open(&paths.index, config.max_index_bytes, Some(0), true)?;
         let time_index =
@@ -279,8 +281,7 @@ impl Segment {
         let dropped_bytes = if matches!(mode, OpenMode::Recover) && valid_len < file_len {
             // Cut the tail off, so no stale batch past the valid end can be read back by a later
             // recovery once new appends leave a gap before it.
-            file.set_len(valid_len)
-                .ctx("truncate segment", &paths.log)?;
+            io::set_len(&file, &paths.log, valid_len).ctx("truncate segment", &paths.log)?;
             if truncated.is_some() {
                 file_len - valid_len
             } else {
@@ -291,7 +292,7 @@ impl Segment {
         };
         let cur_len = file.metadata().ctx("stat segment", &paths.log)?.len();
         if !writable && !live && cur_len > valid_len {
-            file.set_len(valid_len).ctx("trim segment", &paths.log)?;
+            io::set_len(&file, &paths.log, valid_len).ctx("trim segment", &paths.log)?;
         }
         // A writable segment is mapped at its full capacity, past the end of the file: appends grow the
         // file with pwritev, and readers only touch bytes below the published length, which the file
@@ -335,9 +336,7 @@ impl Segment {
         index_rebuilt |= rebuild;
         if !live && seg.len() < valid_len && !writable {
             // The walk found a zeroed suffix (left by a truncation): no map but ours exists yet.
-            seg.file
-                .set_len(seg.len())
-                .ctx("trim zeroed suffix", &paths.log)?;
+            io::set_len(&seg.file, &paths.log, seg.len()).ctx("trim zeroed suffix", &paths.log)?;
         }
         if !walked && live {
             return Err(StorageError::Corrupt {
@@ -529,7 +528,8 @@ impl Segment {
     pub(crate) fn append(&self, header: &[u8], body: &[u8], h: &BatchHeader) -> Result<u64> {
         let pos = self.len.load();
         let total = (header.len() + body.len()) as u64;
-        write_all_at(&self.file, &[header, body], pos).ctx("append to segment", &self.log_path)?;
+        io::write_all_at(&self.file, &self.log_path, &[header, body], pos)
+            .ctx("append to segment", &self.log_path)?;
         let mut cursor = self.lock_cursor();
         let rel = (h.base_offset - self.base_offset) as u32;
         let running = self
@@ -571,8 +571,7 @@ impl Segment {
         self.time_index.file().trim()?;
         // Readers only touch bytes below the highest length ever published, so shrinking the sparse
         // tail down to that under the live maps is safe (a truncated suffix stays, zeroed, until reopen).
-        self.file
-            .set_len(len.max(self.high_len.load()))
+        io::set_len(&self.file, &self.log_path, len.max(self.high_len.load()))
             .ctx("trim segment", &self.log_path)?;
         Ok(())
     }
@@ -585,7 +584,7 @@ impl Segment {
 
     /// fdatasync of the log file: every batch appended before the call is durable after it.
     pub(crate) fn sync_data(&self) -> Result<()> {
-        self.file.sync_data().ctx("fsync segment", &self.log_path)
+        io::sync_data(&self.file, &self.log_path).ctx("fsync segment", &self.log_path)
     }
 
     /// Drops cached pages of this segment's file below `len - window` (already fsynced by the caller).
@@ -840,7 +839,8 @@ impl Segment {
         if self.verified.load() > pos {
             self.verified.retreat(pos);
         }
-        zero_range(&self.file, pos, len).ctx("zero truncated suffix", &self.log_path)?;
+        io::zero_range(&self.file, &self.log_path, pos, len)
+            .ctx("zero truncated suffix", &self.log_path)?;
         self.offset_index.truncate_to_position(pos as u32);
         let rel = (next_offset.saturating_sub(self.base_offset)).min(u64::from(u32::MAX)) as u32;
         self.time_index.truncate_to_offset(rel);
