@@ -15,6 +15,7 @@ use std::sync::Arc;
 use sluice_protocol::batch::{self, HEADER_LEN};
 use sluice_protocol::{BatchBuilder, RecordBatch};
 
+use crate::durable::write_file_durably;
 use crate::error::{IoContext, Result, StorageError};
 use crate::io::sync_dir;
 use crate::log::{lock, Inner};
@@ -206,23 +207,19 @@ fn latest_offsets(segments: &[Arc<Segment>], limit_bytes: usize) -> Result<HashM
     Ok(latest)
 }
 
+fn marker_name(base: u64) -> String {
+    format!("{base:020}.swap")
+}
+
 fn marker(dir: &Path, base: u64) -> std::path::PathBuf {
-    dir.join(format!("{base:020}.swap"))
+    dir.join(marker_name(base))
 }
 
 /// Renames the cleaned files of `base` into place, guarded by a marker so a crash midway rolls forward.
+/// The marker itself appears atomically (written durably under a temporary name, then renamed).
 fn swap_in(dir: &Path, base: u64) -> Result<()> {
     let m = marker(dir, base);
-    crate::io::create(
-        &m,
-        fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true),
-    )
-    .and_then(|f| crate::io::sync_all(&f, &m))
-    .ctx("create swap marker", &m)?;
-    sync_dir(dir)?;
+    write_file_durably(dir, &marker_name(base), b"").ctx("create swap marker", &m)?;
     rename_cleaned(dir, base)?;
     sync_dir(dir)?;
     fs::remove_file(&m).ctx("remove swap marker", &m)?;
@@ -265,7 +262,8 @@ pub(crate) fn finish_interrupted_swaps(dir: &Path) -> Result<()> {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(base) = crate::io::parse_segment_name(&name, "swap") {
             markers.push(base);
-        } else if name.ends_with(".cleaned") {
+        } else if name.ends_with(".cleaned") || name.ends_with(".swap.tmp") {
+            // A marker still under its temporary name was never renamed: the swap never started.
             cleaned.push(e.path());
         }
     }
