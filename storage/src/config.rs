@@ -18,6 +18,15 @@ pub enum FlushPolicy {
     /// An append returns only after an fsync that covers it. Concurrent appenders share fsyncs
     /// (group commit).
     Always,
+    /// The log's owner decides when to fsync: an append returns after the page-cache write, the log
+    /// runs no flusher thread and never fsyncs for an append; the owner calls
+    /// [`crate::PartitionLog::flush`] (or waits on its own schedule) and reads
+    /// [`crate::PartitionLog::flushed_offset`]. For a log whose owner already fsyncs after each round
+    /// of appends (a raft log: the broker flushes before it acknowledges), and for hosts with hundreds
+    /// of logs, which must not run an OS thread per log. Unlike `Never`, a roll still fsyncs the
+    /// sealed segment and its indexes and moves the checkpoint's recovery base to the new segment (as
+    /// `Interval` and `Always` do), so an unclean restart scans only the active segment.
+    External,
 }
 
 impl FlushPolicy {

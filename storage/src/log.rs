@@ -157,6 +157,7 @@ impl PartitionLog {
             flush_rounds: std::sync::atomic::AtomicU64::new(0),
             config,
         });
+        // Only `Interval` has a flusher thread; `External` logs (hundreds per broker) have none.
         if let FlushPolicy::Interval { max_delay, .. } = inner.config.flush {
             spawn_flusher(&inner, max_delay)?;
         }
@@ -278,7 +279,8 @@ impl PartitionLog {
             flushed: false,
         };
         match inner.config.flush {
-            FlushPolicy::Never => Ok(info),
+            // The owner of an `External` log flushes on its own schedule.
+            FlushPolicy::Never | FlushPolicy::External => Ok(info),
             FlushPolicy::Interval { max_bytes, .. } => {
                 if w.unflushed_bytes >= max_bytes {
                     w.unflushed_bytes = 0;
@@ -545,8 +547,8 @@ impl Inner {
         if self.config.flush == FlushPolicy::Never {
             w.unsynced.push(old);
         } else {
-            // Make the sealed segment durable and move the recovery point past it, so an unclean
-            // restart scans only the active segment.
+            // Interval, Always, External: make the sealed segment durable and move the recovery
+            // point past it, so an unclean restart scans only the active segment.
             for seg in w.unsynced.drain(..) {
                 seg.sync_all().map_err(|e| self.fail(e))?;
             }
