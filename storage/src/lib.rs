@@ -11,6 +11,7 @@
 //!
 //! Map of the crate:
 //! - [`log`]: [`PartitionLog`], append / read / flush / close, and the locks between them;
+//!   `flusher`: the interval policy's background thread;
 //! - `segment`, `index`: one segment's files, memory maps and sparse indexes;
 //! - `recovery`, `checkpoint`: opening a directory after a clean or an unclean stop;
 //! - `io`, [`write_file_durably`]: every write, fsync, rename and creation goes through `io`'s
@@ -26,6 +27,7 @@ mod durable;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+mod flusher;
 mod index;
 mod io;
 pub mod log;
