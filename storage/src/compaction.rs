@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sluice_protocol::batch::{self, HEADER_LEN};
-use sluice_protocol::{BatchBuilder, RecordBatch};
+use sluice_protocol::{BatchBuilder, BatchHeader, RecordBatch};
 
 use crate::durable::write_file_durably;
 use crate::error::{IoContext, Result, StorageError};
@@ -91,11 +91,15 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<C
             continue;
         }
         let cleaned = Segment::create(&inner.dir, seg.base_offset(), ".cleaned", &inner.config)?;
+        let mut no_room = false;
         for b in seg.batches() {
             let b = b?;
             let h = *b.header();
             if h.is_control() {
-                cleaned.append(&b.as_bytes()[..HEADER_LEN], &b.as_bytes()[HEADER_LEN..], &h)?;
+                if !copy_into(&cleaned, seg, b.as_bytes(), &h)? {
+                    no_room = true;
+                    break;
+                }
                 continue;
             }
             let records: Vec<_> = b
@@ -105,7 +109,10 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<C
                 .map_err(|e| corrupt(seg, e))?;
             let kept: Vec<_> = records.iter().filter(|r| keep(r)).collect();
             if kept.len() == records.len() {
-                cleaned.append(&b.as_bytes()[..HEADER_LEN], &b.as_bytes()[HEADER_LEN..], &h)?;
+                if !copy_into(&cleaned, seg, b.as_bytes(), &h)? {
+                    no_room = true;
+                    break;
+                }
                 continue;
             }
             if kept.is_empty() {
@@ -130,11 +137,22 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<C
                 .map_err(|e| corrupt(seg, e))?;
             let (rb, _) =
                 RecordBatch::decode(&bytes::Bytes::from(bytes)).map_err(|e| corrupt(seg, e))?;
-            cleaned.append(
-                &rb.as_bytes()[..HEADER_LEN],
-                &rb.as_bytes()[HEADER_LEN..],
-                rb.header(),
-            )?;
+            if !copy_into(&cleaned, seg, rb.as_bytes(), rb.header())? {
+                no_room = true;
+                break;
+            }
+        }
+        if no_room {
+            // A rewritten batch came out larger than the original (recompression of fewer records)
+            // and the copy would leave its map: keep this segment as it is.
+            tracing::warn!(dir = %inner.dir.display(), base = seg.base_offset(),
+                "compacted copy does not fit a segment; segment left uncompacted");
+            drop(cleaned);
+            remove_cleaned(&inner.dir, seg.base_offset())?;
+            report.records_after += before - after;
+            report.tombstones_dropped -= tombstones;
+            report.bytes_after += seg.len();
+            continue;
         }
         cleaned.seal()?;
         cleaned.sync_all()?;
@@ -169,6 +187,26 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<C
     drop(w);
     tracing::info!(dir = %inner.dir.display(), ?report, "compacted log");
     Ok(report)
+}
+
+/// Appends `bytes` (one whole batch with header `h`, read from `seg`) to the cleaned copy, after
+/// checking what `Segment::append` asserts, since these bytes come from a file: offsets that follow
+/// the copy's last batch (else the segment is corrupt), and room in the copy (`Ok(false)` if none).
+fn copy_into(cleaned: &Segment, seg: &Segment, bytes: &[u8], h: &BatchHeader) -> Result<bool> {
+    if !cleaned.accepts_offsets(h) || bytes.len() != h.length as usize {
+        return Err(corrupt(
+            seg,
+            sluice_protocol::BatchError::MalformedRecord {
+                index: 0,
+                reason: "batch offsets go backwards or overflow the segment",
+            },
+        ));
+    }
+    if !cleaned.fits(u64::from(h.length)) {
+        return Ok(false);
+    }
+    cleaned.append(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..], h)?;
+    Ok(true)
 }
 
 fn corrupt(seg: &Segment, source: sluice_protocol::BatchError) -> StorageError {

@@ -221,6 +221,15 @@ impl PartitionLog {
             }
         };
         let last = base + u64::from(h.last_offset_delta);
+        // A segment's offsets, relative to its base (at most the log end after a roll), are u32s
+        // in its index: refuse a batch (a network input) that would not fit even a new segment.
+        if last - end >= u64::from(u32::MAX) {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: last,
+                log_start: inner.log_start.load(),
+                log_end: end,
+            });
+        }
         if w.active
             .needs_roll(&inner.config, u64::from(h.length), last, h.max_timestamp_ms)
         {

@@ -653,6 +653,15 @@ fn a_batch_can_keep_its_own_offset_past_the_end_and_the_gap_survives_reopen() {
             log.append_batch_at_own_offset(&b, 4, 9),
             Err(StorageError::OffsetOutOfRange { .. })
         ));
+        // So far past the end that no segment could index it (relative offsets are u32s): an
+        // error, not a panic in the segment's append assert. Seen panicking without the check.
+        let mut far = batch("f", 1, 0, 1000).to_vec();
+        sluice_protocol::batch::patch_position(&mut far, 53 + u64::from(u32::MAX), 4, 9).unwrap();
+        let far = RecordBatch::decode(&bytes::Bytes::from(far)).unwrap().0;
+        assert!(matches!(
+            log.append_batch_at_own_offset(&far, 4, 9),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         let next = log.append(&batch("c", 1, 0, 1000)).unwrap();
         assert_eq!(next.base_offset, 53);
         // A read inside the gap returns the batch after it.

@@ -11,6 +11,10 @@ mod time;
 pub(crate) use offset::OffsetIndex;
 pub(crate) use time::TimeIndex;
 
+/// Bytes of one offset index entry and of one time index entry.
+pub(crate) const OFFSET_ENTRY_LEN: usize = offset::ENTRY_LEN;
+pub(crate) const TIME_ENTRY_LEN: usize = time::ENTRY_LEN;
+
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 

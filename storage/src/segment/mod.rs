@@ -28,7 +28,7 @@ use sluice_protocol::batch::{BatchError, MAX_BATCH_LEN};
 
 use crate::config::LogConfig;
 use crate::error::{IoContext, Result};
-use crate::index::{OffsetIndex, TimeIndex};
+use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
 use crate::io::{self, segment_path};
 use crate::publish::Watermark;
 
@@ -106,7 +106,8 @@ fn capacity(config: &LogConfig) -> u64 {
 }
 
 fn time_index_bytes(config: &LogConfig) -> u64 {
-    config.max_index_bytes / 8 * 12
+    // As many time entries as the offset index can hold entries.
+    config.max_index_bytes / OFFSET_ENTRY_LEN as u64 * TIME_ENTRY_LEN as u64
 }
 
 fn map(file: &File, len: u64, path: &Path) -> Result<Bytes> {

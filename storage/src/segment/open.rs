@@ -230,7 +230,16 @@ impl Segment {
         let mut ok = true;
         while pos < len {
             let h = match BatchHeader::decode(&self.data[pos as usize..len as usize]) {
-                Ok(h) if pos + u64::from(h.length) <= len => h,
+                // File content is checked before it reaches the index (whose pushes assert order):
+                // offsets must not go back, and positions and relative offsets must fit a u32.
+                Ok(h)
+                    if pos + u64::from(h.length) <= len
+                        && pos + u64::from(h.length) <= u64::from(u32::MAX)
+                        && h.base_offset >= next
+                        && h.last_offset() - self.base_offset < u64::from(u32::MAX) =>
+                {
+                    h
+                }
                 Err(BatchError::Empty) if all_zero(&self.data[pos as usize..len as usize]) => {
                     // The zeroed suffix of a truncation: the segment ends here.
                     self.len.retreat(pos);

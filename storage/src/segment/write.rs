@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use sluice_protocol::batch::BatchHeader;
 
 use super::{page_size, IndexCursor, Segment};
-use crate::config::LogConfig;
+use crate::config::{LogConfig, MAX_SEGMENT_BYTES};
 use crate::error::{IoContext, Result};
 use crate::io;
 
@@ -62,6 +62,27 @@ impl Segment {
     pub(crate) fn append(&self, header: &[u8], body: &[u8], h: &BatchHeader) -> Result<u64> {
         let pos = self.len.load();
         let total = (header.len() + body.len()) as u64;
+        // Programmer errors, never file content: the log rolls before a batch could leave the map
+        // or a u32 position/relative offset, assigns increasing offsets, and compaction checks what
+        // it copies from a file with `accepts` first.
+        assert_eq!(
+            total,
+            u64::from(h.length),
+            "appended bytes differ from the header's length"
+        );
+        assert!(
+            self.fits(total),
+            "append of {total} bytes at {pos} leaves the segment's map ({} bytes) or MAX_SEGMENT_BYTES",
+            self.data.len()
+        );
+        assert!(
+            self.accepts_offsets(h),
+            "batch offsets [{}, {}] do not follow segment {} ending at {}",
+            h.base_offset,
+            h.last_offset(),
+            self.base_offset,
+            self.next_offset.load()
+        );
         io::write_all_at(&self.file, &self.log_path, &[header, body], pos)
             .ctx("append to segment", &self.log_path)?;
         let mut cursor = self.lock_cursor();
@@ -86,6 +107,20 @@ impl Segment {
         self.high_len.raise(pos + total);
         self.len.publish(pos + total);
         Ok(pos)
+    }
+
+    /// Whether `len` more bytes fit the segment: inside its map (so readers can read them) and below
+    /// [`MAX_SEGMENT_BYTES`] (so index positions fit a u32).
+    pub(crate) fn fits(&self, len: u64) -> bool {
+        let end = self.len.load() + len;
+        end <= self.data.len() as u64 && end <= MAX_SEGMENT_BYTES
+    }
+
+    /// Whether a batch with header `h` may follow the segment's last batch: its offsets do not go
+    /// back and its last offset relative to the segment base fits a u32 (index entries).
+    pub(crate) fn accepts_offsets(&self, h: &BatchHeader) -> bool {
+        h.base_offset >= self.next_offset.load()
+            && h.last_offset() - self.base_offset < u64::from(u32::MAX)
     }
 
     /// Finishes the segment for good (roll) or for this process (clean close): records the final max
