@@ -1,4 +1,5 @@
-//! Fault injection for the storage I/O layer (cargo feature `fault-injection`, off by default).
+//! Fault injection for the storage I/O layer (cargo feature `fault-injection`, off by default; always
+//! compiled into the crate's own unit tests, which live in `fault/tests.rs`).
 //!
 //! Owns the registry of armed fault plans and the decision, per intercepted operation, whether it
 //! runs, fails or is torn. It never performs I/O itself: the wrappers in `crate::io` (every write,
@@ -39,6 +40,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::sync::lock;
+
+#[cfg(test)]
+mod tests;
 
 /// Kinds of intercepted operations (each counted separately).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

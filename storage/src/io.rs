@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{IoContext, Result};
 
 /// Asks the armed fault plans about an operation (feature `fault-injection`); `None`: run it.
-#[cfg(feature = "fault-injection")]
+#[cfg(any(test, feature = "fault-injection"))]
 fn injected(
     op: crate::fault::Op,
     path: &Path,
@@ -28,7 +28,7 @@ fn injected(
 /// Returns early with the injected error of a non-write operation.
 macro_rules! seam {
     ($op:ident, $path:expr) => {
-        #[cfg(feature = "fault-injection")]
+        #[cfg(any(test, feature = "fault-injection"))]
         match injected(crate::fault::Op::$op, $path, 0, 0) {
             // Only writes tear (a tear rule cannot name another kind); a tear's error is its error.
             Some(crate::fault::Action::Fail(e))
@@ -42,7 +42,7 @@ macro_rules! seam {
 /// short writes and EINTR.
 pub(crate) fn write_all_at(file: &File, path: &Path, parts: &[&[u8]], pos: u64) -> io::Result<()> {
     let _ = path;
-    #[cfg(feature = "fault-injection")]
+    #[cfg(any(test, feature = "fault-injection"))]
     {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         match injected(crate::fault::Op::Write, path, pos, total) {

@@ -25,7 +25,7 @@ mod compaction;
 mod config;
 mod durable;
 mod error;
-#[cfg(feature = "fault-injection")]
+#[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
 mod flusher;
 mod index;

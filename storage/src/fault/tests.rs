@@ -1,18 +1,40 @@
-//! Injected I/O faults (feature `fault-injection`, enabled for these tests by storage's self
-//! dev-dependency): failed fsyncs and writes stop the log while reads keep working, a full disk is
+//! Injected I/O faults (the seam is compiled into the crate's unit tests, so no feature is needed):
+//! failed fsyncs and writes stop the log while reads keep working, a full disk is
 //! an error, a torn append is cut by the next open and never served, and a failed rename in the
 //! durable-file helper leaves the previous file whole. Every plan is scoped to the test's own
 //! temporary directory, so the tests run in parallel without seeing each other's faults.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use bytes::Bytes;
 use sluice_protocol::batch::HEADER_LEN;
-use sluice_storage::fault::{Errno, Op, Plan, Torn};
-use sluice_storage::{write_file_durably, AppendInfo, FlushPolicy, PartitionLog, StorageError};
+use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
+
+use crate::fault::{Errno, Op, Plan, Torn};
+use crate::{write_file_durably, AppendInfo, FlushPolicy, LogConfig, PartitionLog, StorageError};
+
+/// Small segments so appends roll after ~4 KiB (as `storage/tests/common`).
+fn small_config(flush: FlushPolicy) -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 512,
+        max_index_bytes: 64 * 1024,
+        retention_ms: None,
+        segment_ms: None,
+        flush,
+        ..LogConfig::default()
+    }
+}
+
+/// A batch of `n` records with values `"{tag}-{i}"`, no keys.
+fn batch(tag: &str, n: usize, _keys: usize, ts: i64) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..n {
+        b.append(ts, None, Some(format!("{tag}-{i}").as_bytes()), &[]);
+    }
+    b.seal().unwrap()
+}
 
 fn fill(log: &PartitionLog, tag: &str, n: usize) -> Vec<AppendInfo> {
     (0..n)
@@ -23,12 +45,24 @@ fn fill(log: &PartitionLog, tag: &str, n: usize) -> Vec<AppendInfo> {
         .collect()
 }
 
-/// The values of every record the log serves, in order.
+/// The values of every record the log serves, in order, read through the public read API.
 fn values(log: &PartitionLog) -> Vec<String> {
-    read_all(log)
-        .into_iter()
-        .filter_map(|(_, _, v)| v)
-        .collect()
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let r = log.read(offset, 64 * 1024).unwrap();
+        if r.bytes.is_empty() {
+            break;
+        }
+        for b in RecordBatch::iter_all(r.bytes) {
+            for rec in b.unwrap().records().unwrap() {
+                let rec = rec.unwrap();
+                out.push(String::from_utf8(rec.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        offset = r.next_offset;
+    }
+    out
 }
 
 fn expected(tag: &str, batches: usize) -> Vec<String> {
