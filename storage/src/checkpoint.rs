@@ -4,14 +4,14 @@
 //! Layout (44 bytes, little-endian): magic `SLCK`, version `1` (u8), clean flag (u8), two reserved bytes,
 //! `recovery_base` (u64: every segment below this base was fsynced and is trusted without a scan),
 //! `active_base`, `active_len`, `next_offset` (u64 each: the state a clean shutdown left), CRC-32 of the
-//! preceding 40 bytes. Written to `checkpoint.tmp`, fsynced, renamed over `checkpoint`, directory fsynced.
+//! preceding 40 bytes. Written with [`crate::write_file_durably`] (`checkpoint.tmp`, fsync, rename over
+//! `checkpoint`, directory fsync).
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
+use crate::durable::write_file_durably;
 use crate::error::{IoContext, Result};
-use crate::io::sync_dir;
 
 const MAGIC: &[u8; 4] = b"SLCK";
 const VERSION: u8 = 1;
@@ -81,15 +81,10 @@ impl Checkpoint {
         }
     }
 
-    /// Replaces the checkpoint durably.
+    /// Replaces the checkpoint durably (a crash leaves the old or the new one, whole).
     pub(crate) fn write(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join("checkpoint.tmp");
-        let mut f = File::create(&tmp).ctx("create checkpoint", &tmp)?;
-        f.write_all(&self.encode()).ctx("write checkpoint", &tmp)?;
-        f.sync_all().ctx("fsync checkpoint", &tmp)?;
-        let path = dir.join(FILE_NAME);
-        fs::rename(&tmp, &path).ctx("rename checkpoint", &path)?;
-        sync_dir(dir)
+        write_file_durably(dir, FILE_NAME, &self.encode())
+            .ctx("write checkpoint", &dir.join(FILE_NAME))
     }
 }
 

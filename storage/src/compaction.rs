@@ -13,8 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sluice_protocol::batch::{self, HEADER_LEN};
-use sluice_protocol::{BatchBuilder, RecordBatch};
+use sluice_protocol::{BatchBuilder, BatchHeader, RecordBatch};
 
+use crate::durable::write_file_durably;
 use crate::error::{IoContext, Result, StorageError};
 use crate::io::sync_dir;
 use crate::log::{lock, Inner};
@@ -90,11 +91,15 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<C
             continue;
         }
         let cleaned = Segment::create(&inner.dir, seg.base_offset(), ".cleaned", &inner.config)?;
+        let mut no_room = false;
         for b in seg.batches() {
             let b = b?;
             let h = *b.header();
             if h.is_control() {
-                cleaned.append(&b.as_bytes()[..HEADER_LEN], &b.as_bytes()[HEADER_LEN..], &h)?;
+                if !copy_into(&cleaned, seg, b.as_bytes(), &h)? {
+                    no_room = true;
+                    break;
+                }
                 continue;
             }
             let records: Vec<_> = b
@@ -104,7 +109,10 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<C
                 .map_err(|e| corrupt(seg, e))?;
             let kept: Vec<_> = records.iter().filter(|r| keep(r)).collect();
             if kept.len() == records.len() {
-                cleaned.append(&b.as_bytes()[..HEADER_LEN], &b.as_bytes()[HEADER_LEN..], &h)?;
+                if !copy_into(&cleaned, seg, b.as_bytes(), &h)? {
+                    no_room = true;
+                    break;
+                }
                 continue;
             }
             if kept.is_empty() {
@@ -129,11 +137,22 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<C
                 .map_err(|e| corrupt(seg, e))?;
             let (rb, _) =
                 RecordBatch::decode(&bytes::Bytes::from(bytes)).map_err(|e| corrupt(seg, e))?;
-            cleaned.append(
-                &rb.as_bytes()[..HEADER_LEN],
-                &rb.as_bytes()[HEADER_LEN..],
-                rb.header(),
-            )?;
+            if !copy_into(&cleaned, seg, rb.as_bytes(), rb.header())? {
+                no_room = true;
+                break;
+            }
+        }
+        if no_room {
+            // A rewritten batch came out larger than the original (recompression of fewer records)
+            // and the copy would leave its map: keep this segment as it is.
+            tracing::warn!(dir = %inner.dir.display(), base = seg.base_offset(),
+                "compacted copy does not fit a segment; segment left uncompacted");
+            drop(cleaned);
+            remove_cleaned(&inner.dir, seg.base_offset())?;
+            report.records_after += before - after;
+            report.tombstones_dropped -= tombstones;
+            report.bytes_after += seg.len();
+            continue;
         }
         cleaned.seal()?;
         cleaned.sync_all()?;
@@ -168,6 +187,26 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<C
     drop(w);
     tracing::info!(dir = %inner.dir.display(), ?report, "compacted log");
     Ok(report)
+}
+
+/// Appends `bytes` (one whole batch with header `h`, read from `seg`) to the cleaned copy, after
+/// checking what `Segment::append` asserts, since these bytes come from a file: offsets that follow
+/// the copy's last batch (else the segment is corrupt), and room in the copy (`Ok(false)` if none).
+fn copy_into(cleaned: &Segment, seg: &Segment, bytes: &[u8], h: &BatchHeader) -> Result<bool> {
+    if !cleaned.accepts_offsets(h) || bytes.len() != h.length as usize {
+        return Err(corrupt(
+            seg,
+            sluice_protocol::BatchError::MalformedRecord {
+                index: 0,
+                reason: "batch offsets go backwards or overflow the segment",
+            },
+        ));
+    }
+    if !cleaned.fits(u64::from(h.length)) {
+        return Ok(false);
+    }
+    cleaned.append(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..], h)?;
+    Ok(true)
 }
 
 fn corrupt(seg: &Segment, source: sluice_protocol::BatchError) -> StorageError {
@@ -206,17 +245,19 @@ fn latest_offsets(segments: &[Arc<Segment>], limit_bytes: usize) -> Result<HashM
     Ok(latest)
 }
 
+fn marker_name(base: u64) -> String {
+    format!("{base:020}.swap")
+}
+
 fn marker(dir: &Path, base: u64) -> std::path::PathBuf {
-    dir.join(format!("{base:020}.swap"))
+    dir.join(marker_name(base))
 }
 
 /// Renames the cleaned files of `base` into place, guarded by a marker so a crash midway rolls forward.
+/// The marker itself appears atomically (written durably under a temporary name, then renamed).
 fn swap_in(dir: &Path, base: u64) -> Result<()> {
     let m = marker(dir, base);
-    fs::File::create(&m)
-        .and_then(|f| f.sync_all())
-        .ctx("create swap marker", &m)?;
-    sync_dir(dir)?;
+    write_file_durably(dir, &marker_name(base), b"").ctx("create swap marker", &m)?;
     rename_cleaned(dir, base)?;
     sync_dir(dir)?;
     fs::remove_file(&m).ctx("remove swap marker", &m)?;
@@ -232,7 +273,7 @@ fn rename_cleaned(dir: &Path, base: u64) -> Result<()> {
         (from.log, to.log),
     ] {
         if f.exists() {
-            fs::rename(&f, &t).ctx("swap in cleaned file", &t)?;
+            crate::io::rename(&f, &t).ctx("swap in cleaned file", &t)?;
         }
     }
     Ok(())
@@ -259,7 +300,8 @@ pub(crate) fn finish_interrupted_swaps(dir: &Path) -> Result<()> {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(base) = crate::io::parse_segment_name(&name, "swap") {
             markers.push(base);
-        } else if name.ends_with(".cleaned") {
+        } else if name.ends_with(".cleaned") || name.ends_with(".swap.tmp") {
+            // A marker still under its temporary name was never renamed: the swap never started.
             cleaned.push(e.path());
         }
     }

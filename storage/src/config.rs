@@ -18,6 +18,15 @@ pub enum FlushPolicy {
     /// An append returns only after an fsync that covers it. Concurrent appenders share fsyncs
     /// (group commit).
     Always,
+    /// The log's owner decides when to fsync: an append returns after the page-cache write, the log
+    /// runs no flusher thread and never fsyncs for an append; the owner calls
+    /// [`crate::PartitionLog::flush`] (or waits on its own schedule) and reads
+    /// [`crate::PartitionLog::flushed_offset`]. For a log whose owner already fsyncs after each round
+    /// of appends (a raft log: the broker flushes before it acknowledges), and for hosts with hundreds
+    /// of logs, which must not run an OS thread per log. Unlike `Never`, a roll still fsyncs the
+    /// sealed segment and its indexes and moves the checkpoint's recovery base to the new segment (as
+    /// `Interval` and `Always` do), so an unclean restart scans only the active segment.
+    External,
 }
 
 impl FlushPolicy {
@@ -62,6 +71,21 @@ pub struct LogConfig {
 pub const MAX_SEGMENT_BYTES: u64 =
     (u32::MAX as u64) - (sluice_protocol::batch::MAX_BATCH_LEN as u64);
 
+// The relationships the segment code relies on, checked at compile time:
+// - index entries store a segment position as a u32;
+const _: () = assert!(MAX_SEGMENT_BYTES <= u32::MAX as u64);
+// - a batch starting anywhere below MAX_SEGMENT_BYTES ends at a position a u32 still holds;
+const _: () =
+    assert!(MAX_SEGMENT_BYTES + sluice_protocol::batch::MAX_BATCH_LEN as u64 <= u32::MAX as u64);
+// - a writable segment's map (`max(segment_bytes, MAX_BATCH_LEN)`, so one largest batch always
+//   fits an empty segment) never exceeds MAX_SEGMENT_BYTES;
+const _: () = assert!(sluice_protocol::batch::MAX_BATCH_LEN as u64 <= MAX_SEGMENT_BYTES);
+// - the smallest segment `validate` allows holds a batch header.
+const _: () = assert!(sluice_protocol::batch::HEADER_LEN as u64 <= MIN_SEGMENT_BYTES);
+
+/// Smallest `segment_bytes` [`LogConfig::validate`] accepts.
+const MIN_SEGMENT_BYTES: u64 = 4096;
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -83,9 +107,9 @@ impl LogConfig {
     /// Checks that the values are in range.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(StorageError::Config(m));
-        if self.segment_bytes < 4096 || self.segment_bytes > MAX_SEGMENT_BYTES {
+        if self.segment_bytes < MIN_SEGMENT_BYTES || self.segment_bytes > MAX_SEGMENT_BYTES {
             return bad(format!(
-                "segment_bytes {} outside [4096, {MAX_SEGMENT_BYTES}]",
+                "segment_bytes {} outside [{MIN_SEGMENT_BYTES}, {MAX_SEGMENT_BYTES}]",
                 self.segment_bytes
             ));
         }

@@ -1,14 +1,75 @@
-//! Small file-system helpers: positional vectored writes, directory fsync, segment file names.
+//! The storage crate's I/O layer: every write, fsync (file and directory), rename, file creation and
+//! length change the crate makes goes through the small wrappers here, plus segment file names.
+//!
+//! The wrappers are the fault-injection seam: with the `fault-injection` feature each one asks
+//! `crate::fault` first whether to run, fail or tear the operation; without it they are the plain
+//! system calls. They never retry a failed fsync (the page cache state after one is unknown) and
+//! never decide what a failure means for the log: callers map errors to `StorageError` and stop the
+//! log where the durability contract says so.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
 
-/// Writes all of `parts`, back to back, at `pos` (pwritev; retries short writes and EINTR).
-pub(crate) fn write_all_at(file: &File, parts: &[&[u8]], mut pos: u64) -> io::Result<()> {
+/// Asks the armed fault plans about an operation (feature `fault-injection`); `None`: run it.
+#[cfg(any(test, feature = "fault-injection"))]
+fn injected(
+    op: crate::fault::Op,
+    path: &Path,
+    pos: u64,
+    len: usize,
+) -> Option<crate::fault::Action> {
+    crate::fault::intercept(crate::fault::OpInfo { op, path, pos, len })
+}
+
+/// Returns early with the injected error of a non-write operation.
+macro_rules! seam {
+    ($op:ident, $path:expr) => {
+        #[cfg(any(test, feature = "fault-injection"))]
+        match injected(crate::fault::Op::$op, $path, 0, 0) {
+            // Only writes tear (a tear rule cannot name another kind); a tear's error is its error.
+            Some(crate::fault::Action::Fail(e))
+            | Some(crate::fault::Action::Tear { then: Some(e), .. }) => return Err(e),
+            _ => {}
+        }
+    };
+}
+
+/// Writes all of `parts`, back to back, at `pos` of `file` (whose path is `path`): pwritev, retrying
+/// short writes and EINTR.
+pub(crate) fn write_all_at(file: &File, path: &Path, parts: &[&[u8]], pos: u64) -> io::Result<()> {
+    let _ = path;
+    #[cfg(any(test, feature = "fault-injection"))]
+    {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        match injected(crate::fault::Op::Write, path, pos, total) {
+            None => {}
+            Some(crate::fault::Action::Fail(e)) => return Err(e),
+            Some(crate::fault::Action::Tear { keep, then }) => {
+                let mut left = keep;
+                let prefix: Vec<&[u8]> = parts
+                    .iter()
+                    .map(|p| {
+                        let n = left.min(p.len());
+                        left -= n;
+                        &p[..n]
+                    })
+                    .collect();
+                pwritev_all(file, &prefix, pos)?;
+                return match then {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
+            }
+        }
+    }
+    pwritev_all(file, parts, pos)
+}
+
+fn pwritev_all(file: &File, parts: &[&[u8]], mut pos: u64) -> io::Result<()> {
     let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
     while !parts.is_empty() {
         let iov: Vec<libc::iovec> = parts
@@ -59,13 +120,13 @@ pub(crate) fn write_all_at(file: &File, parts: &[&[u8]], mut pos: u64) -> io::Re
 
 /// Writes zeros over `[from, to)` so stale bytes past a truncation point can never be read back as a
 /// batch by a later recovery.
-pub(crate) fn zero_range(file: &File, from: u64, to: u64) -> io::Result<()> {
+pub(crate) fn zero_range(file: &File, path: &Path, from: u64, to: u64) -> io::Result<()> {
     const CHUNK: usize = 1 << 20;
     let zeros = vec![0u8; CHUNK.min((to.saturating_sub(from)) as usize)];
     let mut pos = from;
     while pos < to {
         let n = ((to - pos) as usize).min(CHUNK);
-        write_all_at(file, &[&zeros[..n]], pos)?;
+        write_all_at(file, path, &[&zeros[..n]], pos)?;
         pos += n as u64;
     }
     Ok(())
@@ -73,9 +134,46 @@ pub(crate) fn zero_range(file: &File, from: u64, to: u64) -> io::Result<()> {
 
 /// fsyncs a directory so that file creations, renames and deletions in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx("fsync directory", dir)
+    sync_dir_io(dir).ctx("fsync directory", dir)
+}
+
+/// [`sync_dir`] with the plain `io::Error`.
+pub(crate) fn sync_dir_io(dir: &Path) -> io::Result<()> {
+    seam!(SyncDir, dir);
+    File::open(dir)?.sync_all()
+}
+
+/// `fdatasync` of `file` (at `path`): its data and the metadata needed to read it back.
+pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
+    let _ = path;
+    seam!(Sync, path);
+    file.sync_data()
+}
+
+/// `fsync` of `file` (at `path`): data and all metadata.
+pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
+    let _ = path;
+    seam!(Sync, path);
+    file.sync_all()
+}
+
+/// Renames `from` over `to` (atomic within a file system; durable once the directory is fsynced).
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    seam!(Rename, to);
+    std::fs::rename(from, to)
+}
+
+/// Opens `path` with `options`, which create the file if it does not exist.
+pub(crate) fn create(path: &Path, options: &OpenOptions) -> io::Result<File> {
+    seam!(Create, path);
+    options.open(path)
+}
+
+/// Sets the length of `file` (at `path`): trims and preallocation (`ftruncate`).
+pub(crate) fn set_len(file: &File, path: &Path, len: u64) -> io::Result<()> {
+    let _ = path;
+    seam!(SetLen, path);
+    file.set_len(len)
 }
 
 /// `<dir>/<base offset, 20 digits>.<ext>`.

@@ -11,8 +11,11 @@
 //!
 //! Map of the crate:
 //! - [`log`]: [`PartitionLog`], append / read / flush / close, and the locks between them;
+//!   `flusher`: the interval policy's background thread;
 //! - `segment`, `index`: one segment's files, memory maps and sparse indexes;
 //! - `recovery`, `checkpoint`: opening a directory after a clean or an unclean stop;
+//! - `io`, [`write_file_durably`]: every write, fsync, rename and creation goes through `io`'s
+//!   wrappers, the seam the `fault-injection` feature's `fault` plans hook into;
 //! - `retention`, `compaction`, `truncate`: the operations that remove data;
 //! - `replica`: header scans and reset, for a log that is also a raft log;
 //! - `publish`: how the writer publishes the readable end to readers (loom-checked).
@@ -20,7 +23,11 @@
 mod checkpoint;
 mod compaction;
 mod config;
+mod durable;
 mod error;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod fault;
+mod flusher;
 mod index;
 mod io;
 pub mod log;
@@ -34,6 +41,7 @@ mod truncate;
 
 pub use compaction::CompactionReport;
 pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES};
+pub use durable::write_file_durably;
 pub use error::{Result, StorageError};
 pub use log::{AppendInfo, PartitionLog, ReadResult};
 pub use recovery::{RecoveryReport, TruncatedTail};

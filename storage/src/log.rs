@@ -6,12 +6,13 @@
 //!   [`PartitionLog::truncate_after`];
 //! - `flushed_offset`: every batch below it is on disk (fsynced); only truncation moves it back.
 //!
+//! The interval flusher thread lives in `crate::flusher`.
+//!
 //! Locks, always taken in this order: `compaction`, `flush`, `writer`, `segments`. Readers take only a
 //! brief read lock on `segments` to clone the current list.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use sluice_protocol::batch::{self, HEADER_LEN};
@@ -66,7 +67,7 @@ pub(crate) struct Inner {
     pub(crate) log_end: Watermark,
     pub(crate) flushed: Watermark,
     pub(crate) failed: Mutex<Option<String>>,
-    pub(crate) signal: Arc<FlushSignal>,
+    pub(crate) signal: Arc<crate::flusher::FlushSignal>,
     /// Flush rounds (each one fsync of the active segment, covering every append before it).
     pub(crate) flush_rounds: std::sync::atomic::AtomicU64,
 }
@@ -82,46 +83,11 @@ pub(crate) struct Writer {
     pub(crate) closed: bool,
 }
 
-/// Wakes the interval flusher thread.
-#[derive(Debug, Default)]
-pub(crate) struct FlushSignal {
-    state: Mutex<SignalState>,
-    cv: Condvar,
-    /// Appended bytes may be waiting for the flusher's delay. While it is clear the flusher sleeps
-    /// without a timeout (an idle log costs no wake-ups: a broker holds hundreds of them); the
-    /// append that sets it wakes the flusher, which then waits the delay.
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl FlushSignal {
-    /// Called after an append published its end: arms the delay if it is not armed yet. One
-    /// atomic load per append once armed.
-    fn arm(&self) {
-        use std::sync::atomic::Ordering::SeqCst;
-        if !self.armed.load(SeqCst) && !self.armed.swap(true, SeqCst) {
-            let _s = lock(&self.state);
-            self.cv.notify_one();
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct SignalState {
-    requested: bool,
-    stop: bool,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every guarded state here stays consistent across a panic in another thread (no multi-step
-    // invariants are left half-done while the lock is held without an error return).
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use crate::sync::lock;
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let mut s = lock(&self.signal.state);
-        s.stop = true;
-        self.signal.cv.notify_all();
+        self.signal.stop();
     }
 }
 
@@ -157,12 +123,13 @@ impl PartitionLog {
             // A clean shutdown fsynced everything, and recovery fsyncs what it kept before returning.
             flushed: Watermark::new(log_end),
             failed: Mutex::new(None),
-            signal: Arc::new(FlushSignal::default()),
+            signal: Arc::new(crate::flusher::FlushSignal::default()),
             flush_rounds: std::sync::atomic::AtomicU64::new(0),
             config,
         });
+        // Only `Interval` has a flusher thread; `External` logs (hundreds per broker) have none.
         if let FlushPolicy::Interval { max_delay, .. } = inner.config.flush {
-            spawn_flusher(&inner, max_delay)?;
+            crate::flusher::spawn(&inner, max_delay)?;
         }
         Ok((PartitionLog { inner }, report))
     }
@@ -254,6 +221,15 @@ impl PartitionLog {
             }
         };
         let last = base + u64::from(h.last_offset_delta);
+        // A segment's offsets, relative to its base (at most the log end after a roll), are u32s
+        // in its index: refuse a batch (a network input) that would not fit even a new segment.
+        if last - end >= u64::from(u32::MAX) {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: last,
+                log_start: inner.log_start.load(),
+                log_end: end,
+            });
+        }
         if w.active
             .needs_roll(&inner.config, u64::from(h.length), last, h.max_timestamp_ms)
         {
@@ -282,14 +258,13 @@ impl PartitionLog {
             flushed: false,
         };
         match inner.config.flush {
-            FlushPolicy::Never => Ok(info),
+            // The owner of an `External` log flushes on its own schedule.
+            FlushPolicy::Never | FlushPolicy::External => Ok(info),
             FlushPolicy::Interval { max_bytes, .. } => {
                 if w.unflushed_bytes >= max_bytes {
                     w.unflushed_bytes = 0;
                     drop(w);
-                    let mut s = lock(&inner.signal.state);
-                    s.requested = true;
-                    inner.signal.cv.notify_one();
+                    inner.signal.request();
                 } else {
                     drop(w);
                     inner.signal.arm();
@@ -429,11 +404,7 @@ impl PartitionLog {
     /// open does not scan. Further appends fail with [`StorageError::Closed`]; reads keep working.
     pub fn close(&self) -> Result<()> {
         let inner = &*self.inner;
-        {
-            let mut s = lock(&inner.signal.state);
-            s.stop = true;
-            inner.signal.cv.notify_all();
-        }
+        inner.signal.stop();
         let _f = lock(&inner.flush_lock);
         let mut w = lock(&inner.writer);
         if w.closed {
@@ -505,14 +476,11 @@ impl PartitionLog {
 
 impl Inner {
     pub(crate) fn segments_snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
-        self.segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.segments).clone()
     }
 
     pub(crate) fn set_segments(&self, list: Vec<Arc<Segment>>) {
-        *self.segments.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
+        *crate::sync::write(&self.segments) = Arc::new(list);
     }
 
     pub(crate) fn check_usable(&self, w: &Writer) -> Result<()> {
@@ -552,8 +520,8 @@ impl Inner {
         if self.config.flush == FlushPolicy::Never {
             w.unsynced.push(old);
         } else {
-            // Make the sealed segment durable and move the recovery point past it, so an unclean
-            // restart scans only the active segment.
+            // Interval, Always, External: make the sealed segment durable and move the recovery
+            // point past it, so an unclean restart scans only the active segment.
             for seg in w.unsynced.drain(..) {
                 seg.sync_all().map_err(|e| self.fail(e))?;
             }
@@ -615,63 +583,4 @@ impl Inner {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
-}
-
-/// The interval flusher: a thread that fsyncs when enough bytes are unflushed or the delay passed
-/// since it saw the first unflushed append; with nothing unflushed it sleeps until an append comes.
-/// It holds only a weak reference while it waits, so dropping the log ends it.
-fn spawn_flusher(inner: &Arc<Inner>, max_delay: Duration) -> Result<()> {
-    use std::sync::atomic::Ordering::SeqCst;
-    let weak = Arc::downgrade(inner);
-    let signal = inner.signal.clone();
-    std::thread::Builder::new()
-        .name("sluice-flush".into())
-        .spawn(move || loop {
-            {
-                let mut s = lock(&signal.state);
-                // Idle: no timeout. `arm` notifies under this lock, so its wake-up is not lost.
-                while !s.requested && !s.stop && !signal.armed.load(SeqCst) {
-                    s = signal.cv.wait(s).unwrap_or_else(|p| p.into_inner());
-                }
-                // Armed: the full delay, unless asked sooner (max_bytes) or stopped. A wake-up
-                // from a late `arm` notify or a spurious one does not cut the delay short.
-                let deadline = std::time::Instant::now() + max_delay;
-                while !s.requested && !s.stop {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    s = signal
-                        .cv
-                        .wait_timeout(s, left)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
-                }
-                if s.stop {
-                    return;
-                }
-                s.requested = false;
-            }
-            let Some(inner) = weak.upgrade() else { return };
-            // Cleared and the end read under the writer lock, which every append holds while it
-            // publishes its end and releases before it arms: an append either is below `end` or
-            // finds `armed` clear and arms it again. (Atomics alone would not order the two.)
-            let end = {
-                let _w = lock(&inner.writer);
-                signal.armed.store(false, SeqCst);
-                inner.log_end.load()
-            };
-            if end > inner.flushed.load() {
-                if let Err(e) = inner.flush_upto(end) {
-                    tracing::error!(error = %e, "interval flush failed; flusher stops");
-                    return;
-                }
-            }
-        })
-        .map_err(|e| StorageError::Io {
-            context: "spawn flusher thread",
-            path: inner.dir.clone(),
-            source: e,
-        })?;
-    Ok(())
 }

@@ -161,6 +161,7 @@ fn flush_policies_state_what_is_durable() {
         FlushPolicy::Never,
         FlushPolicy::interval(),
         FlushPolicy::Always,
+        FlushPolicy::External,
     ] {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = PartitionLog::open(dir.path(), small_config(policy)).unwrap();
@@ -175,6 +176,63 @@ fn flush_policies_state_what_is_durable() {
         assert_eq!(log.flush().unwrap(), 3);
         assert_eq!(log.flushed_offset(), 3);
     }
+}
+
+/// `External`: appends are never fsynced by the log itself (no flusher: `flushed_offset` stays put
+/// well past the default interval's delay) and `flush()` takes `flushed_offset` to the log end.
+/// Broken once by treating `External` like `Always` on append: `flushed_offset` moved without a
+/// `flush()` and the test failed.
+#[test]
+fn external_policy_flushes_only_when_the_owner_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), small_config(FlushPolicy::External)).unwrap();
+    let mut end = 0;
+    for i in 0..5 {
+        let info = log.append(&batch(&format!("x{i}"), 3, 0, 1)).unwrap();
+        assert!(!info.flushed);
+        end = info.last_offset + 1;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(250)); // > interval()'s 100 ms delay
+    assert_eq!(
+        log.flushed_offset(),
+        0,
+        "nothing flushes an External log but its owner"
+    );
+    assert_eq!(log.flush().unwrap(), end);
+    assert_eq!(log.flushed_offset(), end);
+    assert_eq!(log.log_end_offset(), end);
+}
+
+/// Under `External` a roll fsyncs the sealed segment and moves the recovery base, so an unclean
+/// reopen scans only the active segment; under `Never` (same appends) it scans every segment, which
+/// shows the report tells the two apart. Broken once by letting `External` rolls skip the sync and
+/// checkpoint as `Never` does: the External reopen scanned every segment and the test failed.
+#[test]
+fn external_policy_rolls_advance_the_recovery_base() {
+    let mut scanned = Vec::new();
+    for policy in [FlushPolicy::External, FlushPolicy::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = small_config(policy);
+        let end = {
+            let (log, _) = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+            for i in 0..150 {
+                log.append(&batch(&format!("r{i}"), 4, 0, i)).unwrap();
+            }
+            assert!(log.segment_bases().len() >= 4, "the appends must roll");
+            log.log_end_offset()
+            // dropped without close: unclean
+        };
+        let (log, report) = PartitionLog::open(dir.path(), cfg).unwrap();
+        assert!(!report.clean_shutdown);
+        assert_eq!(report.truncated, None);
+        assert_eq!(log.log_end_offset(), end);
+        assert_eq!(read_all(&log).len(), 150 * 4);
+        scanned.push((report.segments_scanned, log.segment_bases().len()));
+    }
+    let (ext, _) = scanned[0];
+    let (never, segments) = scanned[1];
+    assert_eq!(ext, 1, "External: only the active segment is scanned");
+    assert_eq!(never, segments, "Never: every segment is scanned");
 }
 
 /// Polls (no timing assertion: up to 10 s) until the log is flushed up to `end`.
@@ -593,6 +651,15 @@ fn a_batch_can_keep_its_own_offset_past_the_end_and_the_gap_survives_reopen() {
         // Below the end is refused.
         assert!(matches!(
             log.append_batch_at_own_offset(&b, 4, 9),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        // So far past the end that no segment could index it (relative offsets are u32s): an
+        // error, not a panic in the segment's append assert. Seen panicking without the check.
+        let mut far = batch("f", 1, 0, 1000).to_vec();
+        sluice_protocol::batch::patch_position(&mut far, 53 + u64::from(u32::MAX), 4, 9).unwrap();
+        let far = RecordBatch::decode(&bytes::Bytes::from(far)).unwrap().0;
+        assert!(matches!(
+            log.append_batch_at_own_offset(&far, 4, 9),
             Err(StorageError::OffsetOutOfRange { .. })
         ));
         let next = log.append(&batch("c", 1, 0, 1000)).unwrap();

@@ -11,12 +11,17 @@ mod time;
 pub(crate) use offset::OffsetIndex;
 pub(crate) use time::TimeIndex;
 
+/// Bytes of one offset index entry and of one time index entry.
+pub(crate) const OFFSET_ENTRY_LEN: usize = offset::ENTRY_LEN;
+pub(crate) const TIME_ENTRY_LEN: usize = time::ENTRY_LEN;
+
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{IoContext, Result};
+use crate::io;
 use crate::publish::Watermark;
 
 /// A file of fixed-size entries, mapped read-write.
@@ -41,25 +46,27 @@ impl IndexFile {
         entries: Option<usize>,
         writable: bool,
     ) -> Result<IndexFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .ctx("open index", path)?;
+        let file = io::create(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .ctx("open index", path)?;
         let file_len = file.metadata().ctx("stat index", path)?.len();
         let entries = entries.unwrap_or((file_len / entry_len as u64) as usize);
         let used = (entries * entry_len) as u64;
         let map_len = if writable {
             let cap = (capacity_bytes / entry_len as u64 * entry_len as u64).max(used);
             if file_len != cap {
-                file.set_len(cap).ctx("size index", path)?;
+                io::set_len(&file, path, cap).ctx("size index", path)?;
             }
             cap
         } else {
             if file_len < used {
-                file.set_len(used).ctx("size index", path)?;
+                io::set_len(&file, path, used).ctx("size index", path)?;
             }
             used
         };
@@ -142,12 +149,11 @@ impl IndexFile {
     /// Shrinks the file to its entries (on seal and clean shutdown) so the next open knows the count
     /// from the file length. The map stays valid for every entry below the length.
     pub(crate) fn trim(&self) -> Result<()> {
-        self.file
-            .set_len((self.len() * self.entry_len) as u64)
+        io::set_len(&self.file, &self.path, (self.len() * self.entry_len) as u64)
             .ctx("trim index", &self.path)
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file.sync_data().ctx("fsync index", &self.path)
+        io::sync_data(&self.file, &self.path).ctx("fsync index", &self.path)
     }
 }

@@ -5,7 +5,8 @@ use std::path::Path;
 use super::IndexFile;
 use crate::error::Result;
 
-const ENTRY_LEN: usize = 8;
+/// Bytes of one entry.
+pub(crate) const ENTRY_LEN: usize = 8;
 
 /// Maps offsets to byte positions in a segment's log file.
 #[derive(Debug)]
@@ -49,7 +50,17 @@ impl OffsetIndex {
         lo.checked_sub(1).map(|i| self.entry(i))
     }
 
+    /// Appends an entry. Entries strictly increase in both relative offset and position (a
+    /// programmer error otherwise: the writer indexes batches in order, and recovery checks the
+    /// offsets it reads from a file before indexing them).
     pub(crate) fn push(&self, rel: u32, pos: u32) -> bool {
+        if let Some(i) = self.file.len().checked_sub(1) {
+            let (last_rel, last_pos) = self.entry(i);
+            assert!(
+                rel > last_rel && pos > last_pos,
+                "offset index entry ({rel}, {pos}) does not follow ({last_rel}, {last_pos})"
+            );
+        }
         let mut b = [0u8; ENTRY_LEN];
         b[..4].copy_from_slice(&rel.to_le_bytes());
         b[4..].copy_from_slice(&pos.to_le_bytes());
@@ -73,5 +84,21 @@ impl OffsetIndex {
 
     pub(crate) fn file(&self) -> &IndexFile {
         &self.file
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The order assert is live: an entry that does not keep the documented order panics.
+    #[test]
+    #[should_panic(expected = "does not follow")]
+    fn an_offset_entry_out_of_order_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = OffsetIndex::open(&dir.path().join("i"), 1200, Some(0), true).unwrap();
+        assert!(idx.push(5, 100));
+        idx.push(5, 200);
     }
 }

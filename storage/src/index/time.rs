@@ -6,7 +6,8 @@ use std::path::Path;
 use super::IndexFile;
 use crate::error::Result;
 
-const ENTRY_LEN: usize = 12;
+/// Bytes of one entry.
+pub(crate) const ENTRY_LEN: usize = 12;
 
 /// Maps timestamps to offsets in a segment.
 #[derive(Debug)]
@@ -58,7 +59,15 @@ impl TimeIndex {
         self.file.len().checked_sub(1).map(|i| self.entry(i))
     }
 
+    /// Appends an entry. Neither the timestamp nor the relative offset decreases (a programmer
+    /// error otherwise: entries hold the running maximum timestamp of batches indexed in order).
     pub(crate) fn push(&self, ts: i64, rel: u32) -> bool {
+        if let Some((last_ts, last_rel)) = self.last() {
+            assert!(
+                ts >= last_ts && rel >= last_rel,
+                "time index entry ({ts}, {rel}) goes back from ({last_ts}, {last_rel})"
+            );
+        }
         let mut b = [0u8; ENTRY_LEN];
         b[..8].copy_from_slice(&ts.to_le_bytes());
         b[8..].copy_from_slice(&rel.to_le_bytes());
@@ -78,5 +87,21 @@ impl TimeIndex {
 
     pub(crate) fn file(&self) -> &IndexFile {
         &self.file
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The order assert is live: an entry that does not keep the documented order panics.
+    #[test]
+    #[should_panic(expected = "goes back")]
+    fn a_time_entry_going_back_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TimeIndex::open(&dir.path().join("i"), 1200, Some(0), true).unwrap();
+        assert!(idx.push(100, 5));
+        idx.push(99, 6);
     }
 }
