@@ -186,7 +186,7 @@ async fn open_log(
     tokio::task::spawn_blocking(move || {
         let cfg = LogConfig {
             segment_bytes,
-            flush,
+            flush: crate::replica::settings::TopicSettings::replicated_flush(flush),
             retention_bytes: Some(0),
             retention_ms: None,
             ..LogConfig::default()

@@ -8,7 +8,6 @@
 //! directory: a crash leaves the old or the new file whole, and `save` returns only once the new one is
 //! durable (raft must never vote twice in a term or forget a purge it acted on).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use openraft::vote::RaftLeaderId;
@@ -82,19 +81,20 @@ impl RaftMeta {
     }
 }
 
+/// The file name of a group's vote and purge point.
+const META_FILE: &str = "raft.meta";
+
 /// The meta file of one group's directory.
 #[derive(Debug)]
 pub struct MetaFile {
     path: PathBuf,
-    tmp: PathBuf,
     dir: PathBuf,
 }
 
 impl MetaFile {
     pub fn new(dir: &Path) -> MetaFile {
         MetaFile {
-            path: dir.join("raft.meta"),
-            tmp: dir.join("raft.meta.tmp"),
+            path: dir.join(META_FILE),
             dir: dir.to_path_buf(),
         }
     }
@@ -111,11 +111,7 @@ impl MetaFile {
 
     /// Replaces the saved state durably (see the module docs).
     pub fn save(&self, meta: &RaftMeta) -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&self.tmp)?;
-        f.write_all(&meta.encode())?;
-        f.sync_all()?;
-        std::fs::rename(&self.tmp, &self.path)?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        sluice_storage::write_file_durably(&self.dir, META_FILE, &meta.encode())
     }
 }
 

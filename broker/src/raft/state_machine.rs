@@ -7,7 +7,7 @@
 //! is never in a snapshot: a replica that is behind the leader's log start receives the leader's
 //! retained segments, staged beside the log, and [`GroupSm::install_snapshot`] swaps them in.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -91,15 +91,6 @@ pub fn decode_snapshot(bytes: Bytes) -> io::Result<(SnapshotMeta, SnapshotState)
         },
         state,
     ))
-}
-
-fn write_atomically(dir: &Path, name: &str, body: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A group's state machine (owned by openraft; the high watermark is shared through a watch).
@@ -250,9 +241,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(|e| io_error(format!("snapshot state: {e}")))?;
         let body = encode_snapshot(&self.meta, &state);
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&dir, SNAPSHOT_FILE, &body))
-            .await
-            .map_err(|e| io_error(e.to_string()))??;
+        tokio::task::spawn_blocking(move || {
+            sluice_storage::write_file_durably(&dir, SNAPSHOT_FILE, &body)
+        })
+        .await
+        .map_err(|e| io_error(e.to_string()))??;
         Ok(openraft::Snapshot {
             meta: self.meta.clone(),
             snapshot: SnapshotData {
@@ -321,7 +314,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         // and a snapshot that names it, and opening the group finishes the job
         // (`finish_interrupted_install`).
         let body = encode_snapshot(meta, &snapshot.state);
-        write_atomically(&self.dir, SNAPSHOT_FILE, &body)?;
+        sluice_storage::write_file_durably(&self.dir, SNAPSHOT_FILE, &body)?;
         if let Some(id) = meta.last_log_id {
             self.group.purge(id)?;
         }

@@ -156,7 +156,7 @@ impl Replicas {
             std::fs::create_dir_all(&tdir2).map_err(|e| io_err("create", &tdir2, e))?;
             if !meta2.exists() {
                 let body = serde_json::to_vec_pretty(&file).map_err(|e| io_err("encode", &meta2, e))?;
-                write_durably(&tdir2.join("topic.json.tmp"), &meta2, &body)
+                sluice_storage::write_file_durably(&tdir2, "topic.json", &body)
                     .map_err(|e| io_err("write", &meta2, e))?;
             }
             let (log, report) = PartitionLog::open(&pdir2, cfg)
@@ -337,16 +337,4 @@ impl Replicas {
         })
         .await;
     }
-}
-
-fn write_durably(tmp: &Path, path: &Path, body: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(tmp)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -97,6 +97,19 @@ impl TopicSettings {
         ]
     }
 
+    /// The flush policy a replicated log runs with, from the broker's `flush` setting. Raft fsyncs
+    /// a group's log after every round of appends (before it counts them), so the log itself
+    /// needs no flusher: `External` (no thread per log). Only `always` adds something raft does not:
+    /// the leader's own append is fsynced before acks `leader` is answered, so it stays.
+    pub fn replicated_flush(configured: FlushPolicy) -> FlushPolicy {
+        match configured {
+            FlushPolicy::Always => FlushPolicy::Always,
+            FlushPolicy::Never | FlushPolicy::Interval { .. } | FlushPolicy::External => {
+                FlushPolicy::External
+            }
+        }
+    }
+
     pub fn log_config(
         &self,
         flush: FlushPolicy,
@@ -108,7 +121,7 @@ impl TopicSettings {
             segment_ms: self.segment_ms,
             retention_bytes: self.retention_bytes,
             retention_ms: self.retention_ms,
-            flush,
+            flush: TopicSettings::replicated_flush(flush),
             ..LogConfig::default()
         }
     }
