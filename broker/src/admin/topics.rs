@@ -1,5 +1,5 @@
-//! Creating and deleting topics. Each change is proposed on the metadata leader (forwarded there
-//! as a metadata command when it is another broker), and answered once this broker has applied it —
+//! Creating and deleting topics. Each change is proposed on the metadata leader (the request is
+//! forwarded there whole when it is another broker), and answered once this broker has applied it —
 //! for a creation, once this broker's own replicas of the topic are open and know their leader — so
 //! the client's next request here finds the outcome. The wait is bounded ([`TOPIC_CHANGE_WAIT`]).
 
@@ -47,13 +47,20 @@ impl Broker {
         self.topic_changes(commands).await
     }
 
-    /// Proposes each change on the metadata leader, then waits until this broker sees the applied
-    /// ones.
+    /// Proposes each change on the metadata leader (forwarding the whole request there when it is
+    /// another broker, which answers once it sees the changes itself), then waits until this broker
+    /// sees the applied ones.
     async fn topic_changes(&self, commands: Vec<Command>) -> Vec<TopicOutcome> {
-        let mut results = Vec::with_capacity(commands.len());
-        for c in &commands {
-            results.push(self.cluster.propose_anywhere(c).await);
-        }
+        let results = match self.cluster.topic_changes_on_leader(&commands).await {
+            Some(results) => results,
+            None => {
+                let mut results = Vec::with_capacity(commands.len());
+                for c in &commands {
+                    results.push(self.cluster.metadata.propose(c).await);
+                }
+                results
+            }
+        };
         let deadline = tokio::time::Instant::now() + TOPIC_CHANGE_WAIT;
         for (c, r) in commands.iter().zip(&results) {
             if r.is_err() {

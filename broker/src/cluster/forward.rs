@@ -1,10 +1,14 @@
-//! Reaching the metadata leader from any broker: a request that must run there is forwarded whole
-//! (as its wire request, over the peer connection) and its answer relayed; a command a broker
+//! Reaching the metadata leader from any broker: a request that must run there (topic creation and
+//! deletion, adding a broker) is forwarded whole (as its wire request, over the peer connection) and
+//! its answer relayed; a command a broker
 //! proposes on its own behalf goes as `MetadataCommand`, forwarded again by a receiver that no
 //! longer leads. This is the one place outside the adapters that names the wire request and response
 //! enums: forwarding *is* a wire round trip.
 
-use sluice_protocol::wire::{MetadataCommandRequest, Request, Response};
+use sluice_protocol::wire::{
+    CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, MetadataCommandRequest, NewTopic, Request,
+    Response,
+};
 
 use super::state::Command;
 use super::Cluster;
@@ -36,11 +40,68 @@ impl Cluster {
                 Ok(r) if r.api_key() == api => Ok(r),
                 Ok(_) => Err(ServiceError::unknown("unexpected answer")),
                 Err(e) => Err(ServiceError::new(
-                    sluice_protocol::wire::ErrorCode::NOT_LEADER,
+                    ErrorCode::NOT_LEADER,
                     format!("metadata leader at {addr}: {e}"),
                 )),
             },
         )
+    }
+
+    /// `None` when this broker leads the metadata group (the caller proposes the changes itself);
+    /// otherwise the metadata leader's outcome of each topic creation or deletion in `commands`,
+    /// forwarded there as one CreateTopics or DeleteTopics request, so the leader answers once it
+    /// sees the changes too (as a client asking it directly would get).
+    pub async fn topic_changes_on_leader(&self, commands: &[Command]) -> Option<Vec<Result<()>>> {
+        let creates: Vec<NewTopic> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::CreateTopic {
+                    name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                } => Some(NewTopic {
+                    name: name.clone(),
+                    partitions: *partitions,
+                    replication_factor: *replication_factor,
+                    configs: configs.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let deletes: Vec<String> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::DeleteTopic { name } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        // One kind per request, as the wire APIs carry them.
+        assert!(
+            creates.len() == commands.len() || deletes.len() == commands.len(),
+            "topic changes mix kinds or carry other commands"
+        );
+        let request = if deletes.len() == commands.len() && !commands.is_empty() {
+            Request::DeleteTopics(DeleteTopicsRequest { names: deletes })
+        } else {
+            Request::CreateTopics(CreateTopicsRequest { topics: creates })
+        };
+        let each = |e: ServiceError| commands.iter().map(|_| Err(e.clone())).collect();
+        Some(match self.on_metadata_leader(request).await? {
+            Ok(Response::CreateTopics(r) | Response::DeleteTopics(r))
+                if r.results.len() == commands.len() =>
+            {
+                r.results
+                    .into_iter()
+                    .map(|r| match r.error {
+                        ErrorCode::NONE => Ok(()),
+                        code => Err(ServiceError::new(code, r.message)),
+                    })
+                    .collect()
+            }
+            Ok(_) => each(ServiceError::unknown("unexpected answer")),
+            Err(e) => each(e),
+        })
     }
 
     /// Proposes `cmd` on the metadata leader, wherever it is; returns once the leader applied it.

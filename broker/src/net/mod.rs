@@ -14,20 +14,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 
-/// Accepts connections until `stop` is cancelled; each runs on `connections` (the caller waits
-/// for them to drain). A connection stops reading when `stop` is cancelled and ends once its
-/// in-flight requests are answered.
+/// Accepts connections until `stop` is cancelled (a connection then stops reading), then waits up
+/// to `grace` for in-flight requests to be answered and aborts the connections still open: nothing
+/// of a connection runs once this returns.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
-    connections: TaskTracker,
     stop: CancellationToken,
+    grace: Duration,
 ) {
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -41,6 +42,18 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("in-flight requests did not finish within {grace:?}; closing anyway");
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
 }

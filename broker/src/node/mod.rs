@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::cluster::leader_report::LeaderReport;
@@ -104,7 +104,7 @@ pub async fn start(
         cluster,
     });
     let stop = CancellationToken::new();
-    let tasks = TaskTracker::new();
+    let mut tasks = JoinSet::new();
     if let Some(via) = broker.config.join.clone() {
         tasks.spawn(join(broker.clone(), via, stop.clone()));
     } else if broker.config.peers.len() <= 1 {
@@ -125,7 +125,7 @@ async fn run(
     broker: Arc<Broker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     stop: CancellationToken,
-    tasks: TaskTracker,
+    mut tasks: JoinSet<()>,
 ) {
     let c = &broker.cluster;
     tasks.spawn(maintenance::run(broker.clone(), stop.clone()));
@@ -142,31 +142,27 @@ async fn run(
         broker.config.raft_election_timeout,
         stop.clone(),
     ));
-    let connections = TaskTracker::new();
     let accept = tokio::spawn(crate::net::serve(
         listener,
         broker.clone(),
-        connections.clone(),
         stop.clone(),
+        broker.config.shutdown_grace,
     ));
     shutdown.await;
     stop.cancel();
+    // Connections first: requests already read are answered (within the grace) while the replicas
+    // still run.
     let _ = accept.await;
-    tracing::info!("shutting down: draining in-flight requests");
-    connections.close();
-    let grace = broker.config.shutdown_grace;
-    if tokio::time::timeout(grace, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests did not finish within {grace:?}; closing anyway");
-    }
-    tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("background tasks did not stop within 5 s; closing anyway");
+    // Background tasks end at their next cancellation check; one stuck past the bound is aborted,
+    // so nothing opens a replica after they are all closed below.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::warn!("background tasks did not stop within 5 s; aborting them");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
     broker.replicas.close_all(&broker.cluster.ctx).await;
     broker.cluster.shutdown().await;

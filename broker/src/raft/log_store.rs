@@ -49,7 +49,12 @@ impl LogStartPin {
 
 impl Drop for LogStartPin {
     fn drop(&mut self) {
-        let mut pins = lock(&self.group.pins);
+        // Not `lock`: a drop while unwinding from a panic under this lock must not panic again
+        // (that aborts the process); the panic that poisoned it already stops the broker loudly.
+        let mut pins = match self.group.pins.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
         if let std::collections::btree_map::Entry::Occupied(mut e) = pins.entry(self.offset) {
             *e.get_mut() -= 1;
             if *e.get() == 0 {
@@ -218,13 +223,19 @@ impl GroupLog {
             let end = map.first + map.entries.len() as u64;
             (above.map_or(map.first, |a| (a + 1).max(map.first)), end)
         };
-        // Read first, then lock the state: locks are taken map -> state, never the other way.
-        let entries = self.entries(start, end)?;
-        let mut state = self.state.lock();
-        for entry in entries {
-            if let EntryPayload::Normal(p) = &entry.payload {
-                let h = p.batch.header();
-                state.appended(entry.log_id.index, h.base_offset..h.next_offset(), &p.batch);
+        // Read in bounded steps, then lock the state for each: locks are taken map -> state, never
+        // the other way.
+        let mut index = start;
+        while index < end {
+            let entries = self.entries_up_to(index, end, READ_STEP_BYTES)?;
+            let Some(last) = entries.last() else { break };
+            index = last.log_id.index + 1;
+            let mut state = self.state.lock();
+            for entry in entries {
+                if let EntryPayload::Normal(p) = &entry.payload {
+                    let h = p.batch.header();
+                    state.appended(entry.log_id.index, h.base_offset..h.next_offset(), &p.batch);
+                }
             }
         }
         Ok(())

@@ -65,8 +65,10 @@ pub trait PartitionState: Send + 'static {
     /// applied membership (the same on every replica at this point of the log).
     fn committed(&mut self, batch: &RecordBatch, membership: &Membership);
 
-    /// The committed state, encoded for a snapshot. An error fails the snapshot: raft purges the
-    /// log behind a snapshot, so one that lost state could not be rebuilt from the log.
+    /// The committed state (what `committed` built, never what only `appended` or `admit` saw),
+    /// encoded for a snapshot: on open the appends above the snapshot are replayed into it, so an
+    /// uncommitted part in the snapshot would count twice. An error fails the snapshot: raft purges
+    /// the log behind a snapshot, so one that lost state could not be rebuilt from the log.
     fn snapshot(&self) -> io::Result<Bytes>;
 
     /// Replaces the whole state with a snapshot's (empty bytes: the initial state).

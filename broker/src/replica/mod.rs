@@ -220,9 +220,14 @@ impl Replica {
         self.leadership.borrow().is_leader()
     }
 
-    /// The leader's `host:port`, from the group's membership.
+    /// The leader's `host:port`, as the leadership watch knows it (never this replica unless it
+    /// leads, so a `NOT_LEADER` answer never sends a client back here).
     pub fn leader_addr(&self) -> Option<String> {
-        self.group.leader_addr()
+        match &*self.leadership.borrow() {
+            Leadership::Leader { .. } => self.group.leader_addr(),
+            Leadership::Follower { addr, .. } => addr.clone(),
+            Leadership::Unknown { .. } => None,
+        }
     }
 
     /// Voter ids of the group's current membership.

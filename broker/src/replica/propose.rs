@@ -107,15 +107,18 @@ pub(super) async fn propose(
         commits: Vec::new(),
         leader_hint: None,
     };
-    // Admission and hand-off happen in one order for every proposer of this partition.
+    // Admission and hand-off happen in one order for every proposer of this partition. Every batch
+    // is admitted before any is proposed, so a refusal leaves none of the request in the log.
     let _order = replica.propose_order.lock().await;
+    {
+        let mut state = group.log.state().lock();
+        for batch in &batches {
+            state
+                .admit(batch)
+                .map_err(|(code, msg)| ServiceError::new(code, msg))?;
+        }
+    }
     for batch in batches {
-        group
-            .log
-            .state()
-            .lock()
-            .admit(&batch)
-            .map_err(|(code, msg)| ServiceError::new(code, msg))?;
         let (tx, rx) = oneshot::channel();
         let responder = if acks == Acks::All {
             let (r, rx) = openraft::impls::ProgressResponder::complete_only();
