@@ -47,9 +47,10 @@ impl Leadership {
     }
 }
 
-/// Reads the leadership out of raft's server metrics (cloning only what it needs; the borrow is
-/// never held across an await).
-fn current(raft: &RaftHandle) -> Leadership {
+/// Reads the leadership out of raft's server metrics now (cloning only what it needs; the borrow is
+/// never held across an await). Request handling asks this, not the watch: the watch is updated by
+/// a task, which on a loaded machine may run a little after raft changed its mind.
+pub fn current(raft: &RaftHandle) -> Leadership {
     let m = raft.server_metrics();
     let m = m.borrow_watched();
     let term = m.vote.leader_id().term;

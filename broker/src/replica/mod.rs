@@ -206,26 +206,31 @@ impl Replica {
         });
     }
 
-    /// The leadership watch.
+    /// The leadership watch (what leader services follow).
     pub fn leadership(&self) -> watch::Receiver<Leadership> {
         self.leadership.clone()
     }
 
+    /// The leadership as raft sees it at this instant (what requests are checked against).
+    pub fn leadership_now(&self) -> Leadership {
+        leadership::current(&self.group.raft)
+    }
+
     /// The current leader's node id, if one is known.
     pub fn leader(&self) -> Option<u64> {
-        self.leadership.borrow().leader(self.group.node_id)
+        self.leadership_now().leader(self.group.node_id)
     }
 
     pub fn is_leader(&self) -> bool {
-        self.leadership.borrow().is_leader()
+        self.leadership_now().is_leader()
     }
 
     /// The leader's `host:port`, as the leadership watch knows it (never this replica unless it
     /// leads, so a `NOT_LEADER` answer never sends a client back here).
     pub fn leader_addr(&self) -> Option<String> {
-        match &*self.leadership.borrow() {
+        match self.leadership_now() {
             Leadership::Leader { .. } => self.group.leader_addr(),
-            Leadership::Follower { addr, .. } => addr.clone(),
+            Leadership::Follower { addr, .. } => addr,
             Leadership::Unknown { .. } => None,
         }
     }
