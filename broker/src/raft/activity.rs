@@ -42,7 +42,7 @@ impl Activity {
     pub fn touch(&self, raft: &RaftHandle) {
         // Under the switch lock: a park that read an old idle time either finished before this
         // (and is undone here) or sees the new time and does not park.
-        let _g = self.switch.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = super::lock(&self.switch, "quiescence switch");
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
         if self.quiesced.swap(false, Ordering::AcqRel) {
             raft.runtime_config().tick(true);
@@ -51,7 +51,7 @@ impl Activity {
 
     /// Parks the group's ticker, unless work arrived since `idle_ms` was read.
     pub fn quiesce(&self, raft: &RaftHandle, idle_at_least_ms: u64) {
-        let _g = self.switch.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = super::lock(&self.switch, "quiescence switch");
         if self.idle_ms() < idle_at_least_ms {
             return;
         }

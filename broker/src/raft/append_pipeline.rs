@@ -141,7 +141,7 @@ impl AppendPipelines {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    super::lock(m, "append pipeline")
 }
 
 /// Feeds the queued appends to raft in order and hands each answer back, until raft's stream ends

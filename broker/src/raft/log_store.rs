@@ -93,10 +93,7 @@ impl Debug for FlushJob {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a panic mid-update: the map or meta may no longer match the log, and
     // raft would act on it. Stop loudly rather than carry on.
-    match m.lock() {
-        Ok(g) => g,
-        Err(_) => panic!("raft log lock poisoned: a panic happened mid-update"),
-    }
+    super::lock(m, "raft log")
 }
 
 /// Batches whose headers are read per step when the index map is rebuilt.

@@ -121,6 +121,17 @@ pub fn term_of(id: &LogId) -> u64 {
     id.leader_id.term
 }
 
+/// A lock whose holder panicked is a programmer error: what it guards may be half-updated, and raft
+/// would act on it. These stop loudly instead of carrying on with `into_inner()`.
+pub(crate) fn poisoned(what: &str) -> ! {
+    panic!("{what} lock poisoned: a panic happened mid-update")
+}
+
+/// `m` locked, or a loud stop if it is poisoned.
+pub(crate) fn lock<'a, T>(m: &'a std::sync::Mutex<T>, what: &str) -> std::sync::MutexGuard<'a, T> {
+    m.lock().unwrap_or_else(|_| poisoned(what))
+}
+
 /// An `io::Error` carrying a message (storage traits speak `io::Error`).
 pub(crate) fn io_error(msg: impl Into<String>) -> std::io::Error {
     std::io::Error::other(msg.into())

@@ -73,21 +73,21 @@ impl RaftRegistry {
     pub fn insert(&self, id: u64, entry: Arc<GroupEntry>) {
         self.groups
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|_| super::poisoned("raft registry"))
             .insert(id, entry);
     }
 
     pub fn remove(&self, id: u64) -> Option<Arc<GroupEntry>> {
         self.groups
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|_| super::poisoned("raft registry"))
             .remove(&id)
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<GroupEntry>> {
         self.groups
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|_| super::poisoned("raft registry"))
             .get(&id)
             .cloned()
     }
@@ -95,7 +95,7 @@ impl RaftRegistry {
     pub fn all(&self) -> Vec<(u64, Arc<GroupEntry>)> {
         self.groups
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|_| super::poisoned("raft registry"))
             .iter()
             .map(|(k, v)| (*k, v.clone()))
             .collect()
