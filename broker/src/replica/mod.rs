@@ -20,6 +20,8 @@ pub mod registry;
 pub mod services;
 pub mod settings;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
