@@ -28,8 +28,11 @@ use crate::raft::Membership;
 #[derive(Debug, Default)]
 struct Dedupe {
     seen: BTreeSet<Vec<u8>>,
-    order: Arc<std::sync::Mutex<(Vec<Vec<u8>>, Vec<Vec<u8>>)>>,
+    order: Arc<std::sync::Mutex<Order>>,
 }
+
+/// Values in the order they were admitted, and in the order they were appended.
+type Order = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 fn value(batch: &RecordBatch) -> Vec<u8> {
     let r = batch.records().unwrap().next().unwrap().unwrap();
