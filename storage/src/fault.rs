@@ -27,22 +27,35 @@
 //! arm with the same path the log was opened with. Writes through the index files' memory maps are
 //! not syscalls and are not intercepted; their `fsync`s are.
 //!
-//! Extension point (simulated power loss, next issue): every intercepted operation reaches
-//! [`intercept`] with an [`OpInfo`] (kind, path, and for writes position and length) before it runs.
-//! A power-loss mode can record there, per file, the ranges written since the file's last `Sync`
-//! (and the creations/renames since the directory's last `SyncDir`), and on a simulated power cut
-//! put those ranges back to their earlier content; that needs only a new field in [`Plan`] and a
-//! branch in `State::on_op`, not new call sites.
+//! Simulated power loss (`power`): [`Plan::power_loss`] makes the plan model what the disk holds
+//! durably, and [`Armed::pull_plug`] rewrites the scope to it, as a machine that lost power would
+//! find it. [`Plan::crash_at`] and [`Armed::crash`] stop the "machine" at a chosen operation: from
+//! there every intercepted operation under the scope fails with EIO and none becomes durable.
+//!
+//! ```ignore
+//! let armed = Plan::new(dir.path()).power_loss().crash_at(Op::Rename, 2).arm();
+//! // ... drive the log until it fails, then drop it without `close` (the process "dies") ...
+//! let cut = armed.pull_plug(LastWrite::Keep(7))?; // unsynced data gone, the last write torn at 7
+//! // ... reopen and check what survived ...
+//! ```
 
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::sync::lock;
 
+mod power;
 #[cfg(test)]
-mod tests;
+mod power_swap_tests;
+#[cfg(test)]
+mod power_tests;
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use power::{LastWrite, PowerCut, TornWrite};
 
 /// Kinds of intercepted operations (each counted separately).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,6 +144,8 @@ struct Rule {
 pub struct Plan {
     scope: PathBuf,
     rules: Vec<Rule>,
+    power_loss: bool,
+    crash: Option<(Op, u64)>,
 }
 
 impl Plan {
@@ -139,7 +154,25 @@ impl Plan {
         Plan {
             scope: scope.into(),
             rules: Vec::new(),
+            power_loss: false,
+            crash: None,
         }
+    }
+
+    /// Models power loss under the scope, which must be a directory: arming snapshots every file's
+    /// content and every directory's listing under it as durable; from then on a successful file
+    /// fsync makes that file's current content durable, a directory fsync that directory's current
+    /// listing, and [`Armed::pull_plug`] puts the durable state back on disk.
+    pub fn power_loss(mut self) -> Plan {
+        self.power_loss = true;
+        self
+    }
+
+    /// The machine stops at the `nth` operation of kind `op`: that operation and every later one
+    /// under the scope, of any kind, fail with EIO and have no effect (see [`Armed::crash`]).
+    pub fn crash_at(mut self, op: Op, nth: u64) -> Plan {
+        self.crash = Some((op, nth));
+        self
     }
 
     /// Fails the `nth` (1-based, counted from arming) operation of kind `op` with `errno`; the
@@ -178,11 +211,15 @@ impl Plan {
     }
 
     /// Starts injecting. The plan stays armed until the returned handle is dropped.
+    /// With [`Plan::power_loss`], a scope that cannot be read is reported by [`Armed::pull_plug`].
     pub fn arm(self) -> Armed {
+        let power = self.power_loss.then(|| power::Power::snapshot(&self.scope));
         let state = Arc::new(State {
             plan: self,
             counts: Default::default(),
             fired: AtomicU64::new(0),
+            crashed: AtomicBool::new(false),
+            power,
         });
         let mut plans = lock(&PLANS);
         plans.push(state.clone());
@@ -207,6 +244,39 @@ impl Armed {
     pub fn fired(&self) -> u64 {
         self.state.fired.load(Ordering::SeqCst)
     }
+
+    /// Stops the machine now: every later operation under the scope fails with EIO and has no
+    /// effect, so nothing more becomes durable.
+    pub fn crash(&self) {
+        self.state.crashed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the machine stopped ([`Armed::crash`], or the operation [`Plan::crash_at`] names).
+    pub fn crashed(&self) -> bool {
+        self.state.crashed.load(Ordering::SeqCst)
+    }
+
+    /// Power loss (the plan must have [`Plan::power_loss`]): stops the machine, disarms the plan,
+    /// and rewrites the scope to its durable state: every name not durably listed is removed, every
+    /// durably listed name that was removed or renamed is back, and every file holds its durable
+    /// content, plus what `last` says of the last write no fsync covered. Call it after the log (the
+    /// "process") is gone: dropped without `close`, or its child process killed.
+    pub fn pull_plug(self, last: LastWrite) -> io::Result<PowerCut> {
+        self.crash();
+        // Disarm first: the rewrite below goes through `std::fs`, not the seam, but a log left open
+        // by mistake must not feed the model while it is being applied.
+        let mut plans = lock(&PLANS);
+        plans.retain(|s| !Arc::ptr_eq(s, &self.state));
+        ARMED.store(plans.len(), Ordering::SeqCst);
+        drop(plans);
+        match &self.state.power {
+            Some(p) => p.restore(last),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "pull_plug on a plan without power_loss()",
+            )),
+        }
+    }
 }
 
 impl Drop for Armed {
@@ -222,11 +292,21 @@ struct State {
     plan: Plan,
     counts: [AtomicU64; OPS],
     fired: AtomicU64,
+    /// The machine stopped: every operation fails.
+    crashed: AtomicBool,
+    power: Option<power::Power>,
 }
 
 impl State {
     fn on_op(&self, info: &OpInfo<'_>) -> Option<Action> {
         let n = self.counts[info.op.index()].fetch_add(1, Ordering::SeqCst) + 1;
+        if self.plan.crash == Some((info.op, n)) {
+            self.crashed.store(true, Ordering::SeqCst);
+        }
+        if self.crashed.load(Ordering::SeqCst) {
+            self.fired.fetch_add(1, Ordering::SeqCst);
+            return Some(Action::Fail(Errno::Eio.error()));
+        }
         let rule = self
             .plan
             .rules
@@ -257,11 +337,14 @@ static ARMED: AtomicUsize = AtomicUsize::new(0);
 pub(crate) struct OpInfo<'a> {
     pub(crate) op: Op,
     pub(crate) path: &'a Path,
+    /// The open file a write, fsync or length change acts on (`None` for the others).
+    pub(crate) file: Option<&'a File>,
     /// Position of a write (0 for other operations).
-    #[allow(dead_code)] // read by the power-loss mode to come; part of the hook's contract now
     pub(crate) pos: u64,
     /// Bytes of a write (0 for other operations).
     pub(crate) len: usize,
+    /// A write's bytes, back to back (empty for other operations).
+    pub(crate) data: &'a [&'a [u8]],
 }
 
 /// What the I/O wrapper must do instead of the plain operation.
@@ -288,10 +371,21 @@ pub(crate) fn intercept(info: OpInfo<'_>) -> Option<Action> {
         .collect();
     // Every matching plan counts the operation; the first with a fault for it decides.
     let mut action = None;
-    for s in matching {
+    for s in &matching {
         let a = s.on_op(&info);
         if action.is_none() {
             action = a;
+        }
+    }
+    // Then the power-loss models learn what reached the page cache (and, for an fsync, the disk).
+    let ran = match &action {
+        None => Some(info.len),
+        Some(Action::Tear { keep, .. }) => Some(*keep),
+        Some(Action::Fail(_)) => None,
+    };
+    if let Some(ran) = ran {
+        for p in matching.iter().filter_map(|s| s.power.as_ref()) {
+            p.observe(&info, ran);
         }
     }
     action

@@ -15,21 +15,35 @@ use std::path::{Path, PathBuf};
 use crate::error::{IoContext, Result};
 
 /// Asks the armed fault plans about an operation (feature `fault-injection`); `None`: run it.
+/// `file` is the open file a write, fsync or length change acts on, `data` a write's bytes (the
+/// power-loss model reads the one and copies the other).
 #[cfg(any(test, feature = "fault-injection"))]
 fn injected(
     op: crate::fault::Op,
     path: &Path,
+    file: Option<&File>,
     pos: u64,
-    len: usize,
+    data: &[&[u8]],
 ) -> Option<crate::fault::Action> {
-    crate::fault::intercept(crate::fault::OpInfo { op, path, pos, len })
+    let len = data.iter().map(|p| p.len()).sum();
+    crate::fault::intercept(crate::fault::OpInfo {
+        op,
+        path,
+        file,
+        pos,
+        len,
+        data,
+    })
 }
 
-/// Returns early with the injected error of a non-write operation.
+/// Returns early with the injected error of a non-write operation (on `file`, if it acts on one).
 macro_rules! seam {
     ($op:ident, $path:expr) => {
+        seam!($op, $path, None)
+    };
+    ($op:ident, $path:expr, $file:expr) => {
         #[cfg(any(test, feature = "fault-injection"))]
-        match injected(crate::fault::Op::$op, $path, 0, 0) {
+        match injected(crate::fault::Op::$op, $path, $file, 0, &[]) {
             // Only writes tear (a tear rule cannot name another kind); a tear's error is its error.
             Some(crate::fault::Action::Fail(e))
             | Some(crate::fault::Action::Tear { then: Some(e), .. }) => return Err(e),
@@ -44,8 +58,7 @@ pub(crate) fn write_all_at(file: &File, path: &Path, parts: &[&[u8]], pos: u64) 
     let _ = path;
     #[cfg(any(test, feature = "fault-injection"))]
     {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        match injected(crate::fault::Op::Write, path, pos, total) {
+        match injected(crate::fault::Op::Write, path, Some(file), pos, parts) {
             None => {}
             Some(crate::fault::Action::Fail(e)) => return Err(e),
             Some(crate::fault::Action::Tear { keep, then }) => {
@@ -146,14 +159,14 @@ pub(crate) fn sync_dir_io(dir: &Path) -> io::Result<()> {
 /// `fdatasync` of `file` (at `path`): its data and the metadata needed to read it back.
 pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
     let _ = path;
-    seam!(Sync, path);
+    seam!(Sync, path, Some(file));
     file.sync_data()
 }
 
 /// `fsync` of `file` (at `path`): data and all metadata.
 pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
     let _ = path;
-    seam!(Sync, path);
+    seam!(Sync, path, Some(file));
     file.sync_all()
 }
 
@@ -172,7 +185,7 @@ pub(crate) fn create(path: &Path, options: &OpenOptions) -> io::Result<File> {
 /// Sets the length of `file` (at `path`): trims and preallocation (`ftruncate`).
 pub(crate) fn set_len(file: &File, path: &Path, len: u64) -> io::Result<()> {
     let _ = path;
-    seam!(SetLen, path);
+    seam!(SetLen, path, Some(file));
     file.set_len(len)
 }
 

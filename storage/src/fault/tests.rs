@@ -15,7 +15,7 @@ use crate::fault::{Errno, Op, Plan, Torn};
 use crate::{write_file_durably, AppendInfo, FlushPolicy, LogConfig, PartitionLog, StorageError};
 
 /// Small segments so appends roll after ~4 KiB (as `storage/tests/common`).
-fn small_config(flush: FlushPolicy) -> LogConfig {
+pub(super) fn small_config(flush: FlushPolicy) -> LogConfig {
     LogConfig {
         segment_bytes: 4096,
         index_interval_bytes: 512,

@@ -1,0 +1,330 @@
+//! The power-loss model behind [`super::Plan::power_loss`]: what the disk holds durably under a
+//! scope, kept up to date from the operations the I/O seam reports, and written back over the scope
+//! by [`super::Armed::pull_plug`], as a machine that lost power would find its disk.
+//!
+//! Files are known by inode number, so a rename carries a file's durable content with it while the
+//! new name becomes durable only with an fsync of its directory. The model keeps an open descriptor
+//! on every inode it has seen, so the kernel cannot hand a number it may still restore to a new file.
+//! - arming: every file's content and every directory's listing under the scope are durable;
+//! - a file fsync that runs: that inode's durable content becomes what the file holds when the fsync
+//!   starts, read back through its descriptor (so index entries written through memory maps count;
+//!   writes racing with the fsync may or may not be in it, as on a real disk);
+//! - a directory fsync that runs: that directory's durable listing becomes its current listing;
+//! - a write that runs is remembered (position, bytes) until its file's next fsync; the last such
+//!   write of the scope may reach the disk torn ([`LastWrite`]), every other one is lost.
+//!
+//! Deletions and renames need no hook: a name removed or renamed since its directory's last fsync is
+//! still in the durable listing. A directory fsync makes its whole listing durable at once, so the
+//! model cannot reorder two changes to one directory that one fsync covers. Reading the scope may
+//! fail inside an I/O call, where the model cannot report it: the failure is kept and
+//! `pull_plug` returns it.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{Op, OpInfo};
+use crate::sync::lock;
+
+/// What reaches the disk of the last write that no fsync covered when the power goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastWrite {
+    /// Nothing: it is lost like every other unsynced write.
+    Lose,
+    /// Its first `n` bytes (all of it if shorter), over its file's durable content; if it starts
+    /// past the durable end, the lost writes before it read as zeros.
+    Keep(usize),
+}
+
+/// What [`super::Armed::pull_plug`] did to the scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PowerCut {
+    /// Files written back with their durable content.
+    pub files: usize,
+    /// Names removed because no directory fsync made them durable.
+    pub removed: Vec<PathBuf>,
+    /// The torn last write, if part of it landed in a durably listed file.
+    pub torn: Option<TornWrite>,
+}
+
+/// A write that reached the disk in part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornWrite {
+    pub path: PathBuf,
+    /// Its position in the file.
+    pub pos: u64,
+    /// Bytes of it that landed.
+    pub kept: usize,
+    /// Bytes it had.
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    File(u64),
+    Dir,
+}
+
+type Listing = BTreeMap<OsString, Node>;
+
+/// A write no fsync of its file covered yet.
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    pos: u64,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    root: PathBuf,
+    /// Durable content per inode (an inode never fsynced since arming has none: empty).
+    images: HashMap<u64, Vec<u8>>,
+    /// Durable listing per directory (a directory never fsynced since its creation has none).
+    listings: HashMap<PathBuf, Listing>,
+    /// Keeps every inode seen alive, so its number is not reused while the model runs.
+    held: HashMap<u64, File>,
+    pending: HashMap<u64, Pending>,
+    seq: u64,
+    error: Option<String>,
+}
+
+/// One power-loss model (one armed plan's).
+#[derive(Debug)]
+pub(super) struct Power {
+    model: Mutex<Model>,
+}
+
+impl Power {
+    /// The model of a disk whose durable state is what `root` holds now.
+    pub(super) fn snapshot(root: &Path) -> Power {
+        let mut m = Model {
+            root: root.to_path_buf(),
+            ..Model::default()
+        };
+        if let Err(e) = m.snapshot_dir(root) {
+            m.note(format!("snapshot {}: {e}", root.display()));
+        }
+        Power {
+            model: Mutex::new(m),
+        }
+    }
+
+    /// Learns from an operation that ran: `ran` bytes of a write reached the page cache; an fsync
+    /// (about to run) makes the file's or the directory's current state durable.
+    pub(super) fn observe(&self, info: &OpInfo<'_>, ran: usize) {
+        let mut m = lock(&self.model);
+        let r = match info.op {
+            Op::Write => m.on_write(info, ran),
+            Op::Sync => m.on_sync(info),
+            Op::SyncDir => m.listing(info.path).map(|l| {
+                m.listings.insert(info.path.to_path_buf(), l);
+            }),
+            Op::Create | Op::SetLen | Op::Rename => Ok(()),
+        };
+        if let Err(e) = r {
+            m.note(format!("{:?} {}: {e}", info.op, info.path.display()));
+        }
+    }
+
+    /// Rewrites the scope to its durable state (see [`super::Armed::pull_plug`]).
+    pub(super) fn restore(&self, last: LastWrite) -> io::Result<PowerCut> {
+        let m = lock(&self.model);
+        if let Some(e) = &m.error {
+            return Err(io::Error::other(format!("power-loss model: {e}")));
+        }
+        let torn = match last {
+            LastWrite::Lose => None,
+            LastWrite::Keep(n) => m
+                .pending
+                .iter()
+                .max_by_key(|(_, p)| p.seq)
+                .map(|(&ino, p)| (ino, p, n.min(p.bytes.len()))),
+        };
+        let mut cut = PowerCut::default();
+        m.restore_dir(&m.root, torn, &mut cut)?;
+        Ok(cut)
+    }
+}
+
+impl Model {
+    fn note(&mut self, e: String) {
+        tracing::warn!(error = %e, "power-loss model cannot follow the disk");
+        self.error.get_or_insert(e);
+    }
+
+    fn snapshot_dir(&mut self, dir: &Path) -> io::Result<()> {
+        let listing = self.listing(dir)?;
+        for (name, entry) in &listing {
+            match *entry {
+                Node::Dir => self.snapshot_dir(&dir.join(name))?,
+                Node::File(ino) => {
+                    if let Some(f) = self.held.get(&ino) {
+                        let body = read_all(f)?;
+                        self.images.insert(ino, body);
+                    }
+                }
+            }
+        }
+        self.listings.insert(dir.to_path_buf(), listing);
+        Ok(())
+    }
+
+    /// The current listing of `dir`, holding every file in it open.
+    fn listing(&mut self, dir: &Path) -> io::Result<Listing> {
+        let mut out = Listing::new();
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            let kind = e.file_type()?;
+            if kind.is_dir() {
+                out.insert(e.file_name(), Node::Dir);
+            } else if kind.is_file() {
+                let ino = e.ino();
+                if let Entry::Vacant(slot) = self.held.entry(ino) {
+                    match File::open(e.path()) {
+                        Ok(f) if f.metadata()?.ino() == ino => {
+                            slot.insert(f);
+                        }
+                        // Renamed or removed meanwhile: the listing below is what the fsync saw.
+                        Ok(_) => {}
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                        Err(err) => return Err(err),
+                    }
+                }
+                out.insert(e.file_name(), Node::File(ino));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `file`'s inode, and a readable descriptor on it kept in `held`.
+    fn hold(&mut self, info: &OpInfo<'_>) -> io::Result<u64> {
+        let file = info
+            .file
+            .ok_or_else(|| io::Error::other("the seam passed no file"))?;
+        let ino = file.metadata()?.ino();
+        if let Entry::Vacant(slot) = self.held.entry(ino) {
+            // The writer's descriptor may be write-only (a durable file's temporary): reopen it.
+            slot.insert(File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))?);
+        }
+        Ok(ino)
+    }
+
+    fn on_write(&mut self, info: &OpInfo<'_>, ran: usize) -> io::Result<()> {
+        let ino = self.hold(info)?;
+        let mut bytes = Vec::with_capacity(ran);
+        for part in info.data {
+            let n = part.len().min(ran - bytes.len());
+            bytes.extend_from_slice(&part[..n]);
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.pending.insert(
+            ino,
+            Pending {
+                seq,
+                pos: info.pos,
+                bytes,
+            },
+        );
+        Ok(())
+    }
+
+    fn on_sync(&mut self, info: &OpInfo<'_>) -> io::Result<()> {
+        let ino = self.hold(info)?;
+        let body = match self.held.get(&ino) {
+            Some(f) => read_all(f)?,
+            None => return Err(io::Error::other("inode not held")),
+        };
+        self.images.insert(ino, body);
+        self.pending.remove(&ino);
+        Ok(())
+    }
+
+    fn restore_dir(
+        &self,
+        dir: &Path,
+        torn: Option<(u64, &Pending, usize)>,
+        cut: &mut PowerCut,
+    ) -> io::Result<()> {
+        let empty = Listing::new();
+        let durable = self.listings.get(dir).unwrap_or(&empty);
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            let is_dir = e.file_type()?.is_dir();
+            let keep = match durable.get(&e.file_name()) {
+                Some(Node::Dir) => is_dir,
+                Some(Node::File(_)) => !is_dir,
+                None => false,
+            };
+            if !keep {
+                if is_dir {
+                    fs::remove_dir_all(e.path())?;
+                } else {
+                    fs::remove_file(e.path())?;
+                }
+                cut.removed.push(e.path());
+            }
+        }
+        for (name, entry) in durable {
+            let path = dir.join(name);
+            match *entry {
+                Node::Dir => {
+                    fs::create_dir_all(&path)?;
+                    self.restore_dir(&path, torn, cut)?;
+                }
+                Node::File(ino) => {
+                    let mut body = self.images.get(&ino).cloned().unwrap_or_default();
+                    if let Some((_, p, kept)) = torn.filter(|t| t.0 == ino && t.2 > 0) {
+                        let pos = usize::try_from(p.pos).map_err(io::Error::other)?;
+                        if body.len() < pos + kept {
+                            body.resize(pos + kept, 0);
+                        }
+                        body[pos..pos + kept].copy_from_slice(&p.bytes[..kept]);
+                        cut.torn = Some(TornWrite {
+                            path: path.clone(),
+                            pos: p.pos,
+                            kept,
+                            len: p.bytes.len(),
+                        });
+                    }
+                    // A new inode: nothing the dead process left mapped sees the rewrite.
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                    fs::write(&path, &body)?;
+                    cut.files += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything `file` holds, read from position 0 whatever its cursor.
+fn read_all(file: &File) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read_at(&mut buf, out.len() as u64) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
