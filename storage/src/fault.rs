@@ -49,6 +49,8 @@ use crate::sync::lock;
 
 mod power;
 #[cfg(test)]
+mod power_model_tests;
+#[cfg(test)]
 mod power_swap_tests;
 #[cfg(test)]
 mod power_tests;

@@ -1,0 +1,77 @@
+//! The power-loss model itself, driven through the I/O wrappers with no log on top: what
+//! `pull_plug` keeps (fsynced file content, fsynced directory listings, a torn last write) and what
+//! it undoes (unsynced writes, creations, renames and deletions).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::{self, OpenOptions};
+use std::path::Path;
+
+use crate::fault::{LastWrite, Plan};
+use crate::io::{create, rename, sync_data, sync_dir, write_all_at};
+
+fn open_rw(path: &Path) -> fs::File {
+    create(path, OpenOptions::new().read(true).write(true).create(true)).unwrap()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Unsynced writes are lost, fsynced ones kept; a file created and fsynced but whose directory was
+/// not fsynced is gone; a rename and a deletion without a directory fsync are undone (the renamed
+/// file's durable data back under its old name). Broken by making the model ignore `Sync` (no
+/// durable image taken): `a` read back as its content at arming and the test failed.
+#[test]
+fn pull_plug_keeps_only_what_fsyncs_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("a"), b"armed").unwrap();
+    fs::write(d.join("gone"), b"deleted later").unwrap();
+    let armed = Plan::new(d).power_loss().arm();
+    let a = open_rw(&d.join("a"));
+    write_all_at(&a, &d.join("a"), &[b"synced"], 0).unwrap();
+    sync_data(&a, &d.join("a")).unwrap();
+    write_all_at(&a, &d.join("a"), &[b"-lost"], 6).unwrap();
+    let b = open_rw(&d.join("b"));
+    write_all_at(&b, &d.join("b"), &[b"new file"], 0).unwrap();
+    sync_data(&b, &d.join("b")).unwrap();
+    rename(&d.join("a"), &d.join("a2")).unwrap();
+    fs::remove_file(d.join("gone")).unwrap();
+    let cut = armed.pull_plug(LastWrite::Lose).unwrap();
+    assert_eq!(names(d), ["a", "gone"], "{cut:?}");
+    assert_eq!(fs::read(d.join("a")).unwrap(), b"synced");
+    assert_eq!(fs::read(d.join("gone")).unwrap(), b"deleted later");
+}
+
+/// A directory fsync makes its listing durable: a new file's name survives with only its fsynced
+/// bytes (none: empty), a rename's new name survives carrying the file's durable data; and the last
+/// unsynced write lands torn after the chosen byte, with zeros where lost writes before it were.
+/// Broken like the test above (`Sync` ignored): `a2` read back as `armed` plus the tear and the
+/// test failed.
+#[test]
+fn a_directory_fsync_makes_names_durable_and_the_last_write_tears() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("a"), b"armed").unwrap();
+    let armed = Plan::new(d).power_loss().arm();
+    let a = open_rw(&d.join("a"));
+    write_all_at(&a, &d.join("a"), &[b"AAAAA", b"BBBBB"], 0).unwrap();
+    sync_data(&a, &d.join("a")).unwrap();
+    let n = open_rw(&d.join("n"));
+    write_all_at(&n, &d.join("n"), &[b"never synced"], 0).unwrap();
+    rename(&d.join("a"), &d.join("a2")).unwrap();
+    sync_dir(d).unwrap();
+    write_all_at(&a, &d.join("a2"), &[b"lost"], 10).unwrap();
+    write_all_at(&a, &d.join("a2"), &[b"torn", b"-write"], 14).unwrap();
+    let cut = armed.pull_plug(LastWrite::Keep(6)).unwrap();
+    assert_eq!(names(d), ["a2", "n"], "{cut:?}");
+    assert_eq!(fs::read(d.join("n")).unwrap(), b"");
+    assert_eq!(fs::read(d.join("a2")).unwrap(), b"AAAAABBBBB\0\0\0\0torn-w");
+    let torn = cut.torn.unwrap();
+    assert_eq!((torn.pos, torn.kept, torn.len), (14, 6, 10));
+}
