@@ -15,7 +15,8 @@
 //! - `segment`, `index`: one segment's files, memory maps and sparse indexes;
 //! - `recovery`, `checkpoint`: opening a directory after a clean or an unclean stop;
 //! - `io`, [`write_file_durably`]: every write, fsync, rename and creation goes through `io`'s
-//!   wrappers, the seam the `fault-injection` feature's `fault` plans hook into;
+//!   wrappers, the seam the `fault-injection` feature's `fault` plans hook into (failed and torn
+//!   operations, simulated power loss);
 //! - `retention`, `compaction`, `truncate`: the operations that remove data;
 //! - `replica`: header scans and reset, for a log that is also a raft log;
 //! - `publish`: how the writer publishes the readable end to readers (loom-checked).
