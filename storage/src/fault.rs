@@ -262,7 +262,8 @@ impl Armed {
     /// and rewrites the scope to its durable state: every name not durably listed is removed, every
     /// durably listed name that was removed or renamed is back, and every file holds its durable
     /// content, plus what `last` says of the last write no fsync covered. Call it after the log (the
-    /// "process") is gone: dropped without `close`, or its child process killed.
+    /// "process") is gone: dropped without `close`. The model lives in this process and sees only
+    /// this process's operations: a log driven by a child process is not covered.
     pub fn pull_plug(self, last: LastWrite) -> io::Result<PowerCut> {
         self.crash();
         // Disarm first: the rewrite below goes through `std::fs`, not the seam, but a log left open
