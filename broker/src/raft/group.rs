@@ -149,3 +149,25 @@ impl Group {
         }
     }
 }
+
+/// openraft settings from the broker's.
+pub fn raft_config(config: &crate::config::BrokerConfig) -> Result<openraft::Config, String> {
+    let election = config.raft_election_timeout.as_millis() as u64;
+    openraft::Config {
+        cluster_name: "sluice".into(),
+        heartbeat_interval: config.raft_heartbeat.as_millis() as u64,
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.raft_snapshot_entries),
+        max_in_snapshot_log_to_keep: config.raft_keep_entries,
+        // Purge in batches, but never wait for more entries than a snapshot interval: a group
+        // with small snapshot intervals (tests, tiny metadata logs) still frees its log.
+        purge_batch_size: config.raft_snapshot_entries.clamp(1, 256),
+        // A restarted leader must win an election again: the state machine is saved only in
+        // snapshots, so resuming leadership from memory is not safe here.
+        enable_leader_restore: Some(false),
+        ..openraft::Config::default()
+    }
+    .validate()
+    .map_err(|e| e.to_string())
+}

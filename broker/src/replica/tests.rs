@@ -73,7 +73,7 @@ async fn one_voter_replica(dir: &std::path::Path, state: Dedupe) -> Arc<Replica>
         node_id: 1,
         peers: Peers::new("127.0.0.1:1", None).unwrap(),
         registry: Arc::new(RaftRegistry::default()),
-        config: Arc::new(crate::cluster::raft_config(&config).unwrap()),
+        config: Arc::new(crate::raft::group::raft_config(&config).unwrap()),
     };
     let cfg = LogConfig {
         flush: FlushPolicy::External,
