@@ -184,8 +184,13 @@ pub fn run(args: BrokerArgs) -> i32 {
             return 2;
         }
     };
+    // Blocking work (each raft group's fsync round, opening logs, saving votes) runs on tokio's
+    // blocking pool, which by default grows to 512 threads: hundreds of partitions flushing at once
+    // would briefly run a thread each. Bounded, they queue instead (fsyncs of one disk gain little
+    // from more threads than this).
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,
@@ -211,6 +216,9 @@ pub fn run(args: BrokerArgs) -> i32 {
         }
     })
 }
+
+async /// Threads of tokio's blocking pool at most (see where the runtime is built).
+const MAX_BLOCKING_THREADS: usize = 32;
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
