@@ -390,9 +390,15 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
     );
 }
 
+/// A leader cut off from the others cannot acknowledge an acks-all write; the majority elects and
+/// serves; after healing the old leader follows. Its own files are read after it stops: fails if
+/// its unacknowledged write is still in its log, or if its log below the new leader's end differs
+/// from what the new leader serves (the old check read only the new leader, which never had the
+/// write). The write does reach the cut-off leader's files: stopped before healing, its log holds
+/// `cut-0`, `cut-1` after the first write's records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_leader_cannot_commit_and_catches_up_after_healing() {
-    let cluster = Cluster::start(3, FAST);
+    let mut cluster = Cluster::start(3, FAST);
     create(&cluster, "cut", 1, 3, &[]);
     // A first acknowledged write (retried with a fresh tag while the first election settles).
     let mut attempt = 0;
@@ -488,6 +494,19 @@ async fn a_cut_off_leader_cannot_commit_and_catches_up_after_healing() {
             .count(),
         3,
         "{values:?}"
+    );
+    // The old leader's own log, read from its files once it has stopped: its unacknowledged
+    // write was replaced by the new leader's log, which it now holds record for record.
+    assert_eq!(cluster.member(leader).broker.terminate(), Some(0));
+    let old_log = records(&replica_batches(&cluster, leader, "cut", 0));
+    assert!(
+        !old_log.iter().any(|r| r.1.starts_with("cut-")),
+        "the old leader's log still holds its unacknowledged write: {old_log:?}"
+    );
+    let below_end: Vec<(u64, String)> = old_log.into_iter().filter(|r| r.0 < end).collect();
+    assert_eq!(
+        below_end, all,
+        "the old leader's log differs from the new leader's"
     );
 }
 
