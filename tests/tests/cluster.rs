@@ -788,6 +788,10 @@ async fn moving_a_partition_off_its_leader_keeps_it_writable() {
     assert!(values.contains(&first), "{values:?}");
 }
 
+/// A follower stopped while the leader writes keyed batches and compacts comes back after raft has
+/// purged what it lacks. Fails if the follower's batches (base offset, last offset delta, raft
+/// index) differ from the leader's, if either log has no offset gap, or if the latest value of a
+/// key differs. (The follower's batches were computed before but only printed, never compared.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_follower_of_a_compacted_topic_receives_the_gaps_too() {
     let mut cluster = purging_cluster();
@@ -879,6 +883,13 @@ async fn a_lagging_follower_of_a_compacted_topic_receives_the_gaps_too() {
     };
     assert_eq!(latest(follower), latest(leader), "{lead:?}\n{foll:?}");
     assert_eq!(latest(leader)["k2"].1, "v329");
+    // The follower holds the leader's batches themselves: same base offsets, same last offset
+    // deltas (so the same gaps), same raft indexes.
+    assert!(gaps(&foll), "the follower's log has no gap: {foll:?}");
+    assert_eq!(
+        foll, lead,
+        "the follower's batches differ from the leader's"
+    );
 }
 
 /// The metadata log's segment files (base offsets, ascending) on broker `id`.
