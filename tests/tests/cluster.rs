@@ -593,6 +593,13 @@ async fn a_follower_behind_the_leaders_log_start_catches_up_from_its_segments() 
     );
 }
 
+/// A partition group that has parked (no heartbeats) loses its leader to SIGKILL; the survivors
+/// elect and a producer follows. Parking is observed at the proxies, which count the raft requests
+/// reaching each broker: right after the first write the partition's group sends some (its
+/// heartbeats: the control), and once parked none for 2 s. Fails if the group never parks (a
+/// heartbeat every 100 ms to each of two followers adds about 40 requests in those 2 s; counted
+/// without the 4 s wait to park, the window saw 30), if the producer sees an error, or if offsets
+/// do not increase.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_partition_fails_over_and_producers_follow_the_new_leader() {
     let mut cluster = Cluster::start(3, FAST);
@@ -610,8 +617,25 @@ async fn an_idle_partition_fails_over_and_producers_follow_the_new_leader() {
         .unwrap()
         .await
         .unwrap();
-    // Long enough for the group to park its raft timers (no heartbeats, no election timer).
+    // Awake: the group's raft requests keep flowing for a while after the write.
+    let awake = cluster.partition_raft_requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cluster.partition_raft_requests() > awake,
+        "no raft requests of the partition group right after a write: the count sees nothing"
+    );
+    // Long enough for the group to park its raft timers (no heartbeats, no election timer): then
+    // no raft request of the partition's group reaches any broker.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let parked = cluster.partition_raft_requests();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = cluster.partition_raft_requests();
+    assert_eq!(
+        later,
+        parked,
+        "the idle group did not park: {} raft requests in 2 s",
+        later - parked
+    );
     let leader = leaders(&cluster, "idle", 1).unwrap()[0];
     cluster.member(leader).broker.kill();
     // The survivors notice the dead broker and elect; the producer finds the new leader by itself:
