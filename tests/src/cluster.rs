@@ -7,7 +7,7 @@
 //! source addresses, so blocking a broker's address at every other proxy and every other broker's
 //! address at its own proxy partitions it, while test clients (from `127.0.0.1`) still reach it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,9 @@ use sluice_protocol::wire::{ErrorCode, MetadataResponse};
 
 use crate::{Broker, RawConn};
 
+/// Raft requests (API 20) that reached a broker through its proxy, by raft group.
+pub type RaftCounts = Arc<Mutex<HashMap<u64, u64>>>;
+
 /// A TCP forwarder with a source-address block list.
 #[derive(Debug)]
 pub struct Proxy {
@@ -24,14 +27,73 @@ pub struct Proxy {
     blocked: Arc<Mutex<HashSet<IpAddr>>>,
     /// Live connections: (client address, both sockets), for cutting them when blocked.
     live: Arc<Mutex<Vec<(IpAddr, TcpStream, TcpStream)>>>,
+    /// Raft requests forwarded to the broker, by group (heartbeats included).
+    raft: RaftCounts,
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// Bytes of a request frame (after its length prefix) needed to read a raft request's group:
+/// the 8-byte header (u16 api key, u16 version, u32 correlation id), then u64 group, u8 kind.
+const RAFT_HEAD: usize = 8 + 9;
+const API_RAFT: u16 = 20;
+
+/// Reads request frames out of a byte stream and counts the raft requests by group, without
+/// keeping more than each frame's first bytes.
+#[derive(Debug, Default)]
+struct RaftScan {
+    /// The next frame's length prefix and first bytes, so far.
+    head: Vec<u8>,
+    /// Bytes of the current frame still to pass over.
+    skip: usize,
+}
+
+impl RaftScan {
+    fn feed(&mut self, mut data: &[u8], counts: &RaftCounts) {
+        loop {
+            if self.head.len() >= 4 {
+                let len = u32::from_le_bytes(self.head[..4].try_into().unwrap()) as usize;
+                if self.head.len() == 4 + len.min(RAFT_HEAD) {
+                    let h = &self.head[4..];
+                    if len >= RAFT_HEAD && u16::from_le_bytes([h[0], h[1]]) == API_RAFT {
+                        let group = u64::from_le_bytes(h[8..16].try_into().unwrap());
+                        *counts.lock().unwrap().entry(group).or_default() += 1;
+                    }
+                    self.skip = len - len.min(RAFT_HEAD);
+                    self.head.clear();
+                }
+            }
+            if data.is_empty() {
+                return;
+            }
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = &data[n..];
+                continue;
+            }
+            let want = if self.head.len() < 4 {
+                4
+            } else {
+                let len = u32::from_le_bytes(self.head[..4].try_into().unwrap()) as usize;
+                4 + len.min(RAFT_HEAD)
+            };
+            let n = (want - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+    }
+}
+
+/// Forwards `from` to `to`; with `raft`, counts the raft requests passing (client to broker).
+fn pump(mut from: TcpStream, mut to: TcpStream, raft: Option<RaftCounts>) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut scan = RaftScan::default();
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if let Some(counts) = &raft {
+                    scan.feed(&buf[..n], counts);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -49,7 +111,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let blocked: Arc<Mutex<HashSet<IpAddr>>> = Arc::default();
         let live: Arc<Mutex<Vec<(IpAddr, TcpStream, TcpStream)>>> = Arc::default();
-        let (b, l) = (blocked.clone(), live.clone());
+        let raft: RaftCounts = Arc::default();
+        let (b, l, r) = (blocked.clone(), live.clone(), raft.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(client) = conn else { continue };
@@ -71,15 +134,22 @@ impl Proxy {
                     server.try_clone().unwrap(),
                 ));
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pump(client, server));
-                std::thread::spawn(move || pump(s2, c2));
+                let r = r.clone();
+                std::thread::spawn(move || pump(client, server, Some(r)));
+                std::thread::spawn(move || pump(s2, c2, None));
             }
         });
         Proxy {
             addr,
             blocked,
             live,
+            raft,
         }
+    }
+
+    /// Raft requests forwarded to the broker so far, by raft group.
+    pub fn raft_requests(&self) -> HashMap<u64, u64> {
+        self.raft.lock().unwrap().clone()
     }
 
     /// Refuses new connections from `ips` and cuts the live ones.
@@ -222,6 +292,17 @@ impl Cluster {
                 m.proxy.block(&[broker_ip(id)]);
             }
         }
+    }
+
+    /// Raft requests of partition groups (every group but the metadata group, 0) that reached any
+    /// broker so far: heartbeats and appends, votes, snapshots. A parked group adds none.
+    pub fn partition_raft_requests(&self) -> u64 {
+        self.members
+            .iter()
+            .flat_map(|m| m.proxy.raft_requests())
+            .filter(|(group, _)| *group != 0)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Restores every link.

@@ -314,13 +314,36 @@ impl RawConn {
         resp
     }
 
-    /// True if the broker has closed this connection (a read returns EOF or an error).
+    /// True if the broker closes this connection within 10 s: a read returns EOF or the connection
+    /// is reset (or aborted). Bytes the broker sends before closing are read and dropped. A broker
+    /// that keeps the connection open (a read that times out) is *not* closed: a hung broker fails
+    /// the caller's assertion instead of passing it.
     pub fn is_closed(&mut self) -> bool {
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+        self.closed_within(Duration::from_secs(10))
+    }
+
+    /// [`RawConn::is_closed`] with the wait bounded by `wait`.
+    pub fn closed_within(&mut self, wait: Duration) -> bool {
+        use std::io::ErrorKind;
+        let deadline = std::time::Instant::now() + wait;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => match e.kind() {
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => return true,
+                    ErrorKind::Interrupted => continue,
+                    // A read timeout (or any other error) is not a close.
+                    _ => return false,
+                },
+            }
+        }
     }
 }
 

@@ -26,14 +26,167 @@ fn produce_rounds(
     expected
 }
 
+/// One produce answer read off the pipelined connection: correlation id, when it arrived, result.
+type Answer = (u32, Instant, ProducePartitionResult);
+
+/// What came back on the pipelined connection until the broker closed it: the produce answers,
+/// the long-poll fetch's answer (when it arrived, its error), and whether the connection ended
+/// with EOF or a reset (anything else, e.g. a read timeout, is `false`).
+type Answers = (Vec<Answer>, Option<(Instant, ErrorCode)>, bool);
+
+/// Reads answers off `stream` until the broker closes it; `fetch_corr` is the long-poll fetch's
+/// correlation id, every other one a produce's.
+fn read_answers(mut stream: std::net::TcpStream, fetch_corr: u32) -> Answers {
+    use std::io::{ErrorKind, Read};
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut fetch = None;
+    loop {
+        let mut len = [0u8; 4];
+        let end = match stream.read_exact(&mut len) {
+            Ok(()) => None,
+            Err(e) => Some(e.kind()),
+        };
+        if let Some(kind) = end {
+            let closed = matches!(
+                kind,
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+            );
+            return (out, fetch, closed);
+        }
+        let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+        stream.read_exact(&mut buf).unwrap();
+        let buf = bytes::Bytes::from(buf);
+        let corr = u32::from_le_bytes(buf[..4].try_into().unwrap());
+        if corr == fetch_corr {
+            let (_, resp) = decode_response(ApiKey::Fetch, buf).unwrap();
+            let Ok(Response::Fetch(mut f)) = resp else {
+                panic!("fetch: {resp:?}")
+            };
+            fetch = Some((
+                Instant::now(),
+                f.topics.remove(0).partitions.remove(0).error,
+            ));
+            continue;
+        }
+        let (corr, resp) = decode_response(ApiKey::Produce, buf).unwrap();
+        let Ok(Response::Produce(mut r)) = resp else {
+            panic!("request {corr}: {resp:?}")
+        };
+        out.push((
+            corr,
+            Instant::now(),
+            r.topics.remove(0).partitions.remove(0),
+        ));
+    }
+}
+
+/// SIGTERM with requests in flight: `PIPELINED` acks-`all` produces and then a long-poll fetch
+/// (5 s, on an empty partition) are written at once on one connection; 50 ms later, once the
+/// broker has read them (not necessarily answered the produces; the fetch surely not), the broker
+/// gets SIGTERM. Fails if: the fetch is answered before the signal (nothing surely in flight) or
+/// not at all; a produce goes unanswered or is answered with an error before the broker closes
+/// the connection; a partition's offsets do not follow the send order; the connection is not closed (EOF or reset); the broker does not exit 0; after the
+/// restart a partition holds anything but the answered records, in order, at their offsets.
 #[test]
 fn sigterm_drains_flushes_and_restart_keeps_everything() {
+    const PIPELINED: u32 = 300;
     let mut broker = Broker::start(&[]);
     let mut conn = RawConn::connect(broker.addr);
     conn.create("orders", 3);
-    let expected = produce_rounds(&mut conn, "orders", 3, 60, Acks::Leader);
+    conn.create("quiet", 1);
+    let quiet_end = first_record_offset(&mut conn, "quiet");
+    let mut expected = produce_rounds(&mut conn, "orders", 3, 60, Acks::Leader);
     drop(conn);
+
+    let mut bytes = Vec::new();
+    for i in 0..PIPELINED {
+        let req = Request::Produce(ProduceRequest {
+            acks: Acks::All,
+            timeout_ms: 10_000,
+            topics: vec![ProduceTopic {
+                name: "orders".into(),
+                partitions: vec![ProducePartition {
+                    partition: i % 3,
+                    records: batch(&format!("f{i}"), 4),
+                }],
+            }],
+        });
+        for chunk in encode_request(&req, i + 1) {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    let fetch_corr = PIPELINED + 1;
+    let long_poll = Request::Fetch(FetchRequest {
+        max_wait_ms: 5_000,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: "quiet".into(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                offset: quiet_end,
+                max_bytes: 1 << 20,
+            }],
+        }],
+    });
+    for chunk in encode_request(&long_poll, fetch_corr) {
+        bytes.extend_from_slice(&chunk);
+    }
+    let mut pipe = RawConn::connect(broker.addr);
+    let reader = {
+        let stream = pipe.stream.try_clone().unwrap();
+        std::thread::spawn(move || read_answers(stream, fetch_corr))
+    };
+    pipe.send_raw(&bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let signalled = Instant::now();
     assert_eq!(broker.terminate(), Some(0), "SIGTERM must exit 0");
+    let (answers, fetch, closed) = reader.join().unwrap();
+    assert!(closed, "the broker exited without closing the connection");
+    let (fetch_at, fetch_error) = fetch.expect("the in-flight long poll was never answered");
+    assert!(
+        fetch_at >= signalled,
+        "the long poll was answered before SIGTERM: nothing surely in flight"
+    );
+    assert_eq!(fetch_error, ErrorCode::NONE);
+    // Answers come in any order (docs/protocol.md): each request answered exactly once.
+    let mut answers = answers;
+    answers.sort_by_key(|a| a.0);
+    let corrs: Vec<u32> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(
+        corrs,
+        (1..=PIPELINED).collect::<Vec<_>>(),
+        "every pipelined request answered exactly once before the close"
+    );
+    // Produces answered after the signal were in flight too (how many depends on timing).
+    let late = answers.iter().filter(|a| a.1 >= signalled).count();
+    // Produces on one connection are appended in the order sent: per partition, offsets grow
+    // with the correlation id (expected[p] already ends below the first pipelined offset).
+    for (corr, _, r) in &answers {
+        assert_eq!(r.error, ErrorCode::NONE, "request {corr}: {}", r.message);
+        let last = expected[r.partition as usize].last().map(|e| e.0);
+        assert!(
+            last < Some(r.base_offset),
+            "request {corr}: partition {} offset {} not after {last:?}",
+            r.partition,
+            r.base_offset
+        );
+        let i = corr - 1;
+        for j in 0..4 {
+            expected[r.partition as usize].push((r.base_offset + j, format!("f{i}-{j}")));
+        }
+    }
+    eprintln!(
+        "sigterm drain: {late} of {PIPELINED} produce answers and the long poll's after the signal \
+         (the long poll {:?} after it)",
+        fetch_at - signalled
+    );
+
     broker.restart();
     let mut conn = RawConn::connect(broker.addr);
     for p in 0..3 {
@@ -250,6 +403,12 @@ fn invalid_topic_requests_get_clear_errors() {
     );
 }
 
+/// Settings from a TOML file, and the environment over the file. Fails if: node id or data dir
+/// are not the file's; `SLUICE_FLUSH` is not read or does not override the file (the file's
+/// `flush = "sometimes"` is invalid, so a broker that used it would not start); a bad
+/// `SLUICE_FLUSH` or a bad `flush` in the file starts a broker or gives no error naming the value.
+/// (That `always` then fsyncs every write has no observable from outside: the broker would need to
+/// log its effective settings or count its fsyncs.)
 #[test]
 fn settings_come_from_a_toml_file_and_the_environment() {
     use std::io::{BufRead, BufReader};
@@ -260,7 +419,7 @@ fn settings_come_from_a_toml_file_and_the_environment() {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nnode_id = 7\n",
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nnode_id = 7\nflush = \"sometimes\"\n",
             data.display().to_string()
         ),
     )
@@ -274,7 +433,10 @@ fn settings_come_from_a_toml_file_and_the_environment() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().unwrap().unwrap();
+    let line = lines
+        .next()
+        .expect("no listening line: SLUICE_FLUSH=always did not override the file's bad flush")
+        .unwrap();
     let addr: std::net::SocketAddr = line
         .strip_prefix("sluice broker listening on ")
         .unwrap()
@@ -288,17 +450,49 @@ fn settings_come_from_a_toml_file_and_the_environment() {
         data.join("topics/t/topic.json").exists(),
         "data_dir from the file"
     );
+    // Stopped before the checks below, so a failing one does not leave it running.
+    let _ = child.kill();
+    let _ = child.wait();
     // A bad value in the file is a clear startup error.
     std::fs::write(&cfg, "flush = \"sometimes\"\n").unwrap();
     let out = Command::new(sluice_tests::sluice_bin())
         .args(["broker", "--config"])
         .arg(&cfg)
+        .env_remove("SLUICE_FLUSH")
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sometimes"));
-    let _ = child.kill();
-    let _ = child.wait();
+    // So is a bad value in the environment: SLUICE_FLUSH is read, whatever the file says.
+    let other = tmp.path().join("other");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nflush = \"always\"\n").unwrap();
+    let mut bad = Command::new(sluice_tests::sluice_bin())
+        .args(["broker", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&other)
+        .env("SLUICE_FLUSH", "seldom")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A broker that ignored the variable would start and keep running: bounded wait, then fail.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = bad.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = bad.kill();
+            let _ = bad.wait();
+            panic!("SLUICE_FLUSH=seldom was accepted: the broker started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut bad.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "SLUICE_FLUSH=seldom was accepted");
+    assert!(stderr.contains("seldom"), "{stderr}");
 }
 
 /// The storage crash test through the raft path: with the default flush policy (`interval`), acks

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,6 +99,17 @@ fn records(batches: &[RecordBatch]) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// The send number of a chaos value `v{n}`.
+fn seq(value: &str) -> u64 {
+    value[1..].parse().unwrap()
+}
+
+/// Leaders are SIGKILLed (and other brokers too, every other round) while one producer writes with
+/// acks all and no retries, and a consumer reads along. Fails if: a round ends with no value sent
+/// after its restarts acknowledged (within 30 s, and again counted from the acknowledgements
+/// afterwards); the consumer saw nothing in some partition; a partition's acknowledged offsets do
+/// not increase with send order; an acknowledged value is missing from the log, stored twice or
+/// at another offset; a consumed value was lost; replicas differ below the high watermark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
     let rounds: usize = std::env::var("SLUICE_CHAOS_ROUNDS")
@@ -110,11 +121,16 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
     create(&cluster, "chaos", partitions, 3, &[]);
     let bootstrap = cluster.bootstrap();
     let stop = Arc::new(AtomicBool::new(false));
+    // How many values the producer has started to send, and 1 + the highest one acknowledged: the
+    // rounds below wait for acknowledgements of values sent after each restart.
+    let sent = Arc::new(AtomicU64::new(0));
+    let acked_upto = Arc::new(AtomicU64::new(0));
 
     // A producer with acks all and no retries: every value is sent once, so an acknowledged value
     // must be in the log exactly once (retries after an unknown outcome could store one twice).
     let producer = {
         let (bootstrap, stop) = (bootstrap.clone(), stop.clone());
+        let (sent, acked_upto) = (sent.clone(), acked_upto.clone());
         tokio::spawn(async move {
             let cfg = ProducerConfig {
                 acks: Acks::All,
@@ -131,6 +147,7 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
             while !stop.load(Ordering::Relaxed) {
                 let value = format!("v{n}");
                 n += 1;
+                sent.store(n, Ordering::Relaxed);
                 match producer
                     .send(ProducerRecord::new("chaos", value.clone()).key(format!("k{}", n % 7)))
                     .await
@@ -141,10 +158,19 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
-                while pending.len() > 64 {
+                // Await the oldest deliveries while more than 64 are pending, or while the oldest
+                // is already done (so acknowledgements are noted promptly, not 64 sends late).
+                while pending.len() > 64
+                    || pending
+                        .front()
+                        .is_some_and(|(_, d)| d.result_now().is_some())
+                {
                     let (v, d) = pending.pop_front().unwrap();
                     match d.await {
-                        Ok(meta) => acked.push((meta.partition, meta.offset.unwrap(), v)),
+                        Ok(meta) => {
+                            acked_upto.fetch_max(seq(&v) + 1, Ordering::Relaxed);
+                            acked.push((meta.partition, meta.offset.unwrap(), v));
+                        }
                         Err(_) => failed += 1,
                     }
                 }
@@ -189,7 +215,14 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
     };
 
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Per round, the send numbers from its last restart to the next round's kill: values sent in
+    // that window and acknowledged show the cluster took writes again after that round.
+    let mut windows: Vec<(u64, u64)> = Vec::new();
+    let warmup_end = sent.load(Ordering::Relaxed);
     for round in 0..rounds {
+        if let Some(w) = windows.last_mut() {
+            w.1 = sent.load(Ordering::Relaxed);
+        }
         // Kill the leader of one partition; every other round, then also a different broker.
         let p = round % partitions as usize;
         let leader = eventually(Duration::from_secs(30), "a leader", || {
@@ -206,16 +239,63 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
             cluster.member(other).broker.restart();
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
+        // Every broker is back: writes sent from now on must be acknowledged before the next kill.
+        let from = sent.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while acked_upto.load(Ordering::Relaxed) <= from + 10 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no write sent after the restart was acknowledged within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        windows.push((from, u64::MAX));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let (acked, failed) = producer.await.unwrap();
     let seen = consumer.await.unwrap();
-    assert!(
-        acked.len() > 100,
-        "the cluster kept accepting writes through the rounds ({} acked, {failed} failed)",
-        acked.len()
-    );
+    // Acknowledgements per round, counted from what the producer got back (not the warm-up's).
+    let per_round: Vec<usize> = windows
+        .iter()
+        .map(|(from, to)| {
+            acked
+                .iter()
+                .filter(|a| (*from..*to).contains(&seq(&a.2)))
+                .count()
+        })
+        .collect();
+    let warmup = acked.iter().filter(|a| seq(&a.2) < warmup_end).count();
+    assert!(warmup > 0, "nothing acknowledged before the first kill");
+    for (round, n) in per_round.iter().enumerate() {
+        assert!(
+            *n > 0,
+            "round {round}: nothing sent after its restart was acknowledged \
+             (per round {per_round:?}, warm-up {warmup}, {failed} failed)"
+        );
+    }
+    // The consumer read along in every partition.
+    for p in 0..partitions {
+        assert!(
+            seen.iter().any(|s| s.0 == p),
+            "the consumer saw nothing in partition {p} ({} seen in all)",
+            seen.len()
+        );
+    }
+    // One producer, sends in order: per partition, a later acknowledged value has a later offset.
+    for p in 0..partitions {
+        let offsets: Vec<(u64, &str)> = acked
+            .iter()
+            .filter(|a| a.0 == p)
+            .map(|a| (a.1, a.2.as_str()))
+            .collect();
+        if let Some(w) = offsets.windows(2).find(|w| w[0].0 >= w[1].0) {
+            panic!(
+                "partition {p}: {} acknowledged at {} but {} (sent later) at {}",
+                w[0].1, w[0].0, w[1].1, w[1].0
+            );
+        }
+    }
 
     // Let every replica catch up, note the high watermarks, then stop everyone cleanly.
     let hw: Vec<u64> = eventually(Duration::from_secs(30), "settled replicas", || {
@@ -303,15 +383,22 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
         }
     }
     eprintln!(
-        "chaos: {rounds} rounds, {} acknowledged, {failed} failed, {} consumed",
+        "chaos: {rounds} rounds, {} acknowledged (warm-up {warmup}, per round {per_round:?}), \
+         {failed} failed, {} consumed",
         acked.len(),
         seen.len()
     );
 }
 
+/// A leader cut off from the others cannot acknowledge an acks-all write; the majority elects and
+/// serves; after healing the old leader follows. Its own files are read after it stops: fails if
+/// its unacknowledged write is still in its log, or if its log below the new leader's end differs
+/// from what the new leader serves (the old check read only the new leader, which never had the
+/// write). The write does reach the cut-off leader's files: stopped before healing, its log holds
+/// `cut-0`, `cut-1` after the first write's records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_leader_cannot_commit_and_catches_up_after_healing() {
-    let cluster = Cluster::start(3, FAST);
+    let mut cluster = Cluster::start(3, FAST);
     create(&cluster, "cut", 1, 3, &[]);
     // A first acknowledged write (retried with a fresh tag while the first election settles).
     let mut attempt = 0;
@@ -408,6 +495,19 @@ async fn a_cut_off_leader_cannot_commit_and_catches_up_after_healing() {
         3,
         "{values:?}"
     );
+    // The old leader's own log, read from its files once it has stopped: its unacknowledged
+    // write was replaced by the new leader's log, which it now holds record for record.
+    assert_eq!(cluster.member(leader).broker.terminate(), Some(0));
+    let old_log = records(&replica_batches(&cluster, leader, "cut", 0));
+    assert!(
+        !old_log.iter().any(|r| r.1.starts_with("cut-")),
+        "the old leader's log still holds its unacknowledged write: {old_log:?}"
+    );
+    let below_end: Vec<(u64, String)> = old_log.into_iter().filter(|r| r.0 < end).collect();
+    assert_eq!(
+        below_end, all,
+        "the old leader's log differs from the new leader's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,6 +593,13 @@ async fn a_follower_behind_the_leaders_log_start_catches_up_from_its_segments() 
     );
 }
 
+/// A partition group that has parked (no heartbeats) loses its leader to SIGKILL; the survivors
+/// elect and a producer follows. Parking is observed at the proxies, which count the raft requests
+/// reaching each broker: right after the first write the partition's group sends some (its
+/// heartbeats: the control), and once parked none for 2 s. Fails if the group never parks (a
+/// heartbeat every 100 ms to each of two followers adds about 40 requests in those 2 s; counted
+/// without the 4 s wait to park, the window saw 30), if the producer sees an error, or if offsets
+/// do not increase.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_partition_fails_over_and_producers_follow_the_new_leader() {
     let mut cluster = Cluster::start(3, FAST);
@@ -510,8 +617,25 @@ async fn an_idle_partition_fails_over_and_producers_follow_the_new_leader() {
         .unwrap()
         .await
         .unwrap();
-    // Long enough for the group to park its raft timers (no heartbeats, no election timer).
+    // Awake: the group's raft requests keep flowing for a while after the write.
+    let awake = cluster.partition_raft_requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cluster.partition_raft_requests() > awake,
+        "no raft requests of the partition group right after a write: the count sees nothing"
+    );
+    // Long enough for the group to park its raft timers (no heartbeats, no election timer): then
+    // no raft request of the partition's group reaches any broker.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let parked = cluster.partition_raft_requests();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = cluster.partition_raft_requests();
+    assert_eq!(
+        later,
+        parked,
+        "the idle group did not park: {} raft requests in 2 s",
+        later - parked
+    );
     let leader = leaders(&cluster, "idle", 1).unwrap()[0];
     cluster.member(leader).broker.kill();
     // The survivors notice the dead broker and elect; the producer finds the new leader by itself:
@@ -688,6 +812,10 @@ async fn moving_a_partition_off_its_leader_keeps_it_writable() {
     assert!(values.contains(&first), "{values:?}");
 }
 
+/// A follower stopped while the leader writes keyed batches and compacts comes back after raft has
+/// purged what it lacks. Fails if the follower's batches (base offset, last offset delta, raft
+/// index) differ from the leader's, if either log has no offset gap, or if the latest value of a
+/// key differs. (The follower's batches were computed before but only printed, never compared.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_follower_of_a_compacted_topic_receives_the_gaps_too() {
     let mut cluster = purging_cluster();
@@ -779,6 +907,13 @@ async fn a_lagging_follower_of_a_compacted_topic_receives_the_gaps_too() {
     };
     assert_eq!(latest(follower), latest(leader), "{lead:?}\n{foll:?}");
     assert_eq!(latest(leader)["k2"].1, "v329");
+    // The follower holds the leader's batches themselves: same base offsets, same last offset
+    // deltas (so the same gaps), same raft indexes.
+    assert!(gaps(&foll), "the follower's log has no gap: {foll:?}");
+    assert_eq!(
+        foll, lead,
+        "the follower's batches differ from the leader's"
+    );
 }
 
 /// The metadata log's segment files (base offsets, ascending) on broker `id`.
