@@ -217,7 +217,7 @@ pub fn run(args: BrokerArgs) -> i32 {
     })
 }
 
-async /// Threads of tokio's blocking pool at most (see where the runtime is built).
+/// Threads of tokio's blocking pool at most (see where the runtime is built).
 const MAX_BLOCKING_THREADS: usize = 32;
 
 async fn shutdown_signal() {
