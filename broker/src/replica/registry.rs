@@ -303,14 +303,21 @@ impl Replicas {
         }
     }
 
-    /// Waits up to `timeout` until every hosted replica knows its group's leader.
+    /// Waits up to `timeout` until every hosted replica knows its group's leader and can serve.
+    /// A replica this broker leads counts only once its high watermark has reached its log end as
+    /// it was when it took over: a leader that has not yet applied its first entry of the term
+    /// would serve a consumer nothing of what it holds (after a restart it applies everything
+    /// again). Followers count once they know a leader.
     pub async fn wait_for_leaders(&self, timeout: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
-            let all = self
-                .list()
-                .iter()
-                .all(|t| t.partitions.values().all(|p| p.leader().is_some()));
+            let all = self.list().iter().all(|t| {
+                t.partitions.values().all(|p| match p.leadership_now() {
+                    super::Leadership::Leader { .. } => p.high_watermark() >= p.log_end_offset(),
+                    super::Leadership::Follower { .. } => true,
+                    super::Leadership::Unknown { .. } => false,
+                })
+            });
             if all {
                 return;
             }
