@@ -39,10 +39,11 @@ mod connection;
 pub mod consumer;
 pub mod error;
 pub mod producer;
+#[doc(hidden)]
+pub mod raw;
 
 pub use admin::{Admin, OffsetSpec};
 pub use client::{Client, ClientConfig};
-pub use connection::ResponseFuture;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use error::{ClientError, Result};
 pub use producer::{
