@@ -7,6 +7,10 @@
 //! on `UNKNOWN_TOPIC_OR_PARTITION`, `NOT_LEADER` and connection errors. The cluster is a single broker
 //! for now: a partition's leader address is the `host:port` of the broker in the metadata whose node id
 //! is the partition's leader, falling back to the bootstrap address.
+//!
+//! The methods that send a caller's own [`Request`] and hand back the raw [`Response`]
+//! (`request`, `request_to`, `request_to_with_timeout`, `submit_to`) are in `crate::raw`: they are
+//! the broker's transport between brokers, hidden from the documentation and not a stable API.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,7 +24,7 @@ use sluice_protocol::wire::{
 };
 use tracing::{debug, warn};
 
-use crate::connection::{lock, Connection, ConnectionConfig, ResponseFuture};
+use crate::connection::{lock, Connection, ConnectionConfig};
 use crate::error::{ClientError, Result};
 
 /// Settings shared by everything built on one [`Client`].
@@ -208,70 +212,16 @@ impl Client {
         conn.close();
     }
 
-    /// Sends `request` to `addr` and waits up to `timeout` for the answer. A top-level error code
-    /// comes back as [`ClientError::Broker`]. A connection failure drops the connection.
-    pub async fn request_to_with_timeout(
-        &self,
-        addr: &str,
-        request: &Request,
-        timeout: Duration,
-    ) -> Result<Response> {
-        let conn = self.connection(addr).await?;
-        let result = conn.request(request, timeout).await;
-        if let Err(e) = &result {
-            if e.is_connection_error() {
-                self.drop_connection(&conn);
-            }
-        }
-        result
-    }
-
-    /// Queues `request` on the connection to `addr` and returns the future of its answer, without
-    /// a timeout (the caller sets one). Requests submitted one after another (each call awaited
-    /// before the next) are written in that order, so a caller can keep several in flight and
-    /// still rely on the broker reading them in order, as raft replication streams do.
-    pub async fn submit_to(&self, addr: &str, request: &Request) -> Result<ResponseFuture> {
-        let conn = self.connection(addr).await?;
-        let result = conn.submit(request).await;
-        if let Err(e) = &result {
-            if e.is_connection_error() {
-                self.drop_connection(&conn);
-            }
-        }
-        result
-    }
-
-    /// Sends `request` to `addr` with the configured request timeout.
-    pub async fn request_to(&self, addr: &str, request: &Request) -> Result<Response> {
-        self.request_to_with_timeout(addr, request, self.inner.config.request_timeout)
-            .await
-    }
-
-    /// Sends `request` to a bootstrap broker with the configured request timeout: the bootstrap
-    /// addresses in order (`bootstrap` may list several, comma-separated), then every broker the
-    /// metadata named, until one is reachable.
-    pub async fn request(&self, request: &Request) -> Result<Response> {
-        let mut candidates = self.bootstrap_addrs();
-        {
-            let cache = self
-                .inner
-                .metadata
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            for a in cache.brokers.values() {
-                if !candidates.contains(a) {
-                    candidates.push(a.clone());
-                }
-            }
-        }
-        let mut last = None;
-        for addr in candidates {
-            match self.request_to(&addr, request).await {
-                Err(e) if e.is_connection_error() => last = Some(e),
-                other => return other,
-            }
-        }
-        Err(last.unwrap_or(ClientError::Closed))
+    /// The `host:port` of every broker the cached metadata names.
+    pub(crate) fn known_broker_addrs(&self) -> Vec<String> {
+        self.inner
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .brokers
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The bootstrap addresses, in the order given.

@@ -5,13 +5,21 @@
 //! - [`Producer`] ([`producer`]): per-partition batching with linger and a size bound, key-hash and
 //!   sticky partitioning, compression, acks, bounded in-flight requests, retries with backoff, a
 //!   bounded buffer that makes `send` wait, per-record [`DeliveryFuture`]s, `flush` and `close`.
+//!   Inside: `config` ([`ProducerConfig`]), `record` ([`ProducerRecord`], the partitioner),
+//!   `delivery` ([`DeliveryFuture`], [`RecordMetadata`]), `accumulator` (open batches, sealing,
+//!   the buffer) and `sender` (the task that submits sealed batches, in-flight bookkeeping,
+//!   retries).
 //! - [`Consumer`] ([`consumer`]): assigned partitions, `seek` (offset, earliest, latest, timestamp),
-//!   long-poll `poll` that verifies the CRCs of every batch it receives.
+//!   long-poll `poll` that verifies the CRCs of every batch it receives. Inside: `positions`
+//!   (assignment, positions, seek, resets, out of range) and `fetcher` (fetch requests, prefetch,
+//!   decoding).
 //! - [`Admin`] ([`admin`]): create, delete, list and describe topics; metadata; list offsets.
 //! - [`Client`] ([`client`]): the shared handle under all three: lazily (re)opened connections and
 //!   cached topic metadata (partition counts and leaders).
 //! - `connection`: one multiplexed TCP connection (writer task, reader task, correlation ids).
 //! - [`ClientError`] ([`error`]): every failure, with [`ClientError::is_retriable`].
+//! - `raw` (hidden from these docs): the raw request transport the broker uses between brokers
+//!   (`Client::request_to` and its kin, `raw::ResponseFuture`). Not a stable API.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sluice_client::ClientError> {
@@ -39,10 +47,11 @@ mod connection;
 pub mod consumer;
 pub mod error;
 pub mod producer;
+#[doc(hidden)]
+pub mod raw;
 
 pub use admin::{Admin, OffsetSpec};
 pub use client::{Client, ClientConfig};
-pub use connection::ResponseFuture;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use error::{ClientError, Result};
 pub use producer::{

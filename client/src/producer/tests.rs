@@ -1,12 +1,17 @@
-//! Unit tests of the producer's partitioner, accumulator and delivery futures. None needs a broker:
-//! metadata is seeded into the client's cache, and the one test that lets batches go out points the
-//! producer at a closed port so every batch fails.
+//! Unit tests of the producer's accumulator, delivery futures, `send` and `try_send` (the
+//! partitioner's, the config's and the request splitter's are next to them, in `record`, `config`
+//! and `sender`). None needs a broker: metadata is seeded into the client's cache, and the one test
+//! that lets batches go out points the producer at a closed port so every batch fails.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use sluice_protocol::wire::{BrokerInfo, MetadataResponse, PartitionMetadata, TopicMetadata};
 use sluice_protocol::RecordBatch;
 
+use super::accumulator::{Data, ReadyBatch};
 use super::*;
 
 fn config(batch_bytes: usize) -> ProducerConfig {
@@ -25,8 +30,7 @@ fn inner(batch_bytes: usize) -> Inner {
 /// Appends a record the way `send` does once metadata and buffer space are in hand.
 fn append(inner: &Inner, record: ProducerRecord, partitions: u32) -> DeliveryFuture {
     let size = record.size_estimate();
-    let mut st = lock(&inner.state);
-    inner.append(&mut st, record, size, partitions, 1_000).0
+    lock(&inner.state).append(record, size, partitions, 1_000).0
 }
 
 fn unkeyed(value: &str) -> ProducerRecord {
@@ -53,22 +57,6 @@ fn set_sticky(inner: &Inner, topic: &str, p: u32) {
     let mut st = lock(&inner.state);
     if let Some(i) = st.find_topic(topic) {
         st.topics[i].sticky = p;
-    }
-}
-
-#[test]
-fn key_partitioner_is_crc32_mod_partitions() {
-    // CRC-32 (IEEE) of "hello" is 0x3610a686: the partition of a key never changes across builds.
-    assert_eq!(crc32fast::hash(b"hello"), 0x3610_a686);
-    assert_eq!(partition_for_key(b"hello", 7), 0x3610_a686 % 7);
-    assert_eq!(partition_for_key(b"hello", 1), 0);
-    assert_eq!(partition_for_key(b"hello", 0), 0);
-    for n in 1..50 {
-        for key in [&b""[..], b"a", b"user-17", b"\xff\x00"] {
-            let p = partition_for_key(key, n);
-            assert!(p < n);
-            assert_eq!(p, partition_for_key(key, n), "deterministic");
-        }
     }
 }
 
@@ -299,83 +287,6 @@ async fn futures_sharing_a_waker_entry_are_all_woken() {
     assert_eq!(offset(&mut a, &mut cx1), Some(7));
     assert_eq!(offset(&mut b, &mut cx2), Some(8));
     assert_eq!(offset(&mut c, &mut cx2), Some(9));
-}
-
-fn sealed(topic: &str, partition: u32, len: usize) -> SealedBatch {
-    let topic: Arc<str> = Arc::from(topic);
-    SealedBatch {
-        bytes: Bytes::from(vec![0u8; len]),
-        meta: BatchMeta {
-            id: 0,
-            completion: Completion::new(topic.clone(), partition),
-            topic,
-            partition,
-            permits: 0,
-        },
-        attempts: 0,
-    }
-}
-
-#[test]
-fn requests_carry_one_batch_per_partition_in_order() {
-    let batches = vec![
-        sealed("a", 0, 10),
-        sealed("a", 1, 10),
-        sealed("a", 0, 20),
-        sealed("b", 0, 10),
-        sealed("a", 0, 30),
-    ];
-    let requests = split_requests(batches);
-    let shape: Vec<Vec<(String, u32, usize)>> = requests
-        .iter()
-        .map(|r| {
-            r.iter()
-                .map(|b| (b.meta.topic.to_string(), b.meta.partition, b.bytes.len()))
-                .collect()
-        })
-        .collect();
-    assert_eq!(
-        shape,
-        vec![
-            vec![
-                ("a".into(), 0, 10),
-                ("a".into(), 1, 10),
-                ("b".into(), 0, 10)
-            ],
-            vec![("a".into(), 0, 20)],
-            vec![("a".into(), 0, 30)],
-        ]
-    );
-}
-
-#[test]
-fn requests_are_bounded_in_size() {
-    let big = MAX_REQUEST_BYTES / 2 + 1;
-    let requests = split_requests(vec![sealed("a", 0, big), sealed("a", 1, big)]);
-    assert_eq!(requests.len(), 2);
-}
-
-#[test]
-fn config_validation() {
-    assert!(ProducerConfig::default().validate().is_ok());
-    let bad = [
-        ProducerConfig {
-            batch_bytes: 10,
-            ..Default::default()
-        },
-        ProducerConfig {
-            buffer_bytes: 1000,
-            batch_bytes: 2000,
-            ..Default::default()
-        },
-        ProducerConfig {
-            max_in_flight: 0,
-            ..Default::default()
-        },
-    ];
-    for c in bad {
-        assert!(matches!(c.validate(), Err(ClientError::InvalidConfig(_))));
-    }
 }
 
 /// Seeds the client's metadata cache with topic `t` of `partitions` partitions, leader node 0 at
