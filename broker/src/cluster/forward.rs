@@ -113,10 +113,7 @@ impl Cluster {
         });
         match self.on_metadata_leader(request).await {
             None => self.metadata.propose(cmd).await,
-            Some(Ok(Response::MetadataCommand(r))) if r.error.is_ok() => Ok(()),
-            Some(Ok(Response::MetadataCommand(r))) => Err(ServiceError::new(r.error, r.message)),
-            Some(Ok(_)) => Err(ServiceError::unknown("unexpected answer")),
-            Some(Err(e)) => Err(e),
+            Some(answer) => answer.and_then(admin_outcome),
         }
     }
 
@@ -127,12 +124,11 @@ impl Cluster {
             node_id,
             address: address.to_string(),
         });
-        Some(match self.on_metadata_leader(request).await? {
-            Ok(Response::AddBroker(r)) if r.error.is_ok() => Ok(()),
-            Ok(Response::AddBroker(r)) => Err(ServiceError::new(r.error, r.message)),
-            Ok(_) => Err(ServiceError::unknown("unexpected answer")),
-            Err(e) => Err(e),
-        })
+        Some(
+            self.on_metadata_leader(request)
+                .await?
+                .and_then(admin_outcome),
+        )
     }
 
     /// Asks the cluster, through the broker at `via`, to add this broker (`--join`). `Ok` once the
@@ -141,13 +137,25 @@ impl Cluster {
         let request =
             Request::AddBroker(sluice_protocol::wire::AddBrokerRequest { node_id, address });
         match self.ctx.peers.client().request_to(via, &request).await {
-            Ok(Response::AddBroker(r)) if r.error.is_ok() => Ok(()),
-            Ok(Response::AddBroker(r)) => Err(ServiceError::new(r.error, r.message)),
-            Ok(_) => Err(ServiceError::unknown("unexpected answer to a join request")),
+            Ok(r) => admin_outcome(r),
             Err(e) => Err(ServiceError::new(
-                sluice_protocol::wire::ErrorCode::NOT_LEADER,
+                ErrorCode::NOT_LEADER,
                 format!("cannot reach {via}: {e}"),
             )),
         }
+    }
+}
+
+/// The outcome an admin answer (`AdminResult`: AddBroker, AlterReplicas, MetadataCommand) carries.
+fn admin_outcome(response: Response) -> Result<()> {
+    match response {
+        Response::AddBroker(r) | Response::AlterReplicas(r) | Response::MetadataCommand(r) => {
+            if r.error.is_ok() {
+                Ok(())
+            } else {
+                Err(ServiceError::new(r.error, r.message))
+            }
+        }
+        _ => Err(ServiceError::unknown("unexpected answer")),
     }
 }
