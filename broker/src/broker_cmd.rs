@@ -64,6 +64,10 @@ pub struct BrokerArgs {
     /// [default: 16 MiB].
     #[arg(long, env = "SLUICE_META_SEGMENT_BYTES")]
     meta_segment_bytes: Option<u64>,
+    /// Tests only (a build with the feature `power-loss-hook`): SIGUSR1 cuts the power, leaving
+    /// what the data directory held durably in `<data dir>.power-cut`.
+    #[arg(long, hide = true)]
+    power_loss_hook: bool,
 }
 
 fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
@@ -177,6 +181,7 @@ pub fn run(args: BrokerArgs) -> i32 {
         )
         .with_writer(std::io::stderr)
         .init();
+    let power_loss_hook = args.power_loss_hook;
     let config = match build(args) {
         Ok(c) => c,
         Err(e) => {
@@ -201,6 +206,12 @@ pub fn run(args: BrokerArgs) -> i32 {
     };
     rt.block_on(async move {
         let data_dir = config.data_dir.clone();
+        if power_loss_hook {
+            if let Err(e) = crate::power_hook::install(&data_dir) {
+                eprintln!("sluice broker: {e}");
+                return 2;
+            }
+        }
         match sluice_broker::node::start(config, shutdown_signal()).await {
             Ok((addr, serving)) => {
                 tracing::info!(%addr, data_dir = %data_dir.display(), "sluice broker listening");

@@ -3,6 +3,7 @@
 
 mod broker_cmd;
 mod cli;
+mod power_hook;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the broker's arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a broker (single node; data in ./data and a loopback listener unless told otherwise).

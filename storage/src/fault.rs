@@ -282,6 +282,26 @@ impl Armed {
     }
 }
 
+impl Armed {
+    /// Power loss seen from outside the process: stops the machine and writes the scope's durable
+    /// state (as [`Armed::pull_plug`] would leave it) into `target`, a new directory outside the
+    /// scope, leaving the scope as it is. For a process that cannot stop its other threads first (a
+    /// broker under test): the plan stays armed and crashed, so whatever they still do fails and
+    /// nothing they do reaches the image, and no fsync can succeed unseen and let them acknowledge
+    /// what the image lacks. The caller exits while it still holds the handle; whoever restarts it
+    /// puts `target` in the scope's place.
+    pub fn pull_plug_into(&self, last: LastWrite, target: &Path) -> io::Result<PowerCut> {
+        self.crash();
+        match &self.state.power {
+            Some(p) => p.image_into(last, target),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "pull_plug_into on a plan without power_loss()",
+            )),
+        }
+    }
+}
+
 impl Drop for Armed {
     fn drop(&mut self) {
         let mut plans = lock(&PLANS);

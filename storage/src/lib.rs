@@ -42,7 +42,7 @@ mod truncate;
 
 pub use compaction::CompactionReport;
 pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES};
-pub use durable::write_file_durably;
+pub use durable::{create_dir_durably, write_file_durably};
 pub use error::{Result, StorageError};
 pub use log::{AppendInfo, PartitionLog, ReadResult};
 pub use recovery::{RecoveryReport, TruncatedTail};

@@ -44,7 +44,7 @@ pub(crate) fn open_segments(
     dir: &Path,
     config: &LogConfig,
 ) -> Result<(Vec<Arc<Segment>>, RecoveryReport, u64)> {
-    fs::create_dir_all(dir).ctx("create log directory", dir)?;
+    crate::durable::create_dir_durably(dir).ctx("create log directory", dir)?;
     crate::compaction::finish_interrupted_swaps(dir)?;
     let bases = list_segments(dir)?;
     let cp = Checkpoint::read(dir);

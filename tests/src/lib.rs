@@ -19,19 +19,28 @@ pub mod cluster;
 /// Path of the `sluice` binary, built once per test process (`SLUICE_BIN` overrides).
 pub fn sluice_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| built_bin("SLUICE_BIN", "sluice-broker", "sluice"))
-        .clone()
+    BIN.get_or_init(|| {
+        built_bin(
+            "SLUICE_BIN",
+            "sluice-broker",
+            "sluice",
+            &["--features", "sluice-broker/power-loss-hook"],
+        )
+    })
+    .clone()
 }
 
 /// Path of the `sluice-bench` binary, built once per test process (`SLUICE_BENCH_BIN` overrides).
 pub fn bench_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| built_bin("SLUICE_BENCH_BIN", "sluice-bench", "sluice-bench"))
+    BIN.get_or_init(|| built_bin("SLUICE_BENCH_BIN", "sluice-bench", "sluice-bench", &[]))
         .clone()
 }
 
-/// `$env` if set, else builds `bin` of `package` with the test's own profile and returns its path.
-fn built_bin(env: &str, package: &str, bin: &str) -> PathBuf {
+/// `$env` if set, else builds `bin` of `package` with the test's own profile (and `flags`, e.g.
+/// features) and returns its path. The broker is built with its test-only power-loss hook, which
+/// does nothing unless a test starts it with `--power-loss-hook`.
+fn built_bin(env: &str, package: &str, bin: &str, flags: &[&str]) -> PathBuf {
     if let Ok(p) = std::env::var(env) {
         return PathBuf::from(p);
     }
@@ -48,6 +57,7 @@ fn built_bin(env: &str, package: &str, bin: &str) -> PathBuf {
             "--manifest-path",
             manifest,
         ])
+        .args(flags)
         .status()
         .unwrap_or_else(|e| panic!("run cargo build for {bin}: {e}"));
     assert!(status.success(), "building {bin} failed");
@@ -55,6 +65,9 @@ fn built_bin(env: &str, package: &str, bin: &str) -> PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/<bin>
     exe.parent().unwrap().parent().unwrap().join(bin)
 }
+
+/// The exit status of a broker after a power cut (`broker/src/power_hook.rs`).
+const POWER_CUT_EXIT: i32 = 86;
 
 /// A running broker process.
 #[derive(Debug)]
@@ -162,6 +175,31 @@ impl Broker {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Power loss (the broker must run with `--power-loss-hook`): SIGUSR1 makes it write what its
+    /// data directory held durably next to it and exit at once; that image then replaces the data
+    /// directory, as a machine that lost power would find its disk. `restart` brings it back.
+    pub fn power_cut(&mut self) {
+        let mut child = self.child.take().expect("the broker is not running");
+        unsafe_kill(child.id(), "USR1");
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.code(),
+            Some(POWER_CUT_EXIT),
+            "the broker did not cut power (started without --power-loss-hook, or a build without \
+             the feature?): {status}"
+        );
+        let mut image = self.data_dir.as_os_str().to_os_string();
+        image.push(".power-cut");
+        std::fs::remove_dir_all(&self.data_dir).unwrap();
+        std::fs::rename(&image, &self.data_dir).unwrap();
+    }
+
+    /// Sends the power-cut signal without waiting: to cut several brokers at once, signal each,
+    /// then [`Broker::power_cut`] each.
+    pub fn signal_power_cut(&self) {
+        unsafe_kill(self.pid(), "USR1");
     }
 
     /// Starts the broker again on the same data directory and the same port.
@@ -312,6 +350,26 @@ impl RawConn {
         let (c, resp) = wire::decode_response(api, frame).unwrap();
         assert_eq!(c, corr);
         resp
+    }
+
+    /// A connection, or `None` if nothing accepts at `addr`.
+    pub fn try_connect(addr: SocketAddr) -> Option<RawConn> {
+        TcpStream::connect(addr).ok()?;
+        Some(RawConn::connect(addr))
+    }
+
+    /// [`RawConn::call`] for a broker that may be gone: `None` if the connection fails or the
+    /// answer is a top-level error.
+    pub fn try_call(&mut self, req: &Request) -> Option<Response> {
+        let corr = self.next_corr;
+        self.next_corr += 1;
+        for chunk in wire::encode_request(req, corr) {
+            self.stream.write_all(&chunk).ok()?;
+        }
+        let frame = self.read_frame()?;
+        let (c, resp) = wire::decode_response(req.api_key(), frame).ok()?;
+        assert_eq!(c, corr);
+        resp.ok()
     }
 
     /// True if the broker closes this connection within 10 s: a read returns EOF or the connection

@@ -82,7 +82,7 @@ impl Replicas {
         services: Vec<Arc<dyn LeaderService>>,
     ) -> Result<Replicas> {
         let dir = data_dir.join("topics");
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+        sluice_storage::create_dir_durably(&dir).map_err(|e| io_err("create", &dir, e))?;
         Ok(Replicas {
             dir,
             flush,
@@ -153,7 +153,7 @@ impl Replicas {
         };
         let (tdir2, meta2, pdir2) = (tdir.clone(), meta.clone(), pdir.clone());
         let log = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&tdir2).map_err(|e| io_err("create", &tdir2, e))?;
+            sluice_storage::create_dir_durably(&tdir2).map_err(|e| io_err("create", &tdir2, e))?;
             if !meta2.exists() {
                 let body = serde_json::to_vec_pretty(&file).map_err(|e| io_err("encode", &meta2, e))?;
                 sluice_storage::write_file_durably(&tdir2, "topic.json", &body)

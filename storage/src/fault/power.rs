@@ -139,21 +139,97 @@ impl Power {
         if let Some(e) = &m.error {
             return Err(io::Error::other(format!("power-loss model: {e}")));
         }
-        let torn = match last {
-            LastWrite::Lose => None,
-            LastWrite::Keep(n) => m
-                .pending
-                .iter()
-                .max_by_key(|(_, p)| p.seq)
-                .map(|(&ino, p)| (ino, p, n.min(p.bytes.len()))),
-        };
+        let torn = m.torn(last);
         let mut cut = PowerCut::default();
         m.restore_dir(&m.root, torn, &mut cut)?;
+        Ok(cut)
+    }
+
+    /// Writes the scope's durable state into `target`, a directory that must not exist yet (see
+    /// [`super::Armed::pull_plug_into`]). The scope itself is left alone.
+    pub(super) fn image_into(&self, last: LastWrite, target: &Path) -> io::Result<PowerCut> {
+        let m = lock(&self.model);
+        if let Some(e) = &m.error {
+            return Err(io::Error::other(format!("power-loss model: {e}")));
+        }
+        if target.starts_with(&m.root) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the power-cut image must lie outside the scope",
+            ));
+        }
+        let torn = m.torn(last);
+        let mut cut = PowerCut::default();
+        fs::create_dir(target)?;
+        m.image_dir(&m.root, target, torn, &mut cut)?;
         Ok(cut)
     }
 }
 
 impl Model {
+    /// The last write no fsync covered, with how many of its bytes land (`last`).
+    fn torn(&self, last: LastWrite) -> Option<(u64, &Pending, usize)> {
+        match last {
+            LastWrite::Lose => None,
+            LastWrite::Keep(n) => self
+                .pending
+                .iter()
+                .max_by_key(|(_, p)| p.seq)
+                .map(|(&ino, p)| (ino, p, n.min(p.bytes.len()))),
+        }
+    }
+
+    /// `ino`'s durable content, with the torn write over it if it belongs to that file.
+    fn durable_body(
+        &self,
+        ino: u64,
+        path: &Path,
+        torn: Option<(u64, &Pending, usize)>,
+        cut: &mut PowerCut,
+    ) -> io::Result<Vec<u8>> {
+        let mut body = self.images.get(&ino).cloned().unwrap_or_default();
+        if let Some((_, p, kept)) = torn.filter(|t| t.0 == ino && t.2 > 0) {
+            let pos = usize::try_from(p.pos).map_err(io::Error::other)?;
+            if body.len() < pos + kept {
+                body.resize(pos + kept, 0);
+            }
+            body[pos..pos + kept].copy_from_slice(&p.bytes[..kept]);
+            cut.torn = Some(TornWrite {
+                path: path.to_path_buf(),
+                pos: p.pos,
+                kept,
+                len: p.bytes.len(),
+            });
+        }
+        Ok(body)
+    }
+
+    /// Writes the durable listing of `dir` (and below) into `target`, which exists.
+    fn image_dir(
+        &self,
+        dir: &Path,
+        target: &Path,
+        torn: Option<(u64, &Pending, usize)>,
+        cut: &mut PowerCut,
+    ) -> io::Result<()> {
+        let empty = Listing::new();
+        for (name, entry) in self.listings.get(dir).unwrap_or(&empty) {
+            let to = target.join(name);
+            match *entry {
+                Node::Dir => {
+                    fs::create_dir(&to)?;
+                    self.image_dir(&dir.join(name), &to, torn, cut)?;
+                }
+                Node::File(ino) => {
+                    let body = self.durable_body(ino, &to, torn, cut)?;
+                    fs::write(&to, &body)?;
+                    cut.files += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn note(&mut self, e: String) {
         tracing::warn!(error = %e, "power-loss model cannot follow the disk");
         self.error.get_or_insert(e);
@@ -283,20 +359,7 @@ impl Model {
                     self.restore_dir(&path, torn, cut)?;
                 }
                 Node::File(ino) => {
-                    let mut body = self.images.get(&ino).cloned().unwrap_or_default();
-                    if let Some((_, p, kept)) = torn.filter(|t| t.0 == ino && t.2 > 0) {
-                        let pos = usize::try_from(p.pos).map_err(io::Error::other)?;
-                        if body.len() < pos + kept {
-                            body.resize(pos + kept, 0);
-                        }
-                        body[pos..pos + kept].copy_from_slice(&p.bytes[..kept]);
-                        cut.torn = Some(TornWrite {
-                            path: path.clone(),
-                            pos: p.pos,
-                            kept,
-                            len: p.bytes.len(),
-                        });
-                    }
+                    let body = self.durable_body(ino, &path, torn, cut)?;
                     // A new inode: nothing the dead process left mapped sees the rewrite.
                     match fs::remove_file(&path) {
                         Ok(()) => {}

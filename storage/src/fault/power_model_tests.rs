@@ -75,3 +75,34 @@ fn a_directory_fsync_makes_names_durable_and_the_last_write_tears() {
     let torn = cut.torn.unwrap();
     assert_eq!((torn.pos, torn.kept, torn.len), (14, 6, 10));
 }
+
+/// `pull_plug_into` writes the same durable state as `pull_plug` into a new directory and leaves
+/// the scope alone (a broker under test cannot stop its threads, so the image goes elsewhere): a
+/// subdirectory whose parent was fsynced after its creation survives with its fsynced file; one the
+/// parent's fsync never covered is gone. Broken by making the model ignore `SyncDir` (no durable
+/// listing taken): the image lost `sub` and the test failed.
+#[test]
+fn pull_plug_into_writes_the_durable_state_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let scope = dir.path().join("scope");
+    fs::create_dir(&scope).unwrap();
+    let armed = Plan::new(&scope).power_loss().arm();
+    fs::create_dir(scope.join("sub")).unwrap();
+    sync_dir(&scope).unwrap();
+    let f = open_rw(&scope.join("sub/f"));
+    write_all_at(&f, &scope.join("sub/f"), &[b"kept"], 0).unwrap();
+    sync_data(&f, &scope.join("sub/f")).unwrap();
+    sync_dir(&scope.join("sub")).unwrap();
+    write_all_at(&f, &scope.join("sub/f"), &[b"-lost"], 4).unwrap();
+    fs::create_dir(scope.join("unsynced")).unwrap();
+    let image = dir.path().join("image");
+    let cut = armed.pull_plug_into(LastWrite::Lose, &image).unwrap();
+    assert_eq!(names(&image), ["sub"], "{cut:?}");
+    assert_eq!(fs::read(image.join("sub/f")).unwrap(), b"kept");
+    assert_eq!(
+        names(&scope),
+        ["sub", "unsynced"],
+        "the scope is left alone"
+    );
+    assert_eq!(fs::read(scope.join("sub/f")).unwrap(), b"kept-lost");
+}
