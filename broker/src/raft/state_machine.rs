@@ -190,8 +190,9 @@ fn last_position(log: &PartitionLog, end: u64) -> Option<(u64, u64)> {
 }
 
 /// After a crash during a snapshot install: if a complete staging matches the saved snapshot and
-/// the live log does not yet end exactly at it, replace the live log again; then drop the staging
-/// (a partial transfer's staging is simply dropped).
+/// the live log does not yet end exactly at it, save the snapshot's purge point (the crash may have
+/// come before it) and replace the live log again; then drop the staging (a partial transfer's
+/// staging is simply dropped).
 fn finish_interrupted_install(
     group: &GroupLog,
     snapshot: Option<&(SnapshotMeta, SnapshotState)>,
@@ -213,6 +214,11 @@ fn finish_interrupted_install(
             && (want.is_none() || last_position(live, hw) == want);
         if staged_complete && !live_done {
             tracing::warn!(dir = %live.dir().display(), "finishing an interrupted snapshot install");
+            // The cut may have come between saving the snapshot and saving its purge point: redo
+            // the purge first (idempotent), or the log would start past an unpurged index.
+            if let Some(id) = meta.last_log_id {
+                group.purge(id)?;
+            }
             group.adopt(&src)?;
         }
         drop(src);
