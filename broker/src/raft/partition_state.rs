@@ -4,8 +4,8 @@
 //! One trait, [`PartitionState`], with a hook for each point of a batch's life. The raft storage
 //! layer calls them (the log store at append and truncation, the state machine at commit, snapshot
 //! and restore); the replica calls [`PartitionState::admit`] on the leader before it proposes. Plain
-//! topics keep nothing ([`NoState`]); the cluster metadata, and next idempotent-producer state, group
-//! offsets and window state, are implementations. Hooks never do I/O and never fail on what a client
+//! topics keep nothing ([`NoState`]); the cluster metadata and idempotent-producer state (and next
+//! group offsets and window state) are implementations. Hooks never do I/O and never fail on what a client
 //! sent except through `admit`.
 //!
 //! Order of calls, per replica:
@@ -13,6 +13,7 @@
 //!   log holds above the snapshot point (when [`PartitionState::tracks_appends`]), then `committed`
 //!   for the committed ones as raft applies them again;
 //! - leader: `admit` for each batch, in proposal order, before the batch is proposed;
+//!   `leader_reset` when admitted batches will never be appended (a failed proposal, a new term);
 //! - every replica: `appended` for each normal entry when it is written to the local log, in log order
 //!   (before it is committed: admission sees uncommitted appends);
 //! - `truncated(after)` when an uncommitted suffix is cut: undo `appended` for entries after `after`;
@@ -32,16 +33,33 @@ use super::Membership;
 /// Why the leader refuses to propose a batch (a code the client is told, and a message).
 pub type Refusal = (ErrorCode, String);
 
+/// What the leader does with a batch the state accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Propose it.
+    Propose,
+    /// A copy of a batch the log already holds at these offsets: propose nothing, answer with them
+    /// (once they are committed, for acks `all`).
+    Duplicate(Range<u64>),
+    /// A copy of a batch admitted and not yet in the log: propose nothing; its outcome is the
+    /// first copy's.
+    InFlight,
+}
+
 /// State kept in log order beside a partition's records. See the module doc for when each hook runs.
 pub trait PartitionState: Send + 'static {
     /// Leader only, in proposal order, before `batch` is proposed. It sees every batch admitted or
     /// appended before it, so two in-flight copies of one batch cannot both be admitted. An admitted
     /// batch whose proposal then fails is never `appended`; the state must not wait for it (a new
     /// term starts from what the log holds).
-    fn admit(&mut self, batch: &RecordBatch) -> Result<(), Refusal> {
+    fn admit(&mut self, batch: &RecordBatch) -> Result<Admission, Refusal> {
         let _ = batch;
-        Ok(())
+        Ok(Admission::Propose)
     }
+
+    /// Leader only: batches admitted so far that have not reached the log never will (a proposal
+    /// failed, or a new term began). Forget them, so a retry of one is admitted again.
+    fn leader_reset(&mut self) {}
 
     /// Whether [`PartitionState::appended`] and [`PartitionState::truncated`] do anything (a state
     /// that only reads committed entries says no, and opening skips the replay of the log tail).

@@ -15,6 +15,7 @@
 //! pass plain values and get [`ServiceError`]s back.
 
 pub mod leadership;
+pub mod producers;
 mod propose;
 pub mod registry;
 pub mod services;
@@ -52,8 +53,9 @@ pub struct Replica {
     topic_id: u32,
     partition: u32,
     group: Group,
-    /// Held from admission to the hand-off to raft, so batches are admitted in proposal order.
-    propose_order: tokio::sync::Mutex<()>,
+    /// Held from admission to the hand-off to raft, so batches are admitted in proposal order; holds
+    /// the term of the last admission (a new term resets what the state admitted in the old one).
+    propose_order: tokio::sync::Mutex<u64>,
     leadership: watch::Receiver<Leadership>,
     /// Bumped on every high-watermark move of any partition, for fetches that span several.
     any_tx: Arc<watch::Sender<u64>>,
@@ -104,7 +106,7 @@ impl Replica {
             topic_id,
             partition,
             group,
-            propose_order: tokio::sync::Mutex::new(()),
+            propose_order: tokio::sync::Mutex::new(0),
             leadership,
             any_tx,
             closed,

@@ -10,7 +10,8 @@ use sluice_protocol::wire::{Acks, ErrorCode};
 use sluice_protocol::RecordBatch;
 use tokio::sync::oneshot;
 
-use super::Replica;
+use super::state::Admission;
+use super::{Leadership, Replica};
 use crate::error::{Result, ServiceError};
 use crate::raft::{Proposal, TypeConfig};
 
@@ -21,6 +22,9 @@ type CompleteRx = oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig
 pub struct PendingAppend {
     acks: Vec<oneshot::Receiver<Range<u64>>>,
     commits: Vec<CompleteRx>,
+    /// Duplicates of batches already in the log: committed once the high watermark reaches these.
+    committed_by: Vec<u64>,
+    high_watermark: tokio::sync::watch::Receiver<u64>,
     leader_hint: Option<String>,
 }
 
@@ -58,6 +62,22 @@ impl PendingAppend {
                     }))
                 }
                 Ok(Err(_)) => return Err(ServiceError::not_leader(self.leader_hint.clone())),
+                Err(_) => return Err(timed_out()),
+            }
+        }
+        if let Some(&end) = self.committed_by.iter().max() {
+            let mut hw = self.high_watermark;
+            let reached = async {
+                while *hw.borrow_and_update() < end {
+                    if hw.changed().await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            };
+            match tokio::time::timeout_at(deadline, reached).await {
+                Ok(true) => {}
+                Ok(false) => return Err(ServiceError::not_leader(self.leader_hint.clone())),
                 Err(_) => return Err(timed_out()),
             }
         }
@@ -105,21 +125,59 @@ pub(super) async fn propose(
     let mut pending = PendingAppend {
         acks: Vec::with_capacity(batches.len()),
         commits: Vec::new(),
+        committed_by: Vec::new(),
+        high_watermark: group.high_watermark.subscribe(),
         leader_hint: None,
     };
     // Admission and hand-off happen in one order for every proposer of this partition. Every batch
     // is admitted before any is proposed, so a refusal leaves none of the request in the log.
-    let _order = replica.propose_order.lock().await;
-    {
+    let mut order = replica.propose_order.lock().await;
+    let admissions = {
         let mut state = group.log.state().lock();
-        for batch in &batches {
-            state
-                .admit(batch)
-                .map_err(|(code, msg)| ServiceError::new(code, msg))?;
+        if let Leadership::Leader { term } = replica.leadership_now() {
+            if *order != term {
+                // Proposals admitted in an earlier term that never reached the log never will.
+                state.leader_reset();
+                *order = term;
+            }
         }
-    }
-    for batch in batches {
+        let mut admissions = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            match state.admit(batch) {
+                Ok(a) => admissions.push(a),
+                Err((code, msg)) => {
+                    if !admissions.is_empty() {
+                        // Batches of this request admitted before the refusal are never proposed.
+                        state.leader_reset();
+                    }
+                    return Err(ServiceError::new(code, msg));
+                }
+            }
+        }
+        admissions
+    };
+    for (batch, admission) in batches.into_iter().zip(admissions) {
         let (tx, rx) = oneshot::channel();
+        match admission {
+            Admission::Propose => {}
+            Admission::Duplicate(offsets) => {
+                // Already in the log: answer with its offsets, once committed for acks `all`.
+                if acks == Acks::All {
+                    pending.committed_by.push(offsets.end);
+                }
+                let _ = tx.send(offsets);
+                pending.acks.push(rx);
+                continue;
+            }
+            Admission::InFlight => {
+                // TODO(issue 12): wait for the first copy's outcome instead; until then the
+                // client's retry of the same sequence finds it in the log.
+                return Err(ServiceError::new(
+                    ErrorCode::REQUEST_TIMED_OUT,
+                    "a copy of this batch is still in flight; retry it",
+                ));
+            }
+        }
         let responder = if acks == Acks::All {
             let (r, rx) = openraft::impls::ProgressResponder::complete_only();
             pending.commits.push(rx);
@@ -132,11 +190,10 @@ pub(super) async fn propose(
             ack: Some(tx),
             stored: false,
         };
-        group
-            .raft
-            .client_write_ff(proposal, responder)
-            .await
-            .map_err(|e| ServiceError::shutting_down(e.to_string()))?;
+        if let Err(e) = group.raft.client_write_ff(proposal, responder).await {
+            group.log.state().lock().leader_reset();
+            return Err(ServiceError::shutting_down(e.to_string()));
+        }
         pending.acks.push(rx);
     }
     Ok(pending)

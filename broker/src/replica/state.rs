@@ -3,7 +3,7 @@
 //! picks its implementation. Plain topics keep none; idempotent-producer state, group offsets and
 //! window state will each be one implementation chosen here.
 
-pub use crate::raft::partition_state::{NoState, PartitionState, Refusal};
+pub use crate::raft::partition_state::{Admission, NoState, PartitionState, Refusal};
 
 use super::settings::TopicSettings;
 

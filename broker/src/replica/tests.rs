@@ -17,7 +17,7 @@ use sluice_protocol::wire::{Acks, ErrorCode};
 use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 use sluice_storage::{FlushPolicy, LogConfig, PartitionLog};
 
-use super::state::{PartitionState, Refusal};
+use super::state::{Admission, PartitionState, Refusal};
 use super::Replica;
 use crate::raft::group::{Group, RaftContext};
 use crate::raft::network::{Peers, RaftRegistry};
@@ -40,10 +40,10 @@ fn value(batch: &RecordBatch) -> Vec<u8> {
 }
 
 impl PartitionState for Dedupe {
-    fn admit(&mut self, batch: &RecordBatch) -> Result<(), Refusal> {
+    fn admit(&mut self, batch: &RecordBatch) -> Result<Admission, Refusal> {
         if self.seen.insert(value(batch)) {
             self.order.lock().unwrap().0.push(value(batch));
-            Ok(())
+            Ok(Admission::Propose)
         } else {
             Err((ErrorCode::INVALID_REQUEST, "duplicate".into()))
         }

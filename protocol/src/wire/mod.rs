@@ -107,6 +107,14 @@ impl ErrorCode {
     pub const UNKNOWN_API: ErrorCode = ErrorCode(16);
     pub const BROKER_SHUTTING_DOWN: ErrorCode = ErrorCode(17);
     pub const INVALID_REPLICATION_FACTOR: ErrorCode = ErrorCode(18);
+    /// An idempotent batch's sequence is not the next one its producer owes this partition.
+    pub const OUT_OF_ORDER_SEQUENCE: ErrorCode = ErrorCode(19);
+    /// A newer epoch of this producer id exists: this producer may not write any more.
+    pub const PRODUCER_FENCED: ErrorCode = ErrorCode(20);
+    /// The partition does not know this producer (its state expired): bump the epoch, start at 0.
+    pub const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(21);
+    /// The partition tracks as many producer ids as it may; a new one is refused.
+    pub const TOO_MANY_PRODUCERS: ErrorCode = ErrorCode(22);
 
     pub fn is_ok(self) -> bool {
         self == ErrorCode::NONE
@@ -146,6 +154,10 @@ impl ErrorCode {
             16 => "UNKNOWN_API",
             17 => "BROKER_SHUTTING_DOWN",
             18 => "INVALID_REPLICATION_FACTOR",
+            19 => "OUT_OF_ORDER_SEQUENCE",
+            20 => "PRODUCER_FENCED",
+            21 => "UNKNOWN_PRODUCER_ID",
+            22 => "TOO_MANY_PRODUCERS",
             _ => "UNRECOGNIZED",
         }
     }
