@@ -131,7 +131,8 @@ impl Segment {
                 TimeIndex::open(&paths.timeindex, time_index_bytes(config), Some(0), true)?;
             index_rebuilt = true;
         }
-        let walked = seg.restore_state(rebuild || index_rebuilt, next_base)?;
+        // A recovery scan has CRC-checked every byte; otherwise the walk checks what it reads.
+        let walked = seg.restore_state(rebuild || index_rebuilt, !rebuild, next_base)?;
         index_rebuilt |= rebuild;
         if !live && seg.len() < valid_len && !writable {
             // The walk found a zeroed suffix (left by a truncation): no map but ours exists yet.
@@ -226,9 +227,10 @@ impl Segment {
         true
     }
 
-    /// Walks batch headers (no CRC) to restore the next offset, timestamps and, if `reindex`, the
-    /// indexes. Returns false if a header in the valid range does not decode.
-    fn restore_state(&self, reindex: bool, next_base: Option<u64>) -> Result<bool> {
+    /// Walks batches to restore the next offset, timestamps and, if `reindex`, the indexes; with
+    /// `verify` (bytes no recovery scan checked) each walked batch's CRCs are checked. Returns false
+    /// if a batch in the valid range does not decode or fails its CRCs.
+    fn restore_state(&self, reindex: bool, verify: bool, next_base: Option<u64>) -> Result<bool> {
         let len = self.len.load();
         let start = if reindex {
             0
@@ -253,11 +255,19 @@ impl Segment {
             let h = match BatchHeader::decode(&self.data[pos as usize..len as usize]) {
                 // File content is checked before it reaches the index (whose pushes assert order):
                 // offsets must not go back, and positions and relative offsets must fit a u32.
+                // With `verify`, both CRCs too: the header CRC leaves out the last offset delta and
+                // the timestamps, and the walk takes the segment's next offset (the log end, for the
+                // active segment) and max timestamp from them.
                 Ok(h)
                     if pos + u64::from(h.length) <= len
                         && pos + u64::from(h.length) <= u64::from(u32::MAX)
                         && h.base_offset >= next
-                        && h.last_offset() - self.base_offset < u64::from(u32::MAX) =>
+                        && h.last_offset() - self.base_offset < u64::from(u32::MAX)
+                        && (!verify
+                            || batch::check(
+                                &self.data[pos as usize..(pos + u64::from(h.length)) as usize],
+                            )
+                            .is_ok()) =>
                 {
                     h
                 }
