@@ -1,7 +1,7 @@
 //! Opening an existing segment: after a clean shutdown (trust the files), as a trusted sealed
 //! segment (trust the bytes, check the indexes), or in recovery (delegated to `recover`). Restores
-//! the in-memory state (next offset, timestamps, index cursor) by walking batch headers. Never
-//! serves reads and never appends.
+//! the in-memory state (next offset, timestamps, index cursor) by walking batches (CRC-checked
+//! unless a recovery scan already checked them). Never serves reads and never appends.
 
 use std::fs::OpenOptions;
 use std::path::Path;
