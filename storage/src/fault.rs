@@ -56,6 +56,8 @@ mod power_swap_tests;
 mod power_tests;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod torn_model_tests;
 
 pub use power::{LastWrite, PowerCut, TornWrite};
 

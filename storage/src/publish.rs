@@ -4,7 +4,9 @@
 //! `Release`. A reader loads the end with `Acquire` and touches only bytes below it, so it sees every byte
 //! the writer wrote before publishing. Ends only grow, except when the writer truncates an uncommitted
 //! suffix, which it does while holding the writer lock. The protocol is model-checked with loom
-//! (`RUSTFLAGS="--cfg loom" cargo test -p sluice-storage --lib publish`).
+//! (`RUSTFLAGS="--cfg loom" cargo test -p sluice-storage --lib publish`; `publish/loom_model.rs`):
+//! the two watermarks of an append (the segment length before the log end) and a truncation's
+//! `retreat` while readers run.
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -48,62 +50,4 @@ impl Watermark {
 }
 
 #[cfg(all(test, loom))]
-mod loom_model {
-    //! One writer appends two "batches" into a buffer and publishes the end after each; two readers
-    //! read everything below the end they observe. loom explores every interleaving and reports a data
-    //! race if a reader could touch a byte the writer has not finished writing.
-
-    use super::Watermark;
-    use loom::cell::UnsafeCell;
-    use loom::sync::Arc;
-    use loom::thread;
-
-    const LEN: usize = 4;
-
-    struct Segment {
-        bytes: [UnsafeCell<u8>; LEN],
-        end: Watermark,
-    }
-
-    // SAFETY: access to `bytes` follows the publication protocol under test; loom checks it.
-    unsafe impl Sync for Segment {}
-
-    #[test]
-    fn readers_never_see_unpublished_bytes() {
-        loom::model(|| {
-            let seg = Arc::new(Segment {
-                bytes: std::array::from_fn(|_| UnsafeCell::new(0)),
-                end: Watermark::new(0),
-            });
-            let writer = {
-                let seg = seg.clone();
-                thread::spawn(move || {
-                    for batch in 0..2 {
-                        for i in batch * 2..batch * 2 + 2 {
-                            // SAFETY: the writer is the only one touching bytes at or above `end`.
-                            seg.bytes[i].with_mut(|p| unsafe { *p = i as u8 + 1 });
-                        }
-                        seg.end.publish((batch * 2 + 2) as u64);
-                    }
-                })
-            };
-            let readers: Vec<_> = (0..2)
-                .map(|_| {
-                    let seg = seg.clone();
-                    thread::spawn(move || {
-                        let end = seg.end.load() as usize;
-                        for i in 0..end {
-                            // SAFETY: bytes below a published end are never written again.
-                            let v = seg.bytes[i].with(|p| unsafe { *p });
-                            assert_eq!(v, i as u8 + 1, "reader saw an unwritten byte");
-                        }
-                    })
-                })
-                .collect();
-            writer.join().unwrap();
-            for r in readers {
-                r.join().unwrap();
-            }
-        });
-    }
-}
+mod loom_model;

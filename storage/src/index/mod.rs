@@ -33,6 +33,9 @@ pub(crate) struct IndexFile {
     entry_len: usize,
     capacity: usize,
     len: Watermark,
+    /// The file held a whole number of entries when opened (a trimmed index always does; a file cut
+    /// in the middle of an entry is damaged).
+    whole: bool,
 }
 
 impl IndexFile {
@@ -56,6 +59,7 @@ impl IndexFile {
         )
         .ctx("open index", path)?;
         let file_len = file.metadata().ctx("stat index", path)?.len();
+        let whole = file_len % entry_len as u64 == 0;
         let entries = entries.unwrap_or((file_len / entry_len as u64) as usize);
         let used = (entries * entry_len) as u64;
         let map_len = if writable {
@@ -87,12 +91,18 @@ impl IndexFile {
             entry_len,
             capacity: (map_len / entry_len as u64) as usize,
             len: Watermark::new(entries as u64),
+            whole,
         })
     }
 
     /// Published entry count.
     pub(crate) fn len(&self) -> usize {
         self.len.load() as usize
+    }
+
+    /// Whether the file held a whole number of entries when it was opened.
+    pub(crate) fn whole_entries(&self) -> bool {
+        self.whole
     }
 
     pub(crate) fn is_full(&self) -> bool {

@@ -54,6 +54,11 @@ impl TimeIndex {
         lo.checked_sub(1).map(|i| self.entry(i).1)
     }
 
+    /// Entry `i`, if there is one.
+    pub(crate) fn entry_opt(&self, i: usize) -> Option<(i64, u32)> {
+        (i < self.file.len()).then(|| self.entry(i))
+    }
+
     /// The newest entry.
     pub(crate) fn last(&self) -> Option<(i64, u32)> {
         self.file.len().checked_sub(1).map(|i| self.entry(i))

@@ -1,7 +1,7 @@
 //! Opening an existing segment: after a clean shutdown (trust the files), as a trusted sealed
 //! segment (trust the bytes, check the indexes), or in recovery (delegated to `recover`). Restores
-//! the in-memory state (next offset, timestamps, index cursor) by walking batch headers. Never
-//! serves reads and never appends.
+//! the in-memory state (next offset, timestamps, index cursor) by walking batches (CRC-checked
+//! unless a recovery scan already checked them). Never serves reads and never appends.
 
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -131,7 +131,8 @@ impl Segment {
                 TimeIndex::open(&paths.timeindex, time_index_bytes(config), Some(0), true)?;
             index_rebuilt = true;
         }
-        let walked = seg.restore_state(rebuild || index_rebuilt, next_base)?;
+        // A recovery scan has CRC-checked every byte; otherwise the walk checks what it reads.
+        let walked = seg.restore_state(rebuild || index_rebuilt, !rebuild, next_base)?;
         index_rebuilt |= rebuild;
         if !live && seg.len() < valid_len && !writable {
             // The walk found a zeroed suffix (left by a truncation): no map but ours exists yet.
@@ -171,10 +172,23 @@ impl Segment {
         })
     }
 
-    /// Cheap structural checks of the indexes against the log: increasing entries, positions inside the
-    /// log, and the last offset entry pointing at a batch that holds its offset.
+    /// Cheap structural checks of the indexes against the log: whole entries, increasing entries,
+    /// positions inside the log, the first offset entry at the first batch and the last one at a batch
+    /// that holds its offset; time entries as the writer makes them (timestamps strictly increasing,
+    /// the first one at the first batch with that batch's max timestamp, the last one at least the max
+    /// timestamp of the batch the last offset entry points at), and present exactly when offset
+    /// entries are. The time index is trusted for the segment's max timestamp (see `restore_state`),
+    /// so a zeroed, cut or deleted one must not pass.
     fn indexes_look_sane(&self, len: u64) -> bool {
+        if !self.offset_index.file().whole_entries() || !self.time_index.file().whole_entries() {
+            return false;
+        }
         let n = self.offset_index.len();
+        if (n == 0) != (self.time_index.len() == 0) {
+            return false;
+        }
+        let header =
+            |pos: u32| batch::BatchHeader::decode(&self.data[pos as usize..len as usize]).ok();
         let mut prev: Option<(u32, u32)> = None;
         for i in 0..n {
             let (rel, pos) = self.offset_index.entry(i);
@@ -183,21 +197,29 @@ impl Segment {
             }
             prev = Some((rel, pos));
         }
-        if let Some((rel, pos)) = prev {
-            match batch::BatchHeader::decode(&self.data[pos as usize..len as usize]) {
-                Ok(h) => {
-                    let off = self.base_offset + u64::from(rel);
-                    if h.base_offset > off || h.last_offset() < off {
-                        return false;
-                    }
-                }
-                Err(_) => return false,
-            }
+        let (Some((last_rel, last_pos)), Some(first_t), Some(last_t)) =
+            (prev, self.time_index.entry_opt(0), self.time_index.last())
+        else {
+            return n == 0;
+        };
+        let (first_rel, first_pos) = self.offset_index.entry(0);
+        let (Some(first), Some(last)) = (header(first_pos), header(last_pos)) else {
+            return false;
+        };
+        let off = self.base_offset + u64::from(last_rel);
+        if first_pos != 0
+            || first.base_offset != self.base_offset + u64::from(first_rel)
+            || last.base_offset > off
+            || last.last_offset() < off
+            || first_t != (first.max_timestamp_ms, first_rel)
+            || last_t.0 < last.max_timestamp_ms
+        {
+            return false;
         }
         let mut prev_t: Option<(i64, u32)> = None;
         for i in 0..self.time_index.len() {
             let (ts, rel) = self.time_index.entry(i);
-            if prev_t.is_some_and(|(t, r)| ts < t || rel < r) {
+            if prev_t.is_some_and(|(t, r)| ts <= t || rel < r) {
                 return false;
             }
             prev_t = Some((ts, rel));
@@ -205,9 +227,10 @@ impl Segment {
         true
     }
 
-    /// Walks batch headers (no CRC) to restore the next offset, timestamps and, if `reindex`, the
-    /// indexes. Returns false if a header in the valid range does not decode.
-    fn restore_state(&self, reindex: bool, next_base: Option<u64>) -> Result<bool> {
+    /// Walks batches to restore the next offset, timestamps and, if `reindex`, the indexes; with
+    /// `verify` (bytes no recovery scan checked) each walked batch's CRCs are checked. Returns false
+    /// if a batch in the valid range does not decode or fails its CRCs.
+    fn restore_state(&self, reindex: bool, verify: bool, next_base: Option<u64>) -> Result<bool> {
         let len = self.len.load();
         let start = if reindex {
             0
@@ -232,11 +255,19 @@ impl Segment {
             let h = match BatchHeader::decode(&self.data[pos as usize..len as usize]) {
                 // File content is checked before it reaches the index (whose pushes assert order):
                 // offsets must not go back, and positions and relative offsets must fit a u32.
+                // With `verify`, both CRCs too: the header CRC leaves out the last offset delta and
+                // the timestamps, and the walk takes the segment's next offset (the log end, for the
+                // active segment) and max timestamp from them.
                 Ok(h)
                     if pos + u64::from(h.length) <= len
                         && pos + u64::from(h.length) <= u64::from(u32::MAX)
                         && h.base_offset >= next
-                        && h.last_offset() - self.base_offset < u64::from(u32::MAX) =>
+                        && h.last_offset() - self.base_offset < u64::from(u32::MAX)
+                        && (!verify
+                            || batch::check(
+                                &self.data[pos as usize..(pos + u64::from(h.length)) as usize],
+                            )
+                            .is_ok()) =>
                 {
                     h
                 }

@@ -34,7 +34,15 @@ impl Segment {
         let mut pos = start;
         let mut next = offset;
         while pos < end {
-            let h = self.header_at(pos, end)?;
+            // A header that does not decode past the first batch ends the answer, as a failed CRC
+            // does: it may be damage (the next read reports it), or the suffix a concurrent
+            // `truncate_after` is zeroing under this map (below the length this read loaded, past
+            // the log end it loaded). The loom model `publish::loom_model` checks the latter.
+            let h = match self.header_at(pos, end) {
+                Ok(h) => h,
+                Err(e) if pos == start => return Err(e),
+                Err(_) => break,
+            };
             let blen = u64::from(h.length);
             if h.base_offset >= limit_offset {
                 break;
