@@ -113,12 +113,13 @@ pub fn decode_append(body: Bytes) -> Result<AppendEntriesRequest<TypeConfig>> {
     })?;
     r.finish()?;
     // Entries follow the previous log id one index at a time (openraft stops a group otherwise).
-    let mut next = prev_log_id.map(|p| p.index + 1);
+    // Checked: an index of u64::MAX has no successor (an overflow here was a panic on peer input).
+    let mut before = prev_log_id.map(|p| p.index);
     for e in &entries {
-        if next.is_some_and(|n| n != e.log_id.index) {
+        if before.is_some_and(|b| b.checked_add(1) != Some(e.log_id.index)) {
             return Err(ProtocolError::Invalid("raft entries are not consecutive"));
         }
-        next = Some(e.log_id.index + 1);
+        before = Some(e.log_id.index);
     }
     Ok(AppendEntriesRequest {
         vote,
