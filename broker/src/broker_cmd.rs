@@ -150,6 +150,8 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     if let Some(ms) = file.replication_timeout_ms {
         c.replication_timeout = std::time::Duration::from_millis(ms.max(1));
     }
+    c.max_message_bytes = file.max_message_bytes;
+    c.max_pending_produces = file.max_pending_produces;
     Ok(c)
 }
 
