@@ -13,7 +13,7 @@ use std::time::Duration;
 use sluice_client::{
     Acks, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
-use sluice_protocol::wire::{ErrorCode, LATEST};
+use sluice_protocol::wire::{ErrorCode, EARLIEST, LATEST};
 use sluice_protocol::RecordBatch;
 use sluice_storage::{LogConfig, PartitionLog};
 use sluice_tests::cluster::{create, eventually, leaders, metadata, Cluster};
@@ -881,8 +881,19 @@ async fn a_lagging_follower_of_a_compacted_topic_receives_the_gaps_too() {
         );
         assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
     }
-    // Let the leader compact what raft no longer holds.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The leader compacts what raft no longer holds: wait until its log, as served, has a gap
+    // (was: a 2 s sleep, which a slow compaction would outlast).
+    eventually(Duration::from_secs(60), "the leader to compact", || {
+        let start = c.list_offset("compacted", 0, EARLIEST).offset as u64;
+        let f = c.fetch("compacted", 0, start, 0);
+        let batches: Vec<RecordBatch> = RecordBatch::iter_all(f.records)
+            .map(|b| b.unwrap())
+            .collect();
+        batches
+            .windows(2)
+            .any(|w| w[0].header().next_offset() != w[1].header().base_offset)
+            .then_some(())
+    });
     cluster.member(follower).broker.restart();
     let end = c.list_offset("compacted", 0, LATEST).offset as u64;
     wait_for_replica(&cluster, follower, "compacted", end);
