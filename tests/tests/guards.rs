@@ -209,6 +209,43 @@ fn a_record_set_over_max_message_bytes_is_too_large() {
     assert_eq!(got, ["small-0", "small-1"]);
 }
 
+/// A bound of 0 (`max_message_bytes`, `max_pending_produces`) would refuse every produce: the
+/// broker does not start, and says which key. Seen to fail ("max_message_bytes = 0 started a
+/// broker") with the check in `broker_cmd::build` removed.
+#[test]
+fn zero_produce_bounds_fail_startup_naming_the_key() {
+    for key in ["max_message_bytes", "max_pending_produces"] {
+        let (dir, path) = config_file(&format!("{key} = 0\n"));
+        let mut child = std::process::Command::new(sluice_tests::sluice_bin())
+            .args(["broker", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A broker that took the value would keep running: a bounded wait (a hang guard), then
+        // the failure.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{key} = 0 started a broker");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "{key} = 0 started a broker");
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}
+
 /// A raft snapshot chunk (API 20, kind 4) whose staging log cannot be created answers
 /// `STORAGE_ERROR` (docs/protocol.md: "a failure writing the staged snapshot"). No produce path
 /// answers `STORAGE_ERROR` that a test can reach without a fault hook in the broker: a partition
