@@ -8,11 +8,11 @@
 //! The deep-pipeline timing test runs on tokio's paused clock, moved only by the test
 //! (`time::advance`; a spinning task keeps the runtime from ever idling, so the clock never
 //! auto-advances: auto-advance is unsound over TCP, where the kernel may hold an ACK while the
-//! runtime looks idle, which fired 3.75 s request timeouts in a 5 MiB transfer). The byte bound's
-//! "nothing more arrives within 500 ms" windows stay on the wall clock (docs/testing.md, "Tests
-//! that depend on scheduling").
+//! runtime looks idle, which fired 3.75 s request timeouts in a 5 MiB transfer). The byte bound is
+//! observed through the stream's debug line "append stream full", captured in process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -277,12 +277,73 @@ fn big_append(n: u64, value_bytes: usize) -> AppendEntriesRequest<TypeConfig> {
     }
 }
 
-/// The two 500 ms windows are on the wall clock: a broken bound makes the fifth append go out right
-/// after the fourth, well inside them, but a sender stalled for 500 ms would let a broken bound
-/// pass (never a working one fail).
+/// Every line the broker's raft code logs at debug in this test process (a global subscriber,
+/// installed once).
+fn captured_lines() -> Arc<Mutex<Vec<String>>> {
+    static LINES: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+    LINES
+        .get_or_init(|| {
+            let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+            let sink = lines.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    "sluice_broker::raft=debug",
+                ))
+                .with_ansi(false)
+                .with_writer(move || Capture(sink.clone()))
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            lines
+        })
+        .clone()
+}
+
+/// A log writer that keeps what it is given.
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(buf).into_owned());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits (bounded: a hang guard) until the stream has logged `n` times that it is full with
+/// `appends` unanswered.
+async fn full_lines(lines: &Mutex<Vec<String>>, appends: usize, n: usize) {
+    let needle = format!("appends={appends} ");
+    let count = || {
+        let text = lines.lock().unwrap().concat();
+        text.lines()
+            .filter(|l| l.contains("append stream full") && l.contains(&needle))
+            .count()
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while count() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the stream never waited with {appends} appends unanswered"));
+}
+
+/// The stream stops writing at 16 MiB unanswered, and says so: the peer reads four 5 MiB appends
+/// and then waits for the stream's debug line "append stream full" with 4 appends unanswered (a
+/// stream that wrote a fifth first would log 5, or nothing), answers one, reads the fifth, sees
+/// the stream full with 4 again, then answers the rest. It once took 500 ms without a fifth
+/// append for "bounded", which a stalled sender passed too. Seen to fail ("never waited with 4
+/// appends unanswered": all six were written at once) with the byte bound taken out of `room` in
+/// `AppendStream::next_answer`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_in_flight_are_bounded() {
     const VALUE: usize = 5 << 20;
+    let lines = captured_lines();
     let dir = tempfile::tempdir().unwrap();
     let (mut net, listener) = stream_to_peer(dir.path()).await;
     let peer = tokio::spawn(async move {
@@ -292,20 +353,12 @@ async fn bytes_in_flight_are_bounded() {
         for _ in 0..4 {
             got.push(read_append(&mut s).await);
         }
-        let early = tokio::time::timeout(Duration::from_millis(500), read_append(&mut s)).await;
-        assert!(
-            early.is_err(),
-            "a fifth 5 MiB append went out with 20 MiB unanswered"
-        );
+        full_lines(&lines, 4, 1).await;
         answer(&mut s, got[0].corr, AppendEntriesResponse::Success).await;
         // One answer makes room for exactly one more.
         let fifth = read_append(&mut s).await;
         assert_eq!(fifth.prev, 4);
-        let early = tokio::time::timeout(Duration::from_millis(500), read_append(&mut s)).await;
-        assert!(
-            early.is_err(),
-            "a sixth append went out with 20 MiB unanswered"
-        );
+        full_lines(&lines, 4, 2).await;
         for r in got.iter().skip(1).chain([&fifth]) {
             answer(&mut s, r.corr, AppendEntriesResponse::Success).await;
         }
@@ -316,10 +369,13 @@ async fn bytes_in_flight_are_bounded() {
     });
     let input = futures_util::stream::iter((0..6).map(|n| big_append(n, VALUE)));
     let answers = run_stream(&mut net, input, RPCOption::new(Duration::from_secs(5))).await;
+    // The peer's verdict first: it says which bound failed (the stream then only timed out).
+    if let Err(e) = peer.await {
+        std::panic::resume_unwind(e.into_panic());
+    }
     let flushed: Vec<_> = answers.into_iter().map(|a| a.unwrap().unwrap()).collect();
     assert_eq!(
         flushed,
         (1..=6).map(|i| Some(log_id(1, i))).collect::<Vec<_>>()
     );
-    peer.await.unwrap();
 }
