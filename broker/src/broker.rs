@@ -18,5 +18,8 @@ pub struct Broker {
     pub advertised: SocketAddr,
     /// Produce request bytes in flight across all connections (`max_produce_bytes`).
     pub produce_budget: Arc<tokio::sync::Semaphore>,
+    /// Produce requests proposed and not yet answered (`max_pending_produces`; `None`: no bound).
+    /// At the bound a produce is answered `THROTTLED` at once.
+    pub produce_slots: Option<Arc<tokio::sync::Semaphore>>,
     pub cluster: Cluster,
 }

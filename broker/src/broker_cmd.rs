@@ -154,6 +154,20 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     if let Some(ms) = file.replication_timeout_ms {
         c.replication_timeout = std::time::Duration::from_millis(ms.max(1));
     }
+    // A bound of 0 would refuse every produce: a mistake, not a setting.
+    for (key, value) in [
+        ("max_message_bytes", file.max_message_bytes),
+        ("max_pending_produces", file.max_pending_produces),
+    ] {
+        if value == Some(0) {
+            return Err(ConfigError::Invalid {
+                key,
+                message: "must be at least 1 (leave it out for no bound)".into(),
+            });
+        }
+    }
+    c.max_message_bytes = file.max_message_bytes;
+    c.max_pending_produces = file.max_pending_produces;
     Ok(c)
 }
 

@@ -55,6 +55,12 @@ pub struct BrokerConfig {
     pub meta_segment_bytes: u64,
     /// Longest a produce with acks `leader` or `all` waits for the append / the quorum commit.
     pub replication_timeout: Duration,
+    /// Largest record set (one partition's records in one produce request) accepted; a larger one
+    /// is refused with `MESSAGE_TOO_LARGE`. `None`: only the frame bound applies.
+    pub max_message_bytes: Option<usize>,
+    /// Produce requests proposed and waiting for their acks at once; past it a produce is answered
+    /// `THROTTLED` (retry after a backoff). `None`: no bound (the produce budget still applies).
+    pub max_pending_produces: Option<usize>,
 }
 
 impl Default for BrokerConfig {
@@ -83,6 +89,8 @@ impl Default for BrokerConfig {
             raft_keep_entries: 1000,
             meta_segment_bytes: 16 << 20,
             replication_timeout: Duration::from_secs(10),
+            max_message_bytes: None,
+            max_pending_produces: None,
         }
     }
 }
@@ -112,6 +120,8 @@ pub struct FileConfig {
     pub raft_keep_entries: Option<u64>,
     pub meta_segment_bytes: Option<u64>,
     pub replication_timeout_ms: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+    pub max_pending_produces: Option<usize>,
 }
 
 /// Why a configuration could not be built.

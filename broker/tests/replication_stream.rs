@@ -4,8 +4,15 @@
 //! in flight are bounded, and only a peer that stops answering times out (a deep pipeline is timed
 //! from the previous answer, not from its write). (The follower's side runs in every multi-broker
 //! test in `tests/tests/cluster.rs`.)
+//!
+//! The deep-pipeline timing test runs on tokio's paused clock, moved only by the test
+//! (`time::advance`; a spinning task keeps the runtime from ever idling, so the clock never
+//! auto-advances: auto-advance is unsound over TCP, where the kernel may hold an ACK while the
+//! runtime looks idle, which fired 3.75 s request timeouts in a 5 MiB transfer). The byte bound is
+//! observed through the stream's debug line "append stream full", captured in process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -80,10 +87,20 @@ async fn read_corrs(s: &mut TcpStream, n: usize) -> Vec<u32> {
 }
 
 async fn answer(s: &mut TcpStream, corr: u32, resp: AppendEntriesResponse<TypeConfig>) {
+    try_answer(s, corr, resp).await.unwrap();
+}
+
+/// [`answer`], reporting a write error (the stream gave up and closed the connection).
+async fn try_answer(
+    s: &mut TcpStream,
+    corr: u32,
+    resp: AppendEntriesResponse<TypeConfig>,
+) -> std::io::Result<()> {
     let body = encode_append_response(&resp);
     for chunk in wire::encode_response(corr, &Response::Raft(RaftResponse { body })) {
-        s.write_all(&chunk).await.unwrap();
+        s.write_all(&chunk).await?;
     }
+    Ok(())
 }
 
 /// A stream to a scripted peer: the network handle and the peer's accepted socket.
@@ -196,26 +213,55 @@ async fn an_unanswered_append_times_out_as_an_error() {
     peer.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A deep pipeline is timed from the previous answer, not from each append's write. The stream's
+/// timeout is openraft's soft TTL (1.5 s of the 2 s given); the three appends are written at once
+/// and answered 1.2 s apart, so the third comes 3.6 s after its write but never 1.5 s after the
+/// answer before it. Virtual time, moved only here: each 1.2 s step is taken once the stream has
+/// yielded the previous answer, so no scheduling delay can stretch or shrink a gap (the test once
+/// slept 1.2 s on the wall clock against that 1.5 s). Seen to fail (the second answer timed out)
+/// with `restart_clock` not called after an answer in `AppendStream::next_answer`.
+#[tokio::test(start_paused = true)]
 async fn a_deep_pipeline_is_timed_from_the_previous_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut net, listener) = stream_to_peer(dir.path()).await;
-    let peer = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let got = read_corrs(&mut s, 3).await;
-        // Each answer 1.2 s after the previous: the third comes 3.6 s after it was written, past
-        // the 2 s timeout, but never 2 s after the answer before it.
-        for corr in got {
-            tokio::time::sleep(Duration::from_millis(1200)).await;
-            answer(&mut s, corr, AppendEntriesResponse::Success).await;
+    // Always runnable: the runtime never idles, so the paused clock moves only by `advance`.
+    let spinner = tokio::spawn(async {
+        loop {
+            tokio::task::yield_now().await;
         }
-        s
     });
-    let input = futures_util::stream::iter((0..3).map(append));
-    let answers = run_stream(&mut net, input, RPCOption::new(Duration::from_secs(2))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (net, listener) = stream_to_peer(dir.path()).await;
+    let (yielded_tx, mut yielded) = tokio::sync::mpsc::unbounded_channel();
+    let stream = tokio::spawn(async move {
+        let mut net = net;
+        let input = futures_util::stream::iter((0..3).map(append));
+        let mut answers = net
+            .stream_append(input, RPCOption::new(Duration::from_secs(2)))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(a) = answers.next().await {
+            out.push(a.map_err(|e| e.to_string()));
+            let _ = yielded_tx.send(());
+        }
+        out
+    });
+    let (mut s, _) = listener.accept().await.unwrap();
+    let got = read_corrs(&mut s, 3).await;
+    for corr in got {
+        tokio::time::advance(Duration::from_millis(1200)).await;
+        if try_answer(&mut s, corr, AppendEntriesResponse::Success)
+            .await
+            .is_err()
+        {
+            break; // The stream gave up: its answers say why.
+        }
+        // The stream took this answer (or ended) before time moves on.
+        let _ = yielded.recv().await;
+    }
+    let answers = stream.await.unwrap();
+    spinner.abort();
     let flushed: Vec<_> = answers.into_iter().map(|a| a.unwrap().unwrap()).collect();
     assert_eq!(flushed, vec![last_of(0), last_of(1), last_of(2)]);
-    peer.await.unwrap();
 }
 
 /// Append `n` of a stream of one big entry each: index `n + 1` after `n`.
@@ -231,9 +277,73 @@ fn big_append(n: u64, value_bytes: usize) -> AppendEntriesRequest<TypeConfig> {
     }
 }
 
+/// Every line the broker's raft code logs at debug in this test process (a global subscriber,
+/// installed once).
+fn captured_lines() -> Arc<Mutex<Vec<String>>> {
+    static LINES: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+    LINES
+        .get_or_init(|| {
+            let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+            let sink = lines.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    "sluice_broker::raft=debug",
+                ))
+                .with_ansi(false)
+                .with_writer(move || Capture(sink.clone()))
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            lines
+        })
+        .clone()
+}
+
+/// A log writer that keeps what it is given.
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(buf).into_owned());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits (bounded: a hang guard) until the stream has logged `n` times that it is full with
+/// `appends` unanswered.
+async fn full_lines(lines: &Mutex<Vec<String>>, appends: usize, n: usize) {
+    let needle = format!("appends={appends} ");
+    let count = || {
+        let text = lines.lock().unwrap().concat();
+        text.lines()
+            .filter(|l| l.contains("append stream full") && l.contains(&needle))
+            .count()
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while count() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the stream never waited with {appends} appends unanswered"));
+}
+
+/// The stream stops writing at 16 MiB unanswered, and says so: the peer reads four 5 MiB appends
+/// and then waits for the stream's debug line "append stream full" with 4 appends unanswered (a
+/// stream that wrote a fifth first would log 5, or nothing), answers one, reads the fifth, sees
+/// the stream full with 4 again, then answers the rest. It once took 500 ms without a fifth
+/// append for "bounded", which a stalled sender passed too. Seen to fail ("never waited with 4
+/// appends unanswered": all six were written at once) with the byte bound taken out of `room` in
+/// `AppendStream::next_answer`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_in_flight_are_bounded() {
     const VALUE: usize = 5 << 20;
+    let lines = captured_lines();
     let dir = tempfile::tempdir().unwrap();
     let (mut net, listener) = stream_to_peer(dir.path()).await;
     let peer = tokio::spawn(async move {
@@ -243,20 +353,12 @@ async fn bytes_in_flight_are_bounded() {
         for _ in 0..4 {
             got.push(read_append(&mut s).await);
         }
-        let early = tokio::time::timeout(Duration::from_millis(500), read_append(&mut s)).await;
-        assert!(
-            early.is_err(),
-            "a fifth 5 MiB append went out with 20 MiB unanswered"
-        );
+        full_lines(&lines, 4, 1).await;
         answer(&mut s, got[0].corr, AppendEntriesResponse::Success).await;
         // One answer makes room for exactly one more.
         let fifth = read_append(&mut s).await;
         assert_eq!(fifth.prev, 4);
-        let early = tokio::time::timeout(Duration::from_millis(500), read_append(&mut s)).await;
-        assert!(
-            early.is_err(),
-            "a sixth append went out with 20 MiB unanswered"
-        );
+        full_lines(&lines, 4, 2).await;
         for r in got.iter().skip(1).chain([&fifth]) {
             answer(&mut s, r.corr, AppendEntriesResponse::Success).await;
         }
@@ -267,10 +369,13 @@ async fn bytes_in_flight_are_bounded() {
     });
     let input = futures_util::stream::iter((0..6).map(|n| big_append(n, VALUE)));
     let answers = run_stream(&mut net, input, RPCOption::new(Duration::from_secs(5))).await;
+    // The peer's verdict first: it says which bound failed (the stream then only timed out).
+    if let Err(e) = peer.await {
+        std::panic::resume_unwind(e.into_panic());
+    }
     let flushed: Vec<_> = answers.into_iter().map(|a| a.unwrap().unwrap()).collect();
     assert_eq!(
         flushed,
         (1..=6).map(|i| Some(log_id(1, i))).collect::<Vec<_>>()
     );
-    peer.await.unwrap();
 }

@@ -205,6 +205,12 @@ impl Cluster {
     /// Starts `n` brokers (ids 1..=n) that know each other through their proxies; `extra` flags go
     /// to every broker.
     pub fn start(n: u32, extra: &[&str]) -> Cluster {
+        Cluster::start_logging(n, extra, None)
+    }
+
+    /// [`Cluster::start`] with every broker's `SLUICE_LOG` set to `log_filter` (`None`: the
+    /// harness default), for tests that wait for a debug line ([`Broker::log_lines`]).
+    pub fn start_logging(n: u32, extra: &[&str], log_filter: Option<&str>) -> Cluster {
         let mut plan = Vec::new();
         for id in 1..=n {
             let ip = broker_ip(id);
@@ -228,9 +234,11 @@ impl Cluster {
                     peers.clone(),
                 ];
                 args.extend(extra.iter().map(|s| s.to_string()));
+                let filter = log_filter.map(str::to_string);
                 std::thread::spawn(move || {
                     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-                    let broker = Broker::start_at(&real.to_string(), &refs);
+                    let broker =
+                        Broker::start_at_logging(&real.to_string(), &refs, filter.as_deref());
                     Member { id, broker, proxy }
                 })
             })

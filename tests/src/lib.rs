@@ -69,6 +69,9 @@ fn built_bin(env: &str, package: &str, bin: &str, flags: &[&str]) -> PathBuf {
 /// The exit status of a broker after a power cut (`broker/src/power_hook.rs`).
 const POWER_CUT_EXIT: i32 = 86;
 
+/// The brokers' log filter unless `SLUICE_LOG` or the test says otherwise.
+pub const DEFAULT_LOG: &str = "warn,openraft=error,sluice_broker::replica::services=info";
+
 /// A running broker process.
 #[derive(Debug)]
 pub struct Broker {
@@ -79,6 +82,8 @@ pub struct Broker {
     /// Every line the broker wrote to stderr (its log), across restarts; also echoed to the test's
     /// stderr.
     log: Arc<Mutex<Vec<String>>>,
+    /// The broker's `SLUICE_LOG` filter when a test chose one (else the harness default).
+    log_filter: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -86,6 +91,12 @@ impl Broker {
     /// Starts a broker listening on `listen` (a fixed address, for cluster members whose address
     /// the others must know) with a fresh temporary data directory and extra flags.
     pub fn start_at(listen: &str, extra: &[&str]) -> Broker {
+        Broker::start_at_logging(listen, extra, None)
+    }
+
+    /// [`Broker::start_at`] with `SLUICE_LOG` set to `log_filter` (tracing `EnvFilter` syntax), for
+    /// a test that waits for a debug line with [`Broker::log_lines`]; `None`: the harness default.
+    pub fn start_at_logging(listen: &str, extra: &[&str], log_filter: Option<&str>) -> Broker {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         let mut b = Broker {
@@ -94,6 +105,7 @@ impl Broker {
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: Arc::default(),
+            log_filter: log_filter.map(str::to_string),
             _tmp: Some(tmp),
         };
         b.spawn(listen);
@@ -102,18 +114,12 @@ impl Broker {
 
     /// Starts a broker with a fresh temporary data directory and extra flags.
     pub fn start(extra: &[&str]) -> Broker {
-        let tmp = tempfile::tempdir().unwrap();
-        let data_dir = tmp.path().join("data");
-        let mut b = Broker {
-            child: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            log: Arc::default(),
-            _tmp: Some(tmp),
-        };
-        b.spawn("127.0.0.1:0");
-        b
+        Broker::start_at_logging("127.0.0.1:0", extra, None)
+    }
+
+    /// [`Broker::start`] with its own `SLUICE_LOG` filter (see [`Broker::start_at_logging`]).
+    pub fn start_logging(extra: &[&str], log_filter: &str) -> Broker {
+        Broker::start_at_logging("127.0.0.1:0", extra, Some(log_filter))
     }
 
     fn spawn(&mut self, listen: &str) {
@@ -127,8 +133,8 @@ impl Broker {
             // Leader services' start and stop are logged at info: tests read them (`log_lines`).
             .env(
                 "SLUICE_LOG",
-                std::env::var("SLUICE_LOG").unwrap_or_else(|_| {
-                    "warn,openraft=error,sluice_broker::replica::services=info".into()
+                self.log_filter.clone().unwrap_or_else(|| {
+                    std::env::var("SLUICE_LOG").unwrap_or_else(|_| DEFAULT_LOG.into())
                 }),
             )
             .env("NO_COLOR", "1")

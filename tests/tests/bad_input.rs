@@ -39,9 +39,15 @@ fn bad_input_disturbs_only_its_own_connection() {
     // every connection) is not reported closed. `is_closed` once counted a read timeout as a close,
     // so checks 2 and 3 passed against a broker that hung instead of closing.
     let mut idle = RawConn::connect(broker.addr);
+    // (The 500 ms is not a margin: an open connection is "not closed" however long one waits;
+    // the window only has to end in a read timeout, which it always does on an idle connection.)
     assert!(
         !idle.closed_within(std::time::Duration::from_millis(500)),
         "an open, idle connection was reported closed"
+    );
+    assert!(
+        idle.try_metadata(None).is_some(),
+        "the idle connection was not open after all"
     );
 
     // 2. A frame claiming 4 GiB: closed without reading or reserving it.

@@ -5,7 +5,15 @@
 use std::time::{Duration, Instant};
 
 use sluice_protocol::wire::*;
+use sluice_tests::cluster::eventually;
 use sluice_tests::{batch, batch_at, Broker, RawConn};
+
+/// What the broker logs (at debug) when a fetch finds no data and starts to wait.
+const PARKED: &str = "fetch parked";
+
+/// The harness's log filter (`sluice_tests::DEFAULT_LOG`) plus the fetch handler's debug lines.
+const PARKED_LOG: &str =
+    "warn,openraft=error,sluice_broker::replica::services=info,sluice_broker::api::fetch=debug";
 
 fn produce_rounds(
     conn: &mut RawConn,
@@ -86,16 +94,16 @@ fn read_answers(mut stream: std::net::TcpStream, fetch_corr: u32) -> Answers {
 }
 
 /// SIGTERM with requests in flight: `PIPELINED` acks-`all` produces and then a long-poll fetch
-/// (5 s, on an empty partition) are written at once on one connection; 50 ms later, once the
-/// broker has read them (not necessarily answered the produces; the fetch surely not), the broker
-/// gets SIGTERM. Fails if: the fetch is answered before the signal (nothing surely in flight) or
+/// (5 s, on an empty partition) are written at once on one connection; once the broker logs the
+/// fetch as parked (a debug line: produces run in connection order, so every produce before it was
+/// read and proposed; not necessarily answered), the broker gets SIGTERM. Fails if: the fetch is answered before the signal (nothing surely in flight) or
 /// not at all; a produce goes unanswered or is answered with an error before the broker closes
 /// the connection; a partition's offsets do not follow the send order; the connection is not closed (EOF or reset); the broker does not exit 0; after the
 /// restart a partition holds anything but the answered records, in order, at their offsets.
 #[test]
 fn sigterm_drains_flushes_and_restart_keeps_everything() {
     const PIPELINED: u32 = 300;
-    let mut broker = Broker::start(&[]);
+    let mut broker = Broker::start_logging(&[], PARKED_LOG);
     let mut conn = RawConn::connect(broker.addr);
     conn.create("orders", 3);
     conn.create("quiet", 1);
@@ -143,7 +151,9 @@ fn sigterm_drains_flushes_and_restart_keeps_everything() {
         std::thread::spawn(move || read_answers(stream, fetch_corr))
     };
     pipe.send_raw(&bytes).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    eventually(Duration::from_secs(60), "the long poll parked", || {
+        (!broker.log_lines(PARKED).is_empty()).then_some(())
+    });
     let signalled = Instant::now();
     assert_eq!(broker.terminate(), Some(0), "SIGTERM must exit 0");
     let (answers, fetch, closed) = reader.join().unwrap();
@@ -237,15 +247,21 @@ fn first_record_offset(conn: &mut RawConn, topic: &str) -> u64 {
     }
 }
 
+/// A long poll parked at the log end is answered by the produce that follows, before its deadline.
+/// The produce is sent once the broker logged the fetch as parked (it once slept 200 ms and hoped).
+/// Seen to fail (answered only at its 20 s deadline) with `Replica::wait_beyond` deaf to the high
+/// watermark.
 #[test]
 fn long_poll_fetch_returns_when_data_arrives() {
-    let broker = Broker::start(&[]);
+    let broker = Broker::start_logging(&[], PARKED_LOG);
     let mut conn = RawConn::connect(broker.addr);
     conn.create("lp", 1);
     // Wait at the end, after raft's own entries.
     let end = first_record_offset(&mut conn, "lp");
     let addr = broker.addr;
-    let max_wait = Duration::from_secs(60);
+    // Below the broker's 30 s cap (`max_fetch_wait`), so "answered before max_wait" means "answered
+    // by the data": a fetch that only its deadline ended would have waited all of it.
+    let max_wait = Duration::from_secs(20);
     let waiter = std::thread::spawn(move || {
         let mut c = RawConn::connect(addr);
         c.stream
@@ -255,8 +271,11 @@ fn long_poll_fetch_returns_when_data_arrives() {
         let p = c.fetch("lp", 0, end, max_wait.as_millis() as u32);
         (p, start.elapsed())
     });
-    // Give the fetch a moment to park (a fetch arriving after the produce is answered at once anyway).
-    std::thread::sleep(Duration::from_millis(200));
+    // The produce goes out once the fetch is parked (the broker's debug line), so the fetch is
+    // answered by the data arriving, never by finding it already there.
+    eventually(Duration::from_secs(60), "the long poll parked", || {
+        (!broker.log_lines(PARKED).is_empty()).then_some(())
+    });
     let r = conn.produce("lp", 0, batch("late", 2));
     assert_eq!(r.error, ErrorCode::NONE);
     let (p, waited) = waiter.join().unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use sluice_client::{
     Acks, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
-use sluice_protocol::wire::{ErrorCode, LATEST};
+use sluice_protocol::wire::{ErrorCode, EARLIEST, LATEST};
 use sluice_protocol::RecordBatch;
 use sluice_storage::{LogConfig, PartitionLog};
 use sluice_tests::cluster::{create, eventually, leaders, metadata, Cluster};
@@ -27,6 +27,9 @@ const FAST: &[&str] = &[
     "--raft-election-timeout-ms",
     "800",
 ];
+
+/// The harness's log filter plus the replicas' debug lines ("group parked").
+const PARK_LOG: &str = "warn,openraft=error,sluice_broker::replica=debug";
 
 /// Three brokers that snapshot every 20 entries, keep only 5 behind, and run retention and
 /// compaction every 100 ms: a stopped follower soon needs what raft has purged.
@@ -594,15 +597,18 @@ async fn a_follower_behind_the_leaders_log_start_catches_up_from_its_segments() 
 }
 
 /// A partition group that has parked (no heartbeats) loses its leader to SIGKILL; the survivors
-/// elect and a producer follows. Parking is observed at the proxies, which count the raft requests
-/// reaching each broker: right after the first write the partition's group sends some (its
-/// heartbeats: the control), and once parked none for 2 s. Fails if the group never parks (a
-/// heartbeat every 100 ms to each of two followers adds about 40 requests in those 2 s; counted
-/// without the 4 s wait to park, the window saw 30), if the producer sees an error, or if offsets
-/// do not increase.
+/// elect and a producer follows. Parking is observed twice: each broker logs (at debug) when its
+/// replica of the group parks, and the test waits for all three lines (not for a guessed 4 s); the
+/// proxies, which count the raft requests reaching each broker, then see none of the partition's
+/// group for 2 s (right after the first write they see some: the control that the count works).
+/// The 2 s window stays a window: an absence can only be watched for a while (a heartbeat every
+/// 100 ms to each of two followers adds about 40 requests in it). Fails if the group never parks
+/// (seen with `Activity::quiesce` refusing to park: no line within 60 s), if requests flow once it
+/// is parked, if the producer sees an error, or if offsets do not increase. It once slept 4 s and
+/// hoped the group had parked by then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_partition_fails_over_and_producers_follow_the_new_leader() {
-    let mut cluster = Cluster::start(3, FAST);
+    let mut cluster = Cluster::start_logging(3, FAST, Some(PARK_LOG));
     create(&cluster, "idle", 1, 3, &[]);
     let bootstrap = cluster.bootstrap();
     let cfg = ProducerConfig {
@@ -617,16 +623,29 @@ async fn an_idle_partition_fails_over_and_producers_follow_the_new_leader() {
         .unwrap()
         .await
         .unwrap();
-    // Awake: the group's raft requests keep flowing for a while after the write.
+    // Parks logged so far per broker: the write woke the group, so each logs a new one when it
+    // parks again.
+    let parks = |cluster: &Cluster| -> Vec<usize> {
+        cluster
+            .members
+            .iter()
+            .map(|m| m.broker.log_lines("group parked").len())
+            .collect()
+    };
+    let woken = parks(&cluster);
+    // Awake: the group's raft requests flow after the write.
     let awake = cluster.partition_raft_requests();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        cluster.partition_raft_requests() > awake,
-        "no raft requests of the partition group right after a write: the count sees nothing"
+    eventually(
+        Duration::from_secs(10),
+        "raft requests after a write",
+        || (cluster.partition_raft_requests() > awake).then_some(()),
     );
-    // Long enough for the group to park its raft timers (no heartbeats, no election timer): then
-    // no raft request of the partition's group reaches any broker.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Every replica parks its raft timers (no heartbeats, no election timer) ...
+    eventually(Duration::from_secs(60), "every replica parked", || {
+        let now = parks(&cluster);
+        now.iter().zip(&woken).all(|(n, w)| n > w).then_some(())
+    });
+    // ... and then no raft request of the partition's group reaches any broker.
     let parked = cluster.partition_raft_requests();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let later = cluster.partition_raft_requests();
@@ -862,8 +881,19 @@ async fn a_lagging_follower_of_a_compacted_topic_receives_the_gaps_too() {
         );
         assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
     }
-    // Let the leader compact what raft no longer holds.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The leader compacts what raft no longer holds: wait until its log, as served, has a gap
+    // (was: a 2 s sleep, which a slow compaction would outlast).
+    eventually(Duration::from_secs(60), "the leader to compact", || {
+        let start = c.list_offset("compacted", 0, EARLIEST).offset as u64;
+        let f = c.fetch("compacted", 0, start, 0);
+        let batches: Vec<RecordBatch> = RecordBatch::iter_all(f.records)
+            .map(|b| b.unwrap())
+            .collect();
+        batches
+            .windows(2)
+            .any(|w| w[0].header().next_offset() != w[1].header().base_offset)
+            .then_some(())
+    });
     cluster.member(follower).broker.restart();
     let end = c.list_offset("compacted", 0, LATEST).offset as u64;
     wait_for_replica(&cluster, follower, "compacted", end);

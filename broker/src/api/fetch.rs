@@ -27,8 +27,14 @@ pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Answer {
         }
         match once.first {
             // One partition: wait for that partition's high watermark to move.
-            Some((p, offset)) if single => p.wait_beyond(offset, deadline).await,
+            // Logged before the wait starts; the wait still sees anything committed since the
+            // read above (tests wait for this line to know a long poll is parked).
+            Some((p, offset)) if single => {
+                tracing::debug!("fetch parked: waiting for data past offset {offset}");
+                p.wait_beyond(offset, deadline).await
+            }
             _ => {
+                tracing::debug!("fetch parked: waiting for an append to any partition");
                 let _ = tokio::time::timeout_at(deadline.into(), any.changed()).await;
             }
         }

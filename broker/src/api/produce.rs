@@ -1,7 +1,9 @@
 //! Produce (key 4). Runs in connection order: the request's bytes are taken from the broker-wide
 //! produce budget (past it, this connection stops reading), and every partition's record set is
 //! proposed to its replica, so one connection's batches land in the order they were sent. What the
-//! acks level waits for (the leader's append, or the quorum commit) runs apart.
+//! acks level waits for (the leader's append, or the quorum commit) runs apart. Two optional
+//! bounds refuse instead of waiting: a record set over `max_message_bytes` (`MESSAGE_TOO_LARGE`),
+//! and a produce arriving while `max_pending_produces` are waiting for their acks (`THROTTLED`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,20 @@ use crate::error::ServiceError;
 use crate::replica::PendingAppend;
 
 pub async fn handle(broker: &Arc<Broker>, conn: &mut Connection, req: ProduceRequest) -> Pending {
+    // A slot for the whole wait, or THROTTLED now: nothing of the request is proposed.
+    let slot = match &broker.produce_slots {
+        None => None,
+        Some(slots) => match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                let resp = refuse_all(&req, ErrorCode::THROTTLED, "too many produces pending");
+                let acks = req.acks;
+                return Pending::Later(Box::pin(async move {
+                    (acks != Acks::None).then_some(Ok(Response::Produce(resp)))
+                }));
+            }
+        },
+    };
     // Produce bytes of all connections together are bounded too.
     let want = conn.frame_len.min(broker.config.max_produce_bytes) as u32;
     let Ok(budget) = broker.produce_budget.clone().acquire_many_owned(want).await else {
@@ -27,6 +43,7 @@ pub async fn handle(broker: &Arc<Broker>, conn: &mut Connection, req: ProduceReq
     let acks = req.acks;
     Pending::Later(Box::pin(async move {
         let _budget = budget;
+        let _slot = slot;
         let resp = finish(response, proposed, timeout).await;
         (acks != Acks::None).then_some(Ok(Response::Produce(resp)))
     }))
@@ -49,12 +66,23 @@ async fn propose(broker: &Broker, req: &ProduceRequest) -> (ProduceResponse, Pro
                 base_offset: 0,
                 log_start_offset: 0,
             };
-            let outcome = match broker.replicas.replica(&t.name, p.partition) {
-                Ok(part) => {
+            let too_large = broker
+                .config
+                .max_message_bytes
+                .filter(|max| p.records.len() > *max);
+            let outcome = match (broker.replicas.replica(&t.name, p.partition), too_large) {
+                (Ok(_), Some(max)) => Err(ServiceError::new(
+                    ErrorCode::MESSAGE_TOO_LARGE,
+                    format!(
+                        "{} record bytes exceed max_message_bytes ({max})",
+                        p.records.len()
+                    ),
+                )),
+                (Ok(part), None) => {
                     r.log_start_offset = part.log_start_offset();
                     part.propose(&p.records, req.acks).await
                 }
-                Err(e) => Err(e),
+                (Err(e), _) => Err(e),
             };
             match outcome {
                 Ok(pending) => proposed.push((ti, pi, pending)),
@@ -68,6 +96,29 @@ async fn propose(broker: &Broker, req: &ProduceRequest) -> (ProduceResponse, Pro
         });
     }
     (ProduceResponse { topics }, proposed)
+}
+
+/// Every partition of `req` answered with `code`.
+fn refuse_all(req: &ProduceRequest, code: ErrorCode, message: &str) -> ProduceResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| ProduceTopicResult {
+            name: t.name.clone(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| ProducePartitionResult {
+                    partition: p.partition,
+                    error: code,
+                    message: message.into(),
+                    base_offset: 0,
+                    log_start_offset: 0,
+                })
+                .collect(),
+        })
+        .collect();
+    ProduceResponse { topics }
 }
 
 /// Waits for what the acks level promises and fills in offsets or errors.

@@ -98,6 +98,9 @@ pub async fn start(
     }
     let broker = Arc::new(Broker {
         produce_budget: Arc::new(Semaphore::new(config.max_produce_bytes)),
+        produce_slots: config
+            .max_pending_produces
+            .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)))),
         config,
         replicas: Arc::new(replicas),
         advertised: addr,

@@ -49,15 +49,18 @@ impl Activity {
         }
     }
 
-    /// Parks the group's ticker, unless work arrived since `idle_ms` was read.
-    pub fn quiesce(&self, raft: &RaftHandle, idle_at_least_ms: u64) {
+    /// Parks the group's ticker, unless work arrived since `idle_ms` was read; true if this call
+    /// parked it.
+    pub fn quiesce(&self, raft: &RaftHandle, idle_at_least_ms: u64) -> bool {
         let _g = super::lock(&self.switch, "quiescence switch");
         if self.idle_ms() < idle_at_least_ms {
-            return;
+            return false;
         }
         if !self.quiesced.swap(true, Ordering::AcqRel) {
             raft.runtime_config().tick(false);
+            return true;
         }
+        false
     }
 
     pub fn is_quiesced(&self) -> bool {

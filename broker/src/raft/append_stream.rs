@@ -92,11 +92,21 @@ where
     /// has no more requests and every answer was yielded.
     pub(super) async fn next_answer(&mut self) -> Option<(AppendAnswer, bool)> {
         loop {
+            let unanswered = self.sent.iter().map(|s| s.bytes).sum::<usize>();
             let room = self.input.is_some()
                 && self.sent.len() < MAX_PIPELINED_APPENDS
-                && self.sent.iter().map(|s| s.bytes).sum::<usize>() < MAX_PIPELINED_BYTES;
+                && unanswered < MAX_PIPELINED_BYTES;
             if self.sent.is_empty() && !room {
                 return None;
+            }
+            if !room && self.input.is_some() {
+                // At a bound: nothing more is written until an answer (tests wait for this line).
+                tracing::debug!(
+                    group = self.group,
+                    appends = self.sent.len(),
+                    bytes = unanswered,
+                    "append stream full: waiting for an answer"
+                );
             }
             let step = {
                 let (input, sent) = (&mut self.input, &mut self.sent);

@@ -41,14 +41,22 @@ impl IndexMap {
         self.entries.is_empty()
     }
 
-    pub(super) fn push(&mut self, index: u64, pos: EntryPos) -> io::Result<()> {
-        if self.entries.is_empty() {
-            self.first = index;
-        } else if index != self.first + self.entries.len() as u64 {
+    /// Whether `index` may be appended next: any index on an empty map, else the one after the
+    /// last. Checked before the entry's batch is written, so a refused entry leaves no trace.
+    pub(super) fn check_next(&self, index: u64) -> io::Result<()> {
+        if !self.entries.is_empty() && index != self.first + self.entries.len() as u64 {
             return Err(io_error(format!(
                 "raft log hole: appending index {index} after {}",
                 self.first + self.entries.len() as u64 - 1
             )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn push(&mut self, index: u64, pos: EntryPos) -> io::Result<()> {
+        self.check_next(index)?;
+        if self.entries.is_empty() {
+            self.first = index;
         }
         self.entries.push_back(pos);
         Ok(())

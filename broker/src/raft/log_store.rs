@@ -300,6 +300,8 @@ impl GroupLog {
         for entry in entries {
             let index = entry.log_id.index;
             let term = term_of(&entry.log_id);
+            // Entries follow each other: refused before anything is written.
+            map.check_next(index)?;
             let batch = batch_for(&entry.payload).map_err(|e| io_error(e.to_string()))?;
             if let EntryPayload::Normal(p) = &entry.payload {
                 if p.batch.header().is_control() {

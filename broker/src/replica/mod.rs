@@ -303,8 +303,12 @@ impl Replica {
         let idle = Duration::from_millis(a.idle_ms());
         match state {
             ServerState::Leader => {
-                if !a.is_quiesced() && idle > quiet * 2 && caught_up {
-                    a.quiesce(&g.raft, (quiet * 2).as_millis() as u64);
+                if !a.is_quiesced()
+                    && idle > quiet * 2
+                    && caught_up
+                    && a.quiesce(&g.raft, (quiet * 2).as_millis() as u64)
+                {
+                    tracing::debug!(group = g.id, "group parked (leader)");
                 }
             }
             ServerState::Follower => {
@@ -317,8 +321,12 @@ impl Replica {
                         "leader unreachable; waking parked group"
                     );
                     g.touch();
-                } else if !a.is_quiesced() && leader_alive && idle > quiet {
-                    a.quiesce(&g.raft, quiet.as_millis() as u64);
+                } else if !a.is_quiesced()
+                    && leader_alive
+                    && idle > quiet
+                    && a.quiesce(&g.raft, quiet.as_millis() as u64)
+                {
+                    tracing::debug!(group = g.id, "group parked (follower)");
                 }
             }
             // Candidates and learners keep their timers.

@@ -16,7 +16,9 @@
 //! that lock. It never resolves a delivery future either; the sender does, when a batch completes.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -353,18 +355,56 @@ fn random_start(n: u32) -> u32 {
 /// it completes). Closing it fails every `send` waiting for room, and every later one.
 pub(super) struct Buffer {
     bytes: Semaphore,
+    /// `reserve` calls waiting for room now (see [`Buffer::waiting`]).
+    waiting: AtomicUsize,
+}
+
+/// Counts one `reserve` as waiting while it lives (dropped when it gets room, fails, or is
+/// cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Buffer {
     pub(super) fn new(bytes: usize) -> Buffer {
         Buffer {
             bytes: Semaphore::new(bytes),
+            waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// How many `reserve` calls are waiting for room now: each counted from its first poll that
+    /// found no room until it gets room, fails or is dropped (one that finds room at once is never
+    /// counted).
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// Takes `bytes`, waiting for room; [`ClientError::Closed`] once the buffer is closed.
     pub(super) async fn reserve(&self, bytes: u32) -> Result<()> {
-        match self.bytes.acquire_many(bytes).await {
+        let mut acquire = std::pin::pin!(self.bytes.acquire_many(bytes));
+        let mut waiting = None;
+        let acquired = std::future::poll_fn(|cx| {
+            let p = acquire.as_mut().poll(cx);
+            if p.is_pending() && waiting.is_none() {
+                waiting = Some(Waiting::new(&self.waiting));
+            }
+            p
+        })
+        .await;
+        drop(waiting);
+        match acquired {
             Ok(p) => {
                 p.forget();
                 Ok(())

@@ -204,6 +204,12 @@ impl Producer {
         Ok(future)
     }
 
+    /// How many [`Producer::send`] calls are waiting for room in the buffer now (a full buffer makes
+    /// `send` wait). For tests and monitoring: a send that finds room at once is never counted.
+    pub fn sends_waiting_for_room(&self) -> usize {
+        self.inner.buffer.waiting()
+    }
+
     /// Sends every accepted record now and waits until each has completed (acknowledged or failed;
     /// failures are reported through the delivery futures).
     pub async fn flush(&self) -> Result<()> {

@@ -342,6 +342,11 @@ fn closed_port() -> String {
     format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
 }
 
+/// A full buffer makes `send` wait, and a failed batch frees its room. Fills the buffer with
+/// `try_send` (it says `WouldWait` once no room is left: no timing), then sees a `send` counted by
+/// `sends_waiting_for_room` before anything frees room (it once gave `send` 100 ms and took a
+/// timeout for "blocked"). Seen to fail ("the send never waited for room") with `Buffer::reserve`
+/// returning at once without taking permits.
 #[tokio::test]
 async fn send_waits_for_buffer_space_and_failures_free_it() {
     let addr = closed_port();
@@ -349,21 +354,32 @@ async fn send_waits_for_buffer_space_and_failures_free_it() {
     seed_metadata(&client, &addr, 2);
     let producer = tiny_buffer_producer(client);
     let record = || ProducerRecord::new("t", vec![7u8; 200]).partition(0);
-    let mut accepted = Vec::new();
-    // Fill the buffer: each record reserves its size estimate, about 250 bytes.
-    loop {
-        match tokio::time::timeout(Duration::from_millis(100), producer.send(record())).await {
-            Ok(r) => accepted.push(r.expect("accepted")),
-            Err(_) => break,
+    // `send` learns the partition count (it has room), then `try_send` fills the buffer: each
+    // record reserves its size estimate, about 250 bytes.
+    let mut accepted = vec![producer.send(record()).await.expect("accepted")];
+    let full = loop {
+        match producer.try_send(record()) {
+            Ok(f) => accepted.push(f),
+            Err(e) => break e,
         }
         assert!(accepted.len() < 10, "the buffer never filled");
-    }
-    assert!(!accepted.is_empty());
-    // A flush sends the batch to a closed port: it fails (no retries), which frees the buffer.
+    };
+    assert!(matches!(full, TrySendError::WouldWait(_)), "{full:?}");
+    assert_eq!(producer.sends_waiting_for_room(), 0);
+    // A send now waits for room: counted as waiting, and not done.
     let blocked = tokio::spawn({
         let producer = producer.clone();
         async move { producer.send(record()).await.map(|_| ()) }
     });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while producer.sends_waiting_for_room() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the send never waited for room");
+    assert!(!blocked.is_finished(), "a send counted as waiting finished");
+    // A flush sends the batch to a closed port: it fails (no retries), which frees the buffer.
     tokio::time::timeout(Duration::from_secs(10), producer.flush())
         .await
         .expect("flush finished")
@@ -377,6 +393,7 @@ async fn send_waits_for_buffer_space_and_failures_free_it() {
         .expect("blocked send went through")
         .expect("joined")
         .expect("accepted");
+    assert_eq!(producer.sends_waiting_for_room(), 0);
     producer.close().await.expect("close");
     let after = producer.send(record()).await;
     assert!(matches!(after, Err(ClientError::Closed)), "{after:?}");
