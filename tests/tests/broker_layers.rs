@@ -38,7 +38,7 @@ const WIRE_ENUM_EXCEPTIONS: &[(&str, &str)] = &[
 ];
 
 /// Files of the binary, not the library: they sit above every layer.
-const BINARY: &[&str] = &["main.rs", "broker_cmd.rs", "cli"];
+const BINARY: &[&str] = &["main.rs", "broker_cmd.rs", "power_hook.rs", "cli"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/src")
