@@ -61,10 +61,12 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
             sync_dir_io(parent)?;
         }
     }
-    debug_assert!(
-        dir.is_dir(),
-        "postcondition: {} is a directory",
-        dir.display()
-    );
+    // A file (or anything else) already at `dir` is what the disk holds, not a broken invariant.
+    if !dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
     Ok(())
 }
