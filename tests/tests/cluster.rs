@@ -226,17 +226,25 @@ async fn acknowledged_records_survive_leader_kills_and_replicas_agree() {
         if let Some(w) = windows.last_mut() {
             w.1 = sent.load(Ordering::Relaxed);
         }
-        // Kill the leader of one partition; every other round, then also a different broker.
+        // Kill the leader of one partition; every other round also a second broker at the same
+        // time (no majority until one is back: writes stall, then must resume), every third round
+        // a second broker after the leader is back.
         let p = round % partitions as usize;
         let leader = eventually(Duration::from_secs(30), "a leader", || {
             leaders(&cluster, "chaos", partitions)
         })[p];
+        let other = (leader % 3) + 1;
         cluster.member(leader).broker.kill();
+        if round % 2 == 1 {
+            cluster.member(other).broker.kill();
+        }
         tokio::time::sleep(Duration::from_millis(1500)).await;
         cluster.member(leader).broker.restart();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
         if round % 2 == 1 {
-            let other = (leader % 3) + 1;
+            cluster.member(other).broker.restart();
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if round % 3 == 2 {
             cluster.member(other).broker.kill();
             tokio::time::sleep(Duration::from_millis(1000)).await;
             cluster.member(other).broker.restart();

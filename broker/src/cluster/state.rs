@@ -353,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn commands_apply_deterministically_and_refuse_bad_input() {
+    fn commands_apply_the_same_through_the_log_encoding_and_a_snapshot_and_refuse_bad_input() {
         let brokers = [1, 2, 3];
         let mut a = ClusterState::default();
         let mut b = ClusterState::default();
@@ -367,8 +367,16 @@ mod tests {
             create("t1", 2, 2),
         ];
         let results: Vec<bool> = cmds.iter().map(|c| a.apply(c, &brokers).is_ok()).collect();
-        for c in &cmds {
-            let _ = b.apply(c, &brokers);
+        // Another replica gets the commands as its log carries them (JSON) and restarts half way
+        // from a snapshot of its state (JSON, as the metadata group's raft snapshot): it must end
+        // in the same state. Seen failing with `#[serde(skip)]` on `next_producer_id`.
+        for (i, c) in cmds.iter().enumerate() {
+            if i == 5 {
+                let snap = serde_json::to_vec(&b).unwrap();
+                b = serde_json::from_slice(&snap).unwrap();
+            }
+            let c: Command = serde_json::from_str(&serde_json::to_string(c).unwrap()).unwrap();
+            let _ = b.apply(&c, &brokers);
         }
         assert_eq!(a, b);
         assert_eq!(results, vec![true, false, false, false, true, true, true]);
