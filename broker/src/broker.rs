@@ -22,4 +22,7 @@ pub struct Broker {
     /// At the bound a produce is answered `THROTTLED` at once.
     pub produce_slots: Option<Arc<tokio::sync::Semaphore>>,
     pub cluster: Cluster,
+    /// This broker's unused producer ids `[next, end)`, from a block the metadata group gave it
+    /// (handed out by `admin::producers`).
+    pub producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }

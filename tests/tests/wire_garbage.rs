@@ -79,6 +79,9 @@ fn sample(api: ApiKey) -> Request {
                 }],
             }],
         }),
+        ApiKey::InitProducerId => Request::InitProducerId(InitProducerIdRequest {
+            name: "orders".into(),
+        }),
         ApiKey::Raft => Request::Raft(RaftRequest {
             group: 0,
             kind: 2,

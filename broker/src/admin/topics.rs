@@ -105,6 +105,7 @@ impl Broker {
                     && !self.replicas.has_dir(name)
             }
             Command::AllocateProducerIds { .. }
+            | Command::InitProducer { .. }
             | Command::LeaderChanged { .. }
             | Command::ReassignPartition { .. }
             | Command::CompleteReassignment { .. } => true,

@@ -19,6 +19,7 @@ mod api_versions;
 mod create_topics;
 mod delete_topics;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod metadata_command;
@@ -115,6 +116,7 @@ api_table! {
     }
     Metadata        => metadata,         connection;
     ListOffsets     => list_offsets,     connection;
+    InitProducerId  => init_producer_id, detached;
     Produce         => produce,          connection;
     Fetch           => fetch,            detached;
     CreateTopics    => create_topics,    detached;
@@ -150,7 +152,9 @@ mod tests {
                 | ApiKey::DeleteTopics
                 | ApiKey::AddBroker
                 | ApiKey::AlterReplicas
-                | ApiKey::MetadataCommand => Order::Detached,
+                | ApiKey::MetadataCommand
+                // May wait for a metadata write (a new id block, a named producer's epoch).
+                | ApiKey::InitProducerId => Order::Detached,
                 // Answered at once from memory: no reason to leave the connection.
                 ApiKey::ApiVersions | ApiKey::Metadata | ApiKey::ListOffsets => Order::Connection,
             };

@@ -105,6 +105,7 @@ pub async fn start(
         replicas: Arc::new(replicas),
         advertised: addr,
         cluster,
+        producer_ids: Default::default(),
     });
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();

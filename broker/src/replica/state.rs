@@ -1,7 +1,7 @@
 //! Which replicated state a partition keeps, by topic kind. The hooks themselves are
 //! [`crate::raft::partition_state`] (the raft storage layer drives them); this is where a topic kind
-//! picks its implementation. Plain topics keep none; idempotent-producer state, group offsets and
-//! window state will each be one implementation chosen here.
+//! picks its implementation. Every topic keeps idempotent-producer state; group offsets and window
+//! state will each be one implementation chosen here.
 
 pub use crate::raft::partition_state::{Admission, NoState, PartitionState, Refusal};
 
@@ -9,7 +9,10 @@ use super::settings::TopicSettings;
 
 /// The state a partition of a topic with `settings` keeps.
 pub fn for_topic(settings: &TopicSettings) -> Box<dyn PartitionState> {
-    // Every topic is a plain topic today (compacted or not): no state beyond the high watermark.
+    // Every topic accepts idempotent producers: batches of no producer (id -1) pass through it
+    // untouched, so a topic nobody writes idempotently keeps an empty table.
     let _ = settings;
-    Box::new(NoState)
+    Box::new(super::producers::ProducerState::new(
+        super::producers::Limits::default(),
+    ))
 }

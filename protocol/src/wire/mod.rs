@@ -73,6 +73,8 @@ define_apis! {
     Produce         =  4, produce,          (ProduceRequest)         => ProduceResponse;
     Fetch           =  5, fetch,            (FetchRequest)           => FetchResponse;
     ListOffsets     =  6, list_offsets,     (ListOffsetsRequest)     => ListOffsetsResponse;
+    /// A producer's id and epoch for idempotent writes.
+    InitProducerId  =  7, init_producer_id, (InitProducerIdRequest)  => InitProducerIdResponse;
     /// Broker to broker: raft messages of every group (see [`RaftRequest`]).
     Raft            = 20, raft,             (RaftRequest)            => RaftResponse;
     /// Broker to broker: a broker started with `--join` asks to be added to the cluster.

@@ -108,6 +108,7 @@ fn request() -> impl Strategy<Value = Request> {
                     .collect(),
             }
         )),
+        name().prop_map(|name| Request::InitProducerId(InitProducerIdRequest { name })),
         (
             any::<u64>(),
             any::<u8>(),
@@ -297,6 +298,16 @@ fn response() -> impl Strategy<Value = Response> {
                     .collect(),
             })
         }),
+        (code(), name(), any::<i64>(), any::<i16>()).prop_map(
+            |(error, message, producer_id, epoch)| {
+                Response::InitProducerId(InitProducerIdResponse {
+                    error,
+                    message,
+                    producer_id,
+                    epoch,
+                })
+            }
+        ),
         proptest::collection::vec(any::<u8>(), 0..600).prop_map(|body| Response::Raft(
             RaftResponse {
                 body: Bytes::from(body)
