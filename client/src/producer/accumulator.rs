@@ -44,6 +44,9 @@ pub(super) struct BatchMeta {
     pub(super) completion: Arc<Completion>,
     /// Buffer bytes held until the batch completes.
     pub(super) permits: usize,
+    /// Its number among its partition's batches once it carries an idempotent producer's
+    /// sequence (incomplete until it completes).
+    pub(super) stamped: Option<u64>,
 }
 
 /// A batch still taking records.
@@ -177,6 +180,14 @@ impl Accumulator {
         }
     }
 
+    /// Puts batches the sender could not send yet (their partition is at its in-flight bound) back
+    /// at the front of the ready queue, in their order: they stay ahead of newer batches.
+    pub(super) fn hold(&mut self, held: Vec<ReadyBatch>) {
+        for b in held.into_iter().rev() {
+            self.ready.push_front(b);
+        }
+    }
+
     /// Position of `name` in `topics`, if it was used before.
     pub(super) fn find_topic(&mut self, name: &str) -> Option<usize> {
         if self
@@ -297,6 +308,7 @@ impl Accumulator {
                     partition,
                     completion: Completion::new(name.clone(), partition),
                     permits: 0,
+                    stamped: None,
                 },
                 created: Instant::now(),
             }

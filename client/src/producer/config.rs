@@ -37,6 +37,13 @@ pub struct ProducerConfig {
     /// Longest to wait for a produce answer (also sent as the request's broker-side timeout).
     /// Default 30 s.
     pub request_timeout: Duration,
+    /// Idempotent writes: each batch carries the producer's id, epoch and sequence, so a retry of
+    /// a batch the broker already stored is answered with its first offset instead of being
+    /// written twice. Default on; no effect with [`Acks::None`] (nothing is retried on an answer).
+    pub idempotence: bool,
+    /// A stable producer name: a restarted producer with the same name gets the same producer id
+    /// with a newer epoch, which fences the earlier one. Default none (a fresh id per producer).
+    pub producer_name: Option<String>,
 }
 
 impl Default for ProducerConfig {
@@ -52,6 +59,8 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
+            idempotence: true,
+            producer_name: None,
         }
     }
 }
@@ -73,6 +82,14 @@ impl ProducerConfig {
         }
         if self.request_timeout.is_zero() {
             return bad("request_timeout must be positive");
+        }
+        if let Some(name) = &self.producer_name {
+            if name.is_empty() || name.len() > sluice_protocol::wire::MAX_PRODUCER_NAME_BYTES {
+                return bad("producer_name must have 1 to 255 bytes");
+            }
+            if !self.idempotence {
+                return bad("producer_name needs idempotence");
+            }
         }
         Ok(())
     }

@@ -40,6 +40,7 @@ use crate::error::{ClientError, Result};
 mod accumulator;
 mod config;
 mod delivery;
+mod idempotence;
 mod record;
 mod sender;
 
@@ -66,6 +67,8 @@ struct Inner {
     /// Signalled whenever a batch completes.
     done: Notify,
     sender: Mutex<Option<JoinHandle<()>>>,
+    /// Idempotence state, when the producer writes idempotently.
+    idempotence: Option<idempotence::Idempotence>,
 }
 
 /// Closes the producer when the last clone of it is dropped; pending records are still sent.
@@ -131,6 +134,9 @@ impl Producer {
         tokio::task::coop::consume_budget().await;
         // Metadata read at this generation or later is current while it stays there.
         let generation = self.inner.client.metadata_generation();
+        if let Some(e) = self.inner.idempotence.as_ref().and_then(|i| i.fenced()) {
+            return Err(e);
+        }
         let record = match self.try_send(record) {
             Ok(future) => return Ok(future),
             Err(TrySendError::Refused(e)) => return Err(e),
@@ -180,6 +186,9 @@ impl Producer {
         record: ProducerRecord,
     ) -> std::result::Result<DeliveryFuture, TrySendError> {
         let inner = &*self.inner;
+        if let Some(e) = inner.idempotence.as_ref().and_then(|i| i.fenced()) {
+            return Err(TrySendError::Refused(e));
+        }
         let (size, permits) = inner.check_size(&record).map_err(TrySendError::Refused)?;
         let generation = inner.client.metadata_generation();
         let mut st = lock(&inner.state);
@@ -275,6 +284,8 @@ impl Inner {
             wake: Notify::new(),
             done: Notify::new(),
             sender: Mutex::new(None),
+            idempotence: (config.idempotence && config.acks != sluice_protocol::wire::Acks::None)
+                .then(|| idempotence::Idempotence::new(config.producer_name.clone())),
             config,
         }
     }

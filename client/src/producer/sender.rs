@@ -25,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, trace, warn};
 
-use super::accumulator::{BatchMeta, ReadyBatch, SealedBatch};
+use super::accumulator::{BatchMeta, Data, ReadyBatch, SealedBatch};
 use super::config::ProducerConfig;
 use super::Inner;
 use crate::client::backoff;
@@ -65,6 +65,16 @@ impl Inner {
     fn complete(&self, meta: &BatchMeta, result: Result<Option<u64>>) {
         if let Err(e) = &result {
             warn!(topic = %meta.topic, partition = meta.partition, error = %e, "batch failed");
+            if let Some(idem) = &self.idempotence {
+                idem.on_failure(e);
+            }
+        }
+        if let Some(idem) = &self.idempotence {
+            if let Some(number) = meta.stamped {
+                idem.completed(&meta.topic, meta.partition, number);
+                // A partition held at its in-flight bound may send again.
+                self.wake.notify_one();
+            }
         }
         meta.completion.complete(result);
         self.buffer.release(meta.permits);
@@ -88,8 +98,14 @@ impl Inner {
             }
         }
         let mut retry = Vec::new();
+        // Idempotent batches of a partition must land in sequence order: one that overtook an
+        // earlier batch being retried is refused out of order, and is retried after it.
+        let retriable = error.is_retriable()
+            || (self.idempotence.is_some()
+                && matches!(error, ClientError::Broker { code, .. }
+                    if *code == sluice_protocol::wire::ErrorCode::OUT_OF_ORDER_SEQUENCE));
         for b in batches {
-            if error.is_retriable() && b.attempts < self.config.retries {
+            if retriable && b.attempts < self.config.retries {
                 retry.push(b);
             } else {
                 self.complete(&b.meta, Err(error.clone()));
@@ -191,8 +207,9 @@ pub(super) async fn run_sender(inner: Arc<Inner>) {
             debug!("producer sender stopped");
             return;
         }
-        if !ready.is_empty() {
-            send_ready(&inner, ready).await;
+        // A round that only held batches back (their partitions at the in-flight bound) waits
+        // for a completion to wake it, not spin.
+        if !ready.is_empty() && send_ready(&inner, ready).await {
             continue;
         }
         match next_deadline {
@@ -207,12 +224,45 @@ pub(super) async fn run_sender(inner: Arc<Inner>) {
     }
 }
 
-/// Encodes, routes and submits a round of ready batches.
-async fn send_ready(inner: &Arc<Inner>, ready: Vec<ReadyBatch>) {
+/// Encodes, routes and submits a round of ready batches. False if every batch was held back.
+async fn send_ready(inner: &Arc<Inner>, ready: Vec<ReadyBatch>) -> bool {
+    let total = ready.len();
     // Encode (compress) and resolve each batch's leader; group by leader, keeping order.
     let mut groups: Vec<(String, Vec<SealedBatch>)> = Vec::new();
-    for b in ready {
-        let bytes = match b.data.into_bytes() {
+    let identity = match &inner.idempotence {
+        Some(idem) => match idem.identity(&inner.client).await {
+            Ok(id) => Some((idem, id)),
+            Err(e) => {
+                for b in ready {
+                    inner.complete(&b.meta, Err(e.clone()));
+                }
+                return true;
+            }
+        },
+        None => None,
+    };
+    // Batches of partitions at their in-flight bound wait, in order, for the next round.
+    let mut held: Vec<ReadyBatch> = Vec::new();
+    for mut b in ready {
+        let data = match (b.data, identity) {
+            // First encoding: the batch takes its partition's next sequence now, in the order the
+            // partition's batches left the accumulator. A retry keeps its bytes (and sequence).
+            (Data::Open(builder), Some((idem, id))) => {
+                let waiting = held
+                    .iter()
+                    .any(|h| h.meta.partition == b.meta.partition && h.meta.topic == b.meta.topic);
+                if waiting || !idem.has_room(&b.meta.topic, b.meta.partition) {
+                    b.data = Data::Open(builder);
+                    held.push(b);
+                    continue;
+                }
+                let (builder, number) = idem.stamp(id, &b.meta.topic, b.meta.partition, builder);
+                b.meta.stamped = Some(number);
+                Data::Open(builder)
+            }
+            (data, _) => data,
+        };
+        let bytes = match data.into_bytes() {
             Ok(bytes) => bytes,
             Err(e) => {
                 inner.complete(&b.meta, Err(ClientError::Batch(e)));
@@ -240,11 +290,16 @@ async fn send_ready(inner: &Arc<Inner>, ready: Vec<ReadyBatch>) {
             None => groups.push((addr, vec![sealed])),
         }
     }
+    let progressed = held.len() < total;
+    if !held.is_empty() {
+        lock(&inner.state).hold(held);
+    }
     for (addr, batches) in groups {
         for request_batches in split_requests(batches) {
             submit(inner, &addr, request_batches).await;
         }
     }
+    progressed
 }
 
 /// Splits batches into requests: at most one batch per partition per request (so two batches of a
@@ -388,6 +443,7 @@ mod tests {
                 topic,
                 partition,
                 permits: 0,
+                stamped: None,
             },
             attempts: 0,
         }

@@ -1,0 +1,129 @@
+//! The client's idempotent producer against lost answers: a proxy between producer and broker
+//! (`sluice_tests::lossy`) cuts the connection instead of forwarding every 20th response, after the
+//! broker handled the request. The producer (acks `all`, retries) resends what it never heard
+//! about. With idempotence every record is stored exactly once, in send order per partition, at the
+//! offset its delivery reported; with idempotence off the same run stores duplicates, which shows
+//! the check can fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sluice_client::{Acks, Producer, ProducerConfig, ProducerRecord};
+use sluice_tests::lossy::LossyProxy;
+use sluice_tests::{Broker, RawConn};
+
+const RECORDS: u64 = 3000;
+const PARTITIONS: u32 = 2;
+
+/// A one-broker cluster whose advertised address is a lossy proxy in front of it, so every client
+/// connection (bootstrap, metadata, produce) goes through the proxy.
+fn lossy_broker(nth: u64) -> (Broker, LossyProxy) {
+    let real: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let proxy = LossyProxy::start(real, nth);
+    let peers = format!("1@{}", proxy.addr);
+    let broker = Broker::start_at(&real.to_string(), &["--node-id", "1", "--peers", &peers]);
+    (broker, proxy)
+}
+
+/// Sends `RECORDS` values `v0..` keyed over the partitions and returns what was acknowledged:
+/// value -> (partition, offset). Every send must be acknowledged.
+async fn produce(bootstrap: String, idempotence: bool) -> HashMap<String, (u32, u64)> {
+    let cfg = ProducerConfig {
+        acks: Acks::All,
+        idempotence,
+        retries: 100,
+        retry_backoff: Duration::from_millis(10),
+        retry_backoff_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+        linger: Duration::from_millis(1),
+        // Small batches: many produce requests, so many answers to lose.
+        batch_bytes: 300,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(bootstrap, cfg).unwrap();
+    let mut pending = Vec::new();
+    for i in 0..RECORDS {
+        let value = format!("v{i}");
+        let d = producer
+            .send(ProducerRecord::new("lossy", value.clone()).key(format!("k{}", i % 7)))
+            .await
+            .unwrap();
+        pending.push((value, d));
+    }
+    producer.flush().await.unwrap();
+    let mut acked = HashMap::new();
+    for (v, d) in pending {
+        let meta = d.await.unwrap_or_else(|e| panic!("{v} failed: {e}"));
+        acked.insert(v, (meta.partition, meta.offset.unwrap()));
+    }
+    producer.close().await.unwrap();
+    acked
+}
+
+/// Every stored value per partition, in log order.
+fn stored(broker: &Broker) -> BTreeMap<u32, Vec<(u64, String)>> {
+    let mut c = RawConn::connect(broker.addr);
+    (0..PARTITIONS)
+        .map(|p| (p, c.consume_all("lossy", p)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_never_duplicate_an_idempotent_producer() {
+    let (broker, proxy) = lossy_broker(20);
+    RawConn::connect(broker.addr).create("lossy", PARTITIONS);
+    let acked = produce(proxy.addr.to_string(), true).await;
+    let lost = proxy.lost.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(lost > 5, "only {lost} answers lost: the run tested little");
+    let stored = stored(&broker);
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for (p, records) in &stored {
+        let mut last = None;
+        for (offset, v) in records {
+            *count.entry(v.as_str()).or_default() += 1;
+            let i: u64 = v[1..].parse().unwrap();
+            assert!(
+                last.is_none_or(|l| l < i),
+                "partition {p}: {v} at {offset} after v{}: out of send order",
+                last.unwrap_or(0)
+            );
+            last = Some(i);
+        }
+    }
+    for (v, (p, offset)) in &acked {
+        assert_eq!(
+            count.get(v.as_str()),
+            Some(&1),
+            "{v} stored {:?} times",
+            count.get(v.as_str())
+        );
+        let at = stored[p].iter().find(|(o, _)| o == offset).map(|(_, s)| s);
+        assert_eq!(
+            at,
+            Some(v),
+            "{v}: acknowledged at {p}/{offset}, which holds {at:?}"
+        );
+    }
+    assert_eq!(count.len() as u64, RECORDS, "stored values");
+    eprintln!("idempotent: {RECORDS} records, {lost} answers lost, none stored twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_duplicate_a_producer_without_idempotence() {
+    let (broker, proxy) = lossy_broker(20);
+    RawConn::connect(broker.addr).create("lossy", PARTITIONS);
+    let _ = produce(proxy.addr.to_string(), false).await;
+    let stored = stored(&broker);
+    let total: usize = stored.values().map(Vec::len).sum();
+    let lost = proxy.lost.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        total as u64 > RECORDS,
+        "{lost} answers lost and no record stored twice: the lossy proxy did not test retries"
+    );
+    eprintln!("not idempotent: {RECORDS} records sent, {total} stored ({lost} answers lost)");
+}
