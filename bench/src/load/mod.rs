@@ -49,6 +49,12 @@ pub enum AcksArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
     None,
     Lz4,
@@ -83,6 +89,9 @@ pub struct Args {
     /// What a produce acknowledgement waits for.
     #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
     acks: AcksArg,
+    /// Idempotent producers (`ProducerConfig::idempotence`).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    idempotence: OnOff,
     /// Records per second across all producers [default: as fast as it can].
     #[arg(long)]
     rate: Option<u64>,
@@ -151,6 +160,7 @@ pub(crate) struct Settings {
     pub linger: Duration,
     pub max_in_flight: usize,
     pub acks: Acks,
+    pub idempotence: bool,
     pub rate: Option<u64>,
     pub stop: Stop,
     /// Whether --duration or --count was given (consume of an existing topic ignores them).
@@ -237,6 +247,7 @@ impl Settings {
                 AcksArg::Leader => Acks::Leader,
                 AcksArg::All => Acks::All,
             },
+            idempotence: a.idempotence == OnOff::On,
             rate: a.rate,
             stop,
             stop_given: a.duration.is_some() || a.count.is_some(),

@@ -116,6 +116,7 @@ pub(crate) async fn produce(
         max_in_flight: s.max_in_flight,
         acks: s.acks,
         compression: s.compression,
+        idempotence: s.idempotence,
         ..ProducerConfig::default()
     };
     // Connect and learn the topic before the clock starts.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::{report::round3, AcksArg, Args, CompressionArg, Error, Mode};
+use super::{report::round3, AcksArg, Args, CompressionArg, Error, Mode, OnOff};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplicationArgs {
@@ -36,6 +36,9 @@ pub struct ReplicationArgs {
     /// The `sluice` binary [default: `sluice` next to this executable].
     #[arg(long)]
     sluice_bin: Option<PathBuf>,
+    /// Idempotent producers on both sides.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    idempotence: OnOff,
 }
 
 /// The produce load of one side of a pair.
@@ -53,6 +56,7 @@ fn side(a: &ReplicationArgs, replicated: bool) -> Args {
         } else {
             AcksArg::Leader
         },
+        idempotence: a.idempotence,
         rate: None,
         duration: Some(a.duration),
         count: None,

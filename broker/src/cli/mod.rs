@@ -111,6 +111,18 @@ pub struct ProduceArgs {
     /// Compression codec of the batches.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     pub compression: CompressionArg,
+    /// Idempotent writes: a record retried after a lost answer is stored once.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub idempotence: OnOff,
+    /// A stable producer name: a restarted producer with this name fences the earlier one.
+    #[arg(long)]
+    pub producer_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

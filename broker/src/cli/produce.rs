@@ -43,6 +43,8 @@ pub async fn run(args: ProduceArgs) -> Result<(), CliError> {
     let config = ProducerConfig {
         acks: args.acks.into(),
         compression: args.compression.into(),
+        idempotence: args.idempotence == super::OnOff::On,
+        producer_name: args.producer_name.clone(),
         ..ProducerConfig::default()
     };
     let producer = Producer::new(broker, config).map_err(|e| ctx.err(e))?;
