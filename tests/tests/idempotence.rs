@@ -124,3 +124,59 @@ fn a_named_producer_fences_its_earlier_epoch() {
     assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
     assert_eq!(values(&mut c), ["old-0", "new-0", "new-0"]);
 }
+
+/// A 3-broker cluster, replication factor 3: batches committed by a leader that is then SIGKILLed
+/// are recognised by the new leader (its producer table was built from the same log): resending
+/// any of the last five answers with the original offsets and stores nothing, and the producer
+/// carries on with its next sequence. Seen failing with topics back on `NoState`.
+#[test]
+fn the_duplicate_window_survives_a_leader_kill() {
+    use sluice_tests::cluster::{create, eventually, leaders, Cluster};
+    use std::time::Duration;
+
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            "--raft-heartbeat-ms",
+            "100",
+            "--raft-election-timeout-ms",
+            "800",
+        ],
+    );
+    create(&cluster, "idem", 1, 3, &[]);
+    let leader = eventually(Duration::from_secs(30), "a leader", || {
+        leaders(&cluster, "idem", 1)
+    })[0];
+    let mut c = RawConn::connect(cluster.addr(leader));
+    let (pid, epoch) = init(&mut c, "");
+    let mut offsets = Vec::new();
+    for i in 0..8 {
+        let r = send(&mut c, batch(&format!("b{i}"), 2, pid, epoch, 2 * i as i32));
+        assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+        offsets.push(r.base_offset);
+    }
+    cluster.member(leader).broker.kill();
+    let (new_leader, mut c) = eventually(Duration::from_secs(30), "a new leader", || {
+        let l = leaders(&cluster, "idem", 1)?[0];
+        (l != leader).then(|| (l, RawConn::connect(cluster.addr(l))))
+    });
+    for i in 3..8 {
+        let r = eventually(Duration::from_secs(30), "the new leader answers", || {
+            let r = send(&mut c, batch(&format!("b{i}"), 2, pid, epoch, 2 * i as i32));
+            (r.error != ErrorCode::NOT_LEADER).then_some(r)
+        });
+        assert_eq!(
+            r.error,
+            ErrorCode::NONE,
+            "b{i} on broker {new_leader}: {}",
+            r.message
+        );
+        assert_eq!(r.base_offset, offsets[i], "b{i}: not its original offset");
+    }
+    let r = send(&mut c, batch("b8", 2, pid, epoch, 16));
+    assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+    let want: Vec<String> = (0..9)
+        .flat_map(|i| [format!("b{i}-0"), format!("b{i}-1")])
+        .collect();
+    assert_eq!(values(&mut c), want);
+}
