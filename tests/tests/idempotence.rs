@@ -180,3 +180,28 @@ fn the_duplicate_window_survives_a_leader_kill() {
         .collect();
     assert_eq!(values(&mut c), want);
 }
+
+/// `producer.ids.max` bounds the producer ids a partition tracks: with 2, a third producer is
+/// refused with `TOO_MANY_PRODUCERS` and nothing of it is stored, while the first two carry on; an
+/// invalid bound refuses the topic. Seen failing with the bound check removed from admission.
+#[test]
+fn a_topic_bounds_the_producers_a_partition_tracks() {
+    let broker = Broker::start(&[]);
+    let mut c = RawConn::connect(broker.addr);
+    let r = c.create_topic("idem", 1, &[("producer.ids.max", "0")]);
+    assert_eq!(r.error, ErrorCode::INVALID_CONFIG, "{}", r.message);
+    let r = c.create_topic("idem", 1, &[("producer.ids.max", "2")]);
+    assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+    let producers: Vec<(i64, i16)> = (0..3).map(|_| init(&mut c, "")).collect();
+    for (i, (pid, epoch)) in producers.iter().enumerate().take(2) {
+        let r = send(&mut c, batch(&format!("p{i}"), 1, *pid, *epoch, 0));
+        assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+    }
+    let (pid, epoch) = producers[2];
+    let r = send(&mut c, batch("p2", 1, pid, epoch, 0));
+    assert_eq!(r.error, ErrorCode::TOO_MANY_PRODUCERS, "{}", r.message);
+    let (pid, epoch) = producers[0];
+    let r = send(&mut c, batch("p0", 1, pid, epoch, 1));
+    assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+    assert_eq!(values(&mut c), ["p0-0", "p1-0", "p0-0"]);
+}

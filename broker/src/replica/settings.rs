@@ -16,6 +16,20 @@ pub struct TopicSettings {
     pub segment_bytes: u64,
     pub segment_ms: Option<i64>,
     pub compact: bool,
+    /// An idempotent producer idle this long (on the partition's log time) is forgotten.
+    pub producer_expiration_ms: i64,
+    /// Producer ids a partition tracks at most; a new one past it is refused.
+    pub max_producer_ids: usize,
+}
+
+impl TopicSettings {
+    /// The idempotent-producer limits of the topic's partitions.
+    pub fn producer_limits(&self) -> crate::replica::producers::Limits {
+        crate::replica::producers::Limits {
+            max_producers: self.max_producer_ids,
+            expire_after_ms: self.producer_expiration_ms,
+        }
+    }
 }
 
 impl Default for TopicSettings {
@@ -27,6 +41,8 @@ impl Default for TopicSettings {
             segment_bytes: d.segment_bytes,
             segment_ms: d.segment_ms,
             compact: false,
+            producer_expiration_ms: crate::replica::producers::Limits::default().expire_after_ms,
+            max_producer_ids: crate::replica::producers::Limits::default().max_producers,
         }
     }
 }
@@ -74,6 +90,14 @@ impl TopicSettings {
                         }
                     }
                 }
+                "producer.id.expiration.ms" => match parse_i64(k, v)? {
+                    n if n > 0 => s.producer_expiration_ms = n,
+                    n => return Err(format!("{k} must be positive, got {n}")),
+                },
+                "producer.ids.max" => match parse_i64(k, v)? {
+                    n if (1..=1_000_000).contains(&n) => s.max_producer_ids = n as usize,
+                    n => return Err(format!("{k} must be in [1, 1000000], got {n}")),
+                },
                 _ => return Err(format!("unknown topic config {k:?}")),
             }
         }
@@ -94,6 +118,11 @@ impl TopicSettings {
             ("retention.ms".into(), opt(self.retention_ms)),
             ("segment.bytes".into(), self.segment_bytes.to_string()),
             ("segment.ms".into(), opt(self.segment_ms)),
+            (
+                "producer.id.expiration.ms".into(),
+                self.producer_expiration_ms.to_string(),
+            ),
+            ("producer.ids.max".into(), self.max_producer_ids.to_string()),
         ]
     }
 

@@ -11,8 +11,7 @@ use super::settings::TopicSettings;
 pub fn for_topic(settings: &TopicSettings) -> Box<dyn PartitionState> {
     // Every topic accepts idempotent producers: batches of no producer (id -1) pass through it
     // untouched, so a topic nobody writes idempotently keeps an empty table.
-    let _ = settings;
     Box::new(super::producers::ProducerState::new(
-        super::producers::Limits::default(),
+        settings.producer_limits(),
     ))
 }
