@@ -150,8 +150,8 @@ fn the_duplicate_window_survives_a_leader_kill() {
     let mut c = RawConn::connect(cluster.addr(leader));
     let (pid, epoch) = init(&mut c, "");
     let mut offsets = Vec::new();
-    for i in 0..8 {
-        let r = send(&mut c, batch(&format!("b{i}"), 2, pid, epoch, 2 * i as i32));
+    for i in 0..8i32 {
+        let r = send(&mut c, batch(&format!("b{i}"), 2, pid, epoch, 2 * i));
         assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
         offsets.push(r.base_offset);
     }
