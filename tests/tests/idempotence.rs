@@ -205,3 +205,55 @@ fn a_topic_bounds_the_producers_a_partition_tracks() {
     assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
     assert_eq!(values(&mut c), ["p0-0", "p1-0", "p0-0"]);
 }
+
+/// Two copies of one batch pipelined on one connection: the second is admitted while the first is
+/// still on its way into the log, waits for it, and is answered with the same offset; the log holds
+/// one copy. Run a few times, as the timing decides whether the second finds the first in flight
+/// or already appended (both must answer the same). Seen failing when the in-flight copy was
+/// answered `REQUEST_TIMED_OUT` at once instead of waiting (round 0 hit it).
+#[test]
+fn a_copy_of_a_batch_in_flight_gets_the_first_copys_offset() {
+    use sluice_protocol::wire::{self, ApiKey, ProducePartition, ProduceRequest, ProduceTopic};
+
+    let broker = Broker::start(&[]);
+    let mut c = RawConn::connect(broker.addr);
+    c.create("idem", 1);
+    let (pid, epoch) = init(&mut c, "");
+    let mut want = Vec::new();
+    for round in 0..5 {
+        let records = batch(&format!("r{round}"), 3, pid, epoch, 3 * round);
+        want.extend((0..3).map(|i| format!("r{round}-{i}")));
+        let req = Request::Produce(ProduceRequest {
+            acks: Acks::All,
+            timeout_ms: 10_000,
+            topics: vec![ProduceTopic {
+                name: "idem".into(),
+                partitions: vec![ProducePartition {
+                    partition: 0,
+                    records,
+                }],
+            }],
+        });
+        for corr in [100, 101] {
+            for chunk in wire::encode_request(&req, corr) {
+                c.send_raw(&chunk).unwrap();
+            }
+        }
+        let mut offsets = Vec::new();
+        for _ in 0..2 {
+            let frame = c.read_frame().unwrap();
+            let (_, resp) = wire::decode_response(ApiKey::Produce, frame).unwrap();
+            let Ok(Response::Produce(mut r)) = resp else {
+                panic!("wrong response")
+            };
+            let p = r.topics.remove(0).partitions.remove(0);
+            assert_eq!(p.error, ErrorCode::NONE, "round {round}: {}", p.message);
+            offsets.push(p.base_offset);
+        }
+        assert_eq!(
+            offsets[0], offsets[1],
+            "round {round}: copies answered different offsets"
+        );
+    }
+    assert_eq!(values(&mut c), want);
+}

@@ -61,6 +61,13 @@ pub trait PartitionState: Send + 'static {
     /// failed, or a new term began). Forget them, so a retry of one is admitted again.
     fn leader_reset(&mut self) {}
 
+    /// Leader only: `batches`, the last ones answered [`Admission::Propose`] (in admission order),
+    /// will not be proposed after all (the rest of their request was refused or must wait).
+    /// Forget exactly those.
+    fn unadmit(&mut self, batches: &[&RecordBatch]) {
+        let _ = batches;
+    }
+
     /// Whether [`PartitionState::appended`] and [`PartitionState::truncated`] do anything (a state
     /// that only reads committed entries says no, and opening skips the replay of the log tail).
     fn tracks_appends(&self) -> bool {

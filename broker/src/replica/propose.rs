@@ -117,6 +117,35 @@ pub(super) async fn propose(
     acks: Acks,
 ) -> Result<PendingAppend> {
     let batches = check_batches(records)?;
+    let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+    let mut hw = replica.group.high_watermark.subscribe();
+    loop {
+        if let Some(pending) = propose_once(replica, &batches, acks).await? {
+            return Ok(pending);
+        }
+        // A copy of one of these batches is still on its way into the log: its outcome is this
+        // request's. Wait until the log moves (it is appended and committed, or a new term drops
+        // it), then decide again: a duplicate then, or admitted afresh.
+        let moved = tokio::time::timeout_at(deadline, hw.changed()).await;
+        if !matches!(moved, Ok(Ok(()))) {
+            return Err(ServiceError::new(
+                ErrorCode::REQUEST_TIMED_OUT,
+                "a copy of this batch is still in flight; retry it",
+            ));
+        }
+    }
+}
+
+/// How long a produce whose batch copies one still being proposed waits for that copy's outcome.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(10);
+
+/// Admits and proposes `batches`; `None` if one of them is a copy of a batch still in flight (then
+/// nothing of the request is proposed).
+async fn propose_once(
+    replica: &Replica,
+    batches: &[RecordBatch],
+    acks: Acks,
+) -> Result<Option<PendingAppend>> {
     if !replica.is_leader() {
         return Err(ServiceError::not_leader(replica.leader_addr()));
     }
@@ -142,41 +171,38 @@ pub(super) async fn propose(
             }
         }
         let mut admissions = Vec::with_capacity(batches.len());
-        for batch in &batches {
-            match state.admit(batch) {
-                Ok(a) => admissions.push(a),
+        let mut proposed: Vec<&RecordBatch> = Vec::new();
+        for batch in batches {
+            let a = match state.admit(batch) {
+                Ok(a) => a,
                 Err((code, msg)) => {
-                    if !admissions.is_empty() {
-                        // Batches of this request admitted before the refusal are never proposed.
-                        state.leader_reset();
-                    }
+                    // Batches of this request admitted before the refusal are never proposed.
+                    state.unadmit(&proposed);
                     return Err(ServiceError::new(code, msg));
                 }
+            };
+            match a {
+                Admission::InFlight => {
+                    state.unadmit(&proposed);
+                    return Ok(None);
+                }
+                Admission::Propose => proposed.push(batch),
+                Admission::Duplicate(_) => {}
             }
+            admissions.push(a);
         }
         admissions
     };
-    for (batch, admission) in batches.into_iter().zip(admissions) {
+    for (batch, admission) in batches.iter().zip(admissions) {
         let (tx, rx) = oneshot::channel();
-        match admission {
-            Admission::Propose => {}
-            Admission::Duplicate(offsets) => {
-                // Already in the log: answer with its offsets, once committed for acks `all`.
-                if acks == Acks::All {
-                    pending.committed_by.push(offsets.end);
-                }
-                let _ = tx.send(offsets);
-                pending.acks.push(rx);
-                continue;
+        if let Admission::Duplicate(offsets) = admission {
+            // Already in the log: answer with its offsets, once committed for acks `all`.
+            if acks == Acks::All {
+                pending.committed_by.push(offsets.end);
             }
-            Admission::InFlight => {
-                // TODO(issue 12): wait for the first copy's outcome instead; until then the
-                // client's retry of the same sequence finds it in the log.
-                return Err(ServiceError::new(
-                    ErrorCode::REQUEST_TIMED_OUT,
-                    "a copy of this batch is still in flight; retry it",
-                ));
-            }
+            let _ = tx.send(offsets);
+            pending.acks.push(rx);
+            continue;
         }
         let responder = if acks == Acks::All {
             let (r, rx) = openraft::impls::ProgressResponder::complete_only();
@@ -186,7 +212,7 @@ pub(super) async fn propose(
             None
         };
         let proposal = Proposal {
-            batch,
+            batch: batch.clone(),
             ack: Some(tx),
             stored: false,
         };
@@ -196,5 +222,6 @@ pub(super) async fn propose(
         }
         pending.acks.push(rx);
     }
-    Ok(pending)
+    drop(order);
+    Ok(Some(pending))
 }

@@ -104,6 +104,25 @@ impl PartitionState for ProducerState {
         }
     }
 
+    fn unadmit(&mut self, batches: &[&RecordBatch]) {
+        let mut changed = false;
+        for b in batches.iter().rev() {
+            if let Ok(Some(id)) = BatchId::of(b.header()) {
+                // The caller's batches are the newest admissions, newest last.
+                assert_eq!(
+                    self.admitted.back(),
+                    Some(&id),
+                    "unadmit of a batch that is not the newest admission"
+                );
+                self.admitted.pop_back();
+                changed = true;
+            }
+        }
+        if changed {
+            self.rebuild_tip();
+        }
+    }
+
     fn appended(&mut self, index: u64, offsets: Range<u64>, batch: &RecordBatch) {
         // A batch that is not idempotent, or malformed idempotence fields the leader let through
         // (it refuses them): nothing to remember.
