@@ -127,7 +127,7 @@ fn a_named_producer_fences_its_earlier_epoch() {
 
 /// A 3-broker cluster, replication factor 3: batches committed by a leader that is then SIGKILLed
 /// are recognised by the new leader (its producer table was built from the same log): resending
-/// any of the last five answers with the original offsets and stores nothing, and the producer
+/// any of the last five (of a window of eight) answers with the original offsets and stores nothing, and the producer
 /// carries on with its next sequence. Seen failing with topics back on `NoState`.
 #[test]
 fn the_duplicate_window_survives_a_leader_kill() {

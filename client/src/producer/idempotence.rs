@@ -34,8 +34,9 @@ pub(super) struct Idempotence {
     flights: Mutex<HashMap<(Arc<str>, u32), Flight>>,
 }
 
-/// How many batches back a partition's oldest incomplete batch may be (the broker's window).
-pub(super) const MAX_IN_FLIGHT_PER_PARTITION: u64 = 5;
+/// How many batches back a partition's oldest incomplete batch may be: the broker's window (its
+/// `replica::producers::WINDOW`, eight batches per producer and partition).
+pub(super) const MAX_IN_FLIGHT_PER_PARTITION: u64 = 8;
 
 /// One partition's stamped batches, numbered in stamping order.
 #[derive(Debug, Default)]

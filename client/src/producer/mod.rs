@@ -66,6 +66,9 @@ struct Inner {
     wake: Notify,
     /// Signalled whenever a batch completes.
     done: Notify,
+    /// Wakes a sender that held every ready batch back (idempotent partitions at their in-flight
+    /// bound): a stamped batch completed, or a retry was queued.
+    room: Notify,
     sender: Mutex<Option<JoinHandle<()>>>,
     /// Idempotence state, when the producer writes idempotently.
     idempotence: Option<idempotence::Idempotence>,
@@ -283,6 +286,7 @@ impl Inner {
             state: Mutex::new(Accumulator::new(&config)),
             wake: Notify::new(),
             done: Notify::new(),
+            room: Notify::new(),
             sender: Mutex::new(None),
             idempotence: (config.idempotence && config.acks != sluice_protocol::wire::Acks::None)
                 .then(|| idempotence::Idempotence::new(config.producer_name.clone())),

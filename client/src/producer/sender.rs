@@ -73,7 +73,7 @@ impl Inner {
             if let Some(number) = meta.stamped {
                 idem.completed(&meta.topic, meta.partition, number);
                 // A partition held at its in-flight bound may send again.
-                self.wake.notify_one();
+                self.room.notify_one();
             }
         }
         meta.completion.complete(result);
@@ -125,6 +125,7 @@ impl Inner {
             tokio::time::sleep(wait).await;
             lock(&inner.state).requeue(retry);
             inner.wake.notify_one();
+            inner.room.notify_one();
         });
     }
 
@@ -189,7 +190,13 @@ fn index_response(r: &ProduceResponse) -> HashMap<(&str, u32), &ProducePartition
 /// requests, until the producer is closed and nothing is left.
 pub(super) async fn run_sender(inner: Arc<Inner>) {
     let linger = inner.config.linger;
+    // Every ready batch was held back last round: wait for room (a completion or a retry) before
+    // sealing more, or each new record would seal a batch of its own while the partition waits.
+    let mut blocked = false;
     loop {
+        if std::mem::take(&mut blocked) {
+            inner.room.notified().await;
+        }
         let (ready, next_deadline, finished) = {
             let mut st = lock(&inner.state);
             let all = st.flushing > 0 || st.closed;
@@ -209,7 +216,8 @@ pub(super) async fn run_sender(inner: Arc<Inner>) {
         }
         // A round that only held batches back (their partitions at the in-flight bound) waits
         // for a completion to wake it, not spin.
-        if !ready.is_empty() && send_ready(&inner, ready).await {
+        if !ready.is_empty() {
+            blocked = !send_ready(&inner, ready).await;
             continue;
         }
         match next_deadline {

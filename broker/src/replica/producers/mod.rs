@@ -1,5 +1,5 @@
 //! Idempotent-producer state of one partition, as a replicated [`PartitionState`]: per producer id
-//! the epoch and the last five batches, so that a retried batch is answered with its original
+//! the epoch and the last [`WINDOW`] batches, so that a retried batch is answered with its original
 //! offsets instead of being written twice, a gap is refused (`OUT_OF_ORDER_SEQUENCE`) and an older
 //! epoch is fenced (`PRODUCER_FENCED`). Modelled on Redpanda's `rm_stm` and Kafka's
 //! `ProducerStateManager`.
