@@ -44,9 +44,9 @@ pub(super) struct BatchMeta {
     pub(super) completion: Arc<Completion>,
     /// Buffer bytes held until the batch completes.
     pub(super) permits: usize,
-    /// Its number among its partition's batches once it carries an idempotent producer's
-    /// sequence (incomplete until it completes).
-    pub(super) stamped: Option<u64>,
+    /// Its generation and number among its partition's batches once it carries an idempotent
+    /// producer's sequence (incomplete until it completes).
+    pub(super) stamped: Option<super::idempotence::Stamp>,
 }
 
 /// A batch still taking records.

@@ -65,16 +65,11 @@ impl Inner {
     fn complete(&self, meta: &BatchMeta, result: Result<Option<u64>>) {
         if let Err(e) = &result {
             warn!(topic = %meta.topic, partition = meta.partition, error = %e, "batch failed");
-            if let Some(idem) = &self.idempotence {
-                idem.on_failure(e);
-            }
         }
-        if let Some(idem) = &self.idempotence {
-            if let Some(number) = meta.stamped {
-                idem.completed(&meta.topic, meta.partition, number);
-                // A partition held at its in-flight bound may send again.
-                self.room.notify_one();
-            }
+        if let (Some(idem), Some(stamp)) = (&self.idempotence, meta.stamped) {
+            idem.completed(&meta.topic, meta.partition, stamp, result.as_ref().err());
+            // A partition held at its in-flight bound may send again.
+            self.room.notify_one();
         }
         meta.completion.complete(result);
         self.buffer.release(meta.permits);
@@ -264,9 +259,18 @@ async fn send_ready(inner: &Arc<Inner>, ready: Vec<ReadyBatch>) -> bool {
                     held.push(b);
                     continue;
                 }
-                let (builder, number) = idem.stamp(id, &b.meta.topic, b.meta.partition, builder);
-                b.meta.stamped = Some(number);
-                Data::Open(builder)
+                match idem.stamp(id, &b.meta.topic, b.meta.partition, builder) {
+                    Ok((builder, stamp)) => {
+                        b.meta.stamped = Some(stamp);
+                        Data::Open(builder)
+                    }
+                    // A failure started a new generation during this round: next round.
+                    Err(builder) => {
+                        b.data = Data::Open(builder);
+                        held.push(b);
+                        continue;
+                    }
+                }
             }
             (data, _) => data,
         };
