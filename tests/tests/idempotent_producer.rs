@@ -205,3 +205,47 @@ async fn a_failed_batch_starts_a_new_epoch_and_the_producer_carries_on() {
         acked.len()
     );
 }
+
+/// Two producers with one `producer_name`: the second's init bumps the epoch; once it wrote, the
+/// first's next batch is refused `PRODUCER_FENCED`, and every later send of the first fails at once
+/// with that error (it writes nothing more) while the second carries on. Seen failing with the
+/// fence not kept (`Idempotence::completed` treating `PRODUCER_FENCED` as a hole): the first
+/// producer took more records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_producer_is_fenced_by_its_successor() {
+    use sluice_protocol::wire::ErrorCode;
+    let broker = Broker::start(&[]);
+    RawConn::connect(broker.addr).create("fence", 1);
+    let cfg = ProducerConfig {
+        acks: Acks::All,
+        producer_name: Some("orders".into()),
+        ..ProducerConfig::default()
+    };
+    let send = |p: &Producer, v: &str| {
+        let (p, v) = (p.clone(), v.to_string());
+        async move { p.send(ProducerRecord::new("fence", v)).await }
+    };
+    let first = Producer::new(broker.addr.to_string(), cfg.clone()).unwrap();
+    send(&first, "a").await.unwrap().await.unwrap();
+    let second = Producer::new(broker.addr.to_string(), cfg).unwrap();
+    send(&second, "b").await.unwrap().await.unwrap();
+    let fenced = send(&first, "c").await.unwrap().await.unwrap_err();
+    assert!(
+        matches!(&fenced, sluice_client::ClientError::Broker { code, .. } if *code == ErrorCode::PRODUCER_FENCED),
+        "{fenced}"
+    );
+    let later = send(&first, "d")
+        .await
+        .err()
+        .expect("a fenced producer takes no more records");
+    assert!(
+        matches!(later, sluice_client::ClientError::Broker { code, .. } if code == ErrorCode::PRODUCER_FENCED)
+    );
+    send(&second, "e").await.unwrap().await.unwrap();
+    let values: Vec<String> = RawConn::connect(broker.addr)
+        .consume_all("fence", 0)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["a", "b", "e"]);
+}
