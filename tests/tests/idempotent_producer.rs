@@ -236,8 +236,7 @@ async fn a_named_producer_is_fenced_by_its_successor() {
     );
     let later = send(&first, "d")
         .await
-        .err()
-        .expect("a fenced producer takes no more records");
+        .expect_err("a fenced producer takes no more records");
     assert!(
         matches!(later, sluice_client::ClientError::Broker { code, .. } if code == ErrorCode::PRODUCER_FENCED)
     );
