@@ -66,6 +66,8 @@ pub(super) struct Idempotence {
     /// Set once a partition answered `PRODUCER_FENCED` to the current generation: this producer may
     /// not write any more.
     fenced: Mutex<Option<ClientError>>,
+    /// Whether `fenced` is set: every send checks it, so it is one relaxed load, not a lock.
+    is_fenced: std::sync::atomic::AtomicBool,
 }
 
 impl Idempotence {
@@ -75,6 +77,7 @@ impl Idempotence {
             current: Mutex::new(Generation::default()),
             init: tokio::sync::Mutex::new(()),
             fenced: Mutex::new(None),
+            is_fenced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -183,6 +186,8 @@ impl Idempotence {
         if let ClientError::Broker { code, .. } = error {
             if *code == ErrorCode::PRODUCER_FENCED {
                 lock(&self.fenced).get_or_insert_with(|| error.clone());
+                self.is_fenced
+                    .store(true, std::sync::atomic::Ordering::Release);
                 return;
             }
         }
@@ -196,6 +201,10 @@ impl Idempotence {
 
     /// The error every send gets once a newer epoch of this producer fenced it.
     pub(super) fn fenced(&self) -> Option<ClientError> {
+        // Per record: the lock only once fenced.
+        if !self.is_fenced.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         lock(&self.fenced).clone()
     }
 }
