@@ -22,9 +22,9 @@ type CompleteRx = oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig
 pub struct PendingAppend {
     acks: Vec<oneshot::Receiver<Range<u64>>>,
     commits: Vec<CompleteRx>,
-    /// Duplicates of batches already in the log: committed once the high watermark reaches these.
-    committed_by: Vec<u64>,
-    high_watermark: tokio::sync::watch::Receiver<u64>,
+    /// Duplicates of batches already in the log, with acks `all`: committed once the high
+    /// watermark reaches the largest of these (watched only when there is one).
+    committed_by: Option<(u64, tokio::sync::watch::Receiver<u64>)>,
     leader_hint: Option<String>,
 }
 
@@ -65,8 +65,7 @@ impl PendingAppend {
                 Err(_) => return Err(timed_out()),
             }
         }
-        if let Some(&end) = self.committed_by.iter().max() {
-            let mut hw = self.high_watermark;
+        if let Some((end, mut hw)) = self.committed_by {
             let reached = async {
                 while *hw.borrow_and_update() < end {
                     if hw.changed().await.is_err() {
@@ -118,11 +117,17 @@ pub(super) async fn propose(
 ) -> Result<PendingAppend> {
     let batches = check_batches(records)?;
     let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
-    let mut hw = replica.group.high_watermark.subscribe();
+    // Subscribed only once a copy is found in flight (rare), then decided again before waiting,
+    // so a move between the first try and the subscription is not missed.
+    let mut hw = None;
     loop {
         if let Some(pending) = propose_once(replica, &batches, acks).await? {
             return Ok(pending);
         }
+        let Some(hw) = hw.as_mut() else {
+            hw = Some(replica.group.high_watermark.subscribe());
+            continue;
+        };
         // A copy of one of these batches is still on its way into the log: its outcome is this
         // request's. Wait until the log moves (it is appended and committed, or a new term drops
         // it), then decide again: a duplicate then, or admitted afresh.
@@ -154,8 +159,7 @@ async fn propose_once(
     let mut pending = PendingAppend {
         acks: Vec::with_capacity(batches.len()),
         commits: Vec::new(),
-        committed_by: Vec::new(),
-        high_watermark: group.high_watermark.subscribe(),
+        committed_by: None,
         leader_hint: None,
     };
     // Admission and hand-off happen in one order for every proposer of this partition. Every batch
@@ -198,7 +202,10 @@ async fn propose_once(
         if let Admission::Duplicate(offsets) = admission {
             // Already in the log: answer with its offsets, once committed for acks `all`.
             if acks == Acks::All {
-                pending.committed_by.push(offsets.end);
+                let (end, _) = pending
+                    .committed_by
+                    .get_or_insert_with(|| (0, group.high_watermark.subscribe()));
+                *end = (*end).max(offsets.end);
             }
             let _ = tx.send(offsets);
             pending.acks.push(rx);

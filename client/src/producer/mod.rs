@@ -137,9 +137,7 @@ impl Producer {
         tokio::task::coop::consume_budget().await;
         // Metadata read at this generation or later is current while it stays there.
         let generation = self.inner.client.metadata_generation();
-        if let Some(e) = self.inner.idempotence.as_ref().and_then(|i| i.fenced()) {
-            return Err(e);
-        }
+        // `try_send` refuses a fenced producer's record first.
         let record = match self.try_send(record) {
             Ok(future) => return Ok(future),
             Err(TrySendError::Refused(e)) => return Err(e),
