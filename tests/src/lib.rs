@@ -421,6 +421,23 @@ pub fn batch_at(tag: &str, n: usize, ts: i64) -> Bytes {
     b.seal().unwrap()
 }
 
+/// A fetch of one partition from `offset`, up to 1 MiB.
+pub fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> Request {
+    Request::Fetch(FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: topic.into(),
+            partitions: vec![FetchPartition {
+                partition,
+                offset,
+                max_bytes: 1 << 20,
+            }],
+        }],
+    })
+}
+
 /// [`batch_at`] with timestamp 1000.
 pub fn batch(tag: &str, n: usize) -> Bytes {
     batch_at(tag, n, 1_000)
@@ -507,19 +524,7 @@ impl RawConn {
         max_wait_ms: u32,
     ) -> FetchPartitionResult {
         let resp = self
-            .call(&Request::Fetch(FetchRequest {
-                max_wait_ms,
-                min_bytes: 1,
-                max_bytes: 1 << 20,
-                topics: vec![FetchTopic {
-                    name: topic.into(),
-                    partitions: vec![FetchPartition {
-                        partition,
-                        offset,
-                        max_bytes: 1 << 20,
-                    }],
-                }],
-            }))
+            .call(&fetch_request(topic, partition, offset, max_wait_ms))
             .unwrap();
         let Response::Fetch(mut f) = resp else {
             panic!("wrong response")

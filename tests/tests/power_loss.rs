@@ -21,12 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_client::{Acks, Producer, ProducerConfig, ProducerRecord};
-use sluice_protocol::wire::{
-    ErrorCode, FetchPartition, FetchRequest, FetchTopic, Request, Response,
-};
+use sluice_protocol::wire::{ErrorCode, Response};
 use sluice_protocol::RecordBatch;
 use sluice_tests::cluster::{create, eventually, leaders, Cluster};
-use sluice_tests::{Broker, RawConn};
+use sluice_tests::{fetch_request, Broker, RawConn};
 
 const HOOK: &str = "--power-loss-hook";
 
@@ -109,19 +107,7 @@ fn read_partition(addr: SocketAddr, topic: &str, partition: u32) -> Option<BTree
     let mut out = BTreeMap::new();
     let mut offset = 0u64;
     loop {
-        let resp = c.try_call(&Request::Fetch(FetchRequest {
-            max_wait_ms: 0,
-            min_bytes: 1,
-            max_bytes: 1 << 20,
-            topics: vec![FetchTopic {
-                name: topic.into(),
-                partitions: vec![FetchPartition {
-                    partition,
-                    offset,
-                    max_bytes: 1 << 20,
-                }],
-            }],
-        }))?;
+        let resp = c.try_call(&fetch_request(topic, partition, offset, 0))?;
         let Response::Fetch(mut f) = resp else {
             return None;
         };
