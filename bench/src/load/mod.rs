@@ -5,6 +5,7 @@
 //! the mode ([`produce`], [`consume`], [`e2e`]) on a multi-threaded tokio runtime, stops a spawned
 //! broker, and prints the [`report`]: a table, then one JSON object as the last line.
 
+mod collector;
 mod consume;
 mod e2e;
 mod produce;
