@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sluice_protocol::wire::{ErrorCode, MetadataResponse};
 
-use crate::{Broker, RawConn};
+use crate::{Announce, Broker, RawConn};
 
 /// Raft requests (API 20) that reached a broker through its proxy, by raft group.
 pub type RaftCounts = Arc<Mutex<HashMap<u64, u64>>>;
@@ -24,6 +24,8 @@ pub type RaftCounts = Arc<Mutex<HashMap<u64, u64>>>;
 #[derive(Debug)]
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// Where it forwards to: the broker's current address, `None` while the broker is down.
+    target: Announce,
     blocked: Arc<Mutex<HashSet<IpAddr>>>,
     /// Live connections: (client address, both sockets), for cutting them when blocked.
     live: Arc<Mutex<Vec<(IpAddr, TcpStream, TcpStream)>>>,
@@ -105,10 +107,13 @@ fn pump(mut from: TcpStream, mut to: TcpStream, raft: Option<RaftCounts>) {
 }
 
 impl Proxy {
-    /// Forwards `listen` to `target` on background threads.
-    pub fn start(listen: SocketAddr, target: SocketAddr) -> Proxy {
+    /// Forwards `listen` to whatever address its target slot holds (see [`Proxy::target`]), on
+    /// background threads; refuses connections while the slot is empty.
+    pub fn start(listen: SocketAddr) -> Proxy {
         let listener = TcpListener::bind(listen).unwrap();
         let addr = listener.local_addr().unwrap();
+        let target: Announce = Arc::default();
+        let t = target.clone();
         let blocked: Arc<Mutex<HashSet<IpAddr>>> = Arc::default();
         let live: Arc<Mutex<Vec<(IpAddr, TcpStream, TcpStream)>>> = Arc::default();
         let raft: RaftCounts = Arc::default();
@@ -123,7 +128,9 @@ impl Proxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(target) else {
+                let to = *t.lock().unwrap();
+                let Some(Ok(server)) = to.map(TcpStream::connect) else {
+                    let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
                 let _ = client.set_nodelay(true);
@@ -141,10 +148,16 @@ impl Proxy {
         });
         Proxy {
             addr,
+            target,
             blocked,
             live,
             raft,
         }
+    }
+
+    /// The slot holding the address it forwards to, for the broker behind it to announce itself.
+    pub fn target(&self) -> Announce {
+        self.target.clone()
     }
 
     /// Raft requests forwarded to the broker so far, by raft group.
@@ -179,14 +192,6 @@ pub fn broker_ip(id: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + id as u8))
 }
 
-fn free_port(ip: IpAddr) -> u16 {
-    TcpListener::bind(SocketAddr::new(ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One member of a test cluster.
 #[derive(Debug)]
 pub struct Member {
@@ -214,9 +219,8 @@ impl Cluster {
         let mut plan = Vec::new();
         for id in 1..=n {
             let ip = broker_ip(id);
-            let real = SocketAddr::new(ip, free_port(ip));
-            let proxy = Proxy::start(SocketAddr::new(ip, 0), real);
-            plan.push((id, real, proxy));
+            let proxy = Proxy::start(SocketAddr::new(ip, 0));
+            plan.push((id, ip, proxy));
         }
         let peers = plan
             .iter()
@@ -226,7 +230,7 @@ impl Cluster {
         // Start them all at once: each waits for the others to form the metadata group.
         let handles: Vec<_> = plan
             .into_iter()
-            .map(|(id, real, proxy)| {
+            .map(|(id, ip, proxy)| {
                 let mut args: Vec<String> = vec![
                     "--node-id".into(),
                     id.to_string(),
@@ -235,10 +239,10 @@ impl Cluster {
                 ];
                 args.extend(extra.iter().map(|s| s.to_string()));
                 let filter = log_filter.map(str::to_string);
+                let announce = proxy.target();
                 std::thread::spawn(move || {
                     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-                    let broker =
-                        Broker::start_at_logging(&real.to_string(), &refs, filter.as_deref());
+                    let broker = Broker::start_announcing(ip, &refs, filter.as_deref(), announce);
                     Member { id, broker, proxy }
                 })
             })
@@ -251,8 +255,7 @@ impl Cluster {
     /// Starts broker `id` with `--join` through broker 1: it asks the running cluster to add it.
     pub fn join(&mut self, id: u32, extra: &[&str]) {
         let ip = broker_ip(id);
-        let real = SocketAddr::new(ip, free_port(ip));
-        let proxy = Proxy::start(SocketAddr::new(ip, 0), real);
+        let proxy = Proxy::start(SocketAddr::new(ip, 0));
         let mut args: Vec<String> = vec![
             "--node-id".into(),
             id.to_string(),
@@ -263,7 +266,7 @@ impl Cluster {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let broker = Broker::start_at(&real.to_string(), &refs);
+        let broker = Broker::start_announcing(ip, &refs, None, proxy.target());
         self.members.push(Member { id, broker, proxy });
     }
 

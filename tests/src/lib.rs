@@ -85,8 +85,16 @@ pub struct Broker {
     log: Arc<Mutex<Vec<String>>>,
     /// The broker's `SLUICE_LOG` filter when a test chose one (else the harness default).
     log_filter: Option<String>,
+    /// Where a cluster member's proxy reads the broker's current port: set when the broker
+    /// printed its address, cleared when it stops. A member listens on port 0 and announces the
+    /// port it got, so no other test can take a port picked in advance (see `cluster.rs`).
+    announce: Option<Announce>,
     _tmp: Option<tempfile::TempDir>,
 }
+
+/// The address a broker listens on now, shared with the proxy in front of it; `None` while it is
+/// down (the proxy then refuses connections rather than reach whatever holds the old port).
+pub type Announce = Arc<Mutex<Option<SocketAddr>>>;
 
 impl Broker {
     /// Starts a broker listening on `listen` (a fixed address, for cluster members whose address
@@ -107,10 +115,42 @@ impl Broker {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: Arc::default(),
             log_filter: log_filter.map(str::to_string),
+            announce: None,
             _tmp: Some(tmp),
         };
         b.spawn(listen);
         b
+    }
+
+    /// Starts a cluster member on `ip` port 0 and announces each address it gets (at this start
+    /// and every restart) through `announce`.
+    pub fn start_announcing(
+        ip: std::net::IpAddr,
+        extra: &[&str],
+        log_filter: Option<&str>,
+        announce: Announce,
+    ) -> Broker {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut b = Broker {
+            child: None,
+            addr: SocketAddr::new(ip, 0),
+            data_dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: Arc::default(),
+            log_filter: log_filter.map(str::to_string),
+            announce: Some(announce),
+            _tmp: Some(tmp),
+        };
+        b.spawn(&SocketAddr::new(ip, 0).to_string());
+        b
+    }
+
+    /// The broker stopped: its proxy must no longer forward to its old port.
+    fn stopped(&mut self) {
+        if let Some(a) = &self.announce {
+            *a.lock().unwrap() = None;
+        }
     }
 
     /// Starts a broker with a fresh temporary data directory and extra flags.
@@ -150,6 +190,9 @@ impl Broker {
             .strip_prefix("sluice broker listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         self.addr = addr.parse().unwrap();
+        if let Some(a) = &self.announce {
+            *a.lock().unwrap() = Some(self.addr);
+        }
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         // Its log: echoed (so a failing test still shows it) and kept for `log_lines`.
@@ -172,6 +215,7 @@ impl Broker {
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
+        self.stopped();
         unsafe_kill(child.id(), "TERM");
         child.wait().ok().and_then(|s| s.code())
     }
@@ -179,6 +223,7 @@ impl Broker {
     /// SIGKILL and wait.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            self.stopped();
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -189,6 +234,7 @@ impl Broker {
     /// directory, as a machine that lost power would find its disk. `restart` brings it back.
     pub fn power_cut(&mut self) {
         let mut child = self.child.take().expect("the broker is not running");
+        self.stopped();
         unsafe_kill(child.id(), "USR1");
         let status = child.wait().unwrap();
         assert_eq!(
@@ -212,6 +258,11 @@ impl Broker {
     /// Starts the broker again on the same data directory and the same port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the broker first");
+        if self.announce.is_some() {
+            // A cluster member takes whatever port is free; its proxy follows.
+            self.spawn(&SocketAddr::new(self.addr.ip(), 0).to_string());
+            return;
+        }
         let listen = self.addr.to_string();
         // The port was just released; retry briefly in case the kernel still holds it.
         for _ in 0..50 {
