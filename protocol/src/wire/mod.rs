@@ -26,7 +26,7 @@ mod table;
 use bytes::{Buf, Bytes};
 use thiserror::Error;
 
-pub use shared::{AdminResult, TopicResult, TopicResults};
+pub use shared::{AdminResult, TopicPartitions, TopicResult, TopicResults};
 use table::define_apis;
 
 /// Bytes of the length prefix.
@@ -75,6 +75,20 @@ define_apis! {
     ListOffsets     =  6, list_offsets,     (ListOffsetsRequest)     => ListOffsetsResponse;
     /// A producer's id and epoch for idempotent writes.
     InitProducerId  =  7, init_producer_id, (InitProducerIdRequest)  => InitProducerIdResponse;
+    /// Which broker coordinates a consumer group.
+    FindCoordinator =  8, find_coordinator, (FindCoordinatorRequest) => FindCoordinatorResponse;
+    /// A consumer group member's join, heartbeat and leave (see [`GroupHeartbeatRequest`]).
+    GroupHeartbeat  =  9, group_heartbeat,  (GroupHeartbeatRequest)  => GroupHeartbeatResponse;
+    OffsetCommit    = 10, offset_commit,    (OffsetCommitRequest)    => OffsetCommitResponse;
+    OffsetFetch     = 11, offset_fetch,     (OffsetFetchRequest)     => OffsetFetchResponse;
+    /// Admin: the groups this broker coordinates.
+    ListGroups      = 12, list_groups,      ()                       => ListGroupsResponse;
+    /// Admin: a group's members, assignment and committed offsets.
+    DescribeGroup   = 13, describe_group,   (DescribeGroupRequest)   => DescribeGroupResponse;
+    /// Admin: move a group's committed offsets (also on a live group).
+    ResetOffsets    = 14, reset_offsets,    (ResetOffsetsRequest)    => AdminResult;
+    /// Admin: delete a group without members and its offsets.
+    DeleteGroup     = 15, delete_group,     (DeleteGroupRequest)     => AdminResult;
     /// Broker to broker: raft messages of every group (see [`RaftRequest`]).
     Raft            = 20, raft,             (RaftRequest)            => RaftResponse;
     /// Broker to broker: a broker started with `--join` asks to be added to the cluster.
@@ -86,7 +100,8 @@ define_apis! {
 }
 
 /// An error code with a stable number. Unknown numbers from newer peers are kept as they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The default is [`ErrorCode::NONE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ErrorCode(pub u16);
 
 impl ErrorCode {
@@ -117,6 +132,30 @@ impl ErrorCode {
     pub const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(21);
     /// The partition tracks as many producer ids as it may; a new one is refused.
     pub const TOO_MANY_PRODUCERS: ErrorCode = ErrorCode(22);
+    /// This broker does not coordinate the group (any more): find the coordinator again.
+    pub const NOT_COORDINATOR: ErrorCode = ErrorCode(23);
+    /// The group's coordinator is not ready (no leader for its offsets partition yet, or the
+    /// offsets topic is being created): retry after a backoff.
+    pub const COORDINATOR_NOT_AVAILABLE: ErrorCode = ErrorCode(24);
+    /// The group has no member with this id (it left, or was evicted): join again.
+    pub const UNKNOWN_MEMBER_ID: ErrorCode = ErrorCode(25);
+    /// The member's epoch is not the one the coordinator gave it: it was fenced; join again.
+    pub const FENCED_MEMBER_EPOCH: ErrorCode = ErrorCode(26);
+    /// A commit from an epoch older than the partition's assignment, or for a partition the
+    /// member does not own: refused; the member's next heartbeat tells it what it owns.
+    pub const STALE_MEMBER_EPOCH: ErrorCode = ErrorCode(27);
+    /// No group with this id.
+    pub const GROUP_ID_NOT_FOUND: ErrorCode = ErrorCode(28);
+    /// The coordinator has no assignor by that name.
+    pub const UNSUPPORTED_ASSIGNOR: ErrorCode = ErrorCode(29);
+    /// A subscription regex that does not compile.
+    pub const INVALID_REGULAR_EXPRESSION: ErrorCode = ErrorCode(30);
+    /// The group still has members.
+    pub const NON_EMPTY_GROUP: ErrorCode = ErrorCode(31);
+    /// The group has as many members as it may; a new one is refused.
+    pub const GROUP_MAX_SIZE_REACHED: ErrorCode = ErrorCode(32);
+    /// An empty or too long group id.
+    pub const INVALID_GROUP_ID: ErrorCode = ErrorCode(33);
 
     pub fn is_ok(self) -> bool {
         self == ErrorCode::NONE
@@ -132,6 +171,8 @@ impl ErrorCode {
                 | ErrorCode::THROTTLED
                 | ErrorCode::BROKER_SHUTTING_DOWN
                 | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                | ErrorCode::NOT_COORDINATOR
+                | ErrorCode::COORDINATOR_NOT_AVAILABLE
         )
     }
 
@@ -160,6 +201,17 @@ impl ErrorCode {
             20 => "PRODUCER_FENCED",
             21 => "UNKNOWN_PRODUCER_ID",
             22 => "TOO_MANY_PRODUCERS",
+            23 => "NOT_COORDINATOR",
+            24 => "COORDINATOR_NOT_AVAILABLE",
+            25 => "UNKNOWN_MEMBER_ID",
+            26 => "FENCED_MEMBER_EPOCH",
+            27 => "STALE_MEMBER_EPOCH",
+            28 => "GROUP_ID_NOT_FOUND",
+            29 => "UNSUPPORTED_ASSIGNOR",
+            30 => "INVALID_REGULAR_EXPRESSION",
+            31 => "NON_EMPTY_GROUP",
+            32 => "GROUP_MAX_SIZE_REACHED",
+            33 => "INVALID_GROUP_ID",
             _ => "UNRECOGNIZED",
         }
     }

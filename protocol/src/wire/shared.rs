@@ -100,3 +100,38 @@ pub(super) fn get_strings(
 ) -> Result<Vec<String>, ProtocolError> {
     r.array(2, what, |r| r.string(what))
 }
+
+/// Partitions of one topic, as group requests list them.
+///
+/// ```text
+/// string topic, [u32 partition]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TopicPartitions {
+    pub topic: String,
+    pub partitions: Vec<u32>,
+}
+
+/// `[string topic, [u32 partition]]`.
+pub(super) fn put_topic_partitions(w: &mut Writer, v: &[TopicPartitions]) {
+    w.count(v.len());
+    for t in v {
+        w.string(&t.topic);
+        w.count(t.partitions.len());
+        for p in &t.partitions {
+            w.u32(*p);
+        }
+    }
+}
+
+pub(super) fn get_topic_partitions(
+    r: &mut Reader,
+    what: &'static str,
+) -> Result<Vec<TopicPartitions>, ProtocolError> {
+    r.array(6, what, |r| {
+        Ok(TopicPartitions {
+            topic: r.string("topic name")?,
+            partitions: r.array(4, "partitions", |r| r.u32("partition"))?,
+        })
+    })
+}
