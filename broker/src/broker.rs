@@ -25,4 +25,6 @@ pub struct Broker {
     /// This broker's unused producer ids `[next, end)`, from a block the metadata group gave it
     /// (handed out by `admin::producers`).
     pub producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// The coordinator of the consumer groups on the offsets partitions this broker leads.
+    pub groups: Arc<crate::groups::GroupCoordinator>,
 }

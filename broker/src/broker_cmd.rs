@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use sluice_broker::config::{
-    parse_flush, parse_listen, parse_peers, BrokerConfig, ConfigError, FileConfig, DEFAULT_LISTEN,
+    parse_flush, parse_listen, parse_peers, BrokerConfig, ConfigError, FileConfig, GroupConfig,
+    DEFAULT_LISTEN,
 };
 
 #[derive(Debug, clap::Args)]
@@ -75,7 +76,10 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let mut c = BrokerConfig::default();
+    let mut c = BrokerConfig {
+        groups: group_config(&file)?,
+        ..BrokerConfig::default()
+    };
     if let Some(v) = args.node_id.or(file.node_id) {
         c.node_id = v;
     }
@@ -169,6 +173,66 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     c.max_message_bytes = file.max_message_bytes;
     c.max_pending_produces = file.max_pending_produces;
     Ok(c)
+}
+
+/// The consumer-group keys of the TOML file over the defaults, checked for consistency.
+fn group_config(file: &FileConfig) -> Result<GroupConfig, ConfigError> {
+    use std::time::Duration;
+    let mut g = GroupConfig::default();
+    let ms = Duration::from_millis;
+    if let Some(n) = file.offsets_topic_partitions {
+        if n == 0 || n > sluice_broker::replica::settings::MAX_PARTITIONS {
+            return Err(ConfigError::Invalid {
+                key: "offsets_topic_partitions",
+                message: format!(
+                    "must be 1 to {}",
+                    sluice_broker::replica::settings::MAX_PARTITIONS
+                ),
+            });
+        }
+        g.offsets_partitions = n;
+    }
+    if let Some(v) = file.group_min_session_timeout_ms {
+        g.min_session_timeout = ms(v.max(1));
+    }
+    if let Some(v) = file.group_max_session_timeout_ms {
+        g.max_session_timeout = ms(v.max(1));
+    }
+    if let Some(v) = file.group_session_timeout_ms {
+        g.session_timeout = ms(v.max(1));
+    }
+    if let Some(v) = file.group_heartbeat_interval_ms {
+        g.heartbeat_interval = ms(v.max(1));
+    }
+    if let Some(v) = file.offsets_retention_ms {
+        g.offsets_retention = ms(v.max(1));
+    }
+    if let Some(v) = file.group_max_size {
+        if v == 0 {
+            return Err(ConfigError::Invalid {
+                key: "group_max_size",
+                message: "must be at least 1".into(),
+            });
+        }
+        g.max_size = v;
+    }
+    if g.min_session_timeout > g.max_session_timeout
+        || g.session_timeout < g.min_session_timeout
+        || g.session_timeout > g.max_session_timeout
+    {
+        return Err(ConfigError::Invalid {
+            key: "group_session_timeout_ms",
+            message: "needs group_min_session_timeout_ms <= group_session_timeout_ms <= group_max_session_timeout_ms".into(),
+        });
+    }
+    // A member must be able to heartbeat at least twice within the shortest session.
+    if g.heartbeat_interval * 2 > g.min_session_timeout.max(g.session_timeout) {
+        return Err(ConfigError::Invalid {
+            key: "group_heartbeat_interval_ms",
+            message: "must be at most half the group session timeout".into(),
+        });
+    }
+    Ok(g)
 }
 
 /// Request frames (a produce batch, a raft append: a MiB or more each) are malloc'd and freed

@@ -61,6 +61,42 @@ pub struct BrokerConfig {
     /// Produce requests proposed and waiting for their acks at once; past it a produce is answered
     /// `THROTTLED` (retry after a backoff). `None`: no bound (the produce budget still applies).
     pub max_pending_produces: Option<usize>,
+    /// Consumer groups: the offsets topic, sessions and retention.
+    pub groups: GroupConfig,
+}
+
+/// Consumer-group settings of a broker (the coordinator of a group applies its own broker's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Partitions of `__consumer_offsets` when this broker creates it.
+    pub offsets_partitions: u32,
+    /// A member's session when it asks for none.
+    pub session_timeout: Duration,
+    /// Bounds on the session a member may ask for.
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    /// How often members heartbeat (told to them in every heartbeat answer).
+    pub heartbeat_interval: Duration,
+    /// Offsets of a group expire once it has been empty this long (and offsets of a topic the group
+    /// no longer subscribes to, this long after their last commit).
+    pub offsets_retention: Duration,
+    /// Members one group may have.
+    pub max_size: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            offsets_partitions: 16,
+            // Kafka's defaults (KIP-848: group.consumer.session.timeout.ms, heartbeat.interval.ms).
+            session_timeout: Duration::from_secs(45),
+            min_session_timeout: Duration::from_millis(100),
+            max_session_timeout: Duration::from_secs(30 * 60),
+            heartbeat_interval: Duration::from_secs(3),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            max_size: 1000,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -91,6 +127,7 @@ impl Default for BrokerConfig {
             replication_timeout: Duration::from_secs(10),
             max_message_bytes: None,
             max_pending_produces: None,
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -122,6 +159,13 @@ pub struct FileConfig {
     pub replication_timeout_ms: Option<u64>,
     pub max_message_bytes: Option<usize>,
     pub max_pending_produces: Option<usize>,
+    pub offsets_topic_partitions: Option<u32>,
+    pub group_session_timeout_ms: Option<u64>,
+    pub group_min_session_timeout_ms: Option<u64>,
+    pub group_max_session_timeout_ms: Option<u64>,
+    pub group_heartbeat_interval_ms: Option<u64>,
+    pub offsets_retention_ms: Option<u64>,
+    pub group_max_size: Option<usize>,
 }
 
 /// Why a configuration could not be built.

@@ -9,6 +9,8 @@
 //!   table that says which APIs run in connection order;
 //! - [`admin`]: typed admin services (topics, brokers, replica moves, the cluster view);
 //! - [`broker`]: the running broker's shared services (config, replicas, cluster, budgets);
+//! - [`groups`]: the consumer-group coordinator (a leader service on `__consumer_offsets`
+//!   partitions), its pure decisions and assignors;
 //! - [`cluster`]: the metadata group, forwarding to its leader, the leader report, the reconciler
 //!   and quiescing;
 //! - [`replica`]: the partition seam — [`replica::Replica`], replicated partition state, the
@@ -26,6 +28,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod net;
 pub mod node;
 pub mod raft;

@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["api"],
     &["admin"],
     &["broker"],
+    &["groups"],
     &["cluster"],
     &["replica"],
     &["raft"],

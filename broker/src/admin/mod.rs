@@ -5,11 +5,13 @@
 //!
 //! - [`topics`]: create and delete topics, answered once this broker sees the outcome;
 //! - [`brokers`]: add a broker to the cluster (`--join`);
+//! - [`groups`]: consumer groups: find the coordinator (creating the offsets topic), route to it;
 //! - [`moves`]: start and complete partition replica moves;
 //! - [`producers`]: producer ids and epochs for idempotent producers;
 //! - [`view`]: the cluster as a client sees it (brokers, controller, topics, partition leaders).
 
 pub mod brokers;
+pub mod groups;
 pub mod moves;
 pub mod producers;
 pub mod topics;

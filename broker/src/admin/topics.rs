@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::cluster::state::Command;
-use crate::error::Result;
+use sluice_protocol::wire::ErrorCode;
+
+use crate::error::{Result, ServiceError};
+use crate::replica::settings::is_internal;
 
 /// How long topic changes wait to become visible on this broker before answering anyway.
 pub const TOPIC_CHANGE_WAIT: Duration = Duration::from_secs(10);
@@ -25,8 +28,29 @@ pub struct NewTopic {
 /// The outcome of one topic's change, by name.
 pub type TopicOutcome = (String, Result<()>);
 
+/// The refusal of a client's change to an internal topic.
+fn internal(name: &str) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::INVALID_TOPIC,
+        format!("{name} is an internal topic (names starting with \"__\" are the broker's own)"),
+    )
+}
+
 impl Broker {
+    /// Creates topics for a client: internal names (`__...`) are refused.
     pub async fn create_topics(&self, topics: Vec<NewTopic>) -> Vec<TopicOutcome> {
+        let (internal_ones, topics): (Vec<_>, Vec<_>) =
+            topics.into_iter().partition(|t| is_internal(&t.name));
+        let mut out = self.create_topics_unchecked(topics).await;
+        out.extend(internal_ones.into_iter().map(|t| {
+            let e = internal(&t.name);
+            (t.name, Err(e))
+        }));
+        out
+    }
+
+    /// Creates topics, internal ones included (the broker's own use).
+    pub(crate) async fn create_topics_unchecked(&self, topics: Vec<NewTopic>) -> Vec<TopicOutcome> {
         let commands = topics
             .into_iter()
             .map(|t| Command::CreateTopic {
@@ -40,6 +64,17 @@ impl Broker {
     }
 
     pub async fn delete_topics(&self, names: Vec<String>) -> Vec<TopicOutcome> {
+        let (internal_ones, names): (Vec<_>, Vec<_>) =
+            names.into_iter().partition(|n| is_internal(n));
+        let mut out = self.delete_topics_unchecked(names).await;
+        out.extend(internal_ones.into_iter().map(|n| {
+            let e = internal(&n);
+            (n, Err(e))
+        }));
+        out
+    }
+
+    async fn delete_topics_unchecked(&self, names: Vec<String>) -> Vec<TopicOutcome> {
         let commands = names
             .into_iter()
             .map(|name| Command::DeleteTopic { name })

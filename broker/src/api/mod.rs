@@ -17,14 +17,22 @@ mod add_broker;
 mod alter_replicas;
 mod api_versions;
 mod create_topics;
+mod delete_group;
 mod delete_topics;
+mod describe_group;
 mod fetch;
+mod find_coordinator;
+mod group_heartbeat;
 mod init_producer_id;
+mod list_groups;
 mod list_offsets;
 mod metadata;
 mod metadata_command;
+mod offset_commit;
+mod offset_fetch;
 mod produce;
 mod raft;
+mod reset_offsets;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,6 +78,8 @@ pub struct Connection {
     pub appends: AppendPipelines,
     /// The length of the request frame being handled (produce budgets its bytes).
     pub frame_len: usize,
+    /// The client's address (a group member's host, as `sluice group describe` shows it).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 macro_rules! api_table {
@@ -113,6 +123,7 @@ api_table! {
     // API           module            where it runs
     requests without a body {
         ApiVersions => api_versions,     connection;
+        ListGroups  => list_groups,      detached;
     }
     Metadata        => metadata,         connection;
     ListOffsets     => list_offsets,     connection;
@@ -125,6 +136,14 @@ api_table! {
     AddBroker       => add_broker,       detached;
     AlterReplicas   => alter_replicas,   detached;
     MetadataCommand => metadata_command, detached;
+    FindCoordinator => find_coordinator, detached;
+    // In order only to read the member's address off the connection; answered apart.
+    GroupHeartbeat  => group_heartbeat,  connection;
+    OffsetCommit    => offset_commit,    detached;
+    OffsetFetch     => offset_fetch,     detached;
+    DescribeGroup   => describe_group,   detached;
+    ResetOffsets    => reset_offsets,    detached;
+    DeleteGroup     => delete_group,     detached;
 }
 
 /// The wire form of an admin service's outcome.
@@ -154,7 +173,17 @@ mod tests {
                 | ApiKey::AlterReplicas
                 | ApiKey::MetadataCommand
                 // May wait for a metadata write (a new id block, a named producer's epoch).
-                | ApiKey::InitProducerId => Order::Detached,
+                | ApiKey::InitProducerId
+                // Wait for the coordinator's raft writes (or create the offsets topic).
+                | ApiKey::FindCoordinator
+                | ApiKey::OffsetCommit
+                | ApiKey::OffsetFetch
+                | ApiKey::ListGroups
+                | ApiKey::DescribeGroup
+                | ApiKey::ResetOffsets
+                | ApiKey::DeleteGroup => Order::Detached,
+                // Reads the peer address in order, then answers apart.
+                ApiKey::GroupHeartbeat => Order::Connection,
                 // Answered at once from memory: no reason to leave the connection.
                 ApiKey::ApiVersions | ApiKey::Metadata | ApiKey::ListOffsets => Order::Connection,
             };

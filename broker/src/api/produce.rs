@@ -71,6 +71,15 @@ async fn propose(broker: &Broker, req: &ProduceRequest) -> (ProduceResponse, Pro
                 .max_message_bytes
                 .filter(|max| p.records.len() > *max);
             let outcome = match (broker.replicas.replica(&t.name, p.partition), too_large) {
+                // Only the broker writes its internal topics (the group coordinator, through the
+                // replica directly).
+                _ if crate::replica::settings::is_internal(&t.name) => Err(ServiceError::new(
+                    ErrorCode::INVALID_TOPIC,
+                    format!(
+                        "{} is an internal topic: clients cannot produce to it",
+                        t.name
+                    ),
+                )),
                 (Ok(_), Some(max)) => Err(ServiceError::new(
                     ErrorCode::MESSAGE_TOO_LARGE,
                     format!(

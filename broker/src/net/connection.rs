@@ -47,7 +47,10 @@ pub async fn run(stream: TcpStream, broker: Arc<Broker>, stop: CancellationToken
         w.shutdown().await
     });
     let max_frame = broker.config.max_frame_bytes;
-    let mut conn = api::Connection::default();
+    let mut conn = api::Connection {
+        peer,
+        ..api::Connection::default()
+    };
     let inflight = Arc::new(Semaphore::new(
         broker.config.max_inflight_bytes_per_connection,
     ));

@@ -79,9 +79,17 @@ pub async fn start(
     let cluster = Cluster::start(&config, &advertised)
         .await
         .map_err(NodeError::Data)?;
-    let services: Vec<Arc<dyn LeaderService>> = vec![Arc::new(LeaderReport {
-        cluster: cluster.clone(),
-    })];
+    let groups = Arc::new(crate::groups::GroupCoordinator::new(
+        config.groups.clone(),
+        cluster.clone(),
+        config.replication_timeout,
+    ));
+    let services: Vec<Arc<dyn LeaderService>> = vec![
+        Arc::new(LeaderReport {
+            cluster: cluster.clone(),
+        }),
+        Arc::new(crate::groups::CoordinatorService(groups.clone())),
+    ];
     let replicas = Replicas::new(
         &config.data_dir,
         config.flush,
@@ -106,7 +114,9 @@ pub async fn start(
         advertised: addr,
         cluster,
         producer_ids: Default::default(),
+        groups,
     });
+    broker.groups.attach(&broker.replicas);
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     if let Some(via) = broker.config.join.clone() {

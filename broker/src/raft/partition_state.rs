@@ -98,6 +98,12 @@ pub trait PartitionState: Send + 'static {
 
     /// Replaces the whole state with a snapshot's (empty bytes: the initial state).
     fn restore(&mut self, state: &[u8]) -> io::Result<()>;
+
+    /// The concrete state, for a leader service that reads what it keeps (a group coordinator
+    /// reads its groups); `None` for states nobody reads that way.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// A plain topic's partition keeps no state besides the high watermark.

@@ -6,6 +6,7 @@
 //!   watch, and the raft housekeeping the cluster needs (moves, quiescing);
 //! - [`leadership`]: the leadership watch, fed by openraft's server-metrics watch;
 //! - [`services`]: leader services, started with the term on election and cancelled on loss;
+//! - [`groups`]: the replicated state of `__consumer_offsets` partitions (groups, members, offsets);
 //! - [`state`]: the [`PartitionState`] hooks (replicated state in log order) and the state each
 //!   topic kind keeps;
 //! - [`registry`]: the replicas this broker hosts, opened and closed as the metadata says;
@@ -14,6 +15,7 @@
 //! Nothing here knows the wire protocol's requests or responses, or the cluster metadata: callers
 //! pass plain values and get [`ServiceError`]s back.
 
+pub mod groups;
 pub mod leadership;
 pub mod producers;
 mod propose;
@@ -156,6 +158,13 @@ impl Replica {
         let hw = self.high_watermark();
         let found = self.group.log.log.offset_for_timestamp(timestamp_ms)?;
         Ok(found.filter(|&o| o < hw))
+    }
+
+    /// Runs `f` on the partition's replicated state, under its lock (keep `f` short: appends and
+    /// commits of this partition wait for it).
+    pub fn with_state<R>(&self, f: impl FnOnce(&dyn PartitionState) -> R) -> R {
+        let guard = self.group.log.state().lock();
+        f(&**guard)
     }
 
     /// The offset after the last committed entry.

@@ -168,7 +168,7 @@ impl Replicas {
         })
         .await
         .map_err(|e| ServiceError::unknown(e.to_string()))??;
-        let group = Group::start(ctx, group_id, log, super::state::for_topic(&settings))
+        let group = Group::start(ctx, group_id, log, super::state::for_topic(name, &settings))
             .await
             .map_err(|e| io_err("start raft group of", &pdir, e))?;
         if let Some(members) = members {

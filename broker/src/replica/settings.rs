@@ -156,6 +156,12 @@ impl TopicSettings {
     }
 }
 
+/// Whether a topic is internal (named `__...`, like `__consumer_offsets`): created and written by
+/// the broker itself; clients may read it but not create, delete or produce to it.
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
+}
+
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_TOPIC_NAME {
         return Err(format!(

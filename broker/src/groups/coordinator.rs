@@ -1,0 +1,467 @@
+//! The group coordinator at run time: one [`Run`] per `__consumer_offsets` partition this broker
+//! leads, started by the leader-service supervisor with the term and ended with it.
+//!
+//! A run serialises every change to its groups (heartbeats, commits, resets, deletions, evictions)
+//! behind one lock: it reads the committed groups from the partition's state, lets
+//! [`super::reconcile`] decide, writes the difference as one batch through raft (acks `all`) and
+//! answers once that batch is committed and applied, so the next change starts from it. Reads
+//! (offset fetch, describe, list) use the committed state without the lock.
+//!
+//! Liveness is the run's own: when each member was last heard from, its processing deadline and
+//! since when it owes a revocation. Nothing of it is replicated; a new coordinator gives every member
+//! a fresh session (a member cannot be evicted for a failover it could not see). A tick evicts
+//! members past their session, their deadline or their revocation time, writes resets whose
+//! partitions were released, picks up new partitions of subscribed topics, and expires offsets.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use sluice_protocol::wire::{Acks, ErrorCode};
+use sluice_protocol::{BatchBuilder, Compression};
+
+use super::reconcile::{self, Env, Heartbeat, HeartbeatAnswer, Write};
+use super::OFFSETS_TOPIC;
+use crate::cluster::Cluster;
+use crate::config::GroupConfig;
+use crate::error::{Result, ServiceError};
+use crate::replica::groups::{GroupModel, Groups, OffsetsState};
+use crate::replica::{LeaderContext, LeaderService, Replica, Replicas};
+
+/// A member's timers on this coordinator.
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    last_seen: Instant,
+    /// The member promised progress until then (`extend_deadline`); `None`: no promise.
+    deadline: Option<Instant>,
+    /// Since when the member owes a revocation.
+    revoking_since: Option<Instant>,
+}
+
+impl Timers {
+    fn fresh(now: Instant) -> Timers {
+        Timers {
+            last_seen: now,
+            deadline: None,
+            revoking_since: None,
+        }
+    }
+}
+
+/// The coordinator of one offsets partition for one term.
+#[derive(Debug)]
+pub struct Run {
+    partition: u32,
+    term: u64,
+    replica: Arc<Replica>,
+    /// Held for every change; guards the members' timers.
+    live: tokio::sync::Mutex<HashMap<(String, String), Timers>>,
+}
+
+/// Every run on this broker, and what they share.
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    pub config: GroupConfig,
+    cluster: Cluster,
+    replicas: OnceLock<Weak<Replicas>>,
+    runs: Mutex<HashMap<u32, Arc<Run>>>,
+    /// How long a write waits for its commit.
+    write_timeout: Duration,
+    next_member: AtomicU64,
+}
+
+/// The leader service that starts a coordinator run on every offsets partition this broker leads.
+#[derive(Debug)]
+pub struct CoordinatorService(pub Arc<GroupCoordinator>);
+
+impl LeaderService for CoordinatorService {
+    fn name(&self) -> &'static str {
+        "group-coordinator"
+    }
+
+    fn start(&self, ctx: LeaderContext) -> crate::replica::services::ServiceRun {
+        let coord = self.0.clone();
+        Box::pin(async move {
+            if &*ctx.topic == OFFSETS_TOPIC {
+                coord.serve(ctx).await;
+            }
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The group state of an offsets partition's replica (a broken invariant if it keeps another).
+fn read<R>(replica: &Replica, f: impl FnOnce(&Groups) -> R) -> R {
+    replica.with_state(|s| {
+        let state = s
+            .as_any()
+            .and_then(|a| a.downcast_ref::<OffsetsState>())
+            .unwrap_or_else(|| panic!("an offsets partition without group state"));
+        f(&state.groups)
+    })
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig, cluster: Cluster, write_timeout: Duration) -> GroupCoordinator {
+        GroupCoordinator {
+            config,
+            cluster,
+            replicas: OnceLock::new(),
+            runs: Mutex::new(HashMap::new()),
+            write_timeout,
+            next_member: AtomicU64::new(0),
+        }
+    }
+
+    /// The replicas runs look their partition up in (set once, when the broker is built).
+    pub fn attach(&self, replicas: &Arc<Replicas>) {
+        let _ = self.replicas.set(Arc::downgrade(replicas));
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Run>>> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|_| panic!("coordinator runs lock poisoned"))
+    }
+
+    /// Every topic's partition count, from the cluster metadata.
+    pub fn topic_counts(&self) -> BTreeMap<String, u32> {
+        self.cluster
+            .metadata
+            .state()
+            .topics
+            .iter()
+            .map(|(n, r)| (n.clone(), r.replicas.len() as u32))
+            .collect()
+    }
+
+    /// The offsets partition holding `group`, if the offsets topic exists.
+    pub fn partition_of(&self, group: &str) -> Option<u32> {
+        let n = *self.topic_counts().get(OFFSETS_TOPIC)?;
+        Some(super::partition_for(group, n))
+    }
+
+    /// One run for as long as this replica leads in `ctx.term`.
+    async fn serve(self: Arc<Self>, ctx: LeaderContext) {
+        let Some(replica) = self
+            .replicas
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|r| r.replica(OFFSETS_TOPIC, ctx.partition).ok())
+        else {
+            return;
+        };
+        // Serve only once everything appended before this term is applied: decisions start from
+        // the committed groups, which must include every earlier coordinator's writes.
+        loop {
+            let end = replica.log_end_offset();
+            if replica.high_watermark() >= end {
+                break;
+            }
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => return,
+                _ = replica.wait_beyond(end.saturating_sub(1), Instant::now() + Duration::from_millis(100)) => {}
+            }
+        }
+        let run = Arc::new(Run {
+            partition: ctx.partition,
+            term: ctx.term,
+            replica,
+            live: tokio::sync::Mutex::new(HashMap::new()),
+        });
+        self.runs().insert(ctx.partition, run.clone());
+        tracing::info!(
+            partition = ctx.partition,
+            term = ctx.term,
+            "group coordinator started"
+        );
+        let tick = (self.config.heartbeat_interval / 2)
+            .clamp(Duration::from_millis(10), Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => break,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            if let Err(e) = self.tick(&run).await {
+                tracing::debug!(partition = run.partition, error = %e, "coordinator tick failed");
+            }
+        }
+        let mut runs = self.runs();
+        if runs.get(&ctx.partition).is_some_and(|r| r.term == ctx.term) {
+            runs.remove(&ctx.partition);
+        }
+        tracing::info!(
+            partition = ctx.partition,
+            term = ctx.term,
+            "group coordinator stopped"
+        );
+    }
+
+    /// The run coordinating `group`, or why there is none here.
+    fn run_for(&self, group: &str) -> Result<Arc<Run>> {
+        reconcile::check_group_id(group)?;
+        let Some(partition) = self.partition_of(group) else {
+            return Err(ServiceError::new(
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                "the offsets topic does not exist yet (FindCoordinator creates it)",
+            ));
+        };
+        let run = self.runs().get(&partition).cloned();
+        match run {
+            Some(run) if run.replica.is_leader() => Ok(run),
+            _ => Err(ServiceError::new(
+                ErrorCode::NOT_COORDINATOR,
+                format!(
+                    "this broker does not coordinate group {group} (partition {partition} of {OFFSETS_TOPIC})"
+                ),
+            )),
+        }
+    }
+
+    fn env<'a>(&'a self, topics: &'a BTreeMap<String, u32>) -> Env<'a> {
+        Env {
+            now_ms: now_ms(),
+            topics,
+            config: &self.config,
+        }
+    }
+
+    /// Writes `writes` as one batch through raft and waits until it is committed and applied.
+    async fn write(&self, run: &Run, writes: Vec<Write>) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut b = BatchBuilder::new(Compression::None);
+        for (k, v) in &writes {
+            let key = k.encode();
+            let value = v.as_ref().map(|v| v.encode());
+            b.append(now, Some(&key), value.as_deref(), &[]);
+        }
+        let batch = b
+            .seal()
+            .map_err(|e| ServiceError::unknown(format!("building a group batch: {e}")))?;
+        let pending = run
+            .replica
+            .propose(&batch, Acks::All)
+            .await
+            .map_err(not_coordinator)?;
+        pending
+            .wait(self.write_timeout)
+            .await
+            .map_err(not_coordinator)?;
+        Ok(())
+    }
+
+    fn model(run: &Run, group: &str) -> GroupModel {
+        read(&run.replica, |g| g.get(group).cloned().unwrap_or_default())
+    }
+
+    fn new_member_id(&self) -> String {
+        let n = self.next_member.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{}-{:x}-{n}",
+            self.cluster.ctx.node_id,
+            now_ms().rem_euclid(1 << 40)
+        )
+    }
+
+    /// A member's heartbeat (join, leave, owned partitions). `deadline_ms`: the processing deadline
+    /// it promises from now (0: none).
+    pub async fn heartbeat(
+        &self,
+        group: &str,
+        hb: Heartbeat,
+        deadline_ms: u32,
+    ) -> Result<HeartbeatAnswer> {
+        let run = self.run_for(group)?;
+        let mut live = run.live.lock().await;
+        let topics = self.topic_counts();
+        let before = Self::model(&run, group);
+        let new_id = self.new_member_id();
+        let (after, answer) =
+            reconcile::heartbeat(&before, group, &hb, &new_id, &self.env(&topics))?;
+        self.write(&run, reconcile::diff(group, &before, &after))
+            .await?;
+        let now = Instant::now();
+        // Timers of members that are gone (left, or replaced by their static successor).
+        live.retain(|(g, m), _| g != group || after.members.contains_key(m));
+        if hb.member_epoch == sluice_protocol::wire::STATIC_LEAVE_EPOCH {
+            // Gone for now: only the session timer (from its last heartbeat) keeps it.
+            return Ok(answer);
+        }
+        if let Some(m) = after.members.get(&answer.member_id) {
+            let t = live
+                .entry((group.to_string(), answer.member_id.clone()))
+                .or_insert_with(|| Timers::fresh(now));
+            t.last_seen = now;
+            t.deadline = (deadline_ms > 0).then(|| now + Duration::from_millis(deadline_ms.into()));
+            t.revoking_since = match (m.revoking.is_empty(), t.revoking_since) {
+                (true, _) => None,
+                (false, Some(since)) => Some(since),
+                (false, None) => Some(now),
+            };
+        }
+        Ok(answer)
+    }
+
+    /// An offset commit; per-partition outcomes, or a whole-request error.
+    pub async fn commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        member_epoch: i32,
+        offsets: &[(String, u32, u64, String)],
+    ) -> Result<Vec<reconcile::CommitOutcome>> {
+        let run = self.run_for(group)?;
+        let _live = run.live.lock().await;
+        let topics = self.topic_counts();
+        let before = Self::model(&run, group);
+        let (after, outcomes) = reconcile::commit(
+            &before,
+            group,
+            member_id,
+            member_epoch,
+            offsets,
+            &self.env(&topics),
+        )?;
+        self.write(&run, reconcile::diff(group, &before, &after))
+            .await?;
+        Ok(outcomes)
+    }
+
+    /// The committed groups of `group`'s partition, as they are (for fetch and describe).
+    pub fn group(&self, group: &str) -> Result<Option<GroupModel>> {
+        let run = self.run_for(group)?;
+        Ok(read(&run.replica, |g| g.get(group).cloned()))
+    }
+
+    /// Every group on the offsets partitions this broker leads.
+    pub fn list(&self) -> Vec<(String, GroupModel)> {
+        let runs: Vec<Arc<Run>> = self.runs().values().cloned().collect();
+        let mut out = Vec::new();
+        for run in runs.iter().filter(|r| r.replica.is_leader()) {
+            read(&run.replica, |g| {
+                out.extend(g.groups.iter().map(|(n, m)| (n.clone(), m.clone())))
+            });
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Moves the group's offsets; on a live group the partitions are revoked, moved and handed
+    /// back. Answers once every offset is written, or `REQUEST_TIMED_OUT` if their owners did not
+    /// release them in time (the reset then still completes when they do, or are evicted).
+    pub async fn reset(&self, group: &str, offsets: &[(String, u32, u64)]) -> Result<()> {
+        let run = self.run_for(group)?;
+        {
+            let _live = run.live.lock().await;
+            let topics = self.topic_counts();
+            let before = Self::model(&run, group);
+            let after = reconcile::reset(&before, group, offsets, &self.env(&topics))?;
+            self.write(&run, reconcile::diff(group, &before, &after))
+                .await?;
+        }
+        // Owners release the partitions on their next heartbeats; the tick writes each offset
+        // once its partition is free (or its owner was evicted).
+        let wait = self.config.session_timeout + self.config.heartbeat_interval * 2;
+        let deadline = Instant::now() + wait;
+        while reconcile::reset_pending(&Self::model(&run, group), offsets) {
+            if Instant::now() >= deadline {
+                return Err(ServiceError::new(
+                    ErrorCode::REQUEST_TIMED_OUT,
+                    format!("members of group {group} did not release the partitions within {wait:?}; the reset completes when they do"),
+                ));
+            }
+            if !run.replica.is_leader() {
+                return Err(not_coordinator(ServiceError::not_leader(None)));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Deletes a group without members.
+    pub async fn delete(&self, group: &str) -> Result<()> {
+        let run = self.run_for(group)?;
+        let _live = run.live.lock().await;
+        let before = read(&run.replica, |g| g.get(group).cloned());
+        let after = reconcile::delete(before.as_ref(), group)?;
+        let before = before.unwrap_or_default();
+        self.write(&run, reconcile::diff(group, &before, &after))
+            .await
+    }
+
+    /// Evictions, finished resets, new partitions and offset expiry, for every group of `run`.
+    async fn tick(&self, run: &Run) -> Result<()> {
+        let mut live = run.live.lock().await;
+        let groups = read(&run.replica, |g| g.groups.clone());
+        let topics = self.topic_counts();
+        let now = Instant::now();
+        let mut present = HashSet::new();
+        for (name, before) in &groups {
+            let mut evict = Vec::new();
+            for (id, m) in &before.members {
+                present.insert((name.clone(), id.clone()));
+                let t = live
+                    .entry((name.clone(), id.clone()))
+                    .or_insert_with(|| Timers::fresh(now));
+                let session = Duration::from_millis(m.session_timeout_ms.into());
+                let why = if now.duration_since(t.last_seen) > session {
+                    Some("session timed out")
+                } else if t.deadline.is_some_and(|d| now > d) {
+                    Some("processing deadline passed")
+                } else if t
+                    .revoking_since
+                    .is_some_and(|s| now.duration_since(s) > session)
+                {
+                    Some("revocation not acknowledged within the session timeout")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    tracing::info!(group = %name, member = %id, why, "evicting group member");
+                    evict.push(id.clone());
+                }
+            }
+            let env = self.env(&topics);
+            let after = if evict.is_empty() {
+                let mut g = before.clone();
+                // Members: new partitions of their topics; resets: released partitions; no group
+                // record yet (offsets committed by an admin): start its retention clock.
+                if !g.members.is_empty() || g.meta.as_ref().is_none_or(|m| !m.resetting.is_empty())
+                {
+                    reconcile::refresh(&mut g, name, &env, false);
+                }
+                reconcile::expire(&g, &env).unwrap_or(g)
+            } else {
+                reconcile::remove_members(before, name, &evict, &env)
+            };
+            if &after != before {
+                self.write(run, reconcile::diff(name, before, &after))
+                    .await?;
+            }
+        }
+        live.retain(|k, _| present.contains(k));
+        Ok(())
+    }
+}
+
+/// A write that failed because this replica no longer leads tells the client to find the new
+/// coordinator.
+fn not_coordinator(e: ServiceError) -> ServiceError {
+    if e.code == ErrorCode::NOT_LEADER {
+        ServiceError::new(
+            ErrorCode::NOT_COORDINATOR,
+            format!("this broker stopped coordinating the group ({})", e.message),
+        )
+    } else {
+        e
+    }
+}

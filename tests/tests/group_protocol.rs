@@ -1,0 +1,359 @@
+//! The consumer-group exchange on the wire, against a real broker: FindCoordinator creates the
+//! offsets topic; members join with a heartbeat and get disjoint partitions; a newcomer gets
+//! nothing its predecessor still owns until that one acknowledges the revocation; commits are
+//! fenced by membership, epoch and ownership; bad input gets clear errors and leaves the group as
+//! it was.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use sluice_protocol::wire::*;
+use sluice_tests::{Broker, RawConn};
+
+/// Group settings that make a test quick: 2 s sessions, heartbeats every 100 ms.
+fn group_config() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broker.toml");
+    std::fs::write(
+        &path,
+        "group_session_timeout_ms = 2000\ngroup_min_session_timeout_ms = 500\ngroup_heartbeat_interval_ms = 100\noffsets_topic_partitions = 4\n",
+    )
+    .unwrap();
+    (dir, path.to_string_lossy().into_owned())
+}
+
+fn find(c: &mut RawConn, group: &str) -> FindCoordinatorResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let Response::FindCoordinator(r) = c
+            .call(&Request::FindCoordinator(FindCoordinatorRequest {
+                group: group.into(),
+            }))
+            .unwrap()
+        else {
+            panic!("wrong answer")
+        };
+        if r.error.is_ok() || !r.error.is_retriable() || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn heartbeat(c: &mut RawConn, req: GroupHeartbeatRequest) -> GroupHeartbeatResponse {
+    // A coordinator that just started may still answer NOT_COORDINATOR for a moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let Response::GroupHeartbeat(r) = c.call(&Request::GroupHeartbeat(req.clone())).unwrap()
+        else {
+            panic!("wrong answer")
+        };
+        if !r.error.is_retriable() || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn join(c: &mut RawConn, group: &str, topics: &[&str]) -> GroupHeartbeatResponse {
+    heartbeat(
+        c,
+        GroupHeartbeatRequest {
+            group: group.into(),
+            member_epoch: JOIN_EPOCH,
+            client_id: "test".into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        },
+    )
+}
+
+fn beat(
+    c: &mut RawConn,
+    group: &str,
+    r: &GroupHeartbeatResponse,
+    owned: &[TopicPartitions],
+) -> GroupHeartbeatResponse {
+    heartbeat(
+        c,
+        GroupHeartbeatRequest {
+            group: group.into(),
+            member_id: r.member_id.clone(),
+            member_epoch: r.member_epoch,
+            client_id: "test".into(),
+            topics: vec!["t".into()],
+            owned: owned.to_vec(),
+            ..Default::default()
+        },
+    )
+}
+
+fn set(v: &[TopicPartitions]) -> BTreeSet<(String, u32)> {
+    v.iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
+        .collect()
+}
+
+fn commit(
+    c: &mut RawConn,
+    group: &str,
+    member: &str,
+    epoch: i32,
+    partition: u32,
+    offset: u64,
+) -> OffsetCommitResponse {
+    let Response::OffsetCommit(r) = c
+        .call(&Request::OffsetCommit(OffsetCommitRequest {
+            group: group.into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            topics: vec![OffsetCommitTopic {
+                topic: "t".into(),
+                partitions: vec![OffsetCommitPartition {
+                    partition,
+                    offset,
+                    metadata: "m".into(),
+                }],
+            }],
+        }))
+        .unwrap()
+    else {
+        panic!("wrong answer")
+    };
+    r
+}
+
+fn partition_error(r: &OffsetCommitResponse) -> ErrorCode {
+    if !r.error.is_ok() {
+        return r.error;
+    }
+    r.topics[0].partitions[0].error
+}
+
+/// Two members over 4 partitions: the second gets only what the first released, the epochs and
+/// fencing of commits follow the assignment, and offsets read back.
+#[test]
+fn members_revoke_before_others_receive_and_commits_are_fenced() {
+    let (_dir, config) = group_config();
+    let broker = Broker::start(&["--config", &config]);
+    let mut c = RawConn::connect(broker.addr);
+    c.create("t", 4);
+    let f = find(&mut c, "g");
+    assert!(f.error.is_ok(), "{f:?}");
+    assert_eq!(f.host, broker.addr.to_string());
+
+    let a = join(&mut c, "g", &["t"]);
+    assert!(a.error.is_ok(), "{a:?}");
+    assert_eq!(
+        set(&a.assignment).len(),
+        4,
+        "a lone member gets everything: {a:?}"
+    );
+    assert!(a.member_epoch > 0);
+    assert_eq!(a.heartbeat_interval_ms, 100);
+
+    // A commit from a member that owns the partition is accepted; the offset reads back.
+    let r = commit(&mut c, "g", &a.member_id, a.member_epoch, 1, 10);
+    assert_eq!(partition_error(&r), ErrorCode::NONE, "{r:?}");
+
+    let b = join(&mut c, "g", &["t"]);
+    assert!(b.error.is_ok(), "{b:?}");
+    assert!(
+        set(&b.assignment).is_empty(),
+        "b must wait for a to revoke: {b:?}"
+    );
+
+    // a is told to give up two partitions (its assignment shrinks; it keeps its epoch).
+    let a2 = beat(&mut c, "g", &a, &a.assignment);
+    assert_eq!(set(&a2.assignment).len(), 2, "{a2:?}");
+    let revoked: BTreeSet<_> = set(&a.assignment)
+        .difference(&set(&a2.assignment))
+        .cloned()
+        .collect();
+    // Until a acknowledges, b still gets nothing.
+    let b2 = beat(&mut c, "g", &b, &[]);
+    assert!(set(&b2.assignment).is_empty(), "{b2:?}");
+    // a may still commit a partition it is revoking (in its revocation callback).
+    let (_, p) = revoked.iter().next().unwrap().clone();
+    let r = commit(&mut c, "g", &a.member_id, a.member_epoch, p, 20);
+    assert_eq!(
+        partition_error(&r),
+        ErrorCode::NONE,
+        "commit while revoking: {r:?}"
+    );
+    // a acknowledges (no longer lists them), then b receives exactly those.
+    let a3 = beat(&mut c, "g", &a2, &a2.assignment);
+    assert!(a3.member_epoch > a.member_epoch, "{a3:?}");
+    let b3 = beat(&mut c, "g", &b2, &[]);
+    assert_eq!(set(&b3.assignment), revoked, "{b3:?}");
+    assert!(set(&a3.assignment).is_disjoint(&set(&b3.assignment)));
+
+    // a can no longer commit what it gave up; b can, at its epoch.
+    let r = commit(&mut c, "g", &a.member_id, a3.member_epoch, p, 30);
+    assert_eq!(partition_error(&r), ErrorCode::STALE_MEMBER_EPOCH, "{r:?}");
+    assert!(
+        r.topics[0].partitions[0].message.contains("does not own"),
+        "{r:?}"
+    );
+    let r = commit(&mut c, "g", &b.member_id, b3.member_epoch, p, 40);
+    assert_eq!(partition_error(&r), ErrorCode::NONE, "{r:?}");
+    // A stranger and an admin commit on a live group are refused.
+    let r = commit(&mut c, "g", "nobody", 1, p, 50);
+    assert_eq!(r.error, ErrorCode::UNKNOWN_MEMBER_ID, "{r:?}");
+    let r = commit(&mut c, "g", "", -1, p, 50);
+    assert_eq!(r.error, ErrorCode::NON_EMPTY_GROUP, "{r:?}");
+
+    let Response::OffsetFetch(o) = c
+        .call(&Request::OffsetFetch(OffsetFetchRequest {
+            group: "g".into(),
+            partitions: vec![TopicPartitions {
+                topic: "t".into(),
+                partitions: vec![p, 3],
+            }],
+        }))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(o.error.is_ok(), "{o:?}");
+    let got = |part: u32| {
+        o.offsets
+            .iter()
+            .find(|x| x.partition == part)
+            .unwrap()
+            .offset
+    };
+    assert_eq!(got(p), 40);
+    if p != 3 && !(a.assignment.is_empty()) {
+        // Partition 3 was never committed unless it is p: -1 means none, not an error.
+        let three = got(3);
+        assert!(three == -1 || three == 10, "{o:?}");
+    }
+
+    // The group as an admin sees it.
+    let Response::DescribeGroup(d) = c
+        .call(&Request::DescribeGroup(DescribeGroupRequest {
+            group: "g".into(),
+        }))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(d.error.is_ok(), "{d:?}");
+    assert_eq!(d.members.len(), 2);
+    assert_eq!(d.assignor, "uniform");
+    assert_eq!(
+        d.members
+            .iter()
+            .map(|m| m.host.as_str())
+            .collect::<Vec<_>>(),
+        ["127.0.0.1", "127.0.0.1"]
+    );
+
+    // a leaves: b gets everything.
+    let left = heartbeat(
+        &mut c,
+        GroupHeartbeatRequest {
+            group: "g".into(),
+            member_id: a.member_id.clone(),
+            member_epoch: LEAVE_EPOCH,
+            ..Default::default()
+        },
+    );
+    assert!(left.error.is_ok(), "{left:?}");
+    let b4 = beat(&mut c, "g", &b3, &b3.assignment);
+    assert_eq!(set(&b4.assignment).len(), 4, "{b4:?}");
+}
+
+/// A member that stops heartbeating is evicted after its session, and its partitions go to the
+/// others; its late heartbeat and commits are refused (it must rejoin).
+#[test]
+fn a_silent_member_is_evicted_after_its_session() {
+    let (_dir, config) = group_config();
+    let broker = Broker::start(&["--config", &config]);
+    let mut c = RawConn::connect(broker.addr);
+    c.create("t", 4);
+    assert!(find(&mut c, "g").error.is_ok());
+    let a = join(&mut c, "g", &["t"]);
+    let b = join(&mut c, "g", &["t"]);
+    let a2 = beat(&mut c, "g", &a, &a.assignment);
+    let _ = beat(&mut c, "g", &a2, &a2.assignment);
+    // b heartbeats; a goes silent past its 2 s session.
+    let mut bb = b.clone();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        bb = beat(&mut c, "g", &bb, &bb.assignment);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(set(&bb.assignment).len(), 4, "b took over: {bb:?}");
+    let late = beat(&mut c, "g", &a2, &a2.assignment);
+    assert_eq!(late.error, ErrorCode::UNKNOWN_MEMBER_ID, "{late:?}");
+    let r = commit(&mut c, "g", &a.member_id, a2.member_epoch, 0, 1);
+    assert_eq!(r.error, ErrorCode::UNKNOWN_MEMBER_ID, "{r:?}");
+}
+
+/// Bad input: an unknown group, an unknown assignor, a malformed pattern, an empty group id, a
+/// produce to the internal topic — each a clear error; the group is as it was.
+#[test]
+fn bad_group_requests_get_clear_errors_and_change_nothing() {
+    let (_dir, config) = group_config();
+    let broker = Broker::start(&["--config", &config]);
+    let mut c = RawConn::connect(broker.addr);
+    c.create("t", 2);
+    assert!(find(&mut c, "g").error.is_ok());
+    let a = join(&mut c, "g", &["t"]);
+    assert!(a.error.is_ok());
+
+    let bad = heartbeat(
+        &mut c,
+        GroupHeartbeatRequest {
+            group: "g".into(),
+            member_epoch: JOIN_EPOCH,
+            topics: vec!["t".into()],
+            assignor: "roundrobin".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(bad.error, ErrorCode::UNSUPPORTED_ASSIGNOR, "{bad:?}");
+    assert!(bad.message.contains("roundrobin"), "{bad:?}");
+    let bad = heartbeat(
+        &mut c,
+        GroupHeartbeatRequest {
+            group: "g".into(),
+            member_epoch: JOIN_EPOCH,
+            regex: "t(".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(bad.error, ErrorCode::INVALID_REGULAR_EXPRESSION, "{bad:?}");
+    let f = find(&mut c, "");
+    assert_eq!(f.error, ErrorCode::INVALID_GROUP_ID, "{f:?}");
+    let Response::DescribeGroup(d) = c
+        .call(&Request::DescribeGroup(DescribeGroupRequest {
+            group: "nope".into(),
+        }))
+        .unwrap()
+    else {
+        panic!()
+    };
+    // "nope" may hash to another offsets partition; on one broker this broker leads them all.
+    assert_eq!(d.error, ErrorCode::GROUP_ID_NOT_FOUND, "{d:?}");
+    let Response::DeleteGroup(del) = c
+        .call(&Request::DeleteGroup(DeleteGroupRequest {
+            group: "g".into(),
+        }))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(del.error, ErrorCode::NON_EMPTY_GROUP, "{del:?}");
+    let p = c.produce("__consumer_offsets", 0, sluice_tests::batch("x", 1));
+    assert_eq!(p.error, ErrorCode::INVALID_TOPIC, "{p:?}");
+
+    // The group is unaffected: one member, all partitions, same epoch.
+    let a2 = beat(&mut c, "g", &a, &a.assignment);
+    assert!(a2.error.is_ok(), "{a2:?}");
+    assert_eq!(a2.member_epoch, a.member_epoch);
+    assert_eq!(set(&a2.assignment), set(&a.assignment));
+}
