@@ -100,6 +100,52 @@ fn sample(api: ApiKey) -> Request {
         ApiKey::MetadataCommand => Request::MetadataCommand(MetadataCommandRequest {
             command: Bytes::from_static(b"\x01\x02\x03 not a command"),
         }),
+        ApiKey::FindCoordinator => Request::FindCoordinator(FindCoordinatorRequest {
+            group: "garbage-group".into(),
+        }),
+        ApiKey::GroupHeartbeat => Request::GroupHeartbeat(GroupHeartbeatRequest {
+            group: "garbage-group".into(),
+            member_id: "m".into(),
+            member_epoch: 3,
+            topics: vec!["t".into()],
+            regex: "t.*".into(),
+            owned: vec![TopicPartitions {
+                topic: "t".into(),
+                partitions: vec![0, 1],
+            }],
+            ..Default::default()
+        }),
+        ApiKey::OffsetCommit => Request::OffsetCommit(OffsetCommitRequest {
+            group: "garbage-group".into(),
+            member_id: "m".into(),
+            member_epoch: 1,
+            topics: vec![OffsetCommitTopic {
+                topic: "t".into(),
+                partitions: vec![OffsetCommitPartition {
+                    partition: 0,
+                    offset: 5,
+                    metadata: "md".into(),
+                }],
+            }],
+        }),
+        ApiKey::OffsetFetch => Request::OffsetFetch(OffsetFetchRequest {
+            group: "garbage-group".into(),
+            partitions: vec![TopicPartitions {
+                topic: "t".into(),
+                partitions: vec![0],
+            }],
+        }),
+        ApiKey::ListGroups => Request::ListGroups,
+        ApiKey::DescribeGroup => Request::DescribeGroup(DescribeGroupRequest {
+            group: "garbage-group".into(),
+        }),
+        ApiKey::ResetOffsets => Request::ResetOffsets(ResetOffsetsRequest {
+            group: "garbage-group".into(),
+            offsets: vec![("t".into(), 0, 0)],
+        }),
+        ApiKey::DeleteGroup => Request::DeleteGroup(DeleteGroupRequest {
+            group: "garbage-group".into(),
+        }),
     }
 }
 
