@@ -142,6 +142,7 @@ pub fn heartbeat(
                     MemberValue::default()
                 }
             };
+            m.instance_id = hb.instance_id.clone();
             set_subscription(&mut m, hb, session);
             g.members.insert(new_member_id.to_string(), m);
             new_member_id.to_string()
@@ -211,8 +212,8 @@ fn unknown_member(group: &str, member: &str) -> ServiceError {
     )
 }
 
+/// A member's details from its heartbeat (the instance id is fixed at join).
 fn set_subscription(m: &mut MemberValue, hb: &Heartbeat, session: u32) {
-    m.instance_id = hb.instance_id.clone();
     m.client_id = hb.client_id.clone();
     m.host = hb.host.clone();
     let mut topics = hb.topics.clone();
@@ -623,3 +624,7 @@ pub fn diff(group: &str, before: &GroupModel, after: &GroupModel) -> Vec<Write> 
     }
     out
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
