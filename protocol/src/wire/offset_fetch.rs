@@ -71,7 +71,7 @@ pub(super) fn put_committed(w: &mut Writer, v: &[CommittedOffset]) {
 }
 
 pub(super) fn get_committed(r: &mut Reader) -> Result<Vec<CommittedOffset>, ProtocolError> {
-    r.array(30, "offsets", |r| {
+    r.array(28, "offsets", |r| {
         Ok(CommittedOffset {
             topic: r.string("topic name")?,
             partition: r.u32("partition")?,
