@@ -5,7 +5,7 @@
 //! timestamps and shifts into offsets before it asks. Answered once every offset is written.
 //!
 //! ```text
-//! request:  string group, [string topic, [u32 partition, u64 offset]]
+//! request:  string group, [string topic, u32 partition, u64 offset]   (one entry per partition)
 //! response: u16 error, string message
 //! ```
 

@@ -1,7 +1,9 @@
 //! One hand-made request and response per API, and the exact bytes their frames encode to. The hex
 //! was captured from the encoder as of 7748721, before the protocol was split into one module per
 //! API: the byte format must never change by accident. A format change on purpose updates the hex
-//! here (and `docs/protocol.md`) in the same commit.
+//! here (and `docs/protocol.md`) in the same commit. The consumer-group APIs (keys 8 to 15) were
+//! captured when they were added, and their bytes checked field by field against the layouts in
+//! their modules' docs.
 
 use super::*;
 
@@ -64,6 +66,90 @@ pub(super) fn requests() -> Vec<Request> {
         Request::InitProducerId(InitProducerIdRequest {
             name: "orders-1".into(),
         }),
+        Request::FindCoordinator(FindCoordinatorRequest {
+            group: "billing".into(),
+        }),
+        // A static member leaving for a restart: it keeps its assignment for the session timeout.
+        Request::GroupHeartbeat(GroupHeartbeatRequest {
+            group: "billing".into(),
+            member_id: "m-1".into(),
+            member_epoch: STATIC_LEAVE_EPOCH,
+            instance_id: "host-3".into(),
+            client_id: "cli".into(),
+            topics: vec!["a".into(), "bc".into()],
+            regex: "^o".into(),
+            assignor: "uniform".into(),
+            session_timeout_ms: 45_000,
+            deadline_ms: 300_000,
+            owned: vec![
+                TopicPartitions {
+                    topic: "a".into(),
+                    partitions: vec![0, 2],
+                },
+                TopicPartitions {
+                    topic: "bc".into(),
+                    partitions: vec![1],
+                },
+            ],
+        }),
+        Request::OffsetCommit(OffsetCommitRequest {
+            group: "billing".into(),
+            member_id: "m-1".into(),
+            member_epoch: 12,
+            topics: vec![
+                OffsetCommitTopic {
+                    topic: "a".into(),
+                    partitions: vec![
+                        OffsetCommitPartition {
+                            partition: 0,
+                            offset: 42,
+                            metadata: "md".into(),
+                        },
+                        OffsetCommitPartition {
+                            partition: 2,
+                            offset: 7,
+                            metadata: String::new(),
+                        },
+                    ],
+                },
+                OffsetCommitTopic {
+                    topic: "bc".into(),
+                    partitions: vec![OffsetCommitPartition {
+                        partition: 1,
+                        offset: 1000,
+                        metadata: "x".into(),
+                    }],
+                },
+            ],
+        }),
+        Request::OffsetFetch(OffsetFetchRequest {
+            group: "billing".into(),
+            partitions: vec![
+                TopicPartitions {
+                    topic: "a".into(),
+                    partitions: vec![0, 2],
+                },
+                TopicPartitions {
+                    topic: "bc".into(),
+                    partitions: vec![1],
+                },
+            ],
+        }),
+        Request::ListGroups,
+        Request::DescribeGroup(DescribeGroupRequest {
+            group: "billing".into(),
+        }),
+        Request::ResetOffsets(ResetOffsetsRequest {
+            group: "billing".into(),
+            offsets: vec![
+                ("a".into(), 0, 0),
+                ("a".into(), 2, 100),
+                ("bc".into(), 1, 1 << 40),
+            ],
+        }),
+        Request::DeleteGroup(DeleteGroupRequest {
+            group: "billing".into(),
+        }),
         Request::Raft(RaftRequest {
             group: (7 << 32) | 3,
             kind: 2,
@@ -82,6 +168,37 @@ pub(super) fn requests() -> Vec<Request> {
         Request::MetadataCommand(MetadataCommandRequest {
             command: Bytes::from_static(b"{}"),
         }),
+    ]
+}
+
+/// Committed offsets as OffsetFetch and DescribeGroup answer them: a member's commit, a partition
+/// without one (offset, timestamp and epoch -1), and an admin commit (assignment epoch -1).
+fn committed() -> Vec<CommittedOffset> {
+    vec![
+        CommittedOffset {
+            topic: "a".into(),
+            partition: 0,
+            offset: 42,
+            metadata: "md".into(),
+            commit_timestamp_ms: 1_700_000_000_000,
+            assignment_epoch: 12,
+        },
+        CommittedOffset {
+            topic: "a".into(),
+            partition: 2,
+            offset: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: -1,
+            assignment_epoch: -1,
+        },
+        CommittedOffset {
+            topic: "bc".into(),
+            partition: 1,
+            offset: 1 << 40,
+            metadata: "reset".into(),
+            commit_timestamp_ms: 1_700_000_360_000,
+            assignment_epoch: -1,
+        },
     ]
 }
 
@@ -164,6 +281,131 @@ pub(super) fn responses() -> Vec<Response> {
             producer_id: 1000,
             epoch: 3,
         }),
+        Response::FindCoordinator(FindCoordinatorResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            node_id: 2,
+            host: "h2:9092".into(),
+            partition: 17,
+        }),
+        Response::GroupHeartbeat(GroupHeartbeatResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            member_id: "m-1".into(),
+            member_epoch: 12,
+            heartbeat_interval_ms: 3000,
+            session_timeout_ms: 45_000,
+            assignment: vec![
+                TopicPartitions {
+                    topic: "a".into(),
+                    partitions: vec![0],
+                },
+                TopicPartitions {
+                    topic: "bc".into(),
+                    partitions: vec![1, 3],
+                },
+            ],
+        }),
+        Response::OffsetCommit(OffsetCommitResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            topics: vec![
+                PartitionErrors {
+                    topic: "a".into(),
+                    partitions: vec![
+                        PartitionError {
+                            partition: 0,
+                            error: ErrorCode::NONE,
+                            message: String::new(),
+                        },
+                        PartitionError {
+                            partition: 2,
+                            error: ErrorCode::STALE_MEMBER_EPOCH,
+                            message: "not owned".into(),
+                        },
+                    ],
+                },
+                PartitionErrors {
+                    topic: "bc".into(),
+                    partitions: vec![PartitionError {
+                        partition: 1,
+                        error: ErrorCode::NONE,
+                        message: String::new(),
+                    }],
+                },
+            ],
+        }),
+        Response::OffsetFetch(OffsetFetchResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            offsets: committed(),
+        }),
+        Response::ListGroups(ListGroupsResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            groups: vec![
+                GroupListing {
+                    group: "billing".into(),
+                    state: "Stable".into(),
+                    members: 3,
+                },
+                GroupListing {
+                    group: "audit".into(),
+                    state: "Empty".into(),
+                    members: 0,
+                },
+            ],
+        }),
+        Response::DescribeGroup(DescribeGroupResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            group: "billing".into(),
+            state: "Reconciling".into(),
+            epoch: 13,
+            assignor: "uniform".into(),
+            members: vec![
+                GroupMemberDescription {
+                    member_id: "m-1".into(),
+                    instance_id: "host-3".into(),
+                    client_id: "cli".into(),
+                    host: "10.0.0.5".into(),
+                    member_epoch: 12,
+                    topics: vec!["a".into(), "bc".into()],
+                    regex: String::new(),
+                    assigned: vec![TopicPartitions {
+                        topic: "a".into(),
+                        partitions: vec![0],
+                    }],
+                    revoking: vec![TopicPartitions {
+                        topic: "a".into(),
+                        partitions: vec![2],
+                    }],
+                },
+                GroupMemberDescription {
+                    member_id: "m-2".into(),
+                    instance_id: String::new(),
+                    client_id: "cli2".into(),
+                    host: "10.0.0.6".into(),
+                    member_epoch: 13,
+                    topics: vec![],
+                    regex: "^b".into(),
+                    assigned: vec![TopicPartitions {
+                        topic: "bc".into(),
+                        partitions: vec![1, 3],
+                    }],
+                    revoking: vec![],
+                },
+            ],
+            offsets: committed(),
+        }),
+        Response::ResetOffsets(AdminResult {
+            error: ErrorCode::COORDINATOR_NOT_AVAILABLE,
+            message: "loading".into(),
+        }),
+        Response::DeleteGroup(AdminResult {
+            error: ErrorCode::NON_EMPTY_GROUP,
+            message: "2 members".into(),
+        }),
         Response::Raft(RaftResponse {
             body: Bytes::from_static(b"ok"),
         }),
@@ -183,6 +425,14 @@ pub(super) const REQUEST_FRAMES: &[&str] = &[
     "2f0000000500000007000000f401000001000000000010000100000001007401000000020000002a0000000000000000100000",
     "2b0000000600000007000000010000000100740200000000000000feffffffffffffff010000000068e5cf8b010000",
     "12000000070000000700000008006f72646572732d31",
+    "110000000800000007000000070062696c6c696e67",
+    "660000000900000007000000070062696c6c696e6703006d2d31feffffff0600686f73742d330300636c69020000000100610200626302005e6f0700756e69666f726dc8af0000e093040002000000010061020000000000000002000000020062630100000001000000",
+    "5a0000000a00000007000000070062696c6c696e6703006d2d310c0000000200000001006102000000000000002a0000000000000002006d640200000007000000000000000000020062630100000001000000e803000000000000010078",
+    "300000000b00000007000000070062696c6c696e6702000000010061020000000000000002000000020062630100000001000000",
+    "080000000c00000007000000",
+    "110000000d00000007000000070062696c6c696e67",
+    "430000000e00000007000000070062696c6c696e670300000001006100000000000000000000000001006102000000640000000000000002006263010000000000000000010000",
+    "110000000f00000007000000070062696c6c696e67",
     "19000000140000000700000003000000070000000204000000766f7465",
     "140000001500000007000000040000000600683a39303932",
     "200000001600000007000000010074050000000300000001000000020000000300000001",
@@ -199,6 +449,14 @@ pub(super) const RESPONSE_FRAMES: &[&str] = &[
     "3400000009000000000000000100000001007401000000020000000000320000000000000000000000000000000700000062617463686573",
     "2100000009000000000000000100000001007401000000010000000500ffffffffffffffff",
     "16000000090000000000000000000000e8030000000000000300",
+    "1d00000009000000000000000000000002000000070068323a3930393211000000",
+    "3c00000009000000000000000000000003006d2d310c000000b80b0000c8af000002000000010061010000000000000002006263020000000100000003000000",
+    "4000000009000000000000000000000002000000010061020000000000000000000000020000001b0009006e6f74206f776e656402006263010000000100000000000000",
+    "6f00000009000000000000000000000003000000010061000000002a0000000000000002006d640068e5cf8b0100000c00000001006102000000ffffffffffffffff0000ffffffffffffffffffffffff020062630100000000000000000100000500726573657440e6eacf8b010000ffffffff",
+    "3700000009000000000000000000000002000000070062696c6c696e670600537461626c6503000000050061756469740500456d70747900000000",
+    "1c010000090000000000000000000000070062696c6c696e670b005265636f6e63696c696e670d0000000700756e69666f726d0200000003006d2d310600686f73742d330300636c69080031302e302e302e350c0000000200000001006102006263000001000000010061010000000000000001000000010061010000000200000003006d2d3200000400636c6932080031302e302e302e360d0000000000000002005e6201000000020062630200000001000000030000000000000003000000010061000000002a0000000000000002006d640068e5cf8b0100000c00000001006102000000ffffffffffffffff0000ffffffffffffffffffffffff020062630100000000000000000100000500726573657440e6eacf8b010000ffffffff",
+    "130000000900000000000000180007006c6f6164696e67",
+    "1500000009000000000000001f00090032206d656d62657273",
     "0e0000000900000000000000020000006f6b",
     "0f000000090000000000000006000300616464",
     "11000000090000000000000006000500616c746572",
