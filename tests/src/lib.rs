@@ -15,6 +15,7 @@ use sluice_protocol::wire::{self, *};
 use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 
 pub mod cluster;
+pub mod groups;
 pub mod lossy;
 
 /// Path of the `sluice` binary, built once per test process (`SLUICE_BIN` overrides).

@@ -9,127 +9,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use sluice_protocol::wire::*;
+use sluice_tests::groups::*;
 use sluice_tests::{Broker, RawConn};
-
-/// Group settings that make a test quick: 2 s sessions, heartbeats every 100 ms.
-fn group_config() -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("broker.toml");
-    std::fs::write(
-        &path,
-        "group_session_timeout_ms = 2000\ngroup_min_session_timeout_ms = 500\ngroup_heartbeat_interval_ms = 100\noffsets_topic_partitions = 4\n",
-    )
-    .unwrap();
-    (dir, path.to_string_lossy().into_owned())
-}
-
-fn find(c: &mut RawConn, group: &str) -> FindCoordinatorResponse {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let Response::FindCoordinator(r) = c
-            .call(&Request::FindCoordinator(FindCoordinatorRequest {
-                group: group.into(),
-            }))
-            .unwrap()
-        else {
-            panic!("wrong answer")
-        };
-        if r.error.is_ok() || !r.error.is_retriable() || Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn heartbeat(c: &mut RawConn, req: GroupHeartbeatRequest) -> GroupHeartbeatResponse {
-    // A coordinator that just started may still answer NOT_COORDINATOR for a moment.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let Response::GroupHeartbeat(r) = c.call(&Request::GroupHeartbeat(req.clone())).unwrap()
-        else {
-            panic!("wrong answer")
-        };
-        if !r.error.is_retriable() || Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn join(c: &mut RawConn, group: &str, topics: &[&str]) -> GroupHeartbeatResponse {
-    heartbeat(
-        c,
-        GroupHeartbeatRequest {
-            group: group.into(),
-            member_epoch: JOIN_EPOCH,
-            client_id: "test".into(),
-            topics: topics.iter().map(|t| t.to_string()).collect(),
-            ..Default::default()
-        },
-    )
-}
-
-fn beat(
-    c: &mut RawConn,
-    group: &str,
-    r: &GroupHeartbeatResponse,
-    owned: &[TopicPartitions],
-) -> GroupHeartbeatResponse {
-    heartbeat(
-        c,
-        GroupHeartbeatRequest {
-            group: group.into(),
-            member_id: r.member_id.clone(),
-            member_epoch: r.member_epoch,
-            client_id: "test".into(),
-            topics: vec!["t".into()],
-            owned: owned.to_vec(),
-            ..Default::default()
-        },
-    )
-}
-
-fn set(v: &[TopicPartitions]) -> BTreeSet<(String, u32)> {
-    v.iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
-        .collect()
-}
-
-fn commit(
-    c: &mut RawConn,
-    group: &str,
-    member: &str,
-    epoch: i32,
-    partition: u32,
-    offset: u64,
-) -> OffsetCommitResponse {
-    let Response::OffsetCommit(r) = c
-        .call(&Request::OffsetCommit(OffsetCommitRequest {
-            group: group.into(),
-            member_id: member.into(),
-            member_epoch: epoch,
-            topics: vec![OffsetCommitTopic {
-                topic: "t".into(),
-                partitions: vec![OffsetCommitPartition {
-                    partition,
-                    offset,
-                    metadata: "m".into(),
-                }],
-            }],
-        }))
-        .unwrap()
-    else {
-        panic!("wrong answer")
-    };
-    r
-}
-
-fn partition_error(r: &OffsetCommitResponse) -> ErrorCode {
-    if !r.error.is_ok() {
-        return r.error;
-    }
-    r.topics[0].partitions[0].error
-}
 
 /// Two members over 4 partitions: the second gets only what the first released, the epochs and
 /// fencing of commits follow the assignment, and offsets read back.
@@ -356,4 +237,73 @@ fn bad_group_requests_get_clear_errors_and_change_nothing() {
     assert!(a2.error.is_ok(), "{a2:?}");
     assert_eq!(a2.member_epoch, a.member_epoch);
     assert_eq!(set(&a2.assignment), set(&a.assignment));
+}
+
+/// A member that keeps heartbeating but lets its processing deadline pass (its handler is stuck
+/// and never extended the deadline) is evicted; one that extends it in time is not.
+///
+/// Checked to fail: with the coordinator's tick ignoring `deadline`, the stuck member kept its
+/// partitions for the whole run.
+#[test]
+fn a_member_past_its_processing_deadline_is_evicted_though_it_heartbeats() {
+    let (_dir, config) = group_config();
+    let broker = Broker::start(&["--config", &config]);
+    let mut c = RawConn::connect(broker.addr);
+    c.create("t", 2);
+    assert!(find(&mut c, "g").error.is_ok());
+    let stuck = join(&mut c, "g", &["t"]);
+    let alive = join(&mut c, "g", &["t"]);
+    let deadline = Instant::now() + Duration::from_millis(800);
+    let (mut s, mut a) = (stuck.clone(), alive.clone());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(2500) {
+        // The stuck member's client promises progress until a fixed instant that passes; the
+        // live one's keeps moving the promise forward (`extend_deadline`).
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u32;
+        let r = heartbeat(
+            &mut c,
+            GroupHeartbeatRequest {
+                group: "g".into(),
+                member_id: s.member_id.clone(),
+                member_epoch: s.member_epoch,
+                topics: vec!["t".into()],
+                deadline_ms: left.max(1),
+                owned: s.assignment.clone(),
+                ..Default::default()
+            },
+        );
+        if r.error.is_ok() {
+            s = r;
+        } else {
+            assert_eq!(r.error, ErrorCode::UNKNOWN_MEMBER_ID, "{r:?}");
+            assert!(Instant::now() >= deadline, "evicted before its deadline");
+            break;
+        }
+        let r = heartbeat(
+            &mut c,
+            GroupHeartbeatRequest {
+                group: "g".into(),
+                member_id: a.member_id.clone(),
+                member_epoch: a.member_epoch,
+                topics: vec!["t".into()],
+                deadline_ms: 1000,
+                owned: a.assignment.clone(),
+                ..Default::default()
+            },
+        );
+        assert!(r.error.is_ok(), "{r:?}");
+        a = r;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let a2 = beat(&mut c, "g", &a, &a.assignment);
+    let a3 = beat(&mut c, "g", &a2, &a2.assignment);
+    assert_eq!(
+        set(&a3.assignment).len(),
+        2,
+        "the live member took over: {a3:?}"
+    );
+    let gone = beat(&mut c, "g", &s, &s.assignment);
+    assert_eq!(gone.error, ErrorCode::UNKNOWN_MEMBER_ID, "{gone:?}");
 }

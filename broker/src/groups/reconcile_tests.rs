@@ -112,7 +112,11 @@ fn a_joining_member_moves_only_what_it_must() {
     let (t, c) = (topics(12), config());
     let e = env(&t, &c, 0);
     let mut g = GroupModel::default();
-    let mut ms = vec![join(&mut g, "a", &e), join(&mut g, "b", &e), join(&mut g, "c", &e)];
+    let mut ms = vec![
+        join(&mut g, "a", &e),
+        join(&mut g, "b", &e),
+        join(&mut g, "c", &e),
+    ];
     settle(&mut g, &mut ms, &e);
     let before: Vec<BTreeSet<Tp>> = ms.iter().map(|m| m.owned.clone()).collect();
     ms.push(join(&mut g, "d", &e));
@@ -121,8 +125,14 @@ fn a_joining_member_moves_only_what_it_must() {
         for (i, m) in ms.iter_mut().enumerate() {
             beat(&mut g, m, &e);
             if i < 3 {
-                assert!(m.owned.is_subset(&before[i]), "an old member gained something");
-                assert!(m.owned.len() >= 3, "an old member lost more than it must: {m:?}");
+                assert!(
+                    m.owned.is_subset(&before[i]),
+                    "an old member gained something"
+                );
+                assert!(
+                    m.owned.len() >= 3,
+                    "an old member lost more than it must: {m:?}"
+                );
             }
         }
     }
@@ -156,10 +166,17 @@ fn a_leave_or_an_eviction_frees_partitions() {
 }
 
 fn commit_one(g: &GroupModel, member: &str, epoch: i32, p: u32, e: &Env) -> Result<()> {
-    commit(g, "g", member, epoch, &[("t".into(), p, 7, String::new())], e)?
-        .1
-        .remove(0)
-        .2
+    commit(
+        g,
+        "g",
+        member,
+        epoch,
+        &[("t".into(), p, 7, String::new())],
+        e,
+    )?
+    .1
+    .remove(0)
+    .2
 }
 
 /// Commits are fenced by membership, member epoch and the partition's assignment epoch; a revoking
@@ -173,10 +190,22 @@ fn commits_are_fenced_by_epoch_and_ownership() {
     let a_epoch = a.epoch;
     assert!(commit_one(&g, "a", a_epoch, 0, &e).is_ok());
     let code = |r: Result<()>| r.unwrap_err().code;
-    assert_eq!(code(commit_one(&g, "a", a_epoch + 1, 0, &e)), ErrorCode::STALE_MEMBER_EPOCH);
-    assert_eq!(code(commit_one(&g, "a", a_epoch - 1, 0, &e)), ErrorCode::STALE_MEMBER_EPOCH);
-    assert_eq!(code(commit_one(&g, "zz", 1, 0, &e)), ErrorCode::UNKNOWN_MEMBER_ID);
-    assert_eq!(code(commit_one(&g, "", -1, 0, &e)), ErrorCode::NON_EMPTY_GROUP);
+    assert_eq!(
+        code(commit_one(&g, "a", a_epoch + 1, 0, &e)),
+        ErrorCode::STALE_MEMBER_EPOCH
+    );
+    assert_eq!(
+        code(commit_one(&g, "a", a_epoch - 1, 0, &e)),
+        ErrorCode::STALE_MEMBER_EPOCH
+    );
+    assert_eq!(
+        code(commit_one(&g, "zz", 1, 0, &e)),
+        ErrorCode::UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(
+        code(commit_one(&g, "", -1, 0, &e)),
+        ErrorCode::NON_EMPTY_GROUP
+    );
     assert_eq!(
         code(commit_one(&g, "a", a_epoch, 9, &e)),
         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
@@ -184,7 +213,11 @@ fn commits_are_fenced_by_epoch_and_ownership() {
     // b joins: a revokes two partitions and may still commit them until it releases them.
     let mut b = join(&mut g, "b", &e);
     beat(&mut g, &mut a, &e);
-    let revoking: Vec<Tp> = g.members["a"].revoking.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+    let revoking: Vec<Tp> = g.members["a"]
+        .revoking
+        .iter()
+        .map(|(t, p, _)| (t.clone(), *p))
+        .collect();
     assert_eq!(revoking.len(), 2);
     assert!(commit_one(&g, "a", a_epoch, revoking[0].1, &e).is_ok());
     beat(&mut g, &mut a, &e);
@@ -201,7 +234,10 @@ fn commits_are_fenced_by_epoch_and_ownership() {
     assert!(commit_one(&g, "a", a_epoch, kept, &e).is_ok());
     let long = "x".repeat(MAX_COMMIT_METADATA_BYTES + 1);
     let (_, out) = commit(&g, "g", "a", a.epoch, &[("t".into(), kept, 1, long)], &e).unwrap();
-    assert_eq!(out[0].2.as_ref().unwrap_err().code, ErrorCode::INVALID_REQUEST);
+    assert_eq!(
+        out[0].2.as_ref().unwrap_err().code,
+        ErrorCode::INVALID_REQUEST
+    );
 }
 
 /// A reset on a live group takes the partitions from their owners, writes the offset once they
@@ -213,12 +249,23 @@ fn a_live_reset_revokes_moves_and_hands_back() {
     let mut g = GroupModel::default();
     let mut a = join(&mut g, "a", &e);
     assert!(commit_one(&g, "a", a.epoch, 0, &e).is_ok());
-    g = commit(&g, "g", "a", a.epoch, &[("t".into(), 0, 100, String::new())], &e)
-        .unwrap()
-        .0;
+    g = commit(
+        &g,
+        "g",
+        "a",
+        a.epoch,
+        &[("t".into(), 0, 100, String::new())],
+        &e,
+    )
+    .unwrap()
+    .0;
     g = reset(&g, "g", &[("t".into(), 0, 0)], &e).unwrap();
     assert!(reset_pending(&g, &[("t".into(), 0, 0)]));
-    assert_eq!(g.offsets[&("t".to_string(), 0)].offset, 100, "not before it is released");
+    assert_eq!(
+        g.offsets[&("t".to_string(), 0)].offset,
+        100,
+        "not before it is released"
+    );
     beat(&mut g, &mut a, &e);
     assert!(!a.owned.contains(&("t".to_string(), 0)), "revoked: {a:?}");
     beat(&mut g, &mut a, &e);
@@ -226,7 +273,10 @@ fn a_live_reset_revokes_moves_and_hands_back() {
     assert!(!reset_pending(&g, &[("t".into(), 0, 0)]));
     assert_eq!(g.offsets[&("t".to_string(), 0)].offset, 0);
     beat(&mut g, &mut a, &e);
-    assert!(a.owned.contains(&("t".to_string(), 0)), "handed back: {a:?}");
+    assert!(
+        a.owned.contains(&("t".to_string(), 0)),
+        "handed back: {a:?}"
+    );
 }
 
 /// Retention: an empty group's offsets go once it has been empty long enough; a live group loses
@@ -239,12 +289,22 @@ fn offsets_expire_only_as_the_rules_say() {
     let day = 24 * 3600 * 1000;
     let retention = c.offsets_retention.as_millis() as i64;
     let e0 = env(&t, &c, 0);
-    let mut g = commit(&GroupModel::default(), "g", "", -1, &[("old".into(), 0, 3, String::new())], &e0)
-        .unwrap()
-        .0;
+    let mut g = commit(
+        &GroupModel::default(),
+        "g",
+        "",
+        -1,
+        &[("old".into(), 0, 3, String::new())],
+        &e0,
+    )
+    .unwrap()
+    .0;
     assert_eq!(g.meta.as_ref().unwrap().empty_since_ms, 0);
     assert!(expire(&g, &env(&t, &c, retention - 1)).is_none());
-    assert_eq!(expire(&g, &env(&t, &c, retention)), Some(GroupModel::default()));
+    assert_eq!(
+        expire(&g, &env(&t, &c, retention)),
+        Some(GroupModel::default())
+    );
     // With a member subscribed to "t" only, "old"'s offset expires after the retention.
     let _a = join(&mut g, "a", &e0);
     assert!(expire(&g, &env(&t, &c, day)).is_none());
@@ -258,10 +318,16 @@ fn offsets_expire_only_as_the_rules_say() {
 fn delete_needs_an_existing_empty_group() {
     let (t, c) = (topics(1), config());
     let e = env(&t, &c, 0);
-    assert_eq!(delete(None, "g").unwrap_err().code, ErrorCode::GROUP_ID_NOT_FOUND);
+    assert_eq!(
+        delete(None, "g").unwrap_err().code,
+        ErrorCode::GROUP_ID_NOT_FOUND
+    );
     let mut g = GroupModel::default();
     let _a = join(&mut g, "a", &e);
-    assert_eq!(delete(Some(&g), "g").unwrap_err().code, ErrorCode::NON_EMPTY_GROUP);
+    assert_eq!(
+        delete(Some(&g), "g").unwrap_err().code,
+        ErrorCode::NON_EMPTY_GROUP
+    );
     let g = remove_members(&g, "g", &["a".into()], &e);
     let gone = delete(Some(&g), "g").unwrap();
     let writes = diff("g", &g, &gone);
