@@ -4,7 +4,8 @@
 //!
 //! - [`coordinator`]: the runs (one per offsets partition led here), their lock, liveness timers
 //!   and tick, and writing decisions through raft;
-//! - [`reconcile`]: the decisions, pure (heartbeat, commit, reset, eviction, deletion, expiry);
+//! - [`reconcile`]: the membership decisions, pure (heartbeat, reconciliation, eviction);
+//! - [`offsets`]: the offset decisions, pure (commit fencing, reset, deletion, retention);
 //! - [`assign`]: the assignors (`uniform`, sticky, the default; `range`), pure;
 //! - [`subscription`]: topic lists and patterns resolved against the topics that exist.
 //!
@@ -12,6 +13,7 @@
 
 pub mod assign;
 pub mod coordinator;
+pub mod offsets;
 pub mod reconcile;
 pub mod subscription;
 

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sluice_protocol::wire::{ErrorCode, JOIN_EPOCH, LEAVE_EPOCH};
 
 use super::*;
+use sluice_protocol::wire::MAX_COMMIT_METADATA_BYTES;
 
 fn config() -> GroupConfig {
     GroupConfig::default()
