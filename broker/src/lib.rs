@@ -14,7 +14,9 @@
 //! - [`replica`]: the partition seam — [`replica::Replica`], replicated partition state, the
 //!   leadership watch and leader services, and the registry of hosted replicas;
 //! - [`raft`]: openraft over the segment log — log storage, state machine, wire codec, network;
-//! - [`config`], [`error`]: configuration, and the one error type of the services.
+//! - [`config`], [`error`]: configuration, and the one error type of the services;
+//! - [`groups`]: consumer groups; so far the pure assignors ([`groups::assign`]), which use no
+//!   other module.
 //!
 //! Below `api/`, nothing names the wire `Request`/`Response` enums (raft's own network and
 //! `cluster::forward`, which *are* wire round trips, excepted). The command-line client commands of
@@ -26,6 +28,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod net;
 pub mod node;
 pub mod raft;

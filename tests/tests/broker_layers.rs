@@ -18,7 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["cluster"],
     &["replica"],
     &["raft"],
-    &["config", "error"],
+    // `groups` holds only the pure assignors so far; the coordinator will sit higher.
+    &["config", "error", "groups"],
 ];
 
 /// Files below `api/` allowed to name the wire `Request`/`Response` enums, and why.
