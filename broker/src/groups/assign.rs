@@ -1,9 +1,9 @@
 //! The consumer-group assignors: from a group's members, their subscriptions, the topics and the
 //! previous target assignment, the next target assignment. `Range` is Kafka's RangeAssignor per
-//! topic; `Uniform` is KIP-848's sticky uniform assignor. Pure functions of their inputs: no I/O, no
-//! clock, no randomness and no other broker module, so the coordinator can call them anywhere and
-//! every replica of the coordinator computes the same answer. They never refuse an input: unknown
-//! topics, gone members and stale previous entries are ignored.
+//! topic; `Uniform` is KIP-848's sticky uniform assignor. Pure functions of their inputs: no I/O,
+//! no clock, no randomness and no other broker module, so the coordinator can call them anywhere
+//! and every replica of the coordinator computes the same answer. They never refuse an input:
+//! unknown topics, gone members and stale previous entries are ignored.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -41,14 +41,16 @@ impl Assignor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberSpec {
     pub member_id: String,
-    /// Topics the member subscribes to, already resolved (a regex subscription was evaluated by the caller).
+    /// Topics the member subscribes to, already resolved (a regex subscription was evaluated by
+    /// the caller).
     pub topics: BTreeSet<String>,
 }
 
 /// The target assignment: every member of `members` gets an entry (possibly empty).
 /// - `partitions`: topic name -> partition count of every existing topic;
-/// - `previous`: the last target assignment per member id (members not in `members` are gone; entries for
-///   partitions that no longer exist or that the member no longer subscribes to are ignored);
+/// - `previous`: the last target assignment per member id (members not in `members` are gone;
+///   entries for partitions that no longer exist or that the member no longer subscribes to are
+///   ignored);
 /// - `excluded`: partitions that must be assigned to nobody for now (an offset reset in progress).
 ///
 /// A member id listed twice in `members` is one member subscribing to the union of both lists (so
@@ -129,11 +131,11 @@ impl<'a> Problem<'a> {
         }
 
         let mut span = Vec::with_capacity(topic_names.len());
-        let mut slot: Vec<Option<usize>> = Vec::new();
+        let mut slots = 0;
         for (t, &count) in partitions.values().enumerate() {
             let count = if subscribers[t].is_empty() { 0 } else { count };
-            span.push((slot.len(), count));
-            slot.extend((0..count).map(|_| Some(0)));
+            span.push((slots, count));
+            slots += count as usize;
         }
         let mut problem = Problem {
             member_ids,
@@ -144,21 +146,24 @@ impl<'a> Problem<'a> {
             slot: Vec::new(),
             parts: Vec::new(),
         };
+        let mut live = vec![true; slots];
         for (name, p) in excluded {
             if let Some(s) = problem.slot_of(name, *p) {
-                slot[s] = None;
+                live[s] = false;
             }
         }
-        let mut parts = Vec::with_capacity(slot.len());
+        let mut slot = Vec::with_capacity(slots);
+        let mut parts = Vec::with_capacity(slots);
         for (t, &(start, count)) in problem.span.iter().enumerate() {
             for p in 0..count {
-                let s = &mut slot[start + p as usize];
-                if s.is_some() {
-                    *s = Some(parts.len());
+                let here = live[start + p as usize];
+                slot.push(here.then_some(parts.len()));
+                if here {
                     parts.push((t, p));
                 }
             }
         }
+        assert_eq!(slot.len(), slots);
         problem.slot = slot;
         problem.parts = parts;
         problem
@@ -464,3 +469,7 @@ impl Loads<'_, '_> {
 #[cfg(test)]
 #[path = "assign_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "assign_scale_tests.rs"]
+mod scale_tests;

@@ -212,15 +212,15 @@ fn tp() -> impl Strategy<Value = TopicPartition> {
     (0..7u8, 0..11u32).prop_map(|(t, p)| (format!("t{t}"), p))
 }
 
-/// With `homogeneous`, every member subscribes to every existing topic (some also to a missing one).
+/// With `homogeneous`, every member subscribes to every existing topic (some to a missing one too).
 fn case(homogeneous: bool) -> impl Strategy<Value = Case> {
-    let partitions = prop::collection::btree_map(0..5u8, 0..10u32, 0..5).prop_map(|m| {
+    let partitions = prop::collection::btree_map(0..5u8, 0..10u32, 2..5).prop_map(|m| {
         m.into_iter()
             .map(|(t, n)| (format!("t{t}"), n))
             .collect::<BTreeMap<String, u32>>()
     });
-    let subscription = prop::collection::btree_set(0..7u8, 0..5);
-    let members = prop::collection::btree_map(0..12u8, subscription, 0..9);
+    let subscription = prop::collection::btree_set(0..6u8, 1..4);
+    let members = prop::collection::btree_map(0..12u8, subscription, 0..10);
     let previous =
         prop::collection::btree_map(0..14u8, prop::collection::btree_set(tp(), 0..12), 0..8);
     let excluded = prop::collection::btree_set(tp(), 0..4);
@@ -282,9 +282,13 @@ proptest! {
     /// The coverage of both assignors: every member has an entry, every assignable partition is
     /// given exactly once and to a subscriber of its topic, nothing else is given. Broken once by
     /// letting a previous owner keep a partition of a topic it no longer subscribes to (the
-    /// `subscribes` check in `previous_owners` removed): the postcondition assert in `assign` fired.
+    /// `subscribes` check in `previous_owners` removed): the postcondition assert in `assign`
+    /// fired; and once by ignoring `excluded`: this failed.
     #[test]
-    fn every_assignable_partition_goes_to_exactly_one_subscriber(c in case(false), range in any::<bool>()) {
+    fn every_assignable_partition_goes_to_exactly_one_subscriber(
+        c in case(false),
+        range in any::<bool>(),
+    ) {
         let a = if range { Assignor::Range } else { Assignor::Uniform };
         let got = run_case(a, &c);
         let ids: BTreeSet<&String> = c.members.iter().map(|m| &m.member_id).collect();
@@ -305,7 +309,10 @@ proptest! {
     /// `Problem::new` replaced by a Vec): this failed.
     #[test]
     fn the_order_of_members_changes_nothing(
-        (c, shuffled) in case(false).prop_flat_map(|c| { let m = c.members.clone(); (Just(c), Just(m).prop_shuffle()) }),
+        (c, shuffled) in case(false).prop_flat_map(|c| {
+            let members = c.members.clone();
+            (Just(c), Just(members).prop_shuffle())
+        }),
         range in any::<bool>(),
     ) {
         let a = if range { Assignor::Range } else { Assignor::Uniform };
@@ -321,8 +328,12 @@ proptest! {
         let got = run_case(Assignor::Range, &c);
         let owner = owners(&got);
         for (t, &n) in &c.partitions {
-            let subs: Vec<&String> = c.members.iter().filter(|m| m.topics.contains(t)).map(|m| &m.member_id).collect();
-            let subs: Vec<&String> = subs.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+            let subs: BTreeSet<&String> = c
+                .members
+                .iter()
+                .filter(|m| m.topics.contains(t))
+                .map(|m| &m.member_id)
+                .collect();
             if subs.is_empty() {
                 continue;
             }
@@ -344,12 +355,16 @@ proptest! {
     /// Broken once by ignoring `previous` (every partition handed out fresh): this failed; and
     /// once by giving the ceil quotas by member id instead of by held count: this failed too.
     #[test]
-    fn uniform_homogeneous_is_balanced_and_keeps_the_most(c in case(true), owners_of in prop::collection::vec(0..14u8, 60)) {
+    fn uniform_homogeneous_is_balanced_and_keeps_the_most(
+        c in case(true),
+        owners_of in prop::collection::vec(0..14u8, 60),
+    ) {
         // A previous target that is a real assignment: one owner per partition (maybe gone).
         let mut c = c;
         c.previous = Target::new();
         for (k, p) in assignable(&c).into_iter().enumerate() {
-            c.previous.entry(format!("m{}", owners_of[k % owners_of.len()])).or_default().insert(p);
+            let id = format!("m{}", owners_of[k % owners_of.len()]);
+            c.previous.entry(id).or_default().insert(p);
         }
         let got = run_case(Assignor::Uniform, &c);
         let (n, m) = (assignable(&c).len(), got.len());
@@ -357,11 +372,15 @@ proptest! {
             return Ok(());
         }
         for ps in got.values() {
-            prop_assert!(ps.len() == n / m || ps.len() == n.div_ceil(m), "{} of {} over {}", ps.len(), n, m);
+            let k = ps.len();
+            prop_assert!(k == n / m || k == n.div_ceil(m), "{} of {} over {}", k, n, m);
         }
-        let mut held: Vec<usize> = got.keys().map(|id| c.previous.get(id).map_or(0, BTreeSet::len)).collect();
+        // The most any balanced target keeps: the larger quotas to those that held the most.
+        let mut held: Vec<usize> =
+            got.keys().map(|id| c.previous.get(id).map_or(0, BTreeSet::len)).collect();
         held.sort_unstable_by(|a, b| b.cmp(a));
-        let best: usize = held.iter().enumerate().map(|(k, &h)| h.min(n / m + usize::from(k < n % m))).sum();
+        let quota = |k: usize| n / m + usize::from(k < n % m);
+        let best: usize = held.iter().enumerate().map(|(k, &h)| h.min(quota(k))).sum();
         prop_assert_eq!(n - moved(&c.previous, &got), best);
     }
 
@@ -369,8 +388,13 @@ proptest! {
     /// its share and nothing else moves; a leaver's partitions move and nothing else. Broken once
     /// by ignoring `previous`: this failed.
     #[test]
-    fn uniform_join_and_leave_move_the_minimum(c in case(true), newcomer in 0..12u8, leaver in any::<prop::sample::Index>()) {
-        let first = run_case(Assignor::Uniform, &Case { previous: Target::new(), ..c.clone() });
+    fn uniform_join_and_leave_move_the_minimum(
+        c in case(true),
+        newcomer in 0..12u8,
+        leaver in any::<prop::sample::Index>(),
+    ) {
+        let fresh = Case { previous: Target::new(), ..c.clone() };
+        let first = run_case(Assignor::Uniform, &fresh);
         let id = format!("m{newcomer}");
         if !first.contains_key(&id) {
             let topics = c.partitions.keys().cloned().collect();
@@ -385,7 +409,8 @@ proptest! {
         if !c.members.is_empty() {
             let mut members = c.members.clone();
             let gone = members.remove(leaver.index(members.len()));
-            let left = run_case(Assignor::Uniform, &Case { members, previous: first.clone(), ..c.clone() });
+            let c2 = Case { members, previous: first.clone(), ..c.clone() };
+            let left = run_case(Assignor::Uniform, &c2);
             let had = first[&gone.member_id].len();
             prop_assert_eq!(moved(&first, &left), if left.is_empty() { 0 } else { had });
         }
@@ -400,73 +425,36 @@ proptest! {
         for (m, ps) in &got {
             for (t, _) in ps {
                 for other in c.members.iter().filter(|o| o.topics.contains(t)) {
-                    prop_assert!(got[&other.member_id].len() + 1 >= ps.len(), "{} could take {}'s {}", other.member_id, m, t);
+                    let lighter = &other.member_id;
+                    let why = format!("{lighter} could take {m}'s {t}");
+                    prop_assert!(got[lighter].len() + 1 >= ps.len(), "{}", why);
                 }
             }
         }
     }
 
-    /// Stickiness of both uniform paths in its simplest form: with nothing changed, the previous
-    /// target is the next one (previous owners kept, nothing balanced that needs no balancing).
-    /// Broken once by ignoring `previous` in the heterogeneous path: this failed.
+    /// Stickiness of both uniform paths: a previous target that is already valid and balanced is
+    /// kept whole, even one this assignor would not have chosen from scratch (here: the target
+    /// computed with the member ids renamed so that they sort the other way, renamed back).
+    /// Broken once by ignoring `previous` in the heterogeneous path: this failed (the same test
+    /// with the target of the unchanged group as `previous` did not: a fresh run reproduces it).
     #[test]
-    fn an_unchanged_group_keeps_its_target(c in case(false), range in any::<bool>()) {
-        let a = if range { Assignor::Range } else { Assignor::Uniform };
-        let first = run_case(a, &c);
-        prop_assert_eq!(run_case(a, &Case { previous: first.clone(), ..c.clone() }), first);
-    }
-}
-
-/// 1000 members over 10 000 partitions, homogeneous and heterogeneous, from scratch and from a
-/// previous target; `cargo test --release -- --ignored --nocapture scale` prints the times.
-#[test]
-#[ignore]
-fn scale_1000_members_10000_partitions() {
-    let parts: BTreeMap<String, u32> = (0..100).map(|t| (format!("topic-{t:03}"), 100)).collect();
-    let all: BTreeSet<String> = parts.keys().cloned().collect();
-    let homogeneous: Vec<MemberSpec> = (0..1000)
-        .map(|m| MemberSpec {
-            member_id: format!("member-{m:04}"),
-            topics: all.clone(),
-        })
-        .collect();
-    // Each member subscribes to about half the topics, picked by a fixed hash.
-    let heterogeneous: Vec<MemberSpec> = (0..1000u64)
-        .map(|m| MemberSpec {
-            member_id: format!("member-{m:04}"),
-            topics: (0..100u64)
-                .filter(|t| {
-                    (m * 2_654_435_761 + t * 40_503).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 63 == 0
-                })
-                .map(|t| format!("topic-{t:03}"))
-                .collect(),
-        })
-        .collect();
-    for (name, members) in [
-        ("homogeneous", &homogeneous),
-        ("heterogeneous", &heterogeneous),
-    ] {
-        let start = std::time::Instant::now();
-        let fresh = run(Assignor::Uniform, members, &parts, &Target::new());
-        let t_fresh = start.elapsed();
-        // Everything previously on one member: the most moving there can be.
-        let mut piled = Target::new();
-        piled.insert(
-            "member-0000".into(),
-            fresh.values().flatten().cloned().collect(),
-        );
-        let start = std::time::Instant::now();
-        let rebalanced = run(Assignor::Uniform, members, &parts, &piled);
-        let t_piled = start.elapsed();
-        let start = std::time::Instant::now();
-        let joined = run(Assignor::Uniform, &members[1..], &parts, &rebalanced);
-        let t_leave = start.elapsed();
-        let start = std::time::Instant::now();
-        run(Assignor::Range, members, &parts, &Target::new());
-        let t_range = start.elapsed();
-        println!("{name}: fresh {t_fresh:?}, all-on-one {t_piled:?}, a leave {t_leave:?} ({} moved), range {t_range:?}", moved(&rebalanced, &joined));
-        if !cfg!(debug_assertions) {
-            assert!(t_fresh.max(t_piled).max(t_leave).max(t_range).as_secs_f64() < 0.5);
-        }
+    fn uniform_keeps_a_balanced_previous_target_whole(c in any::<bool>().prop_flat_map(case)) {
+        let flip = |id: &str| {
+            let n: u32 = id[1..].parse().unwrap();
+            format!("{}{}", if id.starts_with('m') { 'x' } else { 'm' }, 99 - n)
+        };
+        let members = c
+            .members
+            .iter()
+            .map(|m| MemberSpec { member_id: flip(&m.member_id), topics: m.topics.clone() })
+            .collect();
+        let flipped = Case { members, ..c.clone() };
+        let other: Target = run_case(Assignor::Uniform, &flipped)
+            .into_iter()
+            .map(|(id, ps)| (flip(&id), ps))
+            .collect();
+        let again = Case { previous: other.clone(), ..c.clone() };
+        prop_assert_eq!(run_case(Assignor::Uniform, &again), other);
     }
 }
