@@ -2,35 +2,28 @@
 //! of a cluster (every broker asked, answers merged), describing a group with its lag, moving its
 //! committed offsets and deleting it.
 //!
-//! Requests about one group go to its coordinator, found with FindCoordinator and found again
-//! whenever the answer is `NOT_COORDINATOR` / `COORDINATOR_NOT_AVAILABLE` or the connection fails,
-//! for up to [`COORDINATOR_WAIT`] (the first FindCoordinator of a cluster creates the offsets
-//! topic). Lag and reset positions come from the partitions' leaders (`partition_log`). Nothing
-//! here joins a group or commits as a member: that is the group consumer's.
+//! Requests about one group go to its coordinator (`coordinator`); lag and reset positions come
+//! from the partitions' leaders (`partition_log`). Nothing here joins a group or commits as a
+//! member: that is the group consumer's.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_protocol::wire::{
-    DeleteGroupRequest, DescribeGroupRequest, DescribeGroupResponse, ErrorCode,
-    FindCoordinatorRequest, OffsetFetchRequest, Request, ResetOffsetsRequest, Response,
-    TopicPartitions,
+    DeleteGroupRequest, DescribeGroupRequest, DescribeGroupResponse, OffsetFetchRequest, Request,
+    ResetOffsetsRequest, Response, TopicPartitions,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tracing::debug;
 
+use super::coordinator::body_error;
 use super::partition_log::{self, Bounds, ResetSpec};
 use super::Admin;
-use crate::client::{backoff, unexpected, Client};
+use crate::client::{unexpected, Client};
 use crate::error::{ClientError, Result};
 
-/// How long a group request keeps looking for the group's coordinator (while the offsets topic
-/// is created, or a new coordinator takes over) before giving up.
-pub const COORDINATOR_WAIT: Duration = Duration::from_secs(20);
 /// Longest a reset waits for its answer: on a live group the coordinator answers once the
 /// members released the partitions (or with `REQUEST_TIMED_OUT` after its session timeout).
 pub const RESET_WAIT: Duration = Duration::from_secs(300);
@@ -102,97 +95,7 @@ pub struct PartitionLag {
     pub error: Option<String>,
 }
 
-/// Whether a group request should find the coordinator again and retry.
-fn coordinator_moved(e: &ClientError) -> bool {
-    e.is_connection_error()
-        || matches!(
-            e.code(),
-            Some(ErrorCode::NOT_COORDINATOR | ErrorCode::COORDINATOR_NOT_AVAILABLE)
-        )
-}
-
-/// An error code in an answer's body as a result.
-fn body_error(code: ErrorCode, message: String) -> Result<()> {
-    if code.is_ok() {
-        Ok(())
-    } else {
-        Err(ClientError::broker(code, message))
-    }
-}
-
 impl Admin {
-    /// The `host:port` of the broker coordinating `group`. Retries while the cluster has no
-    /// coordinator for it (the first call creates the offsets topic), up to [`COORDINATOR_WAIT`].
-    pub async fn find_coordinator(&self, group: &str) -> Result<String> {
-        let deadline = Instant::now() + COORDINATOR_WAIT;
-        self.find_coordinator_until(group, deadline).await
-    }
-
-    async fn find_coordinator_until(&self, group: &str, deadline: Instant) -> Result<String> {
-        let request = Request::FindCoordinator(FindCoordinatorRequest {
-            group: group.to_string(),
-        });
-        let request = &request;
-        self.until(
-            deadline,
-            "find coordinator",
-            ClientError::is_retriable,
-            || async {
-                let Response::FindCoordinator(r) = self.client.request(request).await? else {
-                    return Err(unexpected("answer to find coordinator"));
-                };
-                body_error(r.error, r.message)?;
-                Ok(r.host)
-            },
-        )
-        .await
-    }
-
-    /// Runs `op` until it succeeds, fails with an error `retry` rejects, or `deadline` passed,
-    /// backing off between attempts.
-    async fn until<T, F, Fut>(
-        &self,
-        deadline: Instant,
-        what: &str,
-        retry: fn(&ClientError) -> bool,
-        mut op: F,
-    ) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let cfg = self.client.config();
-        let mut attempt = 0;
-        loop {
-            match op().await {
-                Err(e) if retry(&e) && Instant::now() < deadline => {
-                    attempt += 1;
-                    let wait = backoff(cfg.retry_backoff, cfg.retry_backoff_max, attempt)
-                        .min(deadline.saturating_duration_since(Instant::now()));
-                    debug!(what, attempt, error = %e, ?wait, "retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Runs `op` with the address of `group`'s coordinator, finding it again (up to
-    /// [`COORDINATOR_WAIT`]) when the coordinator moved.
-    async fn on_coordinator<T, F, Fut>(&self, group: &str, what: &str, op: F) -> Result<T>
-    where
-        F: Fn(String) -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let deadline = Instant::now() + COORDINATOR_WAIT;
-        let op = &op;
-        self.until(deadline, what, coordinator_moved, || async move {
-            let addr = self.find_coordinator_until(group, deadline).await?;
-            op(addr).await
-        })
-        .await
-    }
-
     /// The groups of the cluster: every broker lists those it coordinates; the answers are merged
     /// (sorted by name). Fails if a broker cannot be asked, rather than list some groups.
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {

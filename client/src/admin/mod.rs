@@ -6,6 +6,7 @@
 //! [`crate::ClientConfig::retries`]); a create that was retried after its first attempt reached the
 //! broker may therefore answer `TOPIC_ALREADY_EXISTS`.
 //!
+//! - `coordinator`: finding a group's coordinator and retrying a request on it when it moved;
 //! - `groups`: list, describe (with lag), reset offsets of and delete consumer groups, each at the
 //!   group's coordinator;
 //! - `partition_log`: what those need from partition leaders (bounds, record timestamps) and the
@@ -19,12 +20,12 @@ use sluice_protocol::wire::{
 use crate::client::{unexpected, Client, ClientConfig};
 use crate::error::{ClientError, Result};
 
+mod coordinator;
 mod groups;
 mod partition_log;
 
-pub use groups::{
-    GroupDescription, GroupListing, GroupMember, PartitionLag, COORDINATOR_WAIT, RESET_WAIT,
-};
+pub use coordinator::COORDINATOR_WAIT;
+pub use groups::{GroupDescription, GroupListing, GroupMember, PartitionLag, RESET_WAIT};
 pub use partition_log::ResetSpec;
 
 /// What [`Admin::list_offsets`] asks for.
