@@ -7,15 +7,17 @@
 //! group and describing a deleted one fail with one clear `sluice: ...` line and exit code 1.
 //!
 //! Failures provoked once to see these tests catch them (each reverted):
-//! - `lag_ms` taken from the log start instead of the committed offset (`first_unconsumed`
-//!   returning `b.log_start`): the describe check of `lag_ms` ≈ 1 h failed (it was ≈ 3 h);
-//! - `lag` computed from the log start even with a commit: `lag == hw - 3` failed;
-//! - the reset spec resolved before reading the committed offset (ShiftBy from 0): the
-//!   `--shift-by -1` check (5 -> 4) failed;
-//! - `allow_negative_numbers` removed from `--shift-by`: exit code 2 instead of a reset;
-//! - `list_groups` asking only the bootstrap broker's answer's first group: the list check failed
-//!   once a second group existed;
-//! - NON_EMPTY_GROUP mapped to the generic message: the `still has members` check failed.
+//! - the oldest unconsumed record looked for at the log start instead of the committed offset
+//!   (`partition_log::first_unconsumed`): `lag_ms` came out ≈ 3 h (10800119) instead of ≈ 1 h;
+//! - `lag` counted from the log start despite the commit: `lag == hw - 3` failed;
+//! - `--shift-by` shifting from 0 instead of the committed offset: `5 -> 4` came out 0;
+//! - `allow_negative_numbers` dropped from `--shift-by`: `--shift-by -1` became a usage error
+//!   (exit code 2);
+//! - `NON_EMPTY_GROUP` left to the generic message: the `still has members` check failed;
+//! - a timestamp after every record resolved to the log start instead of the high watermark;
+//! - describe leaving out assigned partitions without a commit: the row of `t/1` was missing;
+//! - the client's range check on `--to-offset` disabled: the broker accepted offset 999 (past
+//!   the high watermark of 10) and the command exited 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
