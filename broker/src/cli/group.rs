@@ -23,6 +23,7 @@ pub struct GroupArgs {
 pub enum GroupCommand {
     /// List the consumer groups of the cluster: name, state and number of members.
     List {
+        /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -31,6 +32,7 @@ pub enum GroupCommand {
     Describe {
         /// Group to describe.
         group: String,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
@@ -76,6 +78,7 @@ pub struct ResetArgs {
     /// By N records from the committed offset (negative: back), kept within the log.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub shift_by: Option<i64>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
 }

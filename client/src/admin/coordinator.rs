@@ -19,13 +19,12 @@ use crate::error::{ClientError, Result};
 /// is created, or a new coordinator takes over) before giving up.
 pub const COORDINATOR_WAIT: Duration = Duration::from_secs(20);
 
-/// Whether a group request should find the coordinator again and retry.
-fn coordinator_moved(e: &ClientError) -> bool {
-    e.is_connection_error()
-        || matches!(
-            e.code(),
-            Some(ErrorCode::NOT_COORDINATOR | ErrorCode::COORDINATOR_NOT_AVAILABLE)
-        )
+/// The cluster has no coordinator for the group at the moment (or this broker stopped being it).
+fn no_coordinator(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some(ErrorCode::NOT_COORDINATOR | ErrorCode::COORDINATOR_NOT_AVAILABLE)
+    )
 }
 
 /// An error code in an answer's body as a result.
@@ -45,57 +44,48 @@ impl Admin {
         self.find_coordinator_until(group, deadline).await
     }
 
+    /// FindCoordinator until it names one or `deadline` passes. Transport failures are retried
+    /// only as often as any request is ([`crate::ClientConfig::retries`]): a cluster that cannot
+    /// be reached fails fast.
     async fn find_coordinator_until(&self, group: &str, deadline: Instant) -> Result<String> {
         let request = Request::FindCoordinator(FindCoordinatorRequest {
             group: group.to_string(),
         });
         let request = &request;
-        self.until(
-            deadline,
-            "find coordinator",
-            ClientError::is_retriable,
-            || async {
-                let Response::FindCoordinator(r) = self.client.request(request).await? else {
-                    return Err(unexpected("answer to find coordinator"));
-                };
-                body_error(r.error, r.message)?;
-                Ok(r.host)
-            },
-        )
-        .await
-    }
-
-    /// Runs `op` until it succeeds, fails with an error `retry` rejects, or `deadline` passed,
-    /// backing off between attempts.
-    async fn until<T, F, Fut>(
-        &self,
-        deadline: Instant,
-        what: &str,
-        retry: fn(&ClientError) -> bool,
-        mut op: F,
-    ) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let cfg = self.client.config();
         let mut attempt = 0;
         loop {
-            match op().await {
-                Err(e) if retry(&e) && Instant::now() < deadline => {
+            let found = self
+                .client
+                .retrying("find coordinator", || async {
+                    let Response::FindCoordinator(r) = self.client.request(request).await? else {
+                        return Err(unexpected("answer to find coordinator"));
+                    };
+                    body_error(r.error, r.message)?;
+                    Ok(r.host)
+                })
+                .await;
+            match found {
+                Err(e) if no_coordinator(&e) && Instant::now() < deadline => {
                     attempt += 1;
-                    let wait = backoff(cfg.retry_backoff, cfg.retry_backoff_max, attempt)
-                        .min(deadline.saturating_duration_since(Instant::now()));
-                    debug!(what, attempt, error = %e, ?wait, "retrying");
-                    tokio::time::sleep(wait).await;
+                    self.pause("find coordinator", &e, attempt, deadline).await;
                 }
                 other => return other,
             }
         }
     }
 
+    /// Sleeps before retry number `attempt` (the client's backoff), never past `deadline`.
+    async fn pause(&self, what: &str, e: &ClientError, attempt: u32, deadline: Instant) {
+        let cfg = self.client.config();
+        let wait = backoff(cfg.retry_backoff, cfg.retry_backoff_max, attempt)
+            .min(deadline.saturating_duration_since(Instant::now()));
+        debug!(what, attempt, error = %e, ?wait, "retrying");
+        tokio::time::sleep(wait).await;
+    }
+
     /// Runs `op` with the address of `group`'s coordinator, finding it again (up to
-    /// [`COORDINATOR_WAIT`]) when the coordinator moved.
+    /// [`COORDINATOR_WAIT`]) when the answer says the coordinator moved or the connection to it
+    /// failed. A failure to find one is final.
     pub(super) async fn on_coordinator<T, F, Fut>(
         &self,
         group: &str,
@@ -107,11 +97,19 @@ impl Admin {
         Fut: Future<Output = Result<T>>,
     {
         let deadline = Instant::now() + COORDINATOR_WAIT;
-        let op = &op;
-        self.until(deadline, what, coordinator_moved, || async move {
+        let mut attempt = 0;
+        loop {
             let addr = self.find_coordinator_until(group, deadline).await?;
-            op(addr).await
-        })
-        .await
+            match op(addr).await {
+                Err(e)
+                    if (no_coordinator(&e) || e.is_connection_error())
+                        && Instant::now() < deadline =>
+                {
+                    attempt += 1;
+                    self.pause(what, &e, attempt, deadline).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
