@@ -69,9 +69,9 @@ pub struct GroupMember {
     pub subscription: Vec<String>,
     /// The pattern it subscribed with, if any.
     pub subscription_regex: Option<String>,
-    /// What it is assigned (including what it is revoking), by topic and partition.
+    /// What it may own now, by topic and partition (what it is revoking is in `revoking`).
     pub partitions: Vec<(String, u32)>,
-    /// What it must give up before others may have it.
+    /// What it must give up, still its own until it acknowledges giving it up.
     pub revoking: Vec<(String, u32)>,
 }
 
