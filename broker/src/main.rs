@@ -32,6 +32,8 @@ enum Command {
     Consume(cli::ConsumeArgs),
     /// Show the brokers, the controller and every partition.
     Cluster(cli::ClusterArgs),
+    /// List, describe, reset the offsets of and delete consumer groups.
+    Group(cli::group::GroupArgs),
 }
 
 fn main() {
@@ -42,6 +44,7 @@ fn main() {
         Command::Produce(args) => cli::run(cli::produce::run(args)),
         Command::Consume(args) => cli::run(cli::consume::run(args)),
         Command::Cluster(args) => cli::run(cli::cluster::run(args)),
+        Command::Group(args) => cli::run(cli::group::run(args)),
     };
     std::process::exit(code);
 }

@@ -13,7 +13,8 @@
 //!   long-poll `poll` that verifies the CRCs of every batch it receives. Inside: `positions`
 //!   (assignment, positions, seek, resets, out of range) and `fetcher` (fetch requests, prefetch,
 //!   decoding).
-//! - [`Admin`] ([`admin`]): create, delete, list and describe topics; metadata; list offsets.
+//! - [`Admin`] ([`admin`]): create, delete, list and describe topics; metadata; list offsets;
+//!   list, describe (with lag), reset the offsets of and delete consumer groups.
 //! - [`Client`] ([`client`]): the shared handle under all three: lazily (re)opened connections and
 //!   cached topic metadata (partition counts and leaders).
 //! - `connection`: one multiplexed TCP connection (writer task, reader task, correlation ids).
@@ -50,7 +51,9 @@ pub mod producer;
 #[doc(hidden)]
 pub mod raw;
 
-pub use admin::{Admin, OffsetSpec};
+pub use admin::{
+    Admin, GroupDescription, GroupListing, GroupMember, OffsetSpec, PartitionLag, ResetSpec,
+};
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use error::{ClientError, Result};

@@ -1,12 +1,13 @@
 //! The command-line client commands of the `sluice` binary (`topic`, `produce`, `consume`,
-//! `cluster`): their clap definitions, the `--broker` option they share, the tokio runtime they run
+//! `cluster`, `group`): their clap definitions (`group`'s in its own module), the `--broker` option they share, the tokio runtime they run
 //! on, and the translation of client failures into one-line messages for users. Every command returns
 //! a [`CliError`], which [`run`] prints to stderr as `sluice: <message>` with exit code 1 (clap itself
 //! rejects bad usage with exit code 2). The commands themselves live in [`topic`], [`produce`],
-//! [`consume`] and [`cluster`], on top of `sluice-client`.
+//! [`consume`], [`cluster`] and [`group`], on top of `sluice-client`.
 
 pub mod cluster;
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 
@@ -290,6 +291,7 @@ impl fmt::Display for CliError {
 pub struct Ctx<'a> {
     pub broker: &'a str,
     pub topic: Option<&'a str>,
+    pub group: Option<&'a str>,
 }
 
 impl<'a> Ctx<'a> {
@@ -297,6 +299,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             broker,
             topic: None,
+            group: None,
         }
     }
 
@@ -304,6 +307,23 @@ impl<'a> Ctx<'a> {
         Ctx {
             broker,
             topic: Some(topic),
+            group: None,
+        }
+    }
+
+    pub fn group(broker: &'a str, group: &'a str) -> Self {
+        Ctx {
+            broker,
+            topic: None,
+            group: Some(group),
+        }
+    }
+
+    /// This context, also naming `topic`.
+    pub fn with_topic(self, topic: &'a str) -> Self {
+        Ctx {
+            topic: Some(topic),
+            ..self
         }
     }
 
@@ -332,6 +352,8 @@ impl<'a> Ctx<'a> {
                 d.as_secs_f64()
             ),
             ClientError::Broker { code, message } => self.describe_code(*code, message),
+            // Already a sentence about the user's own input.
+            ClientError::InvalidArgument(m) => m.clone(),
             other => other.to_string(),
         }
     }
@@ -356,7 +378,30 @@ impl<'a> Ctx<'a> {
             (ErrorCode::BROKER_SHUTTING_DOWN, _) => {
                 format!("broker at {} is shutting down", self.broker)
             }
-            _ => detail(&format!("broker error {code}")),
+            _ => match self.group {
+                Some(g) => self.describe_group_code(g, code, message),
+                None => detail(&format!("broker error {code}")),
+            },
+        }
+    }
+
+    /// [`Ctx::describe_code`] for a command about group `g`.
+    fn describe_group_code(&self, g: &str, code: ErrorCode, message: &str) -> String {
+        let detail = |what: String| {
+            if message.is_empty() {
+                what
+            } else {
+                format!("{what}: {message}")
+            }
+        };
+        match code {
+            ErrorCode::GROUP_ID_NOT_FOUND => format!("group '{g}' does not exist"),
+            ErrorCode::NON_EMPTY_GROUP => detail(format!("group '{g}' still has members")),
+            ErrorCode::INVALID_GROUP_ID => detail(format!("invalid group id '{g}'")),
+            ErrorCode::NOT_COORDINATOR | ErrorCode::COORDINATOR_NOT_AVAILABLE => detail(format!(
+                "no coordinator is available for group '{g}' (the cluster may be electing one)"
+            )),
+            _ => detail(format!("broker error {code}")),
         }
     }
 }

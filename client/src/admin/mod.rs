@@ -1,9 +1,16 @@
-//! [`Admin`]: topic management and cluster metadata over the wire protocol.
+//! [`Admin`]: topic management, cluster metadata and consumer-group administration over the wire
+//! protocol. It never produces, consumes or joins a group.
 //!
-//! Create and delete go to the bootstrap broker (the whole cluster, for now). Every call retries
-//! retriable errors a bounded number of times (see [`crate::ClientConfig::retries`]); a create that
-//! was retried after its first attempt reached the broker may therefore answer
-//! `TOPIC_ALREADY_EXISTS`.
+//! This file holds the topic and metadata calls. Create and delete go to the bootstrap broker
+//! (the whole cluster, for now). Every call retries retriable errors a bounded number of times (see
+//! [`crate::ClientConfig::retries`]); a create that was retried after its first attempt reached the
+//! broker may therefore answer `TOPIC_ALREADY_EXISTS`.
+//!
+//! - `coordinator`: finding a group's coordinator and retrying a request on it when it moved;
+//! - `groups`: list, describe (with lag), reset offsets of and delete consumer groups, each at the
+//!   group's coordinator;
+//! - `partition_log`: what those need from partition leaders (bounds, record timestamps) and the
+//!   pure arithmetic over it (lag, reset positions).
 
 use sluice_protocol::wire::{
     AlterReplicasRequest, CreateTopicsRequest, DeleteTopicsRequest, MetadataResponse, NewTopic,
@@ -12,6 +19,14 @@ use sluice_protocol::wire::{
 
 use crate::client::{unexpected, Client, ClientConfig};
 use crate::error::{ClientError, Result};
+
+mod coordinator;
+mod groups;
+mod partition_log;
+
+pub use coordinator::COORDINATOR_WAIT;
+pub use groups::{GroupDescription, GroupListing, GroupMember, PartitionLag, RESET_WAIT};
+pub use partition_log::ResetSpec;
 
 /// What [`Admin::list_offsets`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
