@@ -149,13 +149,22 @@ impl GroupCoordinator {
 
     /// One run for as long as this replica leads in `ctx.term`.
     async fn serve(self: Arc<Self>, ctx: LeaderContext) {
-        let Some(replica) = self
-            .replicas
-            .get()
-            .and_then(Weak::upgrade)
-            .and_then(|r| r.replica(OFFSETS_TOPIC, ctx.partition).ok())
-        else {
-            return;
+        // The supervisor may start this before the registry lists the replica (it is opened,
+        // then registered): wait for it rather than leave the partition without a coordinator
+        // for the whole term.
+        let replica = loop {
+            let found = self
+                .replicas
+                .get()
+                .and_then(Weak::upgrade)
+                .and_then(|r| r.replica(OFFSETS_TOPIC, ctx.partition).ok());
+            if let Some(r) = found {
+                break r;
+            }
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
         };
         // Serve only once everything appended before this term is applied: decisions start from
         // the committed groups, which must include every earlier coordinator's writes.
