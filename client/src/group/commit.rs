@@ -318,33 +318,6 @@ impl GroupConsumer {
     pub(super) fn note_committed(&self, topic: &str, partition: u32, offset: u64) {
         lock(&self.committed).insert((topic.to_string(), partition), offset);
     }
-
-    /// The committed offsets of `partitions` (-1: none), one OffsetFetch to the coordinator. Any
-    /// failure is an error: the caller retries, it never guesses.
-    pub(super) async fn fetch_committed(&self, partitions: &[Tp]) -> Result<BTreeMap<Tp, i64>> {
-        assert!(
-            !partitions.is_empty(),
-            "an empty lookup asks for every offset"
-        );
-        let request = Request::OffsetFetch(OffsetFetchRequest {
-            group: self.link.group().to_string(),
-            partitions: by_topic(partitions),
-        });
-        let timeout = self.link.client().config().request_timeout;
-        let Response::OffsetFetch(r) = self.link.send_once(&request, timeout).await? else {
-            return Err(unexpected("answer to offset fetch"));
-        };
-        if !r.error.is_ok() {
-            return Err(ClientError::broker(
-                r.error,
-                format!("offset fetch of group {}: {}", self.link.group(), r.message),
-            ));
-        }
-        Ok(r.offsets
-            .into_iter()
-            .map(|o| ((o.topic, o.partition), o.offset))
-            .collect())
-    }
 }
 
 /// A background commit that ended without an answer (its runtime is shutting down).
@@ -353,4 +326,34 @@ fn task_gone() -> ClientError {
         addr: String::new(),
         reason: "the background commit task ended without an answer".into(),
     }
+}
+
+/// The committed offsets of `partitions` (-1: none), one OffsetFetch to the coordinator. Any
+/// failure is an error: the caller retries, it never guesses.
+pub(super) async fn fetch_committed(
+    link: &CoordinatorLink,
+    partitions: &[Tp],
+) -> Result<BTreeMap<Tp, i64>> {
+    assert!(
+        !partitions.is_empty(),
+        "an empty lookup asks for every offset"
+    );
+    let request = Request::OffsetFetch(OffsetFetchRequest {
+        group: link.group().to_string(),
+        partitions: by_topic(partitions),
+    });
+    let timeout = link.client().config().request_timeout;
+    let Response::OffsetFetch(r) = link.send_once(&request, timeout).await? else {
+        return Err(unexpected("answer to offset fetch"));
+    };
+    if !r.error.is_ok() {
+        return Err(ClientError::broker(
+            r.error,
+            format!("offset fetch of group {}: {}", link.group(), r.message),
+        ));
+    }
+    Ok(r.offsets
+        .into_iter()
+        .map(|o| ((o.topic, o.partition), o.offset))
+        .collect())
 }

@@ -359,4 +359,6 @@ impl Drop for GroupConsumer {
 }
 
 #[cfg(test)]
+mod heartbeat_tests;
+#[cfg(test)]
 mod tests;

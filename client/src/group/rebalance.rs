@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::commit::fetch_committed;
 use super::membership::Tp;
 use super::{GroupConsumer, Start};
 use crate::client::backoff;
@@ -219,7 +220,8 @@ impl GroupConsumer {
         if due.is_empty() || Instant::now() < self.lookup_at {
             return Ok(());
         }
-        let found = match self.fetch_committed(&due).await {
+        let link = self.link.clone();
+        let found = match fetch_committed(&link, &due).await {
             Ok(found) => found,
             Err(e) => {
                 // Never a reason to start anywhere else: the partitions wait, unread.
