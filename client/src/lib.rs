@@ -13,9 +13,14 @@
 //!   long-poll `poll` that verifies the CRCs of every batch it receives. Inside: `positions`
 //!   (assignment, positions, seek, resets, out of range) and `fetcher` (fetch requests, prefetch,
 //!   decoding).
+//! - [`GroupConsumer`] ([`group`]): a member of a consumer group, reading the partitions its
+//!   coordinator assigns. Inside: `config` ([`GroupConsumerConfig`], [`Subscription`]), `coordinator`
+//!   (FindCoordinator and requests to the coordinator), `membership` and `heartbeat` (the
+//!   background heartbeat task), `rebalance` ([`RebalanceListener`], revoking and starting
+//!   partitions) and `commit` (commits, committed offsets).
 //! - [`Admin`] ([`admin`]): create, delete, list and describe topics; metadata; list offsets;
 //!   list, describe (with lag), reset the offsets of and delete consumer groups.
-//! - [`Client`] ([`client`]): the shared handle under all three: lazily (re)opened connections and
+//! - [`Client`] ([`client`]): the shared handle under all of them: lazily (re)opened connections and
 //!   cached topic metadata (partition counts and leaders).
 //! - `connection`: one multiplexed TCP connection (writer task, reader task, correlation ids).
 //! - [`ClientError`] ([`error`]): every failure, with [`ClientError::is_retriable`].
@@ -47,6 +52,7 @@ pub mod client;
 mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod producer;
 #[doc(hidden)]
 pub mod raw;
@@ -57,6 +63,7 @@ pub use admin::{
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use error::{ClientError, Result};
+pub use group::{Commits, GroupConsumer, GroupConsumerConfig, RebalanceListener, Subscription};
 pub use producer::{
     partition_for_key, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
     TrySendError,
