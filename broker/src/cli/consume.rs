@@ -29,7 +29,10 @@ const FOLLOW_POLL: Duration = Duration::from_secs(5);
 /// Without `--follow` every poll has data to return unless something is wrong.
 const DRAIN_POLL: Duration = Duration::from_secs(1);
 
-pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
+pub async fn run(mut args: ConsumeArgs) -> Result<(), CliError> {
+    if let Some(group) = args.group.take() {
+        return super::consume_group::run(args, group).await;
+    }
     let broker = args.conn.broker.as_str();
     let topic = args.topic.as_str();
     let ctx = Ctx::topic(broker, topic);
@@ -178,7 +181,11 @@ fn text(b: &Option<Bytes>) -> Option<Cow<'_, str>> {
 }
 
 /// Appends one line for `r` to `out`.
-fn format_record(format: Format, r: &ConsumerRecord, out: &mut Vec<u8>) -> Result<(), CliError> {
+pub(super) fn format_record(
+    format: Format,
+    r: &ConsumerRecord,
+    out: &mut Vec<u8>,
+) -> Result<(), CliError> {
     match format {
         Format::Value => out.extend_from_slice(text(&r.value).unwrap_or_default().as_bytes()),
         Format::KeyValue => {
