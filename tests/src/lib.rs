@@ -15,6 +15,7 @@ use sluice_protocol::wire::{self, *};
 use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 
 pub mod cluster;
+pub mod consumer_process;
 pub mod groups;
 pub mod lossy;
 
@@ -340,7 +341,7 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-fn unsafe_kill(pid: u32, signal: &str) {
+pub(crate) fn unsafe_kill(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(pid.to_string())
