@@ -336,3 +336,88 @@ fn a_live_reset_makes_members_reread_without_a_restart() {
     assert_eq!(a.terminate(), Some(0));
     assert_eq!(b.terminate(), Some(0));
 }
+
+/// Produces `n` records with the client (which follows leader changes), acks `all`; the
+/// (partition, offset) of each.
+fn produce_client(bootstrap: &str, n: usize, tag: &str) -> BTreeSet<(u32, u64)> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let producer = sluice_client::Producer::new(
+            bootstrap,
+            sluice_client::ProducerConfig {
+                acks: sluice_client::Acks::All,
+                // Only acknowledged records are checked; idempotence is off because after the
+                // leader kill an idempotent batch came back REQUEST_TIMED_OUT ("a copy of this
+                // batch is still in flight") once its retries ran out (noted for issue 12).
+                idempotence: false,
+                ..sluice_client::ProducerConfig::default()
+            },
+        )
+        .unwrap();
+        let mut deliveries = Vec::new();
+        for i in 0..n {
+            let r =
+                sluice_client::ProducerRecord::new("t", format!("{tag}-{i}")).key(format!("k{i}"));
+            deliveries.push(producer.send(r).await.unwrap());
+        }
+        producer.flush().await.unwrap();
+        let mut out = BTreeSet::new();
+        for d in deliveries {
+            let m = d.await.unwrap();
+            out.insert((m.partition, m.offset.unwrap()));
+        }
+        producer.close().await.unwrap();
+        out
+    })
+}
+
+/// Coordinator failover with member processes on a 3-broker cluster: the broker leading the
+/// group's offsets partition is SIGKILLed; the members carry on with the new coordinator, from
+/// the committed offsets: nothing is skipped, and what is read twice is at most what was printed
+/// but not yet committed when the coordinator died (each record at most twice).
+///
+/// What makes this work on the broker side (the group state replicated to the new coordinator) is
+/// checked to fail in `group_failover.rs`. Breaking the client's side instead (its coordinator
+/// address never forgotten) did NOT make this test fail: the members still recovered, through a
+/// path not yet understood; noted in the issue.
+#[test]
+fn members_continue_on_a_new_coordinator_after_the_old_one_is_killed() {
+    use sluice_tests::cluster::{create, eventually, Cluster};
+    use sluice_tests::groups::find;
+    let (_dir, config) = group_config();
+    let mut cluster = Cluster::start(3, &["--config", &config]);
+    create(&cluster, "t", 6, 3, &[]);
+    let bootstrap = cluster.bootstrap();
+    let mut want = produce_client(&bootstrap, 600, "one");
+    let a = GroupProcess::start(&bootstrap, "t", "g", SESSION_MS);
+    let b = GroupProcess::start(&bootstrap, "t", "g", SESSION_MS);
+    wait_all_seen(&[&a, &b], &want, WAIT);
+    let coordinator = {
+        let mut c = RawConn::connect(cluster.addr(1));
+        let f = find(&mut c, "g");
+        assert!(f.error.is_ok(), "{f:?}");
+        f.node_id
+    };
+    // Let a commit interval pass so there is something committed to continue from.
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.member(coordinator).broker.kill();
+    let survivor = if coordinator == 1 { 2 } else { 1 };
+    eventually(Duration::from_secs(30), "a new coordinator", || {
+        let mut c = RawConn::connect(cluster.addr(survivor));
+        let f = find(&mut c, "g");
+        (f.error.is_ok() && f.node_id != coordinator).then_some(())
+    });
+    let alive: Vec<String> = cluster
+        .members
+        .iter()
+        .filter(|m| m.id != coordinator)
+        .map(|m| m.proxy.addr.to_string())
+        .collect();
+    want.extend(produce_client(&alive.join(","), 600, "two"));
+    wait_all_seen(&[&a, &b], &want, WAIT);
+    let counts = print_counts(&[&a, &b]);
+    assert!(
+        counts.values().all(|&n| n <= 2),
+        "a record printed three times"
+    );
+}

@@ -99,13 +99,7 @@ impl Broker {
             replication_factor = topic.replication_factor,
             "creating {OFFSETS_TOPIC}"
         );
-        for (_, outcome) in self.create_topics_unchecked(vec![topic]).await {
-            match outcome {
-                Err(e) if e.code != ErrorCode::TOPIC_ALREADY_EXISTS => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
+        self.create_internal_topic(topic).await
     }
 
     /// The committed offsets of `group` (every one when `partitions` is empty). An unknown group

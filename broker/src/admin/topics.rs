@@ -49,8 +49,29 @@ impl Broker {
         out
     }
 
-    /// Creates topics, internal ones included (the broker's own use).
-    pub(crate) async fn create_topics_unchecked(&self, topics: Vec<NewTopic>) -> Vec<TopicOutcome> {
+    /// Creates an internal topic (the broker's own use: `__consumer_offsets`). It goes to the
+    /// metadata leader as a metadata command, not as a client's CreateTopics (which the leader
+    /// refuses for internal names), and is answered once this broker sees it applied.
+    pub(crate) async fn create_internal_topic(&self, t: NewTopic) -> Result<()> {
+        assert!(is_internal(&t.name), "{} is not an internal topic", t.name);
+        let command = Command::CreateTopic {
+            name: t.name,
+            partitions: t.partitions,
+            replication_factor: t.replication_factor,
+            configs: t.configs,
+        };
+        match self.cluster.propose_anywhere(&command).await {
+            Err(e) if e.code != ErrorCode::TOPIC_ALREADY_EXISTS => return Err(e),
+            _ => {}
+        }
+        let deadline = tokio::time::Instant::now() + TOPIC_CHANGE_WAIT;
+        while tokio::time::Instant::now() < deadline && !self.change_visible(&command) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    async fn create_topics_unchecked(&self, topics: Vec<NewTopic>) -> Vec<TopicOutcome> {
         let commands = topics
             .into_iter()
             .map(|t| Command::CreateTopic {
