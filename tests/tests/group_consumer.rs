@@ -166,8 +166,9 @@ async fn a_crashed_members_partitions_continue_from_its_commits() {
 /// newcomer got); the partitions that stay keep yielding records to their owners in the polls
 /// between the join and the end of reconciliation (the newcomer's last start); a moved partition
 /// is never read by its new owner before its old one stopped; every record once. Seen failing with
-/// `revoke` releasing every owned partition (the kept ones were revoked and re-assigned), and
-/// with a poll that reconciles only when it has no records (the rebalance never finished).
+/// `revoke` releasing every owned partition (eager: the kept ones were revoked and started again),
+/// and with a `poll` that reconciles only after an empty fetch (under the stream the old members
+/// did not release in time, were evicted, and records went missing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_member_moves_only_what_it_receives_while_the_rest_keep_flowing() {
     let (_dir, broker) = group_broker();
@@ -275,8 +276,9 @@ async fn a_joining_member_moves_only_what_it_receives_while_the_rest_keep_flowin
 /// partitions when its deadline allows: `max_processing` 10 s, or 1 s pushed to 6 s by
 /// `extend_deadline`. With 1 s and no extension the coordinator evicts it (the control): its next
 /// poll loses the partitions. Seen failing with heartbeats sent only when `poll` wakes the task
-/// (the first two evicted), with `extend_deadline` a no-op (the second evicted), and with a passed
-/// deadline sent as 0 ("none": the control kept its partitions).
+/// (the first evicted), with `extend_deadline` a no-op (the second evicted), and with the deadline
+/// sent as 1 s from each heartbeat instead of from the last poll (the control kept its
+/// partitions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_task_keeps_a_slow_handler_within_its_deadline() {
     let (_dir, broker) = group_broker();
@@ -337,8 +339,8 @@ async fn the_heartbeat_task_keeps_a_slow_handler_within_its_deadline() {
 /// goes through a proxy that answers its first six offset lookups with `NOT_COORDINATOR` and
 /// `COORDINATOR_NOT_AVAILABLE`. It reads nothing meanwhile, finds the coordinator again, then
 /// reads from 20 and 30 — including records produced while it waited — never from the end. Seen
-/// failing with a failed lookup taken as "nothing committed" (it started at the end, 50 and
-/// later).
+/// failing with a failed lookup taken as "nothing committed" (it started at the end and read
+/// before its offsets were known).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_offset_lookup_waits_and_never_starts_at_the_end() {
     let (_dir, broker) = group_broker();
