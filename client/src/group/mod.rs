@@ -281,10 +281,10 @@ impl GroupConsumer {
         let mut result = Ok(());
         self.settle_async_commits().await;
         // A loss not handled yet: those partitions are not ours to commit.
-        if self.shared.lock().lost != self.seen_lost {
-            if let Err(e) = self.reconcile().await {
-                warn!(error = %e, "reconciling before close failed");
-            }
+        let lost = self.shared.lock().lost;
+        if lost != self.seen_lost {
+            self.seen_lost = lost;
+            self.drop_lost();
         }
         let told: Vec<Tp> = self.reading.iter().cloned().collect();
         if self.config.auto_commit.is_some() {
