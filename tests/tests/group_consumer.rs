@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_client::{Admin, OffsetReset, OffsetSpec};
+use sluice_client::{Admin, GroupConsumerConfig, OffsetReset, OffsetSpec, Subscription};
 
 mod group_support;
 use group_support::*;
@@ -393,4 +393,65 @@ async fn a_failing_offset_lookup_waits_and_never_starts_at_the_end() {
     assert_eq!(got[&0], (20..ends[0]).collect::<Vec<u64>>());
     assert_eq!(got[&1], (30..ends[1]).collect::<Vec<u64>>());
     c.close().await.unwrap();
+}
+
+/// A static member (an instance id; subscribed by pattern, as is the other member) closes — its
+/// positions committed, its leave epoch -2 — and comes back within its session: meanwhile its
+/// partitions go to nobody, and it gets exactly them back and continues where it stopped. Seen
+/// failing with a static member leaving with -1 (the other member took its partitions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarting_within_its_session_keeps_its_partitions() {
+    let (_dir, broker) = group_broker();
+    let addr = broker.addr.to_string();
+    create(&addr, "s1", 4).await;
+    produce(&addr, "s1", 4, 50).await;
+    let pattern = || GroupConsumerConfig::new("g6", Subscription::Pattern("s.*".into()));
+    let seen: Seen = Arc::default();
+    let b = run(member(&addr, pattern()), 1, seen.clone(), false);
+    let mut static_config = pattern();
+    static_config.instance_id = Some("a".into());
+    let mut a = member(&addr, static_config.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "never settled");
+        a.poll(Duration::from_millis(100)).await.unwrap();
+        let mine = a.assignment();
+        if mine.len() == 2
+            && b.owned().len() == 2
+            && mine.iter().all(|(t, p)| a.position(t, *p).is_some())
+        {
+            break;
+        }
+    }
+    let mine = a.assignment();
+    let at: Vec<u64> = mine
+        .iter()
+        .map(|(t, p)| a.position(t, *p).unwrap())
+        .collect();
+    a.close().await.unwrap();
+    let theirs = b.owned();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        b.owned(),
+        theirs,
+        "the other member took the static member's partitions"
+    );
+    produce(&addr, "s1", 4, 10).await;
+    let mut a = member(&addr, static_config);
+    let mut first: BTreeMap<u32, u64> = BTreeMap::new();
+    while first.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the static member read nothing after its restart"
+        );
+        for r in a.poll(Duration::from_millis(100)).await.unwrap() {
+            first.entry(r.partition).or_insert(r.offset);
+        }
+    }
+    assert_eq!(a.assignment(), mine, "the same partitions back");
+    let want: BTreeMap<u32, u64> = mine.iter().map(|(_, p)| *p).zip(at).collect();
+    assert_eq!(first, want, "continues where it stopped");
+    assert_eq!(b.owned(), theirs);
+    a.close().await.unwrap();
+    b.stop().await;
 }
