@@ -3,8 +3,9 @@
 //! has its partitions taken over from its commits after its session; a member joining moves only
 //! the partitions it receives while the others keep reading the rest; the heartbeat task keeps a
 //! slow handler's member alive within its processing deadline (and not past it); a failing
-//! offset lookup makes the consumer wait, never start at the end. Each test's doc comment says
-//! what was broken to see it fail.
+//! offset lookup makes the consumer wait, never start at the end; a static member restarting
+//! within its session keeps its partitions. Each test's doc comment says what was broken to see
+//! it fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
