@@ -71,7 +71,8 @@ pub enum ClientError {
 impl ClientError {
     /// Whether the same request may succeed if sent again later: I/O and connection failures,
     /// timeouts, and the broker codes that [`ErrorCode::is_retriable`] names (`NOT_LEADER`,
-    /// `REQUEST_TIMED_OUT`, `THROTTLED`, `BROKER_SHUTTING_DOWN`, `UNKNOWN_TOPIC_OR_PARTITION`).
+    /// `REQUEST_TIMED_OUT`, `THROTTLED`, `BROKER_SHUTTING_DOWN`, `UNKNOWN_TOPIC_OR_PARTITION`,
+    /// `NOT_COORDINATOR`, `COORDINATOR_NOT_AVAILABLE`).
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Io { .. } | ClientError::Connection { .. } | ClientError::Timeout(_) => {

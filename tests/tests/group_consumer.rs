@@ -3,8 +3,9 @@
 //! has its partitions taken over from its commits after its session; a member joining moves only
 //! the partitions it receives while the others keep reading the rest; the heartbeat task keeps a
 //! slow handler's member alive within its processing deadline (and not past it); a failing
-//! offset lookup makes the consumer wait, never start at the end. Each test's doc comment says
-//! what was broken to see it fail.
+//! offset lookup makes the consumer wait, never start at the end; a static member restarting
+//! within its session keeps its partitions. Each test's doc comment says what was broken to see
+//! it fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_client::{Admin, OffsetReset, OffsetSpec};
+use sluice_client::{Admin, GroupConsumerConfig, OffsetReset, OffsetSpec, Subscription};
 
 mod group_support;
 use group_support::*;
@@ -166,8 +167,9 @@ async fn a_crashed_members_partitions_continue_from_its_commits() {
 /// newcomer got); the partitions that stay keep yielding records to their owners in the polls
 /// between the join and the end of reconciliation (the newcomer's last start); a moved partition
 /// is never read by its new owner before its old one stopped; every record once. Seen failing with
-/// `revoke` releasing every owned partition (the kept ones were revoked and re-assigned), and
-/// with a poll that reconciles only when it has no records (the rebalance never finished).
+/// `revoke` releasing every owned partition (eager: the kept ones were revoked and started again),
+/// and with a `poll` that reconciles only after an empty fetch (under the stream the old members
+/// did not release in time, were evicted, and records went missing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_member_moves_only_what_it_receives_while_the_rest_keep_flowing() {
     let (_dir, broker) = group_broker();
@@ -275,8 +277,9 @@ async fn a_joining_member_moves_only_what_it_receives_while_the_rest_keep_flowin
 /// partitions when its deadline allows: `max_processing` 10 s, or 1 s pushed to 6 s by
 /// `extend_deadline`. With 1 s and no extension the coordinator evicts it (the control): its next
 /// poll loses the partitions. Seen failing with heartbeats sent only when `poll` wakes the task
-/// (the first two evicted), with `extend_deadline` a no-op (the second evicted), and with a passed
-/// deadline sent as 0 ("none": the control kept its partitions).
+/// (the first evicted), with `extend_deadline` a no-op (the second evicted), and with the deadline
+/// sent as 1 s from each heartbeat instead of from the last poll (the control kept its
+/// partitions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_task_keeps_a_slow_handler_within_its_deadline() {
     let (_dir, broker) = group_broker();
@@ -337,8 +340,8 @@ async fn the_heartbeat_task_keeps_a_slow_handler_within_its_deadline() {
 /// goes through a proxy that answers its first six offset lookups with `NOT_COORDINATOR` and
 /// `COORDINATOR_NOT_AVAILABLE`. It reads nothing meanwhile, finds the coordinator again, then
 /// reads from 20 and 30 — including records produced while it waited — never from the end. Seen
-/// failing with a failed lookup taken as "nothing committed" (it started at the end, 50 and
-/// later).
+/// failing with a failed lookup taken as "nothing committed" (it started at the end and read
+/// before its offsets were known).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_offset_lookup_waits_and_never_starts_at_the_end() {
     let (_dir, broker) = group_broker();
@@ -391,4 +394,65 @@ async fn a_failing_offset_lookup_waits_and_never_starts_at_the_end() {
     assert_eq!(got[&0], (20..ends[0]).collect::<Vec<u64>>());
     assert_eq!(got[&1], (30..ends[1]).collect::<Vec<u64>>());
     c.close().await.unwrap();
+}
+
+/// A static member (an instance id; subscribed by pattern, as is the other member) closes — its
+/// positions committed, its leave epoch -2 — and comes back within its session: meanwhile its
+/// partitions go to nobody, and it gets exactly them back and continues where it stopped. Seen
+/// failing with a static member leaving with -1 (the other member took its partitions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarting_within_its_session_keeps_its_partitions() {
+    let (_dir, broker) = group_broker();
+    let addr = broker.addr.to_string();
+    create(&addr, "s1", 4).await;
+    produce(&addr, "s1", 4, 50).await;
+    let pattern = || GroupConsumerConfig::new("g6", Subscription::Pattern("s.*".into()));
+    let seen: Seen = Arc::default();
+    let b = run(member(&addr, pattern()), 1, seen.clone(), false);
+    let mut static_config = pattern();
+    static_config.instance_id = Some("a".into());
+    let mut a = member(&addr, static_config.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "never settled");
+        a.poll(Duration::from_millis(100)).await.unwrap();
+        let mine = a.assignment();
+        if mine.len() == 2
+            && b.owned().len() == 2
+            && mine.iter().all(|(t, p)| a.position(t, *p).is_some())
+        {
+            break;
+        }
+    }
+    let mine = a.assignment();
+    let at: Vec<u64> = mine
+        .iter()
+        .map(|(t, p)| a.position(t, *p).unwrap())
+        .collect();
+    a.close().await.unwrap();
+    let theirs = b.owned();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        b.owned(),
+        theirs,
+        "the other member took the static member's partitions"
+    );
+    produce(&addr, "s1", 4, 10).await;
+    let mut a = member(&addr, static_config);
+    let mut first: BTreeMap<u32, u64> = BTreeMap::new();
+    while first.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the static member read nothing after its restart"
+        );
+        for r in a.poll(Duration::from_millis(100)).await.unwrap() {
+            first.entry(r.partition).or_insert(r.offset);
+        }
+    }
+    assert_eq!(a.assignment(), mine, "the same partitions back");
+    let want: BTreeMap<u32, u64> = mine.iter().map(|(_, p)| *p).zip(at).collect();
+    assert_eq!(first, want, "continues where it stopped");
+    assert_eq!(b.owned(), theirs);
+    a.close().await.unwrap();
+    b.stop().await;
 }

@@ -14,6 +14,29 @@
 //! Dropping a `GroupConsumer` without [`close`](GroupConsumer::close) is a crash: no commit, no
 //! leave; the heartbeat task stops and the coordinator evicts the member after its session.
 //!
+//! ```no_run
+//! # async fn demo() -> Result<(), sluice_client::ClientError> {
+//! use sluice_client::{Client, ClientConfig, GroupConsumer, GroupConsumerConfig, Subscription};
+//! use std::time::Duration;
+//!
+//! let client = Client::new(ClientConfig::new("127.0.0.1:9092"))?;
+//! let mut config = GroupConsumerConfig::new("billing", Subscription::Topics(vec!["orders".into()]));
+//! config.auto_commit = None; // commit after processing, below
+//! let mut consumer = GroupConsumer::new(client, config)?;
+//! loop {
+//!     let records = consumer.poll(Duration::from_secs(1)).await?;
+//!     if records.is_empty() {
+//!         break;
+//!     }
+//!     for r in &records {
+//!         // process r ...
+//!     }
+//!     consumer.commit_sync().await?;
+//! }
+//! consumer.close().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! The parts: `config` (settings and their checks), `coordinator` (FindCoordinator, the cached
 //! coordinator address, requests to it; shared with the admin client), `membership` (state shared
 //! with the heartbeat task), `heartbeat` (the task), `rebalance` (the listener, revoking and
@@ -258,10 +281,10 @@ impl GroupConsumer {
         let mut result = Ok(());
         self.settle_async_commits().await;
         // A loss not handled yet: those partitions are not ours to commit.
-        if self.shared.lock().lost != self.seen_lost {
-            if let Err(e) = self.reconcile().await {
-                warn!(error = %e, "reconciling before close failed");
-            }
+        let lost = self.shared.lock().lost;
+        if lost != self.seen_lost {
+            self.seen_lost = lost;
+            self.drop_lost();
         }
         let told: Vec<Tp> = self.reading.iter().cloned().collect();
         if self.config.auto_commit.is_some() {

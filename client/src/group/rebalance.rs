@@ -101,10 +101,14 @@ impl GroupConsumer {
             .collect()
     }
 
-    /// Tells the heartbeat task what is owned now.
+    /// Tells the heartbeat task what is owned now, unless a loss this consumer has not handled yet
+    /// cleared it (handling the loss publishes again).
     fn publish_owned(&self) {
         let owned = self.owned();
-        self.shared.lock().owned = owned;
+        let mut m = self.shared.lock();
+        if m.lost == self.seen_lost {
+            m.owned = owned;
+        }
     }
 
     /// One reconciliation step: a loss, revocations, new partitions, and starting those whose
@@ -141,13 +145,14 @@ impl GroupConsumer {
     }
 
     /// The membership was lost: every partition goes, nothing is committed.
-    fn drop_lost(&mut self) {
+    pub(super) fn drop_lost(&mut self) {
         let told: Vec<Tp> = self.reading.iter().cloned().collect();
         info!(partitions = ?told, "partitions lost");
         self.forget_commits(&told);
         self.reading.clear();
         self.starting.clear();
         self.consumer.assign::<String>(&[]);
+        self.publish_owned();
         if !told.is_empty() {
             if let Some(l) = self.listener.as_mut() {
                 l.on_lost(&told);

@@ -254,8 +254,8 @@ fn heartbeat_requests_carry_the_membership() {
 fn assert_send<T: Send>(_: &T) {}
 
 /// A `GroupConsumer` moves between tasks (its listener is `Send`, not `Sync`): every public future
-/// must be `Send`. Seen failing (does not compile) with the offset lookup borrowing the consumer
-/// across its await.
+/// must be `Send`. A `&self` async method holding the consumer across an await breaks that (it
+/// did once: the offset lookup, found when the end-to-end tests did not compile).
 #[test]
 fn public_futures_are_send() {
     let client = Client::new(ClientConfig::new("127.0.0.1:1")).expect("client");
