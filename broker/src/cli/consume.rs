@@ -30,7 +30,7 @@ const FOLLOW_POLL: Duration = Duration::from_secs(5);
 const DRAIN_POLL: Duration = Duration::from_secs(1);
 
 pub async fn run(mut args: ConsumeArgs) -> Result<(), CliError> {
-    if let Some(group) = args.group.take() {
+    if let Some(group) = args.group.group.take() {
         return super::consume_group::run(args, group).await;
     }
     let broker = args.conn.broker.as_str();

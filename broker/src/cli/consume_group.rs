@@ -16,8 +16,44 @@ use sluice_client::{
     Client, ClientConfig, GroupConsumer, GroupConsumerConfig, OffsetReset, SeekTo, Subscription,
 };
 
+use clap::{Args, ValueEnum};
+
 use super::consume::format_record;
 use super::{write_stdout, CliError, ConsumeArgs, Ctx};
+
+/// The group options of `sluice consume`.
+#[derive(Debug, Args)]
+pub struct GroupOpts {
+    /// Join this consumer group: read the partitions it assigns, from its committed offsets, and
+    /// commit what was printed (at `--commit-interval-ms` and on exit; SIGTERM or ctrl-c leave
+    /// the group cleanly).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// With --group: commit the printed position this often.
+    #[arg(long, value_name = "MS", default_value_t = 5000, requires = "group")]
+    pub commit_interval_ms: u64,
+    /// With --group: where a partition without a committed offset starts.
+    #[arg(long, value_enum, default_value_t = ResetArg::Earliest, requires = "group")]
+    pub reset: ResetArg,
+    /// With --group: a static member id (keeps its partitions across a restart within the
+    /// session timeout).
+    #[arg(long, value_name = "ID", requires = "group")]
+    pub instance_id: Option<String>,
+    /// With --group: the session to ask the coordinator for (within the broker's bounds).
+    #[arg(long, value_name = "MS", requires = "group")]
+    pub session_timeout_ms: Option<u64>,
+}
+
+/// Where a group member starts on a partition without a committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResetArg {
+    /// The first retained record.
+    Earliest,
+    /// The end: only records produced from now on.
+    Latest,
+    /// Fail, naming the partition.
+    None,
+}
 
 /// Longest one poll waits when following.
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
@@ -52,15 +88,16 @@ pub async fn run(args: ConsumeArgs, group: String) -> Result<(), CliError> {
         ));
     }
     let mut config = GroupConsumerConfig::new(group, Subscription::Topics(vec![topic.clone()]));
-    config.auto_commit = Some(Duration::from_millis(args.commit_interval_ms.max(1)));
-    config.reset = match args.reset {
-        super::ResetArg::Earliest => OffsetReset::Earliest,
-        super::ResetArg::Latest => OffsetReset::Latest,
-        super::ResetArg::None => OffsetReset::None,
+    let opts = &args.group;
+    config.auto_commit = Some(Duration::from_millis(opts.commit_interval_ms.max(1)));
+    config.reset = match opts.reset {
+        ResetArg::Earliest => OffsetReset::Earliest,
+        ResetArg::Latest => OffsetReset::Latest,
+        ResetArg::None => OffsetReset::None,
     };
-    config.instance_id = args.instance_id.clone();
+    config.instance_id = opts.instance_id.clone();
     config.client_id = "sluice-cli".into();
-    config.session_timeout = args.session_timeout_ms.map(Duration::from_millis);
+    config.session_timeout = opts.session_timeout_ms.map(Duration::from_millis);
     let client = Client::new(ClientConfig::new(broker)).map_err(|e| ctx.err(e))?;
     let mut consumer = GroupConsumer::new(client, config).map_err(|e| ctx.err(e))?;
     if args.count == Some(0) {

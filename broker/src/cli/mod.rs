@@ -197,35 +197,9 @@ pub struct ConsumeArgs {
     /// Output format, one record per line.
     #[arg(long, value_enum, default_value_t = Format::Value)]
     pub format: Format,
-    /// Join this consumer group: read the partitions it assigns, from its committed offsets, and
-    /// commit what was printed (at `--commit-interval-ms` and on exit; SIGTERM or ctrl-c leave
-    /// the group cleanly).
-    #[arg(long, value_name = "GROUP")]
-    pub group: Option<String>,
-    /// With --group: commit the printed position this often.
-    #[arg(long, value_name = "MS", default_value_t = 5000, requires = "group")]
-    pub commit_interval_ms: u64,
-    /// With --group: where a partition without a committed offset starts.
-    #[arg(long, value_enum, default_value_t = ResetArg::Earliest, requires = "group")]
-    pub reset: ResetArg,
-    /// With --group: a static member id (keeps its partitions across a restart within the
-    /// session timeout).
-    #[arg(long, value_name = "ID", requires = "group")]
-    pub instance_id: Option<String>,
-    /// With --group: the session to ask the coordinator for (within the broker's bounds).
-    #[arg(long, value_name = "MS", requires = "group")]
-    pub session_timeout_ms: Option<u64>,
-}
-
-/// Where a group member starts on a partition without a committed offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ResetArg {
-    /// The first retained record.
-    Earliest,
-    /// The end: only records produced from now on.
-    Latest,
-    /// Fail, naming the partition.
-    None,
+    /// Membership of a consumer group (`--group` and its settings).
+    #[command(flatten)]
+    pub group: consume_group::GroupOpts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
