@@ -345,3 +345,61 @@ fn group_state_survives_a_restart_through_snapshots() {
     assert_eq!(a2.member_epoch, a.member_epoch);
     assert_eq!(set(&a2.assignment), set(&a.assignment));
 }
+
+/// A group's own session and heartbeat interval override the broker's defaults (a member asking
+/// for no session gets the group's; every answer carries the group's interval); a bad setting is
+/// refused with INVALID_CONFIG and changes nothing; an empty value goes back to the default.
+///
+/// Checked to fail: with the heartbeat answer carrying the broker's interval instead of the
+/// group's, the interval check failed (100 instead of 150).
+#[test]
+fn a_group_has_its_own_session_and_heartbeat_interval() {
+    let (_dir, config) = group_config();
+    let broker = Broker::start(&["--config", &config]);
+    let mut c = RawConn::connect(broker.addr);
+    c.create("t", 2);
+    assert!(find(&mut c, "g").error.is_ok());
+    let alter = |c: &mut RawConn, configs: &[(&str, &str)]| {
+        let Response::AlterGroupConfig(r) = c
+            .call(&Request::AlterGroupConfig(AlterGroupConfigRequest {
+                group: "g".into(),
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }))
+            .unwrap()
+        else {
+            panic!("wrong answer")
+        };
+        r
+    };
+    let r = alter(
+        &mut c,
+        &[
+            (GROUP_SESSION_TIMEOUT, "900"),
+            (GROUP_HEARTBEAT_INTERVAL, "150"),
+        ],
+    );
+    assert!(r.error.is_ok(), "{r:?}");
+    for bad in [
+        vec![(GROUP_HEARTBEAT_INTERVAL, "600")],
+        vec![(GROUP_SESSION_TIMEOUT, "10")],
+        vec![(GROUP_SESSION_TIMEOUT, "soon")],
+        vec![("consumer.max.size", "3")],
+    ] {
+        let r = alter(&mut c, &bad);
+        assert_eq!(r.error, ErrorCode::INVALID_CONFIG, "{bad:?}: {r:?}");
+    }
+    let a = join(&mut c, "g", &["t"]);
+    assert!(a.error.is_ok(), "{a:?}");
+    assert_eq!(a.session_timeout_ms, 900);
+    assert_eq!(a.heartbeat_interval_ms, 150);
+    let r = alter(&mut c, &[(GROUP_HEARTBEAT_INTERVAL, "")]);
+    assert!(r.error.is_ok(), "{r:?}");
+    let a2 = beat(&mut c, "g", &a, &a.assignment);
+    assert_eq!(
+        a2.heartbeat_interval_ms, 100,
+        "back to the broker's: {a2:?}"
+    );
+}

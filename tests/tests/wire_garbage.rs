@@ -146,6 +146,10 @@ fn sample(api: ApiKey) -> Request {
         ApiKey::DeleteGroup => Request::DeleteGroup(DeleteGroupRequest {
             group: "garbage-group".into(),
         }),
+        ApiKey::AlterGroupConfig => Request::AlterGroupConfig(AlterGroupConfigRequest {
+            group: "garbage-group".into(),
+            configs: vec![("consumer.session.timeout.ms".into(), "9000".into())],
+        }),
     }
 }
 

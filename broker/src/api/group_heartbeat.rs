@@ -73,7 +73,7 @@ pub async fn handle(
                 message: String::new(),
                 member_id: a.member_id,
                 member_epoch: a.member_epoch,
-                heartbeat_interval_ms: interval,
+                heartbeat_interval_ms: a.heartbeat_interval_ms,
                 session_timeout_ms: a.session_timeout_ms,
                 assignment: by_topic(&a.assignment),
             },

@@ -14,6 +14,7 @@
 //! A new API is one protocol module, one file here and one row.
 
 mod add_broker;
+mod alter_group_config;
 mod alter_replicas;
 mod api_versions;
 mod create_topics;
@@ -144,6 +145,7 @@ api_table! {
     DescribeGroup   => describe_group,   detached;
     ResetOffsets    => reset_offsets,    detached;
     DeleteGroup     => delete_group,     detached;
+    AlterGroupConfig => alter_group_config, detached;
 }
 
 /// The wire form of an admin service's outcome.
@@ -181,7 +183,8 @@ mod tests {
                 | ApiKey::ListGroups
                 | ApiKey::DescribeGroup
                 | ApiKey::ResetOffsets
-                | ApiKey::DeleteGroup => Order::Detached,
+                | ApiKey::DeleteGroup
+                | ApiKey::AlterGroupConfig => Order::Detached,
                 // Reads the peer address in order, then answers apart.
                 ApiKey::GroupHeartbeat => Order::Connection,
                 // Answered at once from memory: no reason to leave the connection.

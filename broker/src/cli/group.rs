@@ -1,4 +1,4 @@
-//! `sluice group list|describe|reset-offsets|delete`: consumer-group administration through
+//! `sluice group list|describe|reset-offsets|alter-config|delete`: consumer-group administration through
 //! [`sluice_client::Admin`], with its clap definitions. Output is a table for people or, with
 //! `--format json`, one JSON document whose keys are a stable interface for scripts (see
 //! [`JsonGroup`]). It never joins a group or commits as a member; failures go through [`Ctx`] like
@@ -43,6 +43,19 @@ pub enum GroupCommand {
     Delete {
         /// Group to delete.
         group: String,
+    },
+    /// Set a group's own session timeout and heartbeat interval (over the broker's defaults;
+    /// 0 goes back to the broker's default).
+    #[command(group(ArgGroup::new("setting").args(["session_timeout_ms", "heartbeat_interval_ms"]).required(true).multiple(true)))]
+    AlterConfig {
+        /// Group to configure.
+        group: String,
+        /// The session of members that ask for none (within the broker's bounds).
+        #[arg(long, value_name = "MS")]
+        session_timeout_ms: Option<u32>,
+        /// How often members heartbeat (at most half the session).
+        #[arg(long, value_name = "MS")]
+        heartbeat_interval_ms: Option<u32>,
     },
 }
 
@@ -133,6 +146,25 @@ pub async fn run(args: GroupArgs) -> Result<(), CliError> {
                 .await
                 .map_err(|e| ctx.err(e))?;
             write_stdout(render_reset(&moved, r.format)?.as_bytes())
+        }
+        GroupCommand::AlterConfig {
+            group,
+            session_timeout_ms,
+            heartbeat_interval_ms,
+        } => {
+            let value = |v: u32| if v == 0 { String::new() } else { v.to_string() };
+            let mut configs = Vec::new();
+            if let Some(v) = session_timeout_ms {
+                configs.push(("consumer.session.timeout.ms".to_string(), value(v)));
+            }
+            if let Some(v) = heartbeat_interval_ms {
+                configs.push(("consumer.heartbeat.interval.ms".to_string(), value(v)));
+            }
+            admin
+                .alter_group_config(&group, &configs)
+                .await
+                .map_err(|e| Ctx::group(broker, &group).err(e))?;
+            write_stdout(format!("updated group '{group}'\n").as_bytes())
         }
         GroupCommand::Delete { group } => {
             admin

@@ -396,6 +396,19 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Sets the group's own session timeout and heartbeat interval (`reconcile::alter_config`).
+    /// Members get the new interval with their next heartbeat; a new session applies to members
+    /// that join after it and ask for none.
+    pub async fn alter_config(&self, group: &str, configs: &[(String, String)]) -> Result<()> {
+        let run = self.run_for(group)?;
+        let _live = run.live.lock().await;
+        let topics = self.topic_counts();
+        let before = Self::model(&run, group);
+        let after = reconcile::alter_config(&before, group, configs, &self.env(&topics))?;
+        self.write(&run, reconcile::diff(group, &before, &after))
+            .await
+    }
+
     /// Deletes a group without members.
     pub async fn delete(&self, group: &str) -> Result<()> {
         let run = self.run_for(group)?;

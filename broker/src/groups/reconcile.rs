@@ -58,6 +58,8 @@ pub struct HeartbeatAnswer {
     pub member_id: String,
     pub member_epoch: i32,
     pub session_timeout_ms: u32,
+    /// How often the member heartbeats: the group's setting, else the broker's.
+    pub heartbeat_interval_ms: u32,
     /// What the member may own now.
     pub assignment: BTreeSet<Tp>,
 }
@@ -108,7 +110,8 @@ pub fn heartbeat(
         subscription::compile(&hb.regex)?;
     }
     let mut g = model.clone();
-    let session = session_ms(hb.session_timeout_ms, env.config);
+    let session = session_ms(hb.session_timeout_ms, model, env.config);
+    let interval = heartbeat_interval_ms(model, env.config);
     let member_id = match hb.member_epoch {
         JOIN_EPOCH => {
             if hb.topics.is_empty() && hb.regex.is_empty() {
@@ -162,6 +165,7 @@ pub fn heartbeat(
                     member_id: hb.member_id.clone(),
                     member_epoch: hb.member_epoch,
                     session_timeout_ms: session,
+                    heartbeat_interval_ms: interval,
                     assignment: BTreeSet::new(),
                 },
             ));
@@ -199,6 +203,7 @@ pub fn heartbeat(
         member_id: member_id.clone(),
         member_epoch: m.epoch,
         session_timeout_ms: m.session_timeout_ms,
+        heartbeat_interval_ms: interval,
         assignment: m.assigned.iter().map(|(t, p, _)| (t.clone(), *p)).collect(),
     };
     Ok((g, answer))

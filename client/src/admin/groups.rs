@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_protocol::wire::{
-    DeleteGroupRequest, DescribeGroupRequest, DescribeGroupResponse, OffsetFetchRequest, Request,
-    ResetOffsetsRequest, Response, TopicPartitions,
+    AlterGroupConfigRequest, DeleteGroupRequest, DescribeGroupRequest, DescribeGroupResponse,
+    OffsetFetchRequest, Request, ResetOffsetsRequest, Response, TopicPartitions,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -370,6 +370,29 @@ impl Admin {
 
     /// Deletes a group without members and its committed offsets. A group with members is
     /// `NON_EMPTY_GROUP`, an unknown one `GROUP_ID_NOT_FOUND` (both [`ClientError::Broker`]).
+    /// Sets a group's own settings (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`;
+    /// an empty value: back to the coordinator broker's default). Refused with `INVALID_CONFIG`
+    /// outside the broker's bounds or with a heartbeat interval above half the session.
+    pub async fn alter_group_config(
+        &self,
+        group: &str,
+        configs: &[(String, String)],
+    ) -> Result<()> {
+        let request = Request::AlterGroupConfig(AlterGroupConfigRequest {
+            group: group.to_string(),
+            configs: configs.to_vec(),
+        });
+        let request = &request;
+        self.on_coordinator(group, "alter group config", |addr| async move {
+            let Response::AlterGroupConfig(r) = self.client.request_to(&addr, request).await?
+            else {
+                return Err(unexpected("answer to alter group config"));
+            };
+            body_error(r.error, r.message)
+        })
+        .await
+    }
+
     pub async fn delete_group(&self, group: &str) -> Result<()> {
         let request = Request::DeleteGroup(DeleteGroupRequest {
             group: group.to_string(),

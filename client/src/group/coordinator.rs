@@ -37,7 +37,9 @@ pub(crate) fn answer_error(r: &Response) -> Option<(ErrorCode, &str)> {
         Response::OffsetFetch(a) => (a.error, a.message.as_str()),
         Response::ListGroups(a) => (a.error, a.message.as_str()),
         Response::DescribeGroup(a) => (a.error, a.message.as_str()),
-        Response::ResetOffsets(a) | Response::DeleteGroup(a) => (a.error, a.message.as_str()),
+        Response::ResetOffsets(a) | Response::DeleteGroup(a) | Response::AlterGroupConfig(a) => {
+            (a.error, a.message.as_str())
+        }
         _ => return None,
     };
     (!code.is_ok()).then_some((code, message))

@@ -89,6 +89,8 @@ define_apis! {
     ResetOffsets    = 14, reset_offsets,    (ResetOffsetsRequest)    => AdminResult;
     /// Admin: delete a group without members and its offsets.
     DeleteGroup     = 15, delete_group,     (DeleteGroupRequest)     => AdminResult;
+    /// Admin: a group's own session timeout and heartbeat interval.
+    AlterGroupConfig = 16, alter_group_config, (AlterGroupConfigRequest) => AdminResult;
     /// Broker to broker: raft messages of every group (see [`RaftRequest`]).
     Raft            = 20, raft,             (RaftRequest)            => RaftResponse;
     /// Broker to broker: a broker started with `--join` asks to be added to the cluster.

@@ -244,6 +244,9 @@ fn request() -> impl Strategy<Value = Request> {
             Request::ResetOffsets(ResetOffsetsRequest { group, offsets })
         }),
         name().prop_map(|group| Request::DeleteGroup(DeleteGroupRequest { group })),
+        (name(), configs()).prop_map(|(group, configs)| Request::AlterGroupConfig(
+            AlterGroupConfigRequest { group, configs }
+        )),
         (
             any::<u64>(),
             any::<u8>(),
@@ -553,6 +556,10 @@ fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(error, message)| Response::ResetOffsets(AdminResult { error, message })),
         (code(), name())
             .prop_map(|(error, message)| Response::DeleteGroup(AdminResult { error, message })),
+        (code(), name()).prop_map(|(error, message)| Response::AlterGroupConfig(AdminResult {
+            error,
+            message
+        })),
         proptest::collection::vec(any::<u8>(), 0..600).prop_map(|body| Response::Raft(
             RaftResponse {
                 body: Bytes::from(body)

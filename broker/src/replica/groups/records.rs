@@ -121,6 +121,10 @@ pub struct GroupValue {
     pub resetting: Vec<(String, u32, u64)>,
     /// Partition counts of the topics the target assignment was computed over.
     pub topics: Vec<(String, u32)>,
+    /// The group's own session for members that ask for none (0: the broker's default).
+    pub session_timeout_ms: u32,
+    /// The group's own heartbeat interval (0: the broker's default).
+    pub heartbeat_interval_ms: u32,
 }
 
 /// A member's record: who it is, what it subscribes to, and its assignment.
@@ -193,6 +197,8 @@ impl Value {
                     w.string(t);
                     w.u32(*n);
                 }
+                w.u32(g.session_timeout_ms);
+                w.u32(g.heartbeat_interval_ms);
             }
             Value::Member(m) => {
                 w.string(&m.instance_id);
@@ -239,6 +245,8 @@ impl Value {
                     Ok((r.string("topic")?, r.u32("partition")?, r.u64("offset")?))
                 })?,
                 topics: r.array(6, "topics", |r| Ok((r.string("topic")?, r.u32("count")?)))?,
+                session_timeout_ms: r.u32("group session timeout")?,
+                heartbeat_interval_ms: r.u32("group heartbeat interval")?,
             }),
             Key::Member { .. } => Value::Member(MemberValue {
                 instance_id: r.string("instance id")?,
@@ -290,6 +298,8 @@ mod tests {
                     empty_since_ms: -1,
                     resetting: vec![("t".into(), 1, 9)],
                     topics: vec![("t".into(), 12)],
+                    session_timeout_ms: 30_000,
+                    heartbeat_interval_ms: 0,
                 }),
             ),
             (

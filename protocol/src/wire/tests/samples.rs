@@ -150,6 +150,13 @@ pub(super) fn requests() -> Vec<Request> {
         Request::DeleteGroup(DeleteGroupRequest {
             group: "billing".into(),
         }),
+        Request::AlterGroupConfig(AlterGroupConfigRequest {
+            group: "billing".into(),
+            configs: vec![
+                (GROUP_SESSION_TIMEOUT.into(), "30000".into()),
+                (GROUP_HEARTBEAT_INTERVAL.into(), String::new()),
+            ],
+        }),
         Request::Raft(RaftRequest {
             group: (7 << 32) | 3,
             kind: 2,
@@ -406,6 +413,10 @@ pub(super) fn responses() -> Vec<Response> {
             error: ErrorCode::NON_EMPTY_GROUP,
             message: "2 members".into(),
         }),
+        Response::AlterGroupConfig(AdminResult {
+            error: ErrorCode::INVALID_CONFIG,
+            message: "too short".into(),
+        }),
         Response::Raft(RaftResponse {
             body: Bytes::from_static(b"ok"),
         }),
@@ -433,6 +444,7 @@ pub(super) const REQUEST_FRAMES: &[&str] = &[
     "110000000d00000007000000070062696c6c696e67",
     "430000000e00000007000000070062696c6c696e670300000001006100000000000000000000000001006102000000640000000000000002006263010000000000000000010000",
     "110000000f00000007000000070062696c6c696e67",
+    "REQ16",
     "19000000140000000700000003000000070000000204000000766f7465",
     "140000001500000007000000040000000600683a39303932",
     "200000001600000007000000010074050000000300000001000000020000000300000001",
@@ -458,6 +470,7 @@ pub(super) const RESPONSE_FRAMES: &[&str] = &[
     "130000000900000000000000180007006c6f6164696e67",
     "1500000009000000000000001f00090032206d656d62657273",
     "0e0000000900000000000000020000006f6b",
+    "RESP16",
     "0f000000090000000000000006000300616464",
     "11000000090000000000000006000500616c746572",
     "13000000090000000000000006000700636f6d6d616e64",
