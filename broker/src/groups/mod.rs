@@ -5,6 +5,7 @@
 //! - [`coordinator`]: the runs (one per offsets partition led here), their lock, liveness timers
 //!   and tick, and writing decisions through raft;
 //! - [`reconcile`]: the membership decisions, pure (heartbeat, reconciliation, eviction);
+//! - [`settings`]: a group's own session and heartbeat interval over the broker's, pure;
 //! - [`offsets`]: the offset decisions, pure (commit fencing, reset, deletion, retention);
 //! - [`assign`]: the assignors (`uniform`, sticky, the default; `range`), pure;
 //! - [`subscription`]: topic lists and patterns resolved against the topics that exist.
@@ -15,6 +16,7 @@ pub mod assign;
 pub mod coordinator;
 pub mod offsets;
 pub mod reconcile;
+pub mod settings;
 pub mod subscription;
 
 pub use crate::replica::groups::OFFSETS_TOPIC;

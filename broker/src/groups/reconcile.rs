@@ -75,17 +75,8 @@ pub fn check_group_id(group: &str) -> Result<()> {
     Ok(())
 }
 
-/// The session a member gets: what it asked for within the broker's bounds, or the default.
-fn session_ms(asked: u32, config: &GroupConfig) -> u32 {
-    let ms = |d: std::time::Duration| d.as_millis().min(u32::MAX as u128) as u32;
-    if asked == 0 {
-        return ms(config.session_timeout);
-    }
-    asked.clamp(
-        ms(config.min_session_timeout),
-        ms(config.max_session_timeout),
-    )
-}
+use super::settings::session_ms;
+pub use super::settings::{alter_config, heartbeat_interval_ms};
 
 /// Handles one heartbeat. `new_member_id` names a joining member. Returns the group as it must be
 /// and the answer (valid once the difference is committed).
