@@ -92,7 +92,12 @@ impl Broker {
             name: OFFSETS_TOPIC.to_string(),
             partitions: self.groups.config.offsets_partitions,
             replication_factor: brokers.min(3) as u16,
-            configs: vec![("cleanup.policy".into(), "compact".into())],
+            // Compaction cleans sealed segments only: 100 MiB segments (Kafka's
+            // offsets.topic.segment.bytes) keep the topic near its live size, not 1 GiB behind.
+            configs: vec![
+                ("cleanup.policy".into(), "compact".into()),
+                ("segment.bytes".into(), (100u64 << 20).to_string()),
+            ],
         };
         tracing::info!(
             partitions = topic.partitions,
