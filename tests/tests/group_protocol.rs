@@ -403,3 +403,58 @@ fn a_group_has_its_own_session_and_heartbeat_interval() {
         "back to the broker's: {a2:?}"
     );
 }
+
+/// A pattern subscription is evaluated on the coordinator: a topic created after the member
+/// joined is assigned to it without a restart or a rejoin (each heartbeat, and the coordinator's
+/// tick, compare the subscribed topics' partitions with what the target was computed from and bump
+/// the group epoch when they differ).
+///
+/// Checked to fail: with `refresh` not comparing them, the member never got the new topic's
+/// partitions. (Turning off only the tick's refresh did not: the heartbeats do the same.)
+#[test]
+fn a_topic_created_later_is_picked_up_by_a_pattern() {
+    let (_dir, config) = group_config();
+    let broker = Broker::start(&["--config", &config]);
+    let mut c = RawConn::connect(broker.addr);
+    c.create("old", 1);
+    assert!(find(&mut c, "g").error.is_ok());
+    let a = heartbeat(
+        &mut c,
+        GroupHeartbeatRequest {
+            group: "g".into(),
+            member_epoch: JOIN_EPOCH,
+            regex: "new.*".into(),
+            ..Default::default()
+        },
+    );
+    assert!(a.error.is_ok(), "{a:?}");
+    assert!(a.assignment.is_empty(), "nothing matches yet: {a:?}");
+    c.create("new-1", 3);
+    let mut m = a.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = heartbeat(
+            &mut c,
+            GroupHeartbeatRequest {
+                group: "g".into(),
+                member_id: m.member_id.clone(),
+                member_epoch: m.member_epoch,
+                regex: "new.*".into(),
+                owned: m.assignment.clone(),
+                ..Default::default()
+            },
+        );
+        assert!(r.error.is_ok(), "{r:?}");
+        m = r;
+        if set(&m.assignment).len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new topic was never assigned: {m:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(m.member_epoch > a.member_epoch);
+    assert!(set(&m.assignment).iter().all(|(t, _)| t == "new-1"));
+}
