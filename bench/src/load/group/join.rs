@@ -125,24 +125,28 @@ pub(super) async fn run(g: &GroupSettings, addr: &str, admin: &Admin) -> Result<
     let window_end = joined + window;
     // Watch past the window so gaps that start in it end, and until every partition the newcomer
     // owns has given it a record.
-    let (observed_until, receipts, owned_by_newcomer) = loop {
+    let (observed_until, owned_by_newcomer) = loop {
         tail::healthy(&mut running, &mut stream).await?;
         let now = Instant::now();
-        let receipts = timeline.receipts();
         let owned = newcomer.assignment();
-        let all_read = owned.iter().all(|p| {
-            receipts[*p as usize]
-                .iter()
-                .any(|(t, m)| *m == who && *t >= joined)
+        let all_read = timeline.with(|r| {
+            owned.iter().all(|p| {
+                r[*p as usize]
+                    .iter()
+                    .rev()
+                    .take_while(|(t, _)| *t >= joined)
+                    .any(|(_, m)| *m == who)
+            })
         });
         if now >= window_end + g.heartbeat && all_read {
-            break (now, receipts, owned);
+            break (now, owned);
         }
         if now > deadline + window {
             return Err("the member that joined did not read all its partitions".into());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    let receipts = timeline.receipts();
     let cpu_end = Cpu::now(g.broker_pid);
     members::stop_all(running).await?;
     stream.stop().await?;

@@ -61,13 +61,15 @@ pub(super) async fn run(g: &GroupSettings, addr: &str, admin: &Admin) -> Result<
     let deadline = closed.at + g.resume_wait;
     let (resumed, paused) = loop {
         tail::healthy(&mut running, &mut stream).await?;
-        let receipts = timeline.receipts();
-        let firsts: Vec<Option<Instant>> = closed
-            .owned
-            .iter()
-            .map(|p| first_after(&receipts[*p as usize], closed.at, Some(who)))
-            .collect();
+        let firsts: Vec<Option<Instant>> = timeline.with(|r| {
+            closed
+                .owned
+                .iter()
+                .map(|p| first_after(&r[*p as usize], closed.at, Some(who)))
+                .collect()
+        });
         if firsts.iter().all(Option::is_some) {
+            let receipts = timeline.receipts();
             let mut resumed = Vec::new();
             let mut paused = Vec::new();
             for (p, first) in closed.owned.iter().zip(firsts.into_iter().flatten()) {

@@ -296,7 +296,7 @@ fn join_rows(
     let h = g.heartbeat;
     println!(
         "join: {} members over {} partitions, one record per partition every {} ms, settled in \
-         {:.1} s; one more joins: {} partitions move to it, {} stay{}; duplicates {}, skipped {}",
+         {:.1} s; one more joins: partitions moved to it {}, staying {}{}; duplicates {}, skipped {}",
         x.members,
         x.partitions,
         g.produce_interval.as_millis(),

@@ -55,7 +55,13 @@ impl Timeline {
         }
     }
 
-    /// Every partition's receipts so far, each in time order.
+    /// Runs `f` on every partition's receipts as they are, without copying them (the wait loops
+    /// look often; the lists grow long).
+    pub fn with<R>(&self, f: impl FnOnce(&[Vec<Receipt>]) -> R) -> R {
+        f(&lock(&self.inner).receipts)
+    }
+
+    /// Every partition's receipts so far, each in time order (a copy, for the analysis at the end).
     pub fn receipts(&self) -> Vec<Vec<Receipt>> {
         let mut r = lock(&self.inner).receipts.clone();
         // Noted in order already, unless a member's note raced its successor's by a hair.
