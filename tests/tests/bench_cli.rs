@@ -186,11 +186,19 @@ fn group_reports_drain_leave_and_join() {
     ]);
     let (stdout, v) = last_json(&out);
     let last = stdout.lines().last().unwrap_or_default();
-    assert!(stdout.contains("median ratio group/plain"), "no table:\n{stdout}");
+    assert!(
+        stdout.contains("median ratio group/plain"),
+        "no table:\n{stdout}"
+    );
     assert_eq!(v["mode"], "group");
     assert_eq!(v["backlog_records"], 4096, "{last}");
     assert_eq!(v["missing"], 0, "{last}");
-    for key in ["plain_mb_per_s", "group_mb_per_s", "ratios", "group_settled_ms"] {
+    for key in [
+        "plain_mb_per_s",
+        "group_mb_per_s",
+        "ratios",
+        "group_settled_ms",
+    ] {
         let a = v[key]
             .as_array()
             .unwrap_or_else(|| panic!("{key} missing in {last}"));
