@@ -7,6 +7,9 @@
 //!   runs them against N replicating brokers.
 //! - `replication`: alternating pairs of produce runs, RF N acks all on N spawned brokers against
 //!   acks leader on one, and their median throughput ratio.
+//! - `group`: consumer groups on one broker: a backlog drained by a group against one plain consumer,
+//!   how long a leaving member's partitions take to flow again, and what one member joining a
+//!   group of 100 does to the partitions that stay and to those that move, in heartbeat intervals.
 //! - `idle`: CPU per broker of an idle cluster holding many replicated partitions, against the same
 //!   cluster with no topic.
 
@@ -36,6 +39,9 @@ enum Command {
     /// The cost of replication: RF N acks all on N spawned brokers against acks leader on one,
     /// as the median ratio of alternating pairs of produce runs.
     Replication(load::replication::ReplicationArgs),
+    /// Consumer groups: drain throughput against a plain consumer, a member leaving, a member
+    /// joining a group of 100, in heartbeat intervals.
+    Group(load::group::GroupArgs),
     /// CPU an idle cluster with many replicated partitions uses, per broker.
     Idle(idle::Args),
 }
@@ -70,6 +76,7 @@ fn main() {
         Command::Consume(args) => load::run(load::Mode::Consume, args),
         Command::E2e(args) => load::run(load::Mode::E2e, args),
         Command::Replication(args) => load::replication::run(args),
+        Command::Group(args) => load::group::run(args),
         Command::Idle(args) => idle::run(args),
     };
     if let Err(e) = result {

@@ -163,6 +163,76 @@ fn replication_pairs_report_every_ratio_and_their_median() {
     );
 }
 
+/// A tiny `group` run (a 4 MiB backlog, two members, a join into three): the three measurements'
+/// keys are in the JSON last line, the drain read every record of its backlog, and the times are
+/// numbers. No figure is judged: this checks the interface.
+#[test]
+fn group_reports_drain_leave_and_join() {
+    let sluice = sluice_bin();
+    let out = bench(&[
+        "group",
+        "--sluice-bin",
+        sluice.to_str().unwrap(),
+        "--backlog-mb",
+        "4",
+        "--partitions",
+        "4",
+        "--members",
+        "2",
+        "--join-members",
+        "3",
+        "--heartbeat-interval-ms",
+        "200",
+    ]);
+    let (stdout, v) = last_json(&out);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        stdout.contains("median ratio group/plain"),
+        "no table:\n{stdout}"
+    );
+    assert_eq!(v["mode"], "group");
+    assert_eq!(v["backlog_records"], 4096, "{last}");
+    assert_eq!(v["missing"], 0, "{last}");
+    for key in [
+        "plain_mb_per_s",
+        "group_mb_per_s",
+        "ratios",
+        "group_settled_ms",
+    ] {
+        let a = v[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} missing in {last}"));
+        assert_eq!(a.len(), 1, "{key} in {last}");
+    }
+    for key in [
+        "median_ratio",
+        "duplicates",
+        "leave_resumed_ms",
+        "leave_resumed_intervals",
+        "leave_close_ms",
+        "join_first_record_ms",
+        "join_gap_before_ms",
+        "join_gap_after_ms",
+        "join_gap_after_intervals",
+        "join_moved_resumed_ms",
+        "join_moved_resumed_intervals",
+        "join_probe_before_p50_ms",
+    ] {
+        assert!(v[key].is_number(), "{key} missing in {last}");
+    }
+    assert_eq!(v["join_partitions"], 6, "{last}");
+    assert!(v["join_moved_partitions"].as_u64().unwrap() >= 1, "{last}");
+    assert!(v["join_moved_goal_met"].is_boolean(), "{last}");
+}
+
+#[test]
+fn group_refuses_a_zero_heartbeat() {
+    let out = bench(&["group", "--heartbeat-interval-ms", "0"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--heartbeat-interval-ms"), "{stderr}");
+}
+
 #[test]
 fn replication_refuses_a_single_broker_side() {
     let out = bench(&["replication", "--brokers", "1"]);

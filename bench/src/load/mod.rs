@@ -8,6 +8,7 @@
 mod collector;
 mod consume;
 mod e2e;
+pub(crate) mod group;
 mod produce;
 pub(crate) mod replication;
 mod report;
@@ -369,18 +370,7 @@ pub(crate) fn run_report(mode: Mode, args: Args) -> Result<report::Report, Error
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 async fn bench(s: &Settings, addr: &str) -> Result<report::Report, Error> {
-    // One plain connection first, so an unreachable broker fails at once and plainly rather than
-    // through the client's retries.
-    let first = addr.split(',').next().unwrap_or(addr);
-    match tokio::time::timeout(CONNECT_WAIT, tokio::net::TcpStream::connect(first)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(format!("cannot reach the broker at {addr}: {e}").into()),
-        Err(_) => {
-            return Err(
-                format!("cannot reach the broker at {addr}: no answer in {CONNECT_WAIT:?}").into(),
-            )
-        }
-    }
+    reach(addr).await?;
     let admin = Admin::new(addr).map_err(|e| format!("bad --broker {addr:?}: {e}"))?;
     let topic = prepare_topic(s, &admin, addr).await?;
     let mut report = match s.mode {
@@ -390,6 +380,19 @@ async fn bench(s: &Settings, addr: &str) -> Result<report::Report, Error> {
     };
     report.settings(s, addr, &topic);
     Ok(report)
+}
+
+/// One plain connection to the first broker of `addr`, so an unreachable broker fails at once and
+/// plainly rather than through the client's retries.
+pub(crate) async fn reach(addr: &str) -> Result<(), Error> {
+    let first = addr.split(',').next().unwrap_or(addr);
+    match tokio::time::timeout(CONNECT_WAIT, tokio::net::TcpStream::connect(first)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot reach the broker at {addr}: {e}").into()),
+        Err(_) => {
+            Err(format!("cannot reach the broker at {addr}: no answer in {CONNECT_WAIT:?}").into())
+        }
+    }
 }
 
 /// A client error with a clearer word for an unreachable broker.
