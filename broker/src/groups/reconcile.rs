@@ -103,6 +103,9 @@ pub fn heartbeat(
     let mut g = model.clone();
     let session = session_ms(hb.session_timeout_ms, model, env.config);
     let interval = heartbeat_interval_ms(model, env.config);
+    // The record a static member took over, as it was (its subscription decides whether the
+    // target must be recomputed).
+    let mut took_over: Option<MemberValue> = None;
     let member_id = match hb.member_epoch {
         JOIN_EPOCH => {
             if hb.topics.is_empty() && hb.regex.is_empty() {
@@ -121,7 +124,10 @@ pub fn heartbeat(
                 })
                 .flatten();
             let mut m = match previous.and_then(|id| g.members.remove(&id)) {
-                Some(m) => m,
+                Some(m) => {
+                    took_over = Some(m.clone());
+                    m
+                }
                 None => {
                     if g.members.len() >= env.config.max_size {
                         return Err(ServiceError::new(
@@ -184,9 +190,15 @@ pub fn heartbeat(
             hb.member_id.clone()
         }
     };
-    // A new member (or a static one under its new id) and a changed subscription recompute the
-    // target; a plain heartbeat only reconciles.
-    let force = subscription_changed(model, &g, &member_id);
+    // A new member and a changed subscription recompute the target; a plain heartbeat only
+    // reconciles, and so does a static member taking over its own assignment unchanged (KIP-345:
+    // a restart within the session is no rebalance).
+    let force = match &took_over {
+        Some(prev) => g.members.get(&member_id).is_none_or(|m| {
+            prev.topics != m.topics || prev.regex != m.regex || prev.assignor != m.assignor
+        }),
+        None => subscription_changed(model, &g, &member_id),
+    };
     refresh(&mut g, group, env, force);
     reconcile(&mut g, &member_id);
     let m = &g.members[&member_id];

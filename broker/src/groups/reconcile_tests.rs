@@ -337,7 +337,8 @@ fn delete_needs_an_existing_empty_group() {
 }
 
 /// A static member that comes back under the same instance id takes over its predecessor's
-/// assignment; the predecessor's id is fenced.
+/// assignment without a rebalance (the group epoch stays); the predecessor's id is fenced.
+/// Seen failing (epoch 3, not 2) with the takeover counted as a subscription change.
 #[test]
 fn a_static_member_keeps_its_assignment_across_a_restart() {
     let (t, c) = (topics(4), config());
@@ -355,9 +356,11 @@ fn a_static_member_keeps_its_assignment_across_a_restart() {
     settle(&mut g, &mut ms, &e);
     am = ms[0].clone();
     b = ms[1].clone();
+    let epoch_before = g.epoch();
     let (after, back) = heartbeat(&g, "g", &join_hb("i-1"), "a2", &e).unwrap();
     g = after;
     assert_eq!(back.assignment, am.owned, "the same partitions, at once");
+    assert_eq!(g.epoch(), epoch_before, "a static restart is no rebalance");
     assert!(!g.members.contains_key("a"));
     let hb = Heartbeat {
         member_id: "a".into(),
