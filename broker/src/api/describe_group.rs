@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use sluice_protocol::wire::{
     DescribeGroupRequest, DescribeGroupResponse, ErrorCode, GroupMemberDescription, Response,
+    TopicPartitions,
 };
 
-use super::group_heartbeat::by_topic;
 use super::offset_fetch::to_wire;
 use super::Answer;
 use crate::admin::groups::committed;
@@ -19,7 +19,7 @@ pub async fn handle(broker: Arc<Broker>, req: DescribeGroupRequest) -> Answer {
             let tps = |v: &[(String, u32, i32)]| {
                 let set: BTreeSet<(String, u32)> =
                     v.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-                by_topic(&set)
+                TopicPartitions::group(&set)
             };
             DescribeGroupResponse {
                 error: ErrorCode::NONE,

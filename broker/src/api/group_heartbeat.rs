@@ -2,7 +2,6 @@
 //! coordinator (`groups::coordinator`). It runs in connection order only to read the member's
 //! address from the connection; the coordinator's answer comes later, apart.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use sluice_protocol::wire::{
@@ -12,30 +11,6 @@ use sluice_protocol::wire::{
 use super::{Connection, Pending};
 use crate::broker::Broker;
 use crate::groups::reconcile::Heartbeat;
-
-/// Groups `(topic, partition)` pairs by topic, for the wire.
-pub(super) fn by_topic<'a>(
-    tps: impl IntoIterator<Item = &'a (String, u32)>,
-) -> Vec<TopicPartitions> {
-    let mut out: Vec<TopicPartitions> = Vec::new();
-    for (t, p) in tps {
-        match out.last_mut() {
-            Some(last) if &last.topic == t => last.partitions.push(*p),
-            _ => out.push(TopicPartitions {
-                topic: t.clone(),
-                partitions: vec![*p],
-            }),
-        }
-    }
-    out
-}
-
-/// Flattens wire topic partitions into a set.
-pub(super) fn flatten(v: &[TopicPartitions]) -> BTreeSet<(String, u32)> {
-    v.iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
-        .collect()
-}
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -55,7 +30,7 @@ pub async fn handle(
             regex: req.regex,
             assignor: req.assignor,
             session_timeout_ms: req.session_timeout_ms,
-            owned: flatten(&req.owned),
+            owned: TopicPartitions::flatten(&req.owned),
         };
         let interval = broker
             .groups
@@ -75,7 +50,7 @@ pub async fn handle(
                 member_epoch: a.member_epoch,
                 heartbeat_interval_ms: a.heartbeat_interval_ms,
                 session_timeout_ms: a.session_timeout_ms,
-                assignment: by_topic(&a.assignment),
+                assignment: TopicPartitions::group(&a.assignment),
             },
             Err(e) => {
                 let (error, message) = e.into_parts();

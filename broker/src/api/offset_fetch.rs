@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use sluice_protocol::wire::{
-    CommittedOffset, ErrorCode, OffsetFetchRequest, OffsetFetchResponse, Response,
+    CommittedOffset, ErrorCode, OffsetFetchRequest, OffsetFetchResponse, Response, TopicPartitions,
 };
 
-use super::group_heartbeat::flatten;
 use super::Answer;
 use crate::admin::groups::Committed;
 use crate::broker::Broker;
@@ -23,7 +22,7 @@ pub(super) fn to_wire(c: Committed) -> CommittedOffset {
 }
 
 pub async fn handle(broker: Arc<Broker>, req: OffsetFetchRequest) -> Answer {
-    let wanted = flatten(&req.partitions);
+    let wanted = TopicPartitions::flatten(&req.partitions);
     let resp = match broker.fetch_offsets(&req.group, &wanted) {
         Ok(found) => {
             let mut offsets: Vec<CommittedOffset> = found.into_iter().map(to_wire).collect();

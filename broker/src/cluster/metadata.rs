@@ -34,8 +34,14 @@ impl MetadataShared {
     }
 
     pub fn state(&self) -> ClusterState {
+        self.with_state(ClusterState::clone)
+    }
+
+    /// Runs `f` on the applied state under its read lock, for a caller that needs a few values
+    /// and not a copy of the whole state (keep `f` short: applying waits for it).
+    pub fn with_state<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
         match self.state.read() {
-            Ok(s) => s.clone(),
+            Ok(s) => f(&s),
             Err(_) => poisoned(),
         }
     }
@@ -125,6 +131,11 @@ pub struct MetadataGroup {
 impl MetadataGroup {
     pub fn state(&self) -> ClusterState {
         self.shared.state()
+    }
+
+    /// [`MetadataShared::with_state`].
+    pub fn with_state<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        self.shared.with_state(f)
     }
 
     /// Broker id -> `host:port`: the metadata group's nodes.

@@ -130,20 +130,23 @@ impl GroupCoordinator {
             .unwrap_or_else(|_| panic!("coordinator runs lock poisoned"))
     }
 
-    /// Every topic's partition count, from the cluster metadata.
+    /// Every topic's partition count, from the cluster metadata (read in place, not copied:
+    /// every heartbeat and commit asks).
     pub fn topic_counts(&self) -> BTreeMap<String, u32> {
-        self.cluster
-            .metadata
-            .state()
-            .topics
-            .iter()
-            .map(|(n, r)| (n.clone(), r.replicas.len() as u32))
-            .collect()
+        self.cluster.metadata.with_state(|s| {
+            s.topics
+                .iter()
+                .map(|(n, r)| (n.clone(), r.replicas.len() as u32))
+                .collect()
+        })
     }
 
     /// The offsets partition holding `group`, if the offsets topic exists.
     pub fn partition_of(&self, group: &str) -> Option<u32> {
-        let n = *self.topic_counts().get(OFFSETS_TOPIC)?;
+        let n = self
+            .cluster
+            .metadata
+            .with_state(|s| s.topics.get(OFFSETS_TOPIC).map(|r| r.replicas.len() as u32))?;
         Some(super::partition_for(group, n))
     }
 

@@ -156,22 +156,10 @@ pub(super) fn deadline_ms(deadline: Instant, now: Instant) -> u32 {
 
 /// Wire topic partitions as a set.
 pub(super) fn flatten(v: &[TopicPartitions]) -> BTreeSet<Tp> {
-    v.iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
-        .collect()
+    TopicPartitions::flatten(v)
 }
 
 /// A set of topic partitions for the wire, grouped by topic (in order).
 pub(super) fn by_topic<'a>(tps: impl IntoIterator<Item = &'a Tp>) -> Vec<TopicPartitions> {
-    let mut out: Vec<TopicPartitions> = Vec::new();
-    for (t, p) in tps {
-        match out.last_mut() {
-            Some(last) if &last.topic == t => last.partitions.push(*p),
-            _ => out.push(TopicPartitions {
-                topic: t.clone(),
-                partitions: vec![*p],
-            }),
-        }
-    }
-    out
+    TopicPartitions::group(tps)
 }

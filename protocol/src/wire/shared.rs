@@ -112,6 +112,31 @@ pub struct TopicPartitions {
     pub partitions: Vec<u32>,
 }
 
+impl TopicPartitions {
+    /// Groups `(topic, partition)` pairs by topic, keeping their order (sorted pairs give one
+    /// entry per topic).
+    pub fn group<'a>(pairs: impl IntoIterator<Item = &'a (String, u32)>) -> Vec<TopicPartitions> {
+        let mut out: Vec<TopicPartitions> = Vec::new();
+        for (t, p) in pairs {
+            match out.last_mut() {
+                Some(last) if &last.topic == t => last.partitions.push(*p),
+                _ => out.push(TopicPartitions {
+                    topic: t.clone(),
+                    partitions: vec![*p],
+                }),
+            }
+        }
+        out
+    }
+
+    /// Every `(topic, partition)` pair of `v`, as a set.
+    pub fn flatten(v: &[TopicPartitions]) -> std::collections::BTreeSet<(String, u32)> {
+        v.iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
+            .collect()
+    }
+}
+
 /// `[string topic, [u32 partition]]`.
 pub(super) fn put_topic_partitions(w: &mut Writer, v: &[TopicPartitions]) {
     w.count(v.len());
