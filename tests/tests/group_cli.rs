@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sluice_protocol::wire::*;
+use sluice_tests::groups::{group_config, heartbeat};
 use sluice_tests::{batch_at, sluice_bin, Broker, RawConn};
 
 /// The outcome of one `sluice` run.
@@ -111,34 +112,6 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// Group settings that make a test quick: 2 s sessions, heartbeats every 100 ms.
-fn group_config() -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("broker.toml");
-    std::fs::write(
-        &path,
-        "group_session_timeout_ms = 2000\ngroup_min_session_timeout_ms = 500\n\
-         group_heartbeat_interval_ms = 100\noffsets_topic_partitions = 4\n",
-    )
-    .unwrap();
-    (dir, path.to_string_lossy().into_owned())
-}
-
-/// A heartbeat, retried while the coordinator is not ready.
-fn heartbeat(c: &mut RawConn, req: &GroupHeartbeatRequest) -> GroupHeartbeatResponse {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let Response::GroupHeartbeat(r) = c.call(&Request::GroupHeartbeat(req.clone())).unwrap()
-        else {
-            panic!("wrong answer")
-        };
-        if !r.error.is_retriable() || Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// One group member on its own connection, heartbeating from a thread every 100 ms and owning
 /// what the last answer gave it (which acknowledges revocations).
 struct Member {
@@ -160,7 +133,7 @@ impl Member {
         };
         let first = heartbeat(
             &mut c,
-            &GroupHeartbeatRequest {
+            GroupHeartbeatRequest {
                 member_epoch: JOIN_EPOCH,
                 ..base.clone()
             },
@@ -176,7 +149,7 @@ impl Member {
                     let prev = last.lock().unwrap().clone();
                     let r = heartbeat(
                         &mut conn.lock().unwrap(),
-                        &GroupHeartbeatRequest {
+                        GroupHeartbeatRequest {
                             member_id: prev.member_id.clone(),
                             member_epoch: prev.member_epoch,
                             owned: prev.assignment.clone(),
@@ -237,7 +210,7 @@ impl Member {
         let m = self.last();
         let r = heartbeat(
             &mut self.conn.lock().unwrap(),
-            &GroupHeartbeatRequest {
+            GroupHeartbeatRequest {
                 group: self.group.clone(),
                 member_id: m.member_id,
                 member_epoch: LEAVE_EPOCH,
