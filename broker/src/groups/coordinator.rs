@@ -1,17 +1,20 @@
 //! The group coordinator at run time: one [`Run`] per `__consumer_offsets` partition this broker
 //! leads, started by the leader-service supervisor with the term and ended with it.
 //!
-//! A run serialises every change to its groups (heartbeats, commits, resets, deletions, evictions)
-//! behind one lock: it reads the committed groups from the partition's state, lets
-//! [`super::reconcile`] decide, writes the difference as one batch through raft (acks `all`) and
-//! answers once that batch is committed and applied, so the next change starts from it. Reads
-//! (offset fetch, describe, list) use the committed state without the lock.
+//! A run is one task that owns every change to its groups (heartbeats, commits, resets,
+//! deletions, evictions): requests queue to it, and it decides them in rounds (`round.rs`): all
+//! requests waiting when a round starts are decided in order on a working copy of the committed
+//! groups ([`super::reconcile`] decides), the round's net difference goes through raft as one
+//! proposal (acks `all`), and every request of the round is answered once it is committed and
+//! applied, so the next round starts from it. Reads (offset fetch, describe, list) use the
+//! committed state without queueing.
 //!
 //! Liveness is the run's own: when each member was last heard from, its processing deadline and
 //! since when it owes a revocation. Nothing of it is replicated; a new coordinator gives every member
-//! a fresh session (a member cannot be evicted for a failover it could not see). A tick evicts
-//! members past their session, their deadline or their revocation time, writes resets whose
-//! partitions were released, picks up new partitions of subscribed topics, and expires offsets.
+//! a fresh session (a member cannot be evicted for a failover it could not see). A tick, decided in
+//! the round it falls in, evicts members past their session, their deadline or their revocation
+//! time, writes resets whose partitions were released, picks up new partitions of subscribed
+//! topics, and expires offsets.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,15 +22,20 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use sluice_protocol::wire::{Acks, ErrorCode};
-use sluice_protocol::{BatchBuilder, Compression};
+use tokio::sync::{mpsc, oneshot};
 
-use super::reconcile::{self, Env, Heartbeat, HeartbeatAnswer, Write};
+use super::reconcile::{self, Env, Heartbeat, HeartbeatAnswer};
+use super::round::{self, Round, MAX_ROUND_JOBS};
 use super::OFFSETS_TOPIC;
 use crate::cluster::Cluster;
 use crate::config::GroupConfig;
 use crate::error::{Result, ServiceError};
 use crate::replica::groups::{GroupModel, Groups, OffsetsState};
 use crate::replica::{LeaderContext, LeaderService, Replica, Replicas};
+
+/// Requests waiting for a run at most; a request past it waits for room (back pressure on the
+/// connections) rather than growing the queue.
+const JOB_QUEUE: usize = 4096;
 
 /// A member's timers on this coordinator.
 #[derive(Debug, Clone, Copy)]
@@ -49,14 +57,51 @@ impl Timers {
     }
 }
 
+type Live = HashMap<(String, String), Timers>;
+
+/// Answers a request once its round's write has ended (with that write's outcome).
+type Answer = Box<dyn FnOnce(&Result<()>) + Send>;
+/// A request's decision, made inside a round.
+type Job = Box<dyn FnOnce(&mut Cx<'_>) -> Answer + Send>;
+
 /// The coordinator of one offsets partition for one term.
 #[derive(Debug)]
 pub struct Run {
     partition: u32,
     term: u64,
     replica: Arc<Replica>,
-    /// Held for every change; guards the members' timers.
-    live: tokio::sync::Mutex<HashMap<(String, String), Timers>>,
+    /// Requests for the run's task.
+    jobs: mpsc::Sender<Job>,
+}
+
+/// What a decision inside a round sees: the round's groups, the run's timers and the world.
+struct Cx<'a> {
+    coord: &'a GroupCoordinator,
+    replica: &'a Replica,
+    round: &'a mut Round,
+    live: &'a mut Live,
+    topics: &'a BTreeMap<String, u32>,
+    now_ms: i64,
+}
+
+impl Cx<'_> {
+    fn env(&self) -> Env<'_> {
+        Env {
+            now_ms: self.now_ms,
+            topics: self.topics,
+            config: &self.coord.config,
+        }
+    }
+
+    /// `group` as committed plus this round's earlier decisions (blank if it does not exist).
+    fn group(&mut self, group: &str) -> GroupModel {
+        let replica = self.replica;
+        self.round
+            .group(group, || {
+                read(replica, |g| g.get(group).cloned().unwrap_or_default())
+            })
+            .clone()
+    }
 }
 
 /// Every run on this broker, and what they share.
@@ -107,6 +152,14 @@ fn read<R>(replica: &Replica, f: impl FnOnce(&Groups) -> R) -> R {
     })
 }
 
+/// A request whose run ended before answering: the client finds the new coordinator.
+fn run_ended(partition: u32) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::NOT_COORDINATOR,
+        format!("this broker stopped coordinating partition {partition} of {OFFSETS_TOPIC}"),
+    )
+}
+
 impl GroupCoordinator {
     pub fn new(config: GroupConfig, cluster: Cluster, write_timeout: Duration) -> GroupCoordinator {
         GroupCoordinator {
@@ -131,7 +184,7 @@ impl GroupCoordinator {
     }
 
     /// Every topic's partition count, from the cluster metadata (read in place, not copied:
-    /// every heartbeat and commit asks).
+    /// every round asks).
     pub fn topic_counts(&self) -> BTreeMap<String, u32> {
         self.cluster.metadata.with_state(|s| {
             s.topics
@@ -181,11 +234,12 @@ impl GroupCoordinator {
                 _ = replica.wait_beyond(end.saturating_sub(1), Instant::now() + Duration::from_millis(100)) => {}
             }
         }
+        let (tx, mut rx) = mpsc::channel::<Job>(JOB_QUEUE);
         let run = Arc::new(Run {
             partition: ctx.partition,
             term: ctx.term,
             replica,
-            live: tokio::sync::Mutex::new(HashMap::new()),
+            jobs: tx,
         });
         self.runs().insert(ctx.partition, run.clone());
         tracing::info!(
@@ -195,24 +249,90 @@ impl GroupCoordinator {
         );
         let tick = (self.config.heartbeat_interval / 2)
             .clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let mut next_tick = tokio::time::Instant::now() + tick;
+        let mut live = Live::new();
         loop {
+            let mut jobs = Vec::new();
             tokio::select! {
                 _ = ctx.cancel.cancelled() => break,
-                _ = tokio::time::sleep(tick) => {}
+                job = rx.recv() => match job {
+                    Some(job) => jobs.push(job),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(next_tick) => {}
             }
-            if let Err(e) = self.tick(&run).await {
-                tracing::debug!(partition = run.partition, error = %e, "coordinator tick failed");
+            while jobs.len() < MAX_ROUND_JOBS {
+                let Ok(job) = rx.try_recv() else { break };
+                jobs.push(job);
             }
+            let ticks = tokio::time::Instant::now() >= next_tick;
+            if ticks {
+                next_tick = tokio::time::Instant::now() + tick;
+            }
+            self.round(&run, &mut live, jobs, ticks).await;
         }
         let mut runs = self.runs();
         if runs.get(&ctx.partition).is_some_and(|r| r.term == ctx.term) {
             runs.remove(&ctx.partition);
         }
+        // Dropping `rx` drops the queued requests' answers: their callers hear NOT_COORDINATOR.
         tracing::info!(
             partition = ctx.partition,
             term = ctx.term,
             "group coordinator stopped"
         );
+    }
+
+    /// Decides `jobs` in order (then the tick, when due), writes the round and answers each job.
+    async fn round(&self, run: &Run, live: &mut Live, jobs: Vec<Job>, ticks: bool) {
+        debug_assert!(jobs.len() <= MAX_ROUND_JOBS);
+        let topics = self.topic_counts();
+        let mut round = Round::default();
+        let mut answers = Vec::with_capacity(jobs.len());
+        {
+            let mut cx = Cx {
+                coord: self,
+                replica: &run.replica,
+                round: &mut round,
+                live,
+                topics: &topics,
+                now_ms: now_ms(),
+            };
+            for job in jobs {
+                answers.push(job(&mut cx));
+            }
+            if ticks {
+                Self::tick(&mut cx);
+            }
+        }
+        let written = self.write(run, &round).await;
+        if let Err(e) = &written {
+            tracing::debug!(partition = run.partition, requests = answers.len(), error = %e, "coordinator round not written");
+        }
+        for answer in answers {
+            answer(&written);
+        }
+    }
+
+    /// Queues a decision for `group`'s run and waits for its answer: its own error, or once its
+    /// round is written, that write's outcome.
+    async fn submit<T: Send + 'static>(
+        &self,
+        group: &str,
+        decide: impl FnOnce(&mut Cx<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let run = self.run_for(group)?;
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |cx| {
+            let decided = decide(cx);
+            Box::new(move |written: &Result<()>| {
+                let _ = tx.send(decided.and_then(|v| written.clone().map(|()| v)));
+            })
+        });
+        if run.jobs.send(job).await.is_err() {
+            return Err(run_ended(run.partition));
+        }
+        rx.await.unwrap_or_else(|_| Err(run_ended(run.partition)))
     }
 
     /// The run coordinating `group`, or why there is none here.
@@ -236,32 +356,15 @@ impl GroupCoordinator {
         }
     }
 
-    fn env<'a>(&'a self, topics: &'a BTreeMap<String, u32>) -> Env<'a> {
-        Env {
-            now_ms: now_ms(),
-            topics,
-            config: &self.config,
-        }
-    }
-
-    /// Writes `writes` as one batch through raft and waits until it is committed and applied.
-    async fn write(&self, run: &Run, writes: Vec<Write>) -> Result<()> {
-        if writes.is_empty() {
+    /// Writes what `round` decided as one proposal and waits until it is committed and applied.
+    async fn write(&self, run: &Run, round: &Round) -> Result<()> {
+        if round.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
-        let mut b = BatchBuilder::new(Compression::None);
-        for (k, v) in &writes {
-            let key = k.encode();
-            let value = v.as_ref().map(|v| v.encode());
-            b.append(now, Some(&key), value.as_deref(), &[]);
-        }
-        let batch = b
-            .seal()
-            .map_err(|e| ServiceError::unknown(format!("building a group batch: {e}")))?;
+        let batches = round::encode(&round.writes(), now_ms())?;
         let pending = run
             .replica
-            .propose(&batch, Acks::All)
+            .propose(&batches, Acks::All)
             .await
             .map_err(not_coordinator)?;
         pending
@@ -292,35 +395,39 @@ impl GroupCoordinator {
         hb: Heartbeat,
         deadline_ms: u32,
     ) -> Result<HeartbeatAnswer> {
-        let run = self.run_for(group)?;
-        let mut live = run.live.lock().await;
-        let topics = self.topic_counts();
-        let before = Self::model(&run, group);
+        let group = group.to_string();
         let new_id = self.new_member_id();
-        let (after, answer) =
-            reconcile::heartbeat(&before, group, &hb, &new_id, &self.env(&topics))?;
-        self.write(&run, reconcile::diff(group, &before, &after))
-            .await?;
-        let now = Instant::now();
-        // Timers of members that are gone (left, or replaced by their static successor).
-        live.retain(|(g, m), _| g != group || after.members.contains_key(m));
-        if hb.member_epoch == sluice_protocol::wire::STATIC_LEAVE_EPOCH {
-            // Gone for now: only the session timer (from its last heartbeat) keeps it.
-            return Ok(answer);
-        }
-        if let Some(m) = after.members.get(&answer.member_id) {
-            let t = live
-                .entry((group.to_string(), answer.member_id.clone()))
-                .or_insert_with(|| Timers::fresh(now));
-            t.last_seen = now;
-            t.deadline = (deadline_ms > 0).then(|| now + Duration::from_millis(deadline_ms.into()));
-            t.revoking_since = match (m.revoking.is_empty(), t.revoking_since) {
-                (true, _) => None,
-                (false, Some(since)) => Some(since),
-                (false, None) => Some(now),
-            };
-        }
-        Ok(answer)
+        self.submit(&group.clone(), move |cx| {
+            let before = cx.group(&group);
+            let (after, answer) = reconcile::heartbeat(&before, &group, &hb, &new_id, &cx.env())?;
+            let now = Instant::now();
+            // Timers of members that are gone (left, or replaced by their static successor).
+            cx.live
+                .retain(|(g, m), _| g != &group || after.members.contains_key(m));
+            let leaving_static = hb.member_epoch == sluice_protocol::wire::STATIC_LEAVE_EPOCH;
+            // A static member gone for now keeps only its session timer (from its last heartbeat).
+            if let Some(m) = after
+                .members
+                .get(&answer.member_id)
+                .filter(|_| !leaving_static)
+            {
+                let t = cx
+                    .live
+                    .entry((group.clone(), answer.member_id.clone()))
+                    .or_insert_with(|| Timers::fresh(now));
+                t.last_seen = now;
+                t.deadline =
+                    (deadline_ms > 0).then(|| now + Duration::from_millis(deadline_ms.into()));
+                t.revoking_since = match (m.revoking.is_empty(), t.revoking_since) {
+                    (true, _) => None,
+                    (false, Some(since)) => Some(since),
+                    (false, None) => Some(now),
+                };
+            }
+            cx.round.decide(&group, after);
+            Ok(answer)
+        })
+        .await
     }
 
     /// An offset commit; per-partition outcomes, or a whole-request error.
@@ -331,21 +438,22 @@ impl GroupCoordinator {
         member_epoch: i32,
         offsets: &[(String, u32, u64, String)],
     ) -> Result<Vec<reconcile::CommitOutcome>> {
-        let run = self.run_for(group)?;
-        let _live = run.live.lock().await;
-        let topics = self.topic_counts();
-        let before = Self::model(&run, group);
-        let (after, outcomes) = reconcile::commit(
-            &before,
-            group,
-            member_id,
-            member_epoch,
-            offsets,
-            &self.env(&topics),
-        )?;
-        self.write(&run, reconcile::diff(group, &before, &after))
-            .await?;
-        Ok(outcomes)
+        let (group, member_id, offsets) =
+            (group.to_string(), member_id.to_string(), offsets.to_vec());
+        self.submit(&group.clone(), move |cx| {
+            let before = cx.group(&group);
+            let (after, outcomes) = reconcile::commit(
+                &before,
+                &group,
+                &member_id,
+                member_epoch,
+                &offsets,
+                &cx.env(),
+            )?;
+            cx.round.decide(&group, after);
+            Ok(outcomes)
+        })
+        .await
     }
 
     /// The committed groups of `group`'s partition, as they are (for fetch and describe).
@@ -372,14 +480,14 @@ impl GroupCoordinator {
     /// release them in time (the reset then still completes when they do, or are evicted).
     pub async fn reset(&self, group: &str, offsets: &[(String, u32, u64)]) -> Result<()> {
         let run = self.run_for(group)?;
-        {
-            let _live = run.live.lock().await;
-            let topics = self.topic_counts();
-            let before = Self::model(&run, group);
-            let after = reconcile::reset(&before, group, offsets, &self.env(&topics))?;
-            self.write(&run, reconcile::diff(group, &before, &after))
-                .await?;
-        }
+        let (name, wanted) = (group.to_string(), offsets.to_vec());
+        self.submit(group, move |cx| {
+            let before = cx.group(&name);
+            let after = reconcile::reset(&before, &name, &wanted, &cx.env())?;
+            cx.round.decide(&name, after);
+            Ok(())
+        })
+        .await?;
         // Owners release the partitions on their next heartbeats; the tick writes each offset
         // once its partition is free (or its owner was evicted).
         let wait = self.config.session_timeout + self.config.heartbeat_interval * 2;
@@ -403,38 +511,45 @@ impl GroupCoordinator {
     /// Members get the new interval with their next heartbeat; a new session applies to members
     /// that join after it and ask for none.
     pub async fn alter_config(&self, group: &str, configs: &[(String, String)]) -> Result<()> {
-        let run = self.run_for(group)?;
-        let _live = run.live.lock().await;
-        let topics = self.topic_counts();
-        let before = Self::model(&run, group);
-        let after = reconcile::alter_config(&before, group, configs, &self.env(&topics))?;
-        self.write(&run, reconcile::diff(group, &before, &after))
-            .await
+        let (name, configs) = (group.to_string(), configs.to_vec());
+        self.submit(group, move |cx| {
+            let before = cx.group(&name);
+            let after = reconcile::alter_config(&before, &name, &configs, &cx.env())?;
+            cx.round.decide(&name, after);
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes a group without members.
     pub async fn delete(&self, group: &str) -> Result<()> {
-        let run = self.run_for(group)?;
-        let _live = run.live.lock().await;
-        let before = read(&run.replica, |g| g.get(group).cloned());
-        let after = reconcile::delete(before.as_ref(), group)?;
-        let before = before.unwrap_or_default();
-        self.write(&run, reconcile::diff(group, &before, &after))
-            .await
+        let name = group.to_string();
+        self.submit(group, move |cx| {
+            let before = cx.group(&name);
+            let exists = before != GroupModel::default();
+            let after = reconcile::delete(exists.then_some(&before), &name)?;
+            cx.round.decide(&name, after);
+            Ok(())
+        })
+        .await
     }
 
-    /// Evictions, finished resets, new partitions and offset expiry, for every group of `run`.
-    async fn tick(&self, run: &Run) -> Result<()> {
-        let mut live = run.live.lock().await;
-        let groups = read(&run.replica, |g| g.groups.clone());
-        let topics = self.topic_counts();
+    /// Evictions, finished resets, new partitions and offset expiry, for every group of the run
+    /// (as this round's earlier decisions left them).
+    fn tick(cx: &mut Cx<'_>) {
         let now = Instant::now();
+        let mut names: Vec<String> = read(cx.replica, |g| g.groups.keys().cloned().collect());
+        names.extend(cx.round.touched().map(str::to_string));
+        names.sort();
+        names.dedup();
         let mut present = HashSet::new();
-        for (name, before) in &groups {
+        for name in &names {
+            let before = cx.group(name);
             let mut evict = Vec::new();
             for (id, m) in &before.members {
                 present.insert((name.clone(), id.clone()));
-                let t = live
+                let t = cx
+                    .live
                     .entry((name.clone(), id.clone()))
                     .or_insert_with(|| Timers::fresh(now));
                 let session = Duration::from_millis(m.session_timeout_ms.into());
@@ -455,7 +570,7 @@ impl GroupCoordinator {
                     evict.push(id.clone());
                 }
             }
-            let env = self.env(&topics);
+            let env = cx.env();
             let after = if evict.is_empty() {
                 let mut g = before.clone();
                 // Members: new partitions of their topics; resets: released partitions; no group
@@ -466,15 +581,13 @@ impl GroupCoordinator {
                 }
                 reconcile::expire(&g, &env).unwrap_or(g)
             } else {
-                reconcile::remove_members(before, name, &evict, &env)
+                reconcile::remove_members(&before, name, &evict, &env)
             };
-            if &after != before {
-                self.write(run, reconcile::diff(name, before, &after))
-                    .await?;
+            if after != before {
+                cx.round.decide(name, after);
             }
         }
-        live.retain(|k, _| present.contains(k));
-        Ok(())
+        cx.live.retain(|k, _| present.contains(k));
     }
 }
 

@@ -2,9 +2,10 @@
 //! partition, which keeps its groups' membership, assignments and committed offsets as that
 //! partition's replicated state (`crate::replica::groups`), so a new leader coordinates at once.
 //!
-//! - [`coordinator`]: the runs (one per offsets partition led here), their lock, liveness timers
-//!   and tick, and writing decisions through raft;
+//! - [`coordinator`]: the runs (one task per offsets partition led here, deciding queued requests
+//!   in rounds), liveness timers and tick, and writing decisions through raft;
 //! - [`reconcile`]: the membership decisions, pure (heartbeat, reconciliation, eviction);
+//! - [`round`]: a round of decisions on a working copy of the groups, encoded as one proposal;
 //! - [`settings`]: a group's own session and heartbeat interval over the broker's, pure;
 //! - [`offsets`]: the offset decisions, pure (commit fencing, reset, deletion, retention);
 //! - [`assign`]: the assignors (`uniform`, sticky, the default; `range`), pure;
@@ -16,6 +17,7 @@ pub mod assign;
 pub mod coordinator;
 pub mod offsets;
 pub mod reconcile;
+pub mod round;
 pub mod settings;
 pub mod subscription;
 
