@@ -19,7 +19,7 @@ use sluice_protocol::wire::{
 };
 
 use super::assign::{self, Assignor, MemberSpec};
-use super::subscription;
+use super::{settings, subscription};
 use crate::config::GroupConfig;
 use crate::error::{Result, ServiceError};
 use crate::replica::groups::model::{GroupModel, Tp};
@@ -202,11 +202,16 @@ pub fn heartbeat(
     refresh(&mut g, group, env, force);
     reconcile(&mut g, &member_id);
     let m = &g.members[&member_id];
+    let waiting = m.target.len() > m.assigned.len();
     let answer = HeartbeatAnswer {
         member_id: member_id.clone(),
         member_epoch: m.epoch,
         session_timeout_ms: m.session_timeout_ms,
-        heartbeat_interval_ms: interval,
+        heartbeat_interval_ms: if waiting {
+            settings::waiting_interval_ms(interval)
+        } else {
+            interval
+        },
         assignment: m.assigned.iter().map(|(t, p, _)| (t.clone(), *p)).collect(),
     };
     Ok((g, answer))

@@ -410,3 +410,37 @@ fn random_membership_never_gives_a_partition_two_owners() {
     let owned: BTreeSet<Tp> = ms.iter().flat_map(|m| m.owned.clone()).collect();
     assert_eq!(owned.len(), 16, "{ms:?}");
 }
+
+/// A member waiting for partitions another member still has to release is asked to heartbeat at
+/// a fifth of the interval, so it hears of the release soon; once it has its whole target it is
+/// back to the group's interval. Seen failing with the waiting case answering the plain interval.
+#[test]
+fn a_member_waiting_for_partitions_heartbeats_sooner() {
+    let (t, c) = (topics(4), config());
+    let e = env(&t, &c, 0);
+    let interval = heartbeat_interval_ms(&GroupModel::default(), &c);
+    let mut g = GroupModel::default();
+    let mut a = join(&mut g, "a", &e);
+    assert_eq!(beat(&mut g, &mut a, &e).heartbeat_interval_ms, interval);
+    let (after, b_join) = heartbeat(&g, "g", &join_hb(""), "b", &e).unwrap();
+    g = after;
+    assert!(b_join.assignment.is_empty(), "a still owns everything");
+    assert_eq!(b_join.heartbeat_interval_ms, interval / 5);
+    let mut b = Member {
+        id: b_join.member_id,
+        epoch: b_join.member_epoch,
+        owned: BTreeSet::new(),
+    };
+    // a revokes two (told now), releases them at its next heartbeat; then b gets them.
+    beat(&mut g, &mut a, &e);
+    beat(&mut g, &mut a, &e);
+    let got = beat(&mut g, &mut b, &e);
+    assert_eq!(got.assignment.len(), 2, "{got:?}");
+    assert_eq!(got.heartbeat_interval_ms, interval);
+    assert_eq!(settings::waiting_interval_ms(100), 50, "at least 50 ms");
+    assert_eq!(
+        settings::waiting_interval_ms(20),
+        20,
+        "never above the interval"
+    );
+}

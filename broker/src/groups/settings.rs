@@ -36,6 +36,20 @@ pub fn heartbeat_interval_ms(g: &GroupModel, config: &GroupConfig) -> u32 {
     }
 }
 
+/// How often a member that waits for partitions other members still have to release heartbeats:
+/// a fifth of the group's interval, at least 50 ms (never more than the interval). It hears that
+/// they are free within that instead of at its next regular heartbeat, so a moved partition resumes
+/// within about `interval + interval / 5` of the join, not up to two intervals (the old owner's
+/// next heartbeat, then the newcomer's). Only members in a rebalance ask this often.
+pub fn waiting_interval_ms(interval_ms: u32) -> u32 {
+    (interval_ms / WAITING_DIVISOR)
+        .max(MIN_WAITING_INTERVAL_MS)
+        .min(interval_ms)
+}
+
+const WAITING_DIVISOR: u32 = 5;
+const MIN_WAITING_INTERVAL_MS: u32 = 50;
+
 /// Sets the group's own settings (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`;
 /// an empty value: back to the broker's default), checked against the broker's bounds: a session
 /// within them, and a heartbeat interval at most half the group's session.
