@@ -1,0 +1,482 @@
+//! The window operator of one source partition: records go in, in log order; sink records, late and
+//! bad records come out. Deterministic: the same records (and watermark advances) in the same order
+//! give the same outputs in the same order on every replica, so a replica can rebuild a leader's
+//! state from the log alone.
+//!
+//! The rules (also in docs/operators.md; `tests/model.rs` checks them against a brute-force model):
+//! - watermark `W` = largest event time read − out-of-orderness (−∞ before the first record), moved
+//!   after each record, never back;
+//! - a record is added to each window it falls into unless `end + allowed_lateness <= W` (before
+//!   it moved); a record no window accepts is *late*;
+//! - after the watermark moves: every window the record was added to whose end `W` has reached
+//!   writes its result (a first firing or an update), then every other window whose end `W` just
+//!   reached fires, then windows with `end + allowed_lateness <= W` are dropped;
+//! - sessions: a record's `[t, t + gap)` merges with the key's windows it overlaps or touches; each
+//!   absorbed window that had fired under another start gets a tombstone first.
+//!
+//! Timers keep the work per record constant: a window registers its end (to fire) and its drop time
+//! once, when it is made; sliding windows keep slide-sized slices and register each window end
+//! their slice belongs to once per slice.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
+
+use crate::acc::{result_json, sink_key, Acc, Stamped, ACC_BYTES};
+use crate::extract::{self, Bad};
+use crate::spec::{Spec, WindowKind};
+
+/// A source record as the operator reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    /// The processing time the log assigns it (used only with `--time processing`).
+    pub processing_ms: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// What the operator writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A window's result (`Some`), or a tombstone (`None`) for a session window merged away.
+    Sink {
+        key: Bytes,
+        value: Option<Bytes>,
+        timestamp_ms: i64,
+    },
+    /// The record at this source offset came too late for every window it falls into.
+    Late { offset: u64 },
+    /// The record at this source offset could not be read.
+    Bad { offset: u64, reason: Bad },
+}
+
+/// The operator passed its state limit; it stays failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("window state of {bytes} bytes passed the limit of {limit} bytes")]
+pub struct StateLimit {
+    pub bytes: u64,
+    pub limit: u64,
+}
+
+/// What describe shows of one source partition's operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `None`: −∞ (no record yet).
+    pub watermark_ms: Option<i64>,
+    pub keys: u64,
+    pub windows: u64,
+    pub state_bytes: u64,
+    pub late: u64,
+    pub bad: u64,
+    /// Sink records written (results and tombstones).
+    pub emitted: u64,
+    pub failed: Option<String>,
+}
+
+/// One window (tumbling or session) or slice (sliding), by start.
+#[derive(Debug, Clone, PartialEq)]
+struct Win {
+    end: i64,
+    acc: Acc,
+}
+
+/// Per-key bytes of bookkeeping besides the key itself (map entries, the timers' key handles).
+const KEY_BYTES: u64 = 64;
+/// Per window or slice: its accumulator, bounds and map entry.
+const WIN_BYTES: u64 = ACC_BYTES + 48;
+/// Per timer entry.
+const TIMER_BYTES: u64 = 48;
+
+/// The operator state of one source partition.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    spec: Spec,
+    needs_value: bool,
+    max_time: Option<i64>,
+    watermark: Option<i64>,
+    keys: HashMap<Bytes, BTreeMap<i64, Win>>,
+    /// `(end, key)`: a window of `key` ending at `end` fires when the watermark reaches it.
+    fire_at: BTreeSet<(i64, Bytes)>,
+    /// `(at, key)`: some state of `key` can be dropped once the watermark reaches `at`.
+    drop_at: BTreeSet<(i64, Bytes)>,
+    windows: u64,
+    bytes: u64,
+    late: u64,
+    bad: u64,
+    emitted: u64,
+    failed: Option<StateLimit>,
+}
+
+impl Operator {
+    /// A fresh operator. The spec must have passed [`Spec::check`] (a broken invariant otherwise).
+    pub fn new(spec: Spec) -> Operator {
+        assert!(spec.check().is_ok(), "an unchecked spec: {spec:?}");
+        Operator {
+            needs_value: spec.needs_value(),
+            spec,
+            max_time: None,
+            watermark: None,
+            keys: HashMap::new(),
+            fire_at: BTreeSet::new(),
+            drop_at: BTreeSet::new(),
+            windows: 0,
+            bytes: 0,
+            late: 0,
+            bad: 0,
+            emitted: 0,
+            failed: None,
+        }
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            watermark_ms: self.watermark,
+            keys: self.keys.len() as u64,
+            windows: self.windows,
+            state_bytes: self.bytes,
+            late: self.late,
+            bad: self.bad,
+            emitted: self.emitted,
+            failed: self.failed.as_ref().map(|e| e.to_string()),
+        }
+    }
+
+    fn closed(&self, end: i64) -> bool {
+        self.watermark
+            .is_some_and(|w| end.saturating_add(self.spec.allowed_lateness_ms) <= w)
+    }
+
+    /// Reads one record (in log order) and appends what it causes to `out`.
+    pub fn process(&mut self, rec: Input<'_>, out: &mut Vec<Output>) -> Result<(), StateLimit> {
+        if let Some(f) = &self.failed {
+            return Err(f.clone());
+        }
+        let read = match extract::read(
+            &self.spec.time,
+            &self.spec.value,
+            self.needs_value,
+            rec.timestamp_ms,
+            rec.processing_ms,
+            rec.value,
+        ) {
+            Ok(r) => r,
+            Err(reason) => {
+                self.bad += 1;
+                out.push(Output::Bad {
+                    offset: rec.offset,
+                    reason,
+                });
+                return Ok(());
+            }
+        };
+        let t = read.time_ms;
+        let stamped = Stamped {
+            time_ms: t,
+            offset: rec.offset,
+            value: read.value.unwrap_or(0.0),
+        };
+        let key = self.key_handle(rec.key.unwrap_or_default());
+        // The windows (by start, end) the record went into, and results to write first.
+        let mut touched: Vec<(i64, i64)> = Vec::new();
+        match self.spec.window {
+            WindowKind::Tumbling { size_ms } => {
+                let start = t.div_euclid(size_ms).saturating_mul(size_ms);
+                let end = start.saturating_add(size_ms);
+                if !self.closed(end) {
+                    self.add(&key, start, end, stamped, end);
+                    touched.push((start, end));
+                }
+            }
+            WindowKind::Sliding { size_ms, slide_ms } => {
+                let slice = t.div_euclid(slide_ms).saturating_mul(slide_ms);
+                if !self.closed(slice.saturating_add(size_ms)) {
+                    let added = self.add(
+                        &key,
+                        slice,
+                        slice.saturating_add(slide_ms),
+                        stamped,
+                        slice.saturating_add(size_ms),
+                    );
+                    if added {
+                        // A new slice: each window it belongs to fires at its end.
+                        let mut end = slice.saturating_add(slide_ms);
+                        while end <= slice.saturating_add(size_ms) {
+                            if self.watermark.is_none_or(|w| end > w) {
+                                self.timer_fire(end, &key);
+                            }
+                            end = end.saturating_add(slide_ms);
+                        }
+                    }
+                    let mut start = slice;
+                    while start.saturating_add(size_ms) > t {
+                        let end = start.saturating_add(size_ms);
+                        if !self.closed(end) {
+                            touched.push((start, end));
+                        }
+                        start = start.saturating_sub(slide_ms);
+                    }
+                    touched.reverse();
+                }
+            }
+            WindowKind::Session { gap_ms } => {
+                let end = t.saturating_add(gap_ms);
+                if !self.closed(end) {
+                    touched.push(self.merge_session(&key, t, end, stamped, out));
+                }
+            }
+        }
+        if touched.is_empty() {
+            self.late += 1;
+            out.push(Output::Late { offset: rec.offset });
+            self.forget_if_empty(&key);
+        }
+        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+        let w = t.saturating_sub(self.spec.out_of_orderness_ms);
+        let moved_to = self.watermark.map_or(w, |old| old.max(w));
+        self.watermark = Some(moved_to);
+        for &(start, end) in &touched {
+            if end <= moved_to {
+                self.emit(&key, start, end, out);
+            }
+        }
+        self.fire_and_drop(Some((&key, &touched)), out);
+        self.check_limit()
+    }
+
+    /// Moves the watermark to `to` if that is later (an idle partition's advance, entered
+    /// through the log), firing and dropping what that reaches.
+    pub fn advance(&mut self, to: i64, out: &mut Vec<Output>) -> Result<(), StateLimit> {
+        if let Some(f) = &self.failed {
+            return Err(f.clone());
+        }
+        if self.watermark.is_some_and(|w| w >= to) {
+            return Ok(());
+        }
+        self.watermark = Some(to);
+        self.fire_and_drop(None, out);
+        self.check_limit()
+    }
+
+    fn check_limit(&mut self) -> Result<(), StateLimit> {
+        if self.bytes > self.spec.max_state_bytes {
+            let e = StateLimit {
+                bytes: self.bytes,
+                limit: self.spec.max_state_bytes,
+            };
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The stored handle of `key` (made on first sight: the state never holds a slice of a
+    /// source batch, which would pin the whole batch in memory).
+    fn key_handle(&mut self, key: &[u8]) -> Bytes {
+        if let Some((k, _)) = self.keys.get_key_value(key) {
+            return k.clone();
+        }
+        let k = Bytes::copy_from_slice(key);
+        self.keys.insert(k.clone(), BTreeMap::new());
+        self.bytes += k.len() as u64 + KEY_BYTES;
+        k
+    }
+
+    fn timer_fire(&mut self, at: i64, key: &Bytes) {
+        if self.fire_at.insert((at, key.clone())) {
+            self.bytes += TIMER_BYTES;
+        }
+    }
+
+    fn timer_drop(&mut self, at: i64, key: &Bytes) {
+        if self.drop_at.insert((at, key.clone())) {
+            self.bytes += TIMER_BYTES;
+        }
+    }
+
+    /// Adds to the window or slice of `key` at `start` (made if missing: its fire timer at `end`
+    /// for tumbling windows, its drop timer at `last_end + lateness`). Whether it was made.
+    fn add(&mut self, key: &Bytes, start: i64, end: i64, s: Stamped, last_end: i64) -> bool {
+        let tumbling = matches!(self.spec.window, WindowKind::Tumbling { .. });
+        let windows = self.keys.entry(key.clone()).or_default();
+        if let Some(w) = windows.get_mut(&start) {
+            w.acc.add(s);
+            return false;
+        }
+        windows.insert(
+            start,
+            Win {
+                end,
+                acc: Acc::of(s),
+            },
+        );
+        self.windows += 1;
+        self.bytes += WIN_BYTES;
+        if tumbling && self.watermark.is_none_or(|w| end > w) {
+            self.timer_fire(end, key);
+        }
+        self.timer_drop(last_end.saturating_add(self.spec.allowed_lateness_ms), key);
+        true
+    }
+
+    /// Merges `[t, end)` with the windows of `key` it overlaps or touches; tombstones for absorbed
+    /// windows that had fired under another start. Returns the merged window.
+    fn merge_session(
+        &mut self,
+        key: &Bytes,
+        t: i64,
+        end: i64,
+        s: Stamped,
+        out: &mut Vec<Output>,
+    ) -> (i64, i64) {
+        let watermark = self.watermark;
+        let windows = self.keys.entry(key.clone()).or_default();
+        let absorbed: Vec<i64> = windows
+            .range(..=end)
+            .filter(|(_, w)| w.end >= t)
+            .map(|(start, _)| *start)
+            .collect();
+        let (mut start, mut merged_end, mut acc) = (t, end, Acc::of(s));
+        let mut fired = Vec::new();
+        for a in &absorbed {
+            let Some(w) = windows.remove(a) else {
+                unreachable!("absorbed windows were just listed")
+            };
+            if watermark.is_some_and(|wm| w.end <= wm) {
+                fired.push((*a, w.end));
+            }
+            start = start.min(*a);
+            merged_end = merged_end.max(w.end);
+            acc.merge(&w.acc);
+        }
+        windows.insert(
+            start,
+            Win {
+                end: merged_end,
+                acc,
+            },
+        );
+        self.windows = self.windows + 1 - absorbed.len() as u64;
+        self.bytes = self.bytes + WIN_BYTES - WIN_BYTES * absorbed.len() as u64;
+        for (a, a_end) in fired.into_iter().filter(|(a, _)| *a != start) {
+            self.emitted += 1;
+            out.push(Output::Sink {
+                key: Bytes::from(sink_key(key, a)),
+                value: None,
+                timestamp_ms: a_end.saturating_sub(1),
+            });
+        }
+        if watermark.is_none_or(|w| merged_end > w) {
+            self.timer_fire(merged_end, key);
+        }
+        self.timer_drop(
+            merged_end.saturating_add(self.spec.allowed_lateness_ms),
+            key,
+        );
+        (start, merged_end)
+    }
+
+    /// The result of `key`'s window `[start, end)` (sliding: merged from its slices); `None` if it
+    /// holds nothing.
+    fn result(&self, key: &Bytes, start: i64, end: i64) -> Option<Acc> {
+        let windows = self.keys.get(key)?;
+        match self.spec.window {
+            WindowKind::Sliding { .. } => {
+                let mut slices = windows.range(start..end).map(|(_, w)| &w.acc);
+                let mut acc = slices.next()?.clone();
+                for s in slices {
+                    acc.merge(s);
+                }
+                Some(acc)
+            }
+            _ => windows
+                .get(&start)
+                .filter(|w| w.end == end)
+                .map(|w| w.acc.clone()),
+        }
+    }
+
+    fn emit(&mut self, key: &Bytes, start: i64, end: i64, out: &mut Vec<Output>) {
+        let Some(acc) = self.result(key, start, end) else {
+            return;
+        };
+        let value = result_json(key, start, end, &acc, &self.spec.aggregates);
+        self.emitted += 1;
+        out.push(Output::Sink {
+            key: Bytes::from(sink_key(key, start)),
+            value: Some(Bytes::from(value)),
+            timestamp_ms: end.saturating_sub(1),
+        });
+    }
+
+    /// Fires every window whose end the watermark reached (but those of `touched` for `key`,
+    /// written already), then drops what can no longer change.
+    fn fire_and_drop(&mut self, touched: Option<(&Bytes, &[(i64, i64)])>, out: &mut Vec<Output>) {
+        let Some(w) = self.watermark else { return };
+        while let Some((end, key)) = self.fire_at.first().cloned() {
+            if end > w {
+                break;
+            }
+            self.fire_at.pop_first();
+            self.bytes -= TIMER_BYTES;
+            let starts: Vec<i64> = match self.spec.window {
+                WindowKind::Tumbling { size_ms } => vec![end.saturating_sub(size_ms)],
+                WindowKind::Sliding { size_ms, .. } => vec![end.saturating_sub(size_ms)],
+                WindowKind::Session { .. } => self
+                    .keys
+                    .get(&key)
+                    .map(|ws| {
+                        ws.iter()
+                            .filter(|(_, win)| win.end == end)
+                            .map(|(s, _)| *s)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            for start in starts {
+                let written = touched.is_some_and(|(k, t)| *k == key && t.contains(&(start, end)));
+                if !written {
+                    self.emit(&key, start, end, out);
+                }
+            }
+        }
+        while let Some((at, key)) = self.drop_at.first().cloned() {
+            if at > w {
+                break;
+            }
+            self.drop_at.pop_first();
+            self.bytes -= TIMER_BYTES;
+            self.drop_closed(&key, w);
+        }
+    }
+
+    /// Drops `key`'s windows (slices) that no window still open needs, and the key if none is left.
+    fn drop_closed(&mut self, key: &Bytes, w: i64) {
+        let lateness = self.spec.allowed_lateness_ms;
+        let last_end = |start: i64, win: &Win| match self.spec.window {
+            WindowKind::Sliding { size_ms, .. } => start.saturating_add(size_ms),
+            _ => win.end,
+        };
+        let Some(windows) = self.keys.get_mut(key) else {
+            return;
+        };
+        let before = windows.len() as u64;
+        windows.retain(|start, win| last_end(*start, win).saturating_add(lateness) > w);
+        let dropped = before - windows.len() as u64;
+        self.windows -= dropped;
+        self.bytes -= WIN_BYTES * dropped;
+        self.forget_if_empty(key);
+    }
+
+    fn forget_if_empty(&mut self, key: &Bytes) {
+        if self.keys.get(key).is_some_and(BTreeMap::is_empty) {
+            self.keys.remove(key);
+            self.bytes -= key.len() as u64 + KEY_BYTES;
+        }
+    }
+}
