@@ -4,8 +4,9 @@
 //! the partitions it receives while the others keep reading the rest; the heartbeat task keeps a
 //! slow handler's member alive within its processing deadline (and not past it); a failing
 //! offset lookup makes the consumer wait, never start at the end; a static member restarting
-//! within its session keeps its partitions. Each test's doc comment says what was broken to see
-//! it fail.
+//! within its session keeps its partitions; a slow revocation commit stalls none of the partitions
+//! a member keeps and hands the moved ones over exactly at it (`revoke`). Each test's doc comment
+//! says what was broken to see it fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +18,10 @@ use sluice_client::{Admin, GroupConsumerConfig, OffsetReset, OffsetSpec, Subscri
 
 mod group_support;
 use group_support::*;
+
+// Its own file to keep this one short; part of this test binary.
+#[path = "group_consumer/revoke.rs"]
+mod revoke;
 
 /// Three members, 12 partitions, 12,000 records (half before the members join one after the
 /// other, so the first ones revoke partitions they were reading; half once the group is stable):

@@ -9,11 +9,14 @@
 //! every partition) and the commit fails.
 //!
 //! At most one background commit is in flight; later ones merge into one queued commit sent when
-//! it finishes (from the next `poll` or commit call). A synchronous commit, a revocation and
-//! `close` first wait for the one in flight, so an older commit never lands after a newer one.
-//! What was committed is remembered per partition, so an unchanged position is not sent again.
+//! it finishes (from the next `poll` or commit call). A synchronous commit and `close` first wait
+//! for the one in flight, so an older commit never lands after a newer one. A revocation's final
+//! commit does not wait inside `poll`: it is chained after the one in flight (its task awaits that
+//! one first) and becomes the one in flight itself, then releases its partitions
+//! ([`Shared::finish_release`]) whatever its outcome. What was committed is remembered per
+//! partition, so an unchanged position is not sent again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use sluice_protocol::wire::{
@@ -59,6 +62,19 @@ impl AsyncCommits {
         self.queued_by_user = false;
         std::mem::take(&mut self.queued)
     }
+
+    /// The queued offsets of `partitions`, taken (a revocation commits them with its own).
+    pub(super) fn take_queued_of(&mut self, partitions: &[Tp]) -> BTreeMap<Tp, u64> {
+        partitions
+            .iter()
+            .filter_map(|tp| self.queued.remove_entry(tp))
+            .collect()
+    }
+
+    /// Whether a background commit (or release) is in flight.
+    pub(super) fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
 }
 
 /// The partitions an answer refused, with why.
@@ -91,6 +107,18 @@ pub(super) fn refusal_error(group: &str, refused: &[(Tp, ErrorCode, String)]) ->
 impl CommitCtx {
     /// Commits `offsets` as the current member, retrying coordinator errors until `until`.
     pub(super) async fn commit(&self, offsets: BTreeMap<Tp, u64>, until: Instant) -> Result<()> {
+        self.commit_as(offsets, until, None).await
+    }
+
+    /// [`commit`](Self::commit), but (`as_of`) only as the membership after that many losses: a
+    /// revocation's final commit must not go out under a later membership, which may own the
+    /// partitions again and be reading them from an older commit.
+    async fn commit_as(
+        &self,
+        offsets: BTreeMap<Tp, u64>,
+        until: Instant,
+        as_of: Option<u64>,
+    ) -> Result<()> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -99,6 +127,11 @@ impl CommitCtx {
             (m.member_id.clone(), m.epoch, m.lost)
         };
         let group = self.link.group().to_string();
+        if as_of.is_some_and(|l| l != lost) {
+            return Err(ClientError::InvalidArgument(format!(
+                "the membership of group {group} was lost since: nothing committed"
+            )));
+        }
         if member_id.is_empty() {
             return Err(ClientError::InvalidArgument(format!(
                 "not a member of group {group} (yet): nothing may be committed"
@@ -156,6 +189,13 @@ impl CommitCtx {
             Err(refusal_error(&group, &refused))
         }
     }
+
+    /// `offsets` without those known committed already.
+    fn unsent(&self, mut offsets: BTreeMap<Tp, u64>) -> BTreeMap<Tp, u64> {
+        let done = lock(&self.committed);
+        offsets.retain(|tp, o| done.get(tp) != Some(o));
+        offsets
+    }
 }
 
 impl GroupConsumer {
@@ -212,14 +252,11 @@ impl GroupConsumer {
     /// Sends `offsets`, skipping those already committed.
     pub(super) async fn commit_map(
         &mut self,
-        mut offsets: BTreeMap<Tp, u64>,
+        offsets: BTreeMap<Tp, u64>,
         until: Instant,
     ) -> Result<()> {
-        {
-            let done = lock(&self.committed);
-            offsets.retain(|tp, o| done.get(tp) != Some(o));
-        }
-        self.commit_ctx().commit(offsets, until).await
+        let ctx = self.commit_ctx();
+        ctx.commit(ctx.unsent(offsets), until).await
     }
 
     /// The positions of `partitions` that are known.
@@ -289,8 +326,47 @@ impl GroupConsumer {
         }
     }
 
-    /// Waits for the background commit in flight (its failure logged, or kept for the next
-    /// `commit_async` if the application asked for it).
+    /// Commits the final `offsets` of revoked `releasing` partitions (already in
+    /// [`Membership::releasing`](super::membership::Membership::releasing)) in a background task,
+    /// without waiting, then releases them whether it succeeded or not (a failure is logged: their
+    /// next owner starts at the last commit). The task first waits for the commit in flight, which
+    /// may carry older offsets of the same partitions, and takes its place: later background
+    /// commits wait for it, and `settle_async_commits` (commit calls, `close`) waits for both. Its
+    /// answer is the earlier commit's, so that one's failure still reaches the application.
+    pub(super) fn commit_release(
+        &mut self,
+        releasing: BTreeSet<Tp>,
+        offsets: BTreeMap<Tp, u64>,
+        until: Instant,
+    ) {
+        let earlier = self.async_commits.in_flight.take();
+        let by_user = earlier.as_ref().is_some_and(|e| e.1);
+        let ctx = self.commit_ctx();
+        let lost = self.seen_lost;
+        debug!(partitions = ?releasing, offsets = offsets.len(), "committing revoked partitions in the background");
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let earlier = match earlier {
+                Some((rx, _)) => rx.await.unwrap_or_else(|_| Err(task_gone())),
+                None => Ok(()),
+            };
+            let offsets = ctx.unsent(offsets);
+            if let Err(e) = ctx.commit_as(offsets, until, Some(lost)).await {
+                warn!(error = %e, partitions = ?releasing, "committing the final offsets of revoked partitions failed; their next owner starts at the last commit");
+            }
+            {
+                // No longer ours: a later ownership learns its start afresh.
+                let mut done = lock(&ctx.committed);
+                done.retain(|tp, _| !releasing.contains(tp));
+            }
+            ctx.shared.finish_release(lost, &releasing);
+            let _ = tx.send(earlier);
+        });
+        self.async_commits.in_flight = Some((rx, by_user));
+    }
+
+    /// Waits for the background commit in flight, and with it any release chained before it (its
+    /// failure logged, or kept for the next `commit_async` if the application asked for it).
     pub(super) async fn settle_async_commits(&mut self) {
         if let Some((rx, by_user)) = self.async_commits.in_flight.take() {
             let result = rx.await.unwrap_or_else(|_| Err(task_gone()));

@@ -1,11 +1,12 @@
 //! The heartbeat task of a group consumer: a background tokio task (so a slow handler between two
 //! `poll`s does not miss its session) that joins the group, then heartbeats at the interval the
-//! coordinator gives, and at once when woken (the consumer released revoked partitions, extended
-//! its deadline, or a loss wants a rejoin). One request in flight at a time: a wake while one is
-//! out is served right after its answer.
+//! coordinator gives, and at once when woken (the final commit of revoked partitions finished, so
+//! they are released; the consumer extended its deadline; a loss wants a rejoin). One request in
+//! flight at a time: a wake while one is out is served right after its answer.
 //!
 //! Each heartbeat carries the subscription (the coordinator takes it from every heartbeat), the
-//! partitions the consumer owns now and the time left until its processing deadline. The answer
+//! partitions the consumer owns now or is still releasing ([`Membership::reported`]) and the time
+//! left until its processing deadline. The answer
 //! goes to [`Shared`]: the assignment for `poll` to reconcile, or a loss (`UNKNOWN_MEMBER_ID`,
 //! `FENCED_MEMBER_EPOCH`, or no answer within the session), after which it joins again with epoch
 //! 0 — unless the processing deadline has passed: then it waits for the next `poll` (a member that
@@ -75,7 +76,7 @@ impl Spec {
             assignor: self.assignor.clone(),
             session_timeout_ms: self.session_ms,
             deadline_ms: deadline_ms(m.deadline, now),
-            owned: by_topic(&m.owned),
+            owned: by_topic(&m.reported()),
         }
     }
 

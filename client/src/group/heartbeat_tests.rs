@@ -1,6 +1,7 @@
 //! The heartbeat task against a fake coordinator on a loopback socket: it joins at once,
 //! heartbeats at the interval the coordinator gives, one request in flight, at once when woken; a
-//! fenced member rejoins with epoch 0, but not past its processing deadline. No broker needed.
+//! revoked partition is reported owned until its release ends, which is heard at once; a fenced
+//! member rejoins with epoch 0, but not past its processing deadline. No broker needed.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use sluice_protocol::wire::{
     self, ErrorCode, FindCoordinatorResponse, GroupHeartbeatRequest, GroupHeartbeatResponse,
-    Request, Response, JOIN_EPOCH,
+    OffsetCommitRequest, OffsetCommitResponse, PartitionError, PartitionErrors, Request, Response,
+    JOIN_EPOCH,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -22,30 +24,37 @@ use crate::client::{Client, ClientConfig};
 
 /// A fake coordinator: answers FindCoordinator with its own address and heartbeats with
 /// `reply`, after `delay`; records each heartbeat with when it arrived and the most heartbeats it
-/// ever had in flight.
-struct Fake {
-    addr: String,
+/// ever had in flight. Offset commits are accepted whole after `delay`, each recorded with when it
+/// arrived and when it was answered.
+pub(super) struct Fake {
+    pub(super) addr: String,
     beats: Arc<Mutex<Vec<(Instant, GroupHeartbeatRequest)>>>,
     max_in_flight: Arc<Mutex<(usize, usize)>>,
+    pub(super) commits: Commits,
 }
 
-type Reply = Arc<dyn Fn(&GroupHeartbeatRequest, usize) -> GroupHeartbeatResponse + Send + Sync>;
+/// Offset commits as the fake saw them: arrival, answer (once sent), request.
+pub(super) type Commits = Arc<Mutex<Vec<(Instant, Option<Instant>, OffsetCommitRequest)>>>;
 
-async fn fake(delay: Duration, reply: Reply) -> Fake {
+pub(super) type Reply =
+    Arc<dyn Fn(&GroupHeartbeatRequest, usize) -> GroupHeartbeatResponse + Send + Sync>;
+
+pub(super) async fn fake(delay: Duration, reply: Reply) -> Fake {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let beats: Arc<Mutex<Vec<(Instant, GroupHeartbeatRequest)>>> = Arc::default();
     let flight: Arc<Mutex<(usize, usize)>> = Arc::default();
-    let (b, f, a) = (beats.clone(), flight.clone(), addr.clone());
+    let commits: Commits = Arc::default();
+    let (b, f, a, cm) = (beats.clone(), flight.clone(), addr.clone(), commits.clone());
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
             // Each answer goes out in several writes: no Nagle delay between them.
             let _ = sock.set_nodelay(true);
             let (mut rd, wr) = sock.into_split();
             let wr = Arc::new(tokio::sync::Mutex::new(wr));
-            let (b, f, a, reply) = (b.clone(), f.clone(), a.clone(), reply.clone());
+            let (b, f, a, cm, reply) = (b.clone(), f.clone(), a.clone(), cm.clone(), reply.clone());
             tokio::spawn(async move {
                 loop {
                     let mut len = [0u8; 4];
@@ -59,8 +68,14 @@ async fn fake(delay: Duration, reply: Reply) -> Fake {
                     let Ok((h, Ok(req))) = wire::decode_request(bytes::Bytes::from(buf)) else {
                         return;
                     };
-                    let (b, f, a, reply, wr) =
-                        (b.clone(), f.clone(), a.clone(), reply.clone(), wr.clone());
+                    let (b, f, a, cm, reply, wr) = (
+                        b.clone(),
+                        f.clone(),
+                        a.clone(),
+                        cm.clone(),
+                        reply.clone(),
+                        wr.clone(),
+                    );
                     tokio::spawn(async move {
                         let resp = match req {
                             Request::FindCoordinator(_) => {
@@ -87,6 +102,16 @@ async fn fake(delay: Duration, reply: Reply) -> Fake {
                                 f.lock().expect("flight").0 -= 1;
                                 Response::GroupHeartbeat(reply(&hb, n))
                             }
+                            Request::OffsetCommit(c) => {
+                                let n = {
+                                    let mut v = cm.lock().expect("commits");
+                                    v.push((Instant::now(), None, c.clone()));
+                                    v.len() - 1
+                                };
+                                tokio::time::sleep(delay).await;
+                                cm.lock().expect("commits")[n].1 = Some(Instant::now());
+                                Response::OffsetCommit(accepted(&c))
+                            }
                             _ => return,
                         };
                         let mut w = wr.lock().await;
@@ -104,6 +129,31 @@ async fn fake(delay: Duration, reply: Reply) -> Fake {
         addr,
         beats,
         max_in_flight: flight,
+        commits,
+    }
+}
+
+/// Every partition of `c` accepted.
+fn accepted(c: &OffsetCommitRequest) -> OffsetCommitResponse {
+    OffsetCommitResponse {
+        error: ErrorCode::NONE,
+        message: String::new(),
+        topics: c
+            .topics
+            .iter()
+            .map(|t| PartitionErrors {
+                topic: t.topic.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionError {
+                        partition: p.partition,
+                        error: ErrorCode::NONE,
+                        message: String::new(),
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 
@@ -172,6 +222,45 @@ async fn heartbeats_at_the_coordinators_interval_one_at_a_time_and_at_once_when_
         .expect("beat");
     assert!(last.0.duration_since(woken) < Duration::from_millis(40));
     assert_eq!(flatten(&last.1.owned), set(&[("t", 0)]));
+    task.abort();
+}
+
+/// Under a 10 s interval: a revoked partition whose final commit is in flight is still listed as
+/// owned, even by a heartbeat woken after the consumer published without it; the end of its
+/// release is heard at once (a heartbeat within 40 ms, without it). Seen failing with the
+/// heartbeat built from `owned` alone (the woken heartbeat released t/0 early).
+#[tokio::test]
+async fn a_release_is_reported_until_it_ends_and_heard_at_once() {
+    let reply: Reply = Arc::new(|_, _| GroupHeartbeatResponse {
+        heartbeat_interval_ms: 10_000,
+        ..answer("m1", 1, &[("t", 1)])
+    });
+    let fake = fake(Duration::ZERO, reply).await;
+    let (shared, task) = start_task(&fake.addr, Duration::from_secs(60));
+    let beats = |n: usize| {
+        let beats = fake.beats.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                if let Some(b) = beats.lock().expect("beats").get(n).cloned() {
+                    return b;
+                }
+                assert!(Instant::now() < deadline, "no heartbeat {n}");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    beats(0).await;
+    assert!(shared.start_release(0, &set(&[("t", 0)]), set(&[("t", 1)])));
+    shared.publish(0, set(&[("t", 1)]));
+    shared.wake.notify_one();
+    let (_, during) = beats(1).await;
+    assert_eq!(flatten(&during.owned), set(&[("t", 0), ("t", 1)]));
+    let ended = Instant::now();
+    shared.finish_release(0, &set(&[("t", 0)]));
+    let (at, after) = beats(2).await;
+    assert!(at.duration_since(ended) < Duration::from_millis(40));
+    assert_eq!(flatten(&after.owned), set(&[("t", 1)]));
     task.abort();
 }
 

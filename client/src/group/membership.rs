@@ -1,12 +1,23 @@
 //! What the consumer and its heartbeat task share about the membership: the member id and epoch,
-//! the coordinator's latest assignment, the partitions the consumer owns now (reported in every
-//! heartbeat), the processing deadline, losses, and a heartbeat failure for `poll` to return. It
-//! holds the pure rules both sides apply to it (a heartbeat answer, a loss, the deadline in ms);
-//! it never sends anything and never touches the fetching consumer.
+//! the coordinator's latest assignment, the partitions the consumer owns now and those it is
+//! releasing (both reported as owned in every heartbeat), the processing deadline, losses, and a
+//! heartbeat failure for `poll` to return. It holds the pure rules the three sides (the consumer,
+//! the heartbeat task, a revocation's background commit) apply to it: a heartbeat answer, a loss,
+//! publishing what is owned, starting and finishing a release, the deadline in ms. It never sends
+//! anything and never touches the fetching consumer.
+//!
+//! Releasing: a revoked partition is no longer read, but the coordinator must not hand it to a new
+//! owner before its final offset is committed, or that owner would start from an older commit. So
+//! from its revocation until its commit has finished (either way) it sits in
+//! [`Membership::releasing`] and is still reported as owned; the consumer's own list
+//! ([`Membership::owned`], rewritten by every publish) is kept apart so that a publish cannot end a
+//! release early. Finishing one wakes the heartbeat task, so the coordinator hears it at once.
 //!
 //! A loss (fenced, evicted, or no answer within the session) bumps [`Membership::lost`]: the
 //! consumer compares it with the count it last handled to drop its partitions without committing.
-//! An answer to a request made before a loss is ignored, so it cannot revive the old membership.
+//! It clears what is owned and releasing (nothing is owned any more; a release's commit would be
+//! refused). An answer to a request made before a loss is ignored, and so is a publish, the start or
+//! the end of a release under the count from before it, so none can revive the old membership.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard};
@@ -38,6 +49,9 @@ pub(super) struct Membership {
     /// What the consumer owns now (reading, or looking up where to start); written by the
     /// consumer, cleared by a loss.
     pub(super) owned: BTreeSet<Tp>,
+    /// Revoked partitions whose final commit has not finished: still reported as owned. Added by a
+    /// revocation, removed by its commit's end, cleared by a loss.
+    pub(super) releasing: BTreeSet<Tp>,
     /// The processing deadline the member promises.
     pub(super) deadline: Instant,
     /// How often to heartbeat, as the coordinator said.
@@ -54,7 +68,8 @@ pub(super) struct Shared {
     state: Mutex<Membership>,
     /// Heartbeat now: partitions were released, the deadline moved, or a join is wanted.
     pub(super) wake: Notify,
-    /// The assignment changed, the membership was lost, or the heartbeat task failed.
+    /// The assignment changed, the membership was lost, the heartbeat task failed, or a release
+    /// finished (a partition assigned back meanwhile may start now).
     pub(super) changed: Notify,
 }
 
@@ -70,6 +85,7 @@ impl Shared {
                 lost: 0,
                 assigned: None,
                 owned: BTreeSet::new(),
+                releasing: BTreeSet::new(),
                 deadline,
                 interval: DEFAULT_INTERVAL,
                 session: None,
@@ -127,9 +143,52 @@ impl Shared {
         m.epoch = 0;
         m.assigned = None;
         m.owned.clear();
+        m.releasing.clear();
         drop(m);
         self.changed.notify_one();
         self.wake.notify_one();
+    }
+
+    /// The consumer owns `owned` now (releases apart), as it knew the membership after `seen_lost`
+    /// losses; ignored if a loss happened since (handling it publishes again).
+    pub(super) fn publish(&self, seen_lost: u64, owned: BTreeSet<Tp>) {
+        let mut m = self.lock();
+        if m.lost == seen_lost {
+            m.owned = owned;
+        }
+    }
+
+    /// Revoked `partitions` are released only once their final commit has finished; meanwhile the
+    /// consumer owns `owned`. One step, so no heartbeat sees them in neither set. Ignored (false)
+    /// if a loss happened since `seen_lost`: nothing is owned then, and the commit will be refused.
+    pub(super) fn start_release(
+        &self,
+        seen_lost: u64,
+        partitions: &BTreeSet<Tp>,
+        owned: BTreeSet<Tp>,
+    ) -> bool {
+        let mut m = self.lock();
+        if m.lost != seen_lost {
+            return false;
+        }
+        m.releasing.extend(partitions.iter().cloned());
+        m.owned = owned;
+        true
+    }
+
+    /// The final commit of `partitions`, started after `lost` losses, has finished: they are
+    /// released, and the heartbeat task is woken so the coordinator hears it now (and `poll`, which
+    /// may start one assigned back meanwhile). After a loss there is nothing left to release: a
+    /// later release of the same partitions (a new membership's) is not cut short.
+    pub(super) fn finish_release(&self, lost: u64, partitions: &BTreeSet<Tp>) {
+        let mut m = self.lock();
+        if m.lost != lost {
+            return;
+        }
+        m.releasing.retain(|tp| !partitions.contains(tp));
+        drop(m);
+        self.wake.notify_one();
+        self.changed.notify_one();
     }
 
     /// The heartbeat task stopped on `e`; `poll` returns it.
@@ -144,6 +203,13 @@ impl Shared {
         if at > m.deadline {
             m.deadline = at;
         }
+    }
+}
+
+impl Membership {
+    /// What a heartbeat reports as owned: what the consumer owns and what it is still releasing.
+    pub(super) fn reported(&self) -> BTreeSet<Tp> {
+        self.owned.union(&self.releasing).cloned().collect()
     }
 }
 

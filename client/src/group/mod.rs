@@ -8,8 +8,11 @@
 //! `max_processing`, or a later [`extend_deadline`](GroupConsumer::extend_deadline)) holds. Every
 //! `poll` first reconciles the owned partitions with the latest assignment (`rebalance`), then
 //! fetches in slices no longer than the heartbeat interval (at most 1 s) so that a revocation is
-//! handled within one slice even under a long poll timeout. Records come only from partitions the
-//! member owns: the records of a round during which the membership was lost are dropped.
+//! handled within one slice even under a long poll timeout. A revocation never waits on the network
+//! there: the revoked partitions' final commit runs in the background while the partitions the
+//! member keeps go on delivering (`rebalance` says how the coordinator is kept from handing them on
+//! before it finished). Records come only from partitions the member owns: the records of a round
+//! during which the membership was lost are dropped.
 //!
 //! Dropping a `GroupConsumer` without [`close`](GroupConsumer::close) is a crash: no commit, no
 //! leave; the heartbeat task stops and the coordinator evicts the member after its session.
@@ -158,7 +161,8 @@ impl GroupConsumer {
     }
 
     /// The partitions this member owns now: those it reads and those whose start it is still
-    /// looking up. Changes only inside `poll`.
+    /// looking up (not revoked ones whose final commit is still in flight: they are no longer
+    /// read). Changes only inside `poll`.
     pub fn assignment(&self) -> Vec<(String, u32)> {
         self.owned().into_iter().collect()
     }
@@ -267,11 +271,13 @@ impl GroupConsumer {
         }
     }
 
-    /// Commits (auto-commit), tells the listener the partitions are revoked and commits what it
-    /// added, stops the heartbeat task and leaves the group (epoch -1; a static member -2: it
-    /// keeps its assignment for its session). Waits at most about 10 s. Later calls of `poll` fail
-    /// with [`ClientError::Closed`]; a second `close` does nothing. Returns the first failure
-    /// (the leave is attempted regardless).
+    /// Waits for the background commits in flight (the final commits of revoked partitions
+    /// among them), commits (auto-commit), tells the listener the partitions are revoked and
+    /// commits what it added, stops the heartbeat task and leaves the group (epoch -1; a static
+    /// member -2: it keeps its assignment for its session). Waits at most about 10 s, or longer if
+    /// a background commit in flight takes longer (each is bounded by its own time). Later calls
+    /// of `poll` fail with [`ClientError::Closed`]; a second `close` does nothing. Returns the
+    /// first failure (the leave is attempted regardless).
     pub async fn close(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
@@ -326,7 +332,12 @@ impl GroupConsumer {
         self.reading.clear();
         self.starting.clear();
         self.consumer.assign::<String>(&[]);
-        self.shared.lock().owned.clear();
+        {
+            let mut m = self.shared.lock();
+            m.owned.clear();
+            // Empty already: the releases finished before the settle above returned.
+            m.releasing.clear();
+        }
         result
     }
 
@@ -383,5 +394,7 @@ impl Drop for GroupConsumer {
 
 #[cfg(test)]
 mod heartbeat_tests;
+#[cfg(test)]
+mod release_tests;
 #[cfg(test)]
 mod tests;

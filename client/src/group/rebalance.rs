@@ -1,14 +1,28 @@
 //! Reconciling what the consumer owns with what the coordinator assigns, from inside `poll`: a
 //! loss drops every partition without committing ([`RebalanceListener::on_lost`]); a partition
-//! owned but no longer assigned is revoked (its position committed when auto-commit is on, then
-//! [`RebalanceListener::on_revoked`] and what it added committed, then released, and the heartbeat
-//! task woken so the coordinator hears it at once); a newly assigned partition starts once its
-//! committed offset is known (OffsetFetch, retried with backoff, never replaced by the reset
-//! policy because of an error), then [`RebalanceListener::on_assigned`].
+//! owned but no longer assigned is revoked; a newly assigned partition starts once its committed
+//! offset is known (OffsetFetch, retried with backoff, never replaced by the reset policy because
+//! of an error), then [`RebalanceListener::on_assigned`].
+//!
+//! A revocation never waits on the network inside `poll`, so the partitions the member keeps go on
+//! delivering records while the coordinator stores the revoked ones' offsets (a round trip through
+//! raft, up to a second on a busy broker). Inside `poll` it only takes the revoked partitions'
+//! positions (auto-commit on), calls [`RebalanceListener::on_revoked`] (on the caller's task,
+//! before the partitions are let go), merges what it adds over the positions, and stops reading
+//! them. The merged offsets are committed by a background task chained after any background
+//! commit in flight (which may hold older offsets of them and must not land last). Until that
+//! commit has finished, successfully or not, the partitions are releasing: still reported as owned
+//! in heartbeats, so the coordinator does not hand them on before their final offsets are stored
+//! (their next owner starts exactly there); then the task releases them and wakes the heartbeat
+//! task, so the coordinator hears it at once. A partition assigned back while still releasing
+//! starts only once released, from a lookup that sees that commit. A loss ends every release (the
+//! commit would be refused; nothing is owned after a loss). Partitions never read (their start
+//! was still being looked up) have nothing to commit and are released at once, as are all when
+//! there is nothing to commit and nothing in flight.
 //!
 //! The listener hears about a partition only between its `on_assigned` and its `on_revoked` or
 //! `on_lost`. Nothing here runs outside `poll` (and `close`), so the application's own code and the
-//! callbacks never run concurrently.
+//! callbacks never run concurrently (the background commit calls nothing of the application).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,9 +45,12 @@ pub trait RebalanceListener: Send {
         let _ = partitions;
     }
 
-    /// These partitions are being given up (a rebalance, or `close`). Their positions are already
-    /// committed when auto-commit is on; offsets added to `commits` are committed before the
-    /// coordinator hears the partitions are released.
+    /// These partitions are being given up (a rebalance, or `close`); no record of them is returned
+    /// after this. Offsets added to `commits` are committed, and so are their positions when
+    /// auto-commit is on, before the coordinator hears the partitions are released (so their next
+    /// owner starts there). On a rebalance that commit runs in the background after this returns
+    /// (an offset added here replaces the position); on `close`, the positions are already
+    /// committed and these offsets are committed before leaving.
     fn on_revoked(&mut self, partitions: &[(String, u32)], commits: &mut Commits) {
         let _ = (partitions, commits);
     }
@@ -83,11 +100,21 @@ pub(super) struct Diff {
     pub(super) added: Vec<Tp>,
 }
 
-/// The difference between what is owned and what the coordinator assigns now.
-pub(super) fn diff(owned: &BTreeSet<Tp>, assigned: &BTreeSet<Tp>) -> Diff {
+/// The difference between what is owned and what the coordinator assigns now. A partition still
+/// `releasing` (its final commit not finished) is neither: it is not added back until released,
+/// so that it starts from that commit.
+pub(super) fn diff(
+    owned: &BTreeSet<Tp>,
+    assigned: &BTreeSet<Tp>,
+    releasing: &BTreeSet<Tp>,
+) -> Diff {
     Diff {
         revoked: owned.difference(assigned).cloned().collect(),
-        added: assigned.difference(owned).cloned().collect(),
+        added: assigned
+            .difference(owned)
+            .filter(|tp| !releasing.contains(tp))
+            .cloned()
+            .collect(),
     }
 }
 
@@ -101,14 +128,11 @@ impl GroupConsumer {
             .collect()
     }
 
-    /// Tells the heartbeat task what is owned now, unless a loss this consumer has not handled yet
-    /// cleared it (handling the loss publishes again).
+    /// Tells the heartbeat task what is owned now (releases are kept apart: this cannot end one),
+    /// unless a loss this consumer has not handled yet cleared it (handling the loss publishes
+    /// again).
     fn publish_owned(&self) {
-        let owned = self.owned();
-        let mut m = self.shared.lock();
-        if m.lost == self.seen_lost {
-            m.owned = owned;
-        }
+        self.shared.publish(self.seen_lost, self.owned());
     }
 
     /// One reconciliation step: a loss, revocations, new partitions, and starting those whose
@@ -116,9 +140,9 @@ impl GroupConsumer {
     /// offset under [`OffsetReset::None`]) or the offset lookup failed with an error that is not
     /// retriable; either way it is retried (looked up again, or waits for a seek).
     pub(super) async fn reconcile(&mut self) -> Result<()> {
-        let (lost, assigned) = {
+        let (lost, assigned, releasing) = {
             let m = self.shared.lock();
-            (m.lost, m.assigned.clone())
+            (m.lost, m.assigned.clone(), m.releasing.clone())
         };
         if lost != self.seen_lost {
             self.seen_lost = lost;
@@ -127,9 +151,9 @@ impl GroupConsumer {
         let Some(assigned) = assigned else {
             return Ok(());
         };
-        let d = diff(&self.owned(), &assigned);
+        let d = diff(&self.owned(), &assigned, &releasing);
         if !d.revoked.is_empty() {
-            self.revoke(&d.revoked).await;
+            self.revoke(&d.revoked);
         }
         if !d.added.is_empty() {
             debug!(partitions = ?d.added, "assigned");
@@ -152,6 +176,10 @@ impl GroupConsumer {
         self.reading.clear();
         self.starting.clear();
         self.consumer.assign::<String>(&[]);
+        // The loss cleared the releases already (`Shared::lose`), and none starts before this
+        // consumer has handled it; cleared here too so that nothing released under the lost
+        // membership is ever reported by the next one.
+        self.shared.lock().releasing.clear();
         self.publish_owned();
         if !told.is_empty() {
             if let Some(l) = self.listener.as_mut() {
@@ -160,39 +188,61 @@ impl GroupConsumer {
         }
     }
 
-    /// Gives up `revoked`: commits, the listener, released, heartbeat woken.
-    async fn revoke(&mut self, revoked: &[Tp]) {
+    /// Gives up `revoked` without waiting on the network (see the module docs): positions and the
+    /// listener's commits merged, the partitions no longer read, their commit started in the
+    /// background with them releasing meanwhile.
+    fn revoke(&mut self, revoked: &[Tp]) {
         let (told, silent): (Vec<Tp>, Vec<Tp>) = revoked
             .iter()
             .cloned()
             .partition(|tp| self.reading.contains(tp));
         info!(partitions = ?revoked, "revoking");
-        // Async commits of these partitions must not land after the ones below.
-        self.settle_async_commits().await;
-        let until = Instant::now() + self.revoke_commit_time();
+        // Oldest first, each replaced by the next: what a background commit left queued, the
+        // positions, what the listener adds.
+        let mut offsets = self.async_commits.take_queued_of(revoked);
         if self.config.auto_commit.is_some() {
-            let offsets = self.positions_of(&told);
-            if let Err(e) = self.commit_map(offsets, until).await {
-                warn!(error = %e, "committing the positions of revoked partitions failed; their next owner starts at the last commit");
-            }
+            offsets.extend(self.positions_of(&told));
         }
         if !told.is_empty() {
             if let Some(l) = self.listener.as_mut() {
                 let mut commits = Commits::default();
                 l.on_revoked(&told, &mut commits);
-                if !commits.is_empty() {
-                    if let Err(e) = self.commit_map(commits.into_map(), until).await {
-                        warn!(error = %e, "committing the offsets on_revoked added failed");
-                    }
-                }
+                offsets.extend(commits.into_map());
             }
         }
-        for tp in told.iter().chain(&silent) {
+        for tp in revoked {
             self.reading.remove(tp);
             self.starting.remove(tp);
         }
-        self.forget_commits(revoked);
         self.assign_inner();
+        // Those whose final offsets are still to be stored: read ones (a commit in flight may hold
+        // theirs) and any the commit names.
+        let releasing: BTreeSet<Tp> = revoked
+            .iter()
+            .filter(|tp| told.contains(tp) || offsets.contains_key(*tp))
+            .cloned()
+            .collect();
+        let wait = !releasing.is_empty() && (!offsets.is_empty() || self.async_commits.in_flight());
+        let until = Instant::now() + self.revoke_commit_time();
+        if wait
+            && self
+                .shared
+                .start_release(self.seen_lost, &releasing, self.owned())
+        {
+            let now: Vec<Tp> = silent
+                .into_iter()
+                .filter(|tp| !releasing.contains(tp))
+                .collect();
+            self.forget_commits(&now);
+            self.commit_release(releasing, offsets, until);
+            if !now.is_empty() {
+                self.shared.wake.notify_one();
+            }
+            return;
+        }
+        // Nothing to wait for (or a loss since: nothing is ours to commit, and the next
+        // reconcile drops the rest): released at once.
+        self.forget_commits(revoked);
         self.publish_owned();
         self.shared.wake.notify_one();
     }

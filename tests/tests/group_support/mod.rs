@@ -1,6 +1,6 @@
 //! Helpers of `group_consumer.rs`: a broker with quick group settings, producing, members polling
 //! in their own tasks with a listener that records what it hears, and what they saw; `proxy`: an
-//! admin commit and a proxy that makes offset lookups fail.
+//! admin commit and a proxy that makes offset lookups fail or holds commits back.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,10 +1,11 @@
-//! Raw-frame helpers of `group_consumer.rs`: an admin commit of a group's offsets, and a proxy
-//! that makes a group's offset lookups fail for a while.
+//! Raw-frame helpers of `group_consumer.rs`: an admin commit of a group's offsets, and a proxy in
+//! front of a group's coordinator that makes its offset lookups fail for a while, or holds its
+//! offset commits back.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_protocol::wire::*;
@@ -64,21 +65,35 @@ pub fn admin_commit(broker: SocketAddr, group: &str, topic: &str, offsets: &[(u3
 
 /// A proxy in front of a broker that answers FindCoordinator itself (naming the proxy, so group
 /// requests come through it) and its first `fail` OffsetFetch requests with `NOT_COORDINATOR`
-/// and `COORDINATOR_NOT_AVAILABLE` in turn; everything else passes both ways, frame by frame.
+/// and `COORDINATOR_NOT_AVAILABLE` in turn, and holds every OffsetCommit request back for `hold`
+/// (in order, without holding up the requests behind it); everything else passes both ways, frame
+/// by frame.
 #[derive(Debug)]
 pub struct FaultProxy {
     pub addr: SocketAddr,
     failed: Arc<AtomicU32>,
     finds: Arc<AtomicU32>,
+    commits: Arc<Mutex<Vec<(Instant, Instant)>>>,
 }
 
 impl FaultProxy {
+    /// Failing the first `fail` offset lookups.
     pub fn start(target: SocketAddr, fail: u32) -> FaultProxy {
+        FaultProxy::with(target, fail, Duration::ZERO)
+    }
+
+    /// Holding every offset commit back for `hold`.
+    pub fn holding_commits(target: SocketAddr, hold: Duration) -> FaultProxy {
+        FaultProxy::with(target, 0, hold)
+    }
+
+    fn with(target: SocketAddr, fail: u32, hold: Duration) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let failed = Arc::new(AtomicU32::new(0));
         let finds = Arc::new(AtomicU32::new(0));
-        let (fd, fi) = (failed.clone(), finds.clone());
+        let commits: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+        let (fd, fi, cm) = (failed.clone(), finds.clone(), commits.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(client) = conn else { continue };
@@ -98,8 +113,23 @@ impl FaultProxy {
                     }
                 });
                 let (fd, fi) = (fd.clone(), fi.clone());
+                let to = Arc::new(Mutex::new(server));
+                // Held commits, each with when it arrived, forwarded in order once held long
+                // enough; the time each left is recorded.
+                let (held, holding) = mpsc::channel::<(Instant, Vec<u8>)>();
+                let (to_broker, cm) = (to.clone(), cm.clone());
                 std::thread::spawn(move || {
-                    let (mut from, mut to) = (client, server);
+                    for (at, frame) in holding {
+                        std::thread::sleep((at + hold).saturating_duration_since(Instant::now()));
+                        let left = Instant::now();
+                        if to_broker.lock().unwrap().write_all(&frame).is_err() {
+                            return;
+                        }
+                        cm.lock().unwrap().push((at, left));
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut from = client;
                     while let Some(frame) = read_frame(&mut from) {
                         let api = u16::from_le_bytes([frame[4], frame[5]]);
                         let corr = u32::from_le_bytes([frame[8], frame[9], frame[10], frame[11]]);
@@ -134,7 +164,10 @@ impl FaultProxy {
                                 let bytes: Vec<u8> = encode_response(corr, &r).concat();
                                 to_client.lock().unwrap().write_all(&bytes).is_ok()
                             }
-                            None => to.write_all(&frame).is_ok(),
+                            None if api == ApiKey::OffsetCommit as u16 && !hold.is_zero() => {
+                                held.send((Instant::now(), frame)).is_ok()
+                            }
+                            None => to.lock().unwrap().write_all(&frame).is_ok(),
                         };
                         if !ok {
                             return;
@@ -147,7 +180,13 @@ impl FaultProxy {
             addr,
             failed,
             finds,
+            commits,
         }
+    }
+
+    /// The offset commits held so far: when each reached the proxy and when it left for the broker.
+    pub fn commits(&self) -> Vec<(Instant, Instant)> {
+        self.commits.lock().unwrap().clone()
     }
 
     /// Offset lookups answered with an error so far.
