@@ -7,16 +7,16 @@
 //! groups ([`super::reconcile`] decides), the round's net difference goes through raft as one
 //! proposal (acks `all`), and every request of the round is answered once it is committed and
 //! applied, so the next round starts from it. Reads (offset fetch, describe, list) use the
-//! committed state without queueing.
+//! committed state without queueing. The requests themselves are in `requests.rs`.
 //!
-//! Liveness is the run's own: when each member was last heard from, its processing deadline and
+//! Liveness is the run's own (`liveness.rs`): when each member was last heard from, its processing deadline and
 //! since when it owes a revocation. Nothing of it is replicated; a new coordinator gives every member
 //! a fresh session (a member cannot be evicted for a failover it could not see). A tick, decided in
 //! the round it falls in, evicts members past their session, their deadline or their revocation
 //! time, writes resets whose partitions were released, picks up new partitions of subscribed
 //! topics, and expires offsets.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use sluice_protocol::wire::{Acks, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
-use super::reconcile::{self, Env, Heartbeat, HeartbeatAnswer};
+use super::liveness::Live;
+use super::reconcile::{self, Env};
 use super::round::{self, Round, MAX_ROUND_JOBS};
 use super::OFFSETS_TOPIC;
 use crate::cluster::Cluster;
@@ -37,28 +38,6 @@ use crate::replica::{LeaderContext, LeaderService, Replica, Replicas};
 /// connections) rather than growing the queue.
 const JOB_QUEUE: usize = 4096;
 
-/// A member's timers on this coordinator.
-#[derive(Debug, Clone, Copy)]
-struct Timers {
-    last_seen: Instant,
-    /// The member promised progress until then (`extend_deadline`); `None`: no promise.
-    deadline: Option<Instant>,
-    /// Since when the member owes a revocation.
-    revoking_since: Option<Instant>,
-}
-
-impl Timers {
-    fn fresh(now: Instant) -> Timers {
-        Timers {
-            last_seen: now,
-            deadline: None,
-            revoking_since: None,
-        }
-    }
-}
-
-type Live = HashMap<(String, String), Timers>;
-
 /// Answers a request once its round's write has ended (with that write's outcome).
 type Answer = Box<dyn FnOnce(&Result<()>) + Send>;
 /// A request's decision, made inside a round.
@@ -69,23 +48,23 @@ type Job = Box<dyn FnOnce(&mut Cx<'_>) -> Answer + Send>;
 pub struct Run {
     partition: u32,
     term: u64,
-    replica: Arc<Replica>,
+    pub(super) replica: Arc<Replica>,
     /// Requests for the run's task.
     jobs: mpsc::Sender<Job>,
 }
 
 /// What a decision inside a round sees: the round's groups, the run's timers and the world.
-struct Cx<'a> {
+pub(super) struct Cx<'a> {
     coord: &'a GroupCoordinator,
-    replica: &'a Replica,
-    round: &'a mut Round,
-    live: &'a mut Live,
+    pub(super) replica: &'a Replica,
+    pub(super) round: &'a mut Round,
+    pub(super) live: &'a mut Live,
     topics: &'a BTreeMap<String, u32>,
     now_ms: i64,
 }
 
 impl Cx<'_> {
-    fn env(&self) -> Env<'_> {
+    pub(super) fn env(&self) -> Env<'_> {
         Env {
             now_ms: self.now_ms,
             topics: self.topics,
@@ -94,7 +73,7 @@ impl Cx<'_> {
     }
 
     /// `group` as committed plus this round's earlier decisions (blank if it does not exist).
-    fn group(&mut self, group: &str) -> GroupModel {
+    pub(super) fn group(&mut self, group: &str) -> GroupModel {
         let replica = self.replica;
         self.round
             .group(group, || {
@@ -135,14 +114,14 @@ impl LeaderService for CoordinatorService {
     }
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The group state of an offsets partition's replica (a broken invariant if it keeps another).
-fn read<R>(replica: &Replica, f: impl FnOnce(&Groups) -> R) -> R {
+pub(super) fn read<R>(replica: &Replica, f: impl FnOnce(&Groups) -> R) -> R {
     replica.with_state(|s| {
         let state = s
             .as_any()
@@ -177,7 +156,7 @@ impl GroupCoordinator {
         let _ = self.replicas.set(Arc::downgrade(replicas));
     }
 
-    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Run>>> {
+    pub(super) fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Run>>> {
         self.runs
             .lock()
             .unwrap_or_else(|_| panic!("coordinator runs lock poisoned"))
@@ -302,7 +281,7 @@ impl GroupCoordinator {
                 answers.push(job(&mut cx));
             }
             if ticks {
-                Self::tick(&mut cx);
+                super::liveness::tick(&mut cx);
             }
         }
         let written = self.write(run, &round).await;
@@ -316,7 +295,7 @@ impl GroupCoordinator {
 
     /// Queues a decision for `group`'s run and waits for its answer: its own error, or once its
     /// round is written, that write's outcome.
-    async fn submit<T: Send + 'static>(
+    pub(super) async fn submit<T: Send + 'static>(
         &self,
         group: &str,
         decide: impl FnOnce(&mut Cx<'_>) -> Result<T> + Send + 'static,
@@ -335,8 +314,17 @@ impl GroupCoordinator {
         rx.await.unwrap_or_else(|_| Err(run_ended(run.partition)))
     }
 
+    pub(super) fn new_member_id(&self) -> String {
+        let n = self.next_member.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{}-{:x}-{n}",
+            self.cluster.ctx.node_id,
+            now_ms().rem_euclid(1 << 40)
+        )
+    }
+
     /// The run coordinating `group`, or why there is none here.
-    fn run_for(&self, group: &str) -> Result<Arc<Run>> {
+    pub(super) fn run_for(&self, group: &str) -> Result<Arc<Run>> {
         reconcile::check_group_id(group)?;
         let Some(partition) = self.partition_of(group) else {
             return Err(ServiceError::new(
@@ -373,227 +361,11 @@ impl GroupCoordinator {
             .map_err(not_coordinator)?;
         Ok(())
     }
-
-    fn model(run: &Run, group: &str) -> GroupModel {
-        read(&run.replica, |g| g.get(group).cloned().unwrap_or_default())
-    }
-
-    fn new_member_id(&self) -> String {
-        let n = self.next_member.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{}-{:x}-{n}",
-            self.cluster.ctx.node_id,
-            now_ms().rem_euclid(1 << 40)
-        )
-    }
-
-    /// A member's heartbeat (join, leave, owned partitions). `deadline_ms`: the processing deadline
-    /// it promises from now (0: none).
-    pub async fn heartbeat(
-        &self,
-        group: &str,
-        hb: Heartbeat,
-        deadline_ms: u32,
-    ) -> Result<HeartbeatAnswer> {
-        let group = group.to_string();
-        let new_id = self.new_member_id();
-        self.submit(&group.clone(), move |cx| {
-            let before = cx.group(&group);
-            let (after, answer) = reconcile::heartbeat(&before, &group, &hb, &new_id, &cx.env())?;
-            let now = Instant::now();
-            // Timers of members that are gone (left, or replaced by their static successor).
-            cx.live
-                .retain(|(g, m), _| g != &group || after.members.contains_key(m));
-            let leaving_static = hb.member_epoch == sluice_protocol::wire::STATIC_LEAVE_EPOCH;
-            // A static member gone for now keeps only its session timer (from its last heartbeat).
-            if let Some(m) = after
-                .members
-                .get(&answer.member_id)
-                .filter(|_| !leaving_static)
-            {
-                let t = cx
-                    .live
-                    .entry((group.clone(), answer.member_id.clone()))
-                    .or_insert_with(|| Timers::fresh(now));
-                t.last_seen = now;
-                t.deadline =
-                    (deadline_ms > 0).then(|| now + Duration::from_millis(deadline_ms.into()));
-                t.revoking_since = match (m.revoking.is_empty(), t.revoking_since) {
-                    (true, _) => None,
-                    (false, Some(since)) => Some(since),
-                    (false, None) => Some(now),
-                };
-            }
-            cx.round.decide(&group, after);
-            Ok(answer)
-        })
-        .await
-    }
-
-    /// An offset commit; per-partition outcomes, or a whole-request error.
-    pub async fn commit(
-        &self,
-        group: &str,
-        member_id: &str,
-        member_epoch: i32,
-        offsets: &[(String, u32, u64, String)],
-    ) -> Result<Vec<reconcile::CommitOutcome>> {
-        let (group, member_id, offsets) =
-            (group.to_string(), member_id.to_string(), offsets.to_vec());
-        self.submit(&group.clone(), move |cx| {
-            let before = cx.group(&group);
-            let (after, outcomes) = reconcile::commit(
-                &before,
-                &group,
-                &member_id,
-                member_epoch,
-                &offsets,
-                &cx.env(),
-            )?;
-            cx.round.decide(&group, after);
-            Ok(outcomes)
-        })
-        .await
-    }
-
-    /// The committed groups of `group`'s partition, as they are (for fetch and describe).
-    pub fn group(&self, group: &str) -> Result<Option<GroupModel>> {
-        let run = self.run_for(group)?;
-        Ok(read(&run.replica, |g| g.get(group).cloned()))
-    }
-
-    /// Every group on the offsets partitions this broker leads.
-    pub fn list(&self) -> Vec<(String, GroupModel)> {
-        let runs: Vec<Arc<Run>> = self.runs().values().cloned().collect();
-        let mut out = Vec::new();
-        for run in runs.iter().filter(|r| r.replica.is_leader()) {
-            read(&run.replica, |g| {
-                out.extend(g.groups.iter().map(|(n, m)| (n.clone(), m.clone())))
-            });
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-
-    /// Moves the group's offsets; on a live group the partitions are revoked, moved and handed
-    /// back. Answers once every offset is written, or `REQUEST_TIMED_OUT` if their owners did not
-    /// release them in time (the reset then still completes when they do, or are evicted).
-    pub async fn reset(&self, group: &str, offsets: &[(String, u32, u64)]) -> Result<()> {
-        let run = self.run_for(group)?;
-        let (name, wanted) = (group.to_string(), offsets.to_vec());
-        self.submit(group, move |cx| {
-            let before = cx.group(&name);
-            let after = reconcile::reset(&before, &name, &wanted, &cx.env())?;
-            cx.round.decide(&name, after);
-            Ok(())
-        })
-        .await?;
-        // Owners release the partitions on their next heartbeats; the tick writes each offset
-        // once its partition is free (or its owner was evicted).
-        let wait = self.config.session_timeout + self.config.heartbeat_interval * 2;
-        let deadline = Instant::now() + wait;
-        while reconcile::reset_pending(&Self::model(&run, group), offsets) {
-            if Instant::now() >= deadline {
-                return Err(ServiceError::new(
-                    ErrorCode::REQUEST_TIMED_OUT,
-                    format!("members of group {group} did not release the partitions within {wait:?}; the reset completes when they do"),
-                ));
-            }
-            if !run.replica.is_leader() {
-                return Err(not_coordinator(ServiceError::not_leader(None)));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    /// Sets the group's own session timeout and heartbeat interval (`reconcile::alter_config`).
-    /// Members get the new interval with their next heartbeat; a new session applies to members
-    /// that join after it and ask for none.
-    pub async fn alter_config(&self, group: &str, configs: &[(String, String)]) -> Result<()> {
-        let (name, configs) = (group.to_string(), configs.to_vec());
-        self.submit(group, move |cx| {
-            let before = cx.group(&name);
-            let after = reconcile::alter_config(&before, &name, &configs, &cx.env())?;
-            cx.round.decide(&name, after);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Deletes a group without members.
-    pub async fn delete(&self, group: &str) -> Result<()> {
-        let name = group.to_string();
-        self.submit(group, move |cx| {
-            let before = cx.group(&name);
-            let exists = before != GroupModel::default();
-            let after = reconcile::delete(exists.then_some(&before), &name)?;
-            cx.round.decide(&name, after);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Evictions, finished resets, new partitions and offset expiry, for every group of the run
-    /// (as this round's earlier decisions left them).
-    fn tick(cx: &mut Cx<'_>) {
-        let now = Instant::now();
-        let mut names: Vec<String> = read(cx.replica, |g| g.groups.keys().cloned().collect());
-        names.extend(cx.round.touched().map(str::to_string));
-        names.sort();
-        names.dedup();
-        let mut present = HashSet::new();
-        for name in &names {
-            let before = cx.group(name);
-            let mut evict = Vec::new();
-            for (id, m) in &before.members {
-                present.insert((name.clone(), id.clone()));
-                let t = cx
-                    .live
-                    .entry((name.clone(), id.clone()))
-                    .or_insert_with(|| Timers::fresh(now));
-                let session = Duration::from_millis(m.session_timeout_ms.into());
-                let why = if now.duration_since(t.last_seen) > session {
-                    Some("session timed out")
-                } else if t.deadline.is_some_and(|d| now > d) {
-                    Some("processing deadline passed")
-                } else if t
-                    .revoking_since
-                    .is_some_and(|s| now.duration_since(s) > session)
-                {
-                    Some("revocation not acknowledged within the session timeout")
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    tracing::info!(group = %name, member = %id, why, "evicting group member");
-                    evict.push(id.clone());
-                }
-            }
-            let env = cx.env();
-            let after = if evict.is_empty() {
-                let mut g = before.clone();
-                // Members: new partitions of their topics; resets: released partitions; no group
-                // record yet (offsets committed by an admin): start its retention clock.
-                if !g.members.is_empty() || g.meta.as_ref().is_none_or(|m| !m.resetting.is_empty())
-                {
-                    reconcile::refresh(&mut g, name, &env, false);
-                }
-                reconcile::expire(&g, &env).unwrap_or(g)
-            } else {
-                reconcile::remove_members(&before, name, &evict, &env)
-            };
-            if after != before {
-                cx.round.decide(name, after);
-            }
-        }
-        cx.live.retain(|k, _| present.contains(k));
-    }
 }
 
 /// A write that failed because this replica no longer leads tells the client to find the new
 /// coordinator.
-fn not_coordinator(e: ServiceError) -> ServiceError {
+pub(super) fn not_coordinator(e: ServiceError) -> ServiceError {
     if e.code == ErrorCode::NOT_LEADER {
         ServiceError::new(
             ErrorCode::NOT_COORDINATOR,

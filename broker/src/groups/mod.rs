@@ -4,6 +4,8 @@
 //!
 //! - [`coordinator`]: the runs (one task per offsets partition led here, deciding queued requests
 //!   in rounds), liveness timers and tick, and writing decisions through raft;
+//! - `requests`: heartbeats, commits, resets, deletion and reads, as decisions queued to a run;
+//! - `liveness`: members' timers and the tick (eviction, released resets, new partitions, expiry);
 //! - [`reconcile`]: the membership decisions, pure (heartbeat, reconciliation, eviction);
 //! - [`round`]: a round of decisions on a working copy of the groups, encoded as one proposal;
 //! - [`settings`]: a group's own session and heartbeat interval over the broker's, pure;
@@ -15,8 +17,10 @@
 
 pub mod assign;
 pub mod coordinator;
+mod liveness;
 pub mod offsets;
 pub mod reconcile;
+mod requests;
 pub mod round;
 pub mod settings;
 pub mod subscription;
