@@ -12,10 +12,12 @@
 //!   group of 100 does to the partitions that stay and to those that move, in heartbeat intervals.
 //! - `idle`: CPU per broker of an idle cluster holding many replicated partitions, against the same
 //!   cluster with no topic.
+//! - `window`: the window operator's engine alone, events/s per window kind against parsing only.
 
 mod idle;
 mod load;
 mod storage;
+mod window;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +46,9 @@ enum Command {
     Group(load::group::GroupArgs),
     /// CPU an idle cluster with many replicated partitions uses, per broker.
     Idle(idle::Args),
+    /// The window operator's engine alone: events/s into tumbling, sliding and session windows
+    /// against parsing the events only.
+    Window(window::Args),
 }
 
 fn main() {
@@ -78,6 +83,7 @@ fn main() {
         Command::Replication(args) => load::replication::run(args),
         Command::Group(args) => load::group::run(args),
         Command::Idle(args) => idle::run(args),
+        Command::Window(args) => window::run(args).map_err(Into::into),
     };
     if let Err(e) = result {
         eprintln!("sluice-bench: {e}");

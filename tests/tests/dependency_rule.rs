@@ -1,7 +1,7 @@
 //! The workspace dependency rule (docs/architecture.md): `protocol` <- `storage` <- `broker`
 //! (whose binary also uses `client` for its command-line client commands),
-//! `protocol` <- `client` <- `bench` (bench also drives storage for its micro-benchmarks), `tests` may use
-//! everything. Read from `cargo metadata`, so any new edge that breaks the rule fails this test.
+//! `protocol` <- `client` <- `bench` (bench also drives storage for its micro-benchmarks), `window`
+//! (pure, no workspace dependency) <- `broker`, `bench`; `tests` may use everything. Read from `cargo metadata`, so any new edge that breaks the rule fails this test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -12,15 +12,27 @@ use serde_json::Value;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("sluice-protocol", &[]),
     ("sluice-storage", &["sluice-protocol"]),
+    // The window operator's semantics, pure: nothing of the workspace.
+    ("sluice-window", &[]),
     // The `sluice` binary's client commands (topic, produce, consume) use the client library.
     (
         "sluice-broker",
-        &["sluice-protocol", "sluice-storage", "sluice-client"],
+        &[
+            "sluice-protocol",
+            "sluice-storage",
+            "sluice-client",
+            "sluice-window",
+        ],
     ),
     ("sluice-client", &["sluice-protocol"]),
     (
         "sluice-bench",
-        &["sluice-protocol", "sluice-client", "sluice-storage"],
+        &[
+            "sluice-protocol",
+            "sluice-client",
+            "sluice-storage",
+            "sluice-window",
+        ],
     ),
     (
         "sluice-tests",
@@ -30,6 +42,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sluice-broker",
             "sluice-client",
             "sluice-bench",
+            "sluice-window",
         ],
     ),
 ];

@@ -8,9 +8,11 @@
 //!   disorder, lateness, idle timeout, state limit), parsed from the CLI's strings and checked;
 //! - [`extract`]: a record's event time and value, or why they cannot be read;
 //! - [`acc`]: the mergeable accumulator, the sink key and the JSON result;
-//! - [`operator`]: windows, watermark, firing, late records, session merging, state bounds.
+//! - [`operator`]: windows, watermark, firing, late records, session merging, state bounds;
+//! - [`codec`]: the state as bytes for checkpoints and snapshots, damage an error.
 
 pub mod acc;
+pub mod codec;
 pub mod extract;
 pub mod operator;
 pub mod spec;

@@ -77,9 +77,9 @@ pub struct Stats {
 
 /// One window (tumbling or session) or slice (sliding), by start.
 #[derive(Debug, Clone, PartialEq)]
-struct Win {
-    end: i64,
-    acc: Acc,
+pub(crate) struct Win {
+    pub(crate) end: i64,
+    pub(crate) acc: Acc,
 }
 
 /// Per-key bytes of bookkeeping besides the key itself (map entries, the timers' key handles).
@@ -94,19 +94,19 @@ const TIMER_BYTES: u64 = 48;
 pub struct Operator {
     spec: Spec,
     needs_value: bool,
-    max_time: Option<i64>,
-    watermark: Option<i64>,
-    keys: HashMap<Bytes, BTreeMap<i64, Win>>,
+    pub(crate) max_time: Option<i64>,
+    pub(crate) watermark: Option<i64>,
+    pub(crate) keys: HashMap<Bytes, BTreeMap<i64, Win>>,
     /// `(end, key)`: a window of `key` ending at `end` fires when the watermark reaches it.
-    fire_at: BTreeSet<(i64, Bytes)>,
+    pub(crate) fire_at: BTreeSet<(i64, Bytes)>,
     /// `(at, key)`: some state of `key` can be dropped once the watermark reaches `at`.
-    drop_at: BTreeSet<(i64, Bytes)>,
+    pub(crate) drop_at: BTreeSet<(i64, Bytes)>,
     windows: u64,
     bytes: u64,
-    late: u64,
-    bad: u64,
-    emitted: u64,
-    failed: Option<StateLimit>,
+    pub(crate) late: u64,
+    pub(crate) bad: u64,
+    pub(crate) emitted: u64,
+    pub(crate) failed: Option<StateLimit>,
 }
 
 impl Operator {
@@ -261,6 +261,26 @@ impl Operator {
         self.watermark = Some(to);
         self.fire_and_drop(None, out);
         self.check_limit()
+    }
+
+    /// Recomputes the window count and the state size from the keys and timers (after a decode).
+    pub(crate) fn recount(&mut self) {
+        self.windows = self.keys.values().map(|w| w.len() as u64).sum();
+        self.bytes = self
+            .keys
+            .keys()
+            .map(|k| k.len() as u64 + KEY_BYTES)
+            .sum::<u64>()
+            + self.windows * WIN_BYTES
+            + (self.fire_at.len() + self.drop_at.len()) as u64 * TIMER_BYTES;
+    }
+
+    /// Marks the operator failed at a state of `bytes` (a decoded failure).
+    pub(crate) fn fail_at(&mut self, bytes: u64) {
+        self.failed = Some(StateLimit {
+            bytes,
+            limit: self.spec.max_state_bytes,
+        });
     }
 
     fn check_limit(&mut self) -> Result<(), StateLimit> {

@@ -1,0 +1,196 @@
+//! `sluice-bench window`: the window operator's engine (`sluice-window`) alone, in this process: how
+//! many events per second one core folds into tumbling, sliding and session windows, against a
+//! baseline measured in the same run that only reads each event's time and value (the JSON parse
+//! every operator pays). No broker, no log, no sink: this is the ceiling the in-broker operator
+//! (`sluice-bench operator`, with the issue's goals) can reach, and where its time goes.
+//!
+//! Events are ~100-byte JSON objects (`{"ts":…,"user":"user-N","amount":…,"pad":"…"}`) over
+//! `--keys` keys, in event-time order with bounded disorder, built in memory before timing.
+
+use std::time::Instant;
+
+use sluice_window::extract;
+use sluice_window::spec::{parse_aggregates, parse_window};
+use sluice_window::{Input, Operator, Spec, TimeSource, ValueSource};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Events per run.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// Event-time milliseconds between consecutive events (so 1 means 1,000 events/s of event
+    /// time; a 10 s tumbling window then holds 10,000 events).
+    #[arg(long, default_value_t = 1)]
+    ms_per_event: i64,
+    /// Runs of each kind; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+struct Event {
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// Deterministic pseudo-random numbers (xorshift), so every run folds the same stream.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn events(a: &Args) -> Vec<Event> {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let base = 1_700_000_000_000i64;
+    (0..a.events)
+        .map(|i| {
+            let user = next(&mut rng) % a.keys as u64;
+            // Up to 2 s behind the front: the 5 s out-of-orderness below admits all of it.
+            let jitter = (next(&mut rng) % 2000) as i64;
+            let ts = base + i as i64 * a.ms_per_event - jitter;
+            let amount = (next(&mut rng) % 10_000) as f64 / 100.0;
+            let value = format!(
+                r#"{{"ts":{ts},"user":"user-{user}","amount":{amount},"pad":"{}"}}"#,
+                "x".repeat(24)
+            );
+            Event {
+                key: format!("user-{user}").into_bytes(),
+                value: value.into_bytes(),
+            }
+        })
+        .collect()
+}
+
+fn spec(window: &str) -> Result<Spec, String> {
+    let spec = Spec {
+        window: parse_window(window).map_err(|e| e.to_string())?,
+        time: TimeSource::Field("ts".into()),
+        value: ValueSource::Field("amount".into()),
+        aggregates: parse_aggregates("count,sum").map_err(|e| e.to_string())?,
+        out_of_orderness_ms: 5_000,
+        allowed_lateness_ms: 0,
+        idle_timeout_ms: None,
+        max_state_bytes: 4 << 30,
+    };
+    spec.check().map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+/// Events per second of one fold of `events` through `window` (`None`: the parse-only baseline),
+/// with the outputs written and the largest state seen.
+fn fold(events: &[Event], window: Option<&str>) -> Result<(f64, u64, u64), String> {
+    let mut out = Vec::with_capacity(1024);
+    let started = Instant::now();
+    let (mut emitted, mut peak) = (0u64, 0u64);
+    match window {
+        None => {
+            let (t, v) = (
+                TimeSource::Field("ts".into()),
+                ValueSource::Field("amount".into()),
+            );
+            let mut sum = 0.0;
+            for (i, e) in events.iter().enumerate() {
+                if let Ok(r) = extract::read(&t, &v, true, 0, 0, Some(&e.value)) {
+                    sum += r.value.unwrap_or(0.0) + (r.time_ms & 1) as f64;
+                }
+                emitted += u64::from(i == 0);
+            }
+            std::hint::black_box(sum);
+        }
+        Some(w) => {
+            let mut op = Operator::new(spec(w)?);
+            for (i, e) in events.iter().enumerate() {
+                op.process(
+                    Input {
+                        offset: i as u64,
+                        timestamp_ms: 0,
+                        processing_ms: 0,
+                        key: Some(&e.key),
+                        value: Some(&e.value),
+                    },
+                    &mut out,
+                )
+                .map_err(|e| e.to_string())?;
+                emitted += out.len() as u64;
+                out.clear();
+                if i % 65_536 == 0 {
+                    peak = peak.max(op.stats().state_bytes);
+                }
+            }
+            peak = peak.max(op.stats().state_bytes);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok((events.len() as f64 / secs, emitted, peak))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(a: Args) -> Result<(), String> {
+    if a.events == 0 || a.keys == 0 || a.runs == 0 || a.ms_per_event <= 0 {
+        return Err("--events, --keys, --runs and --ms-per-event must be positive".into());
+    }
+    let events = events(&a);
+    let bytes: usize = events.iter().map(|e| e.value.len()).sum();
+    println!(
+        "window engine: {} events of {:.0} B average over {} keys, {} ms of event time each, 5 s out-of-orderness, count+sum; median of {} runs on one core",
+        a.events,
+        bytes as f64 / a.events as f64,
+        a.keys,
+        a.ms_per_event,
+        a.runs
+    );
+    let kinds: [(&str, Option<&str>); 4] = [
+        ("parse only (baseline)", None),
+        ("tumbling:10s", Some("tumbling:10s")),
+        ("sliding:10s:1s", Some("sliding:10s:1s")),
+        ("session:1s", Some("session:1s")),
+    ];
+    println!(
+        "{:<24} {:>14} {:>12} {:>16} {:>12}",
+        "kind", "events/s", "vs parse", "peak state MiB", "emitted"
+    );
+    let mut json = serde_json::Map::new();
+    let mut baseline = 0.0;
+    let mut tumbling = 0.0;
+    for (name, window) in kinds {
+        let mut rates = Vec::new();
+        let (mut emitted, mut peak) = (0, 0);
+        for _ in 0..a.runs {
+            let (rate, e, p) = fold(&events, window)?;
+            rates.push(rate);
+            (emitted, peak) = (e, p);
+        }
+        let rate = median(rates);
+        if window.is_none() {
+            baseline = rate;
+        }
+        if name.starts_with("tumbling") {
+            tumbling = rate;
+        }
+        println!(
+            "{name:<24} {rate:>14.0} {:>12.3} {:>16.1} {emitted:>12}",
+            rate / baseline,
+            peak as f64 / (1 << 20) as f64
+        );
+        let k = name.split(':').next().unwrap_or(name).replace(' ', "_");
+        json.insert(format!("{k}_events_per_s"), rate.round().into());
+        json.insert(format!("{k}_state_bytes"), peak.into());
+    }
+    if let Some(s) = json
+        .get("sliding_events_per_s")
+        .and_then(serde_json::Value::as_f64)
+    {
+        println!("sliding / tumbling: {:.3}", s / tumbling);
+        json.insert("sliding_vs_tumbling".into(), (s / tumbling).into());
+    }
+    println!("{}", serde_json::Value::Object(json));
+    Ok(())
+}
