@@ -9,6 +9,7 @@
 //! - [`extract`]: a record's event time and value, or why they cannot be read;
 //! - [`acc`]: the mergeable accumulator, the sink key and the JSON result;
 //! - [`operator`]: windows, watermark, firing, late records, session merging, state bounds;
+//! - `timers`: per-key pending window ends and the fire and drop queues;
 //! - [`codec`]: the state as bytes for checkpoints and snapshots, damage an error.
 
 pub mod acc;
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod extract;
 pub mod operator;
 pub mod spec;
+mod timers;
 
 pub use operator::{Input, Operator, Output, StateLimit, Stats};
 pub use spec::{Aggregate, Spec, SpecError, TimeSource, ValueSource, WindowKind};

@@ -18,13 +18,14 @@
 //! once, when it is made; sliding windows keep slide-sized slices and register each window end
 //! their slice belongs to once per slice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use crate::acc::{result_json, sink_key, Acc, Stamped, ACC_BYTES};
+use crate::acc::{result_json, sink_key, Acc, Stamped};
 use crate::extract::{self, Bad};
 use crate::spec::{Spec, WindowKind};
+use crate::timers::{KeyState, Queue, Win, KEY_BYTES, TIMER_BYTES, WIN_BYTES};
 
 /// A source record as the operator reads it.
 #[derive(Debug, Clone, Copy)]
@@ -75,34 +76,20 @@ pub struct Stats {
     pub failed: Option<String>,
 }
 
-/// One window (tumbling or session) or slice (sliding), by start.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Win {
-    pub(crate) end: i64,
-    pub(crate) acc: Acc,
-}
-
-/// Per-key bytes of bookkeeping besides the key itself (map entries, the timers' key handles).
-const KEY_BYTES: u64 = 64;
-/// Per window or slice: its accumulator, bounds and map entry.
-const WIN_BYTES: u64 = ACC_BYTES + 48;
-/// Per timer entry.
-const TIMER_BYTES: u64 = 48;
-
 /// The operator state of one source partition.
 #[derive(Debug, Clone)]
 pub struct Operator {
-    spec: Spec,
+    pub(crate) spec: Spec,
     needs_value: bool,
     pub(crate) max_time: Option<i64>,
     pub(crate) watermark: Option<i64>,
-    pub(crate) keys: HashMap<Bytes, BTreeMap<i64, Win>>,
-    /// `(end, key)`: a window of `key` ending at `end` fires when the watermark reaches it.
-    pub(crate) fire_at: BTreeSet<(i64, Bytes)>,
-    /// `(at, key)`: some state of `key` can be dropped once the watermark reaches `at`.
-    pub(crate) drop_at: BTreeSet<(i64, Bytes)>,
-    windows: u64,
-    bytes: u64,
+    pub(crate) keys: HashMap<Bytes, KeyState>,
+    /// Keys waiting for the watermark to reach their smallest pending window end (`timers.rs`).
+    pub(crate) fire_at: Queue,
+    /// Keys waiting for the watermark to reach their first window's drop time.
+    pub(crate) drop_at: Queue,
+    pub(crate) windows: u64,
+    pub(crate) bytes: u64,
     pub(crate) late: u64,
     pub(crate) bad: u64,
     pub(crate) emitted: u64,
@@ -119,8 +106,8 @@ impl Operator {
             max_time: None,
             watermark: None,
             keys: HashMap::new(),
-            fire_at: BTreeSet::new(),
-            drop_at: BTreeSet::new(),
+            fire_at: Queue::new(),
+            drop_at: Queue::new(),
             windows: 0,
             bytes: 0,
             late: 0,
@@ -189,29 +176,22 @@ impl Operator {
                 let start = t.div_euclid(size_ms).saturating_mul(size_ms);
                 let end = start.saturating_add(size_ms);
                 if !self.closed(end) {
-                    self.add(&key, start, end, stamped, end);
+                    self.add(&key, start, end, stamped);
                     touched.push((start, end));
                 }
             }
             WindowKind::Sliding { size_ms, slide_ms } => {
                 let slice = t.div_euclid(slide_ms).saturating_mul(slide_ms);
                 if !self.closed(slice.saturating_add(size_ms)) {
-                    let added = self.add(
-                        &key,
-                        slice,
-                        slice.saturating_add(slide_ms),
-                        stamped,
-                        slice.saturating_add(size_ms),
-                    );
+                    let added = self.add(&key, slice, slice.saturating_add(slide_ms), stamped);
                     if added {
                         // A new slice: each window it belongs to fires at its end.
                         let mut end = slice.saturating_add(slide_ms);
                         while end <= slice.saturating_add(size_ms) {
-                            if self.watermark.is_none_or(|w| end > w) {
-                                self.timer_fire(end, &key);
-                            }
+                            self.pend(&key, end);
                             end = end.saturating_add(slide_ms);
                         }
+                        self.rearm(&key);
                     }
                     let mut start = slice;
                     while start.saturating_add(size_ms) > t {
@@ -263,16 +243,23 @@ impl Operator {
         self.check_limit()
     }
 
-    /// Recomputes the window count and the state size from the keys and timers (after a decode).
+    /// Recomputes the window count and the state size from the keys and queues (after a decode).
     pub(crate) fn recount(&mut self) {
-        self.windows = self.keys.values().map(|w| w.len() as u64).sum();
+        self.windows = self.keys.values().map(|k| k.windows.len() as u64).sum();
+        let pending: u64 = self.keys.values().map(|k| k.pending.len() as u64).sum();
+        let queued: u64 = self
+            .fire_at
+            .values()
+            .chain(self.drop_at.values())
+            .map(|v| v.len() as u64)
+            .sum();
         self.bytes = self
             .keys
             .keys()
             .map(|k| k.len() as u64 + KEY_BYTES)
             .sum::<u64>()
             + self.windows * WIN_BYTES
-            + (self.fire_at.len() + self.drop_at.len()) as u64 * TIMER_BYTES;
+            + (pending + queued) * TIMER_BYTES;
     }
 
     /// Marks the operator failed at a state of `bytes` (a decoded failure).
@@ -302,33 +289,21 @@ impl Operator {
             return k.clone();
         }
         let k = Bytes::copy_from_slice(key);
-        self.keys.insert(k.clone(), BTreeMap::new());
+        self.keys.insert(k.clone(), KeyState::default());
         self.bytes += k.len() as u64 + KEY_BYTES;
         k
     }
 
-    fn timer_fire(&mut self, at: i64, key: &Bytes) {
-        if self.fire_at.insert((at, key.clone())) {
-            self.bytes += TIMER_BYTES;
-        }
-    }
-
-    fn timer_drop(&mut self, at: i64, key: &Bytes) {
-        if self.drop_at.insert((at, key.clone())) {
-            self.bytes += TIMER_BYTES;
-        }
-    }
-
-    /// Adds to the window or slice of `key` at `start` (made if missing: its fire timer at `end`
-    /// for tumbling windows, its drop timer at `last_end + lateness`). Whether it was made.
-    fn add(&mut self, key: &Bytes, start: i64, end: i64, s: Stamped, last_end: i64) -> bool {
+    /// Adds to the window or slice of `key` at `start` (made if missing; a tumbling window then
+    /// waits to fire at `end`, and the key is re-armed). Whether it was made.
+    fn add(&mut self, key: &Bytes, start: i64, end: i64, s: Stamped) -> bool {
         let tumbling = matches!(self.spec.window, WindowKind::Tumbling { .. });
-        let windows = self.keys.entry(key.clone()).or_default();
-        if let Some(w) = windows.get_mut(&start) {
+        let ks = self.keys.entry(key.clone()).or_default();
+        if let Some(w) = ks.windows.get_mut(&start) {
             w.acc.add(s);
             return false;
         }
-        windows.insert(
+        ks.windows.insert(
             start,
             Win {
                 end,
@@ -337,10 +312,10 @@ impl Operator {
         );
         self.windows += 1;
         self.bytes += WIN_BYTES;
-        if tumbling && self.watermark.is_none_or(|w| end > w) {
-            self.timer_fire(end, key);
+        if tumbling {
+            self.pend(key, end);
+            self.rearm(key);
         }
-        self.timer_drop(last_end.saturating_add(self.spec.allowed_lateness_ms), key);
         true
     }
 
@@ -355,26 +330,29 @@ impl Operator {
         out: &mut Vec<Output>,
     ) -> (i64, i64) {
         let watermark = self.watermark;
-        let windows = self.keys.entry(key.clone()).or_default();
-        let absorbed: Vec<i64> = windows
+        let ks = self.keys.entry(key.clone()).or_default();
+        let absorbed: Vec<i64> = ks
+            .windows
             .range(..=end)
             .filter(|(_, w)| w.end >= t)
             .map(|(start, _)| *start)
             .collect();
         let (mut start, mut merged_end, mut acc) = (t, end, Acc::of(s));
         let mut fired = Vec::new();
+        let mut unpended = 0;
         for a in &absorbed {
-            let Some(w) = windows.remove(a) else {
+            let Some(w) = ks.windows.remove(a) else {
                 unreachable!("absorbed windows were just listed")
             };
             if watermark.is_some_and(|wm| w.end <= wm) {
                 fired.push((*a, w.end));
             }
+            unpended += u64::from(ks.pending.remove(&w.end));
             start = start.min(*a);
             merged_end = merged_end.max(w.end);
             acc.merge(&w.acc);
         }
-        windows.insert(
+        ks.windows.insert(
             start,
             Win {
                 end: merged_end,
@@ -382,7 +360,8 @@ impl Operator {
             },
         );
         self.windows = self.windows + 1 - absorbed.len() as u64;
-        self.bytes = self.bytes + WIN_BYTES - WIN_BYTES * absorbed.len() as u64;
+        self.bytes =
+            self.bytes + WIN_BYTES - WIN_BYTES * absorbed.len() as u64 - TIMER_BYTES * unpended;
         for (a, a_end) in fired.into_iter().filter(|(a, _)| *a != start) {
             self.emitted += 1;
             out.push(Output::Sink {
@@ -391,20 +370,15 @@ impl Operator {
                 timestamp_ms: a_end.saturating_sub(1),
             });
         }
-        if watermark.is_none_or(|w| merged_end > w) {
-            self.timer_fire(merged_end, key);
-        }
-        self.timer_drop(
-            merged_end.saturating_add(self.spec.allowed_lateness_ms),
-            key,
-        );
+        self.pend(key, merged_end);
+        self.rearm(key);
         (start, merged_end)
     }
 
     /// The result of `key`'s window `[start, end)` (sliding: merged from its slices); `None` if it
     /// holds nothing.
     fn result(&self, key: &Bytes, start: i64, end: i64) -> Option<Acc> {
-        let windows = self.keys.get(key)?;
+        let windows = &self.keys.get(key)?.windows;
         match self.spec.window {
             WindowKind::Sliding { .. } => {
                 let mut slices = windows.range(start..end).map(|(_, w)| &w.acc);
@@ -421,7 +395,7 @@ impl Operator {
         }
     }
 
-    fn emit(&mut self, key: &Bytes, start: i64, end: i64, out: &mut Vec<Output>) {
+    pub(crate) fn emit(&mut self, key: &Bytes, start: i64, end: i64, out: &mut Vec<Output>) {
         let Some(acc) = self.result(key, start, end) else {
             return;
         };
@@ -432,71 +406,5 @@ impl Operator {
             value: Some(Bytes::from(value)),
             timestamp_ms: end.saturating_sub(1),
         });
-    }
-
-    /// Fires every window whose end the watermark reached (but those of `touched` for `key`,
-    /// written already), then drops what can no longer change.
-    fn fire_and_drop(&mut self, touched: Option<(&Bytes, &[(i64, i64)])>, out: &mut Vec<Output>) {
-        let Some(w) = self.watermark else { return };
-        while let Some((end, key)) = self.fire_at.first().cloned() {
-            if end > w {
-                break;
-            }
-            self.fire_at.pop_first();
-            self.bytes -= TIMER_BYTES;
-            let starts: Vec<i64> = match self.spec.window {
-                WindowKind::Tumbling { size_ms } => vec![end.saturating_sub(size_ms)],
-                WindowKind::Sliding { size_ms, .. } => vec![end.saturating_sub(size_ms)],
-                WindowKind::Session { .. } => self
-                    .keys
-                    .get(&key)
-                    .map(|ws| {
-                        ws.iter()
-                            .filter(|(_, win)| win.end == end)
-                            .map(|(s, _)| *s)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            };
-            for start in starts {
-                let written = touched.is_some_and(|(k, t)| *k == key && t.contains(&(start, end)));
-                if !written {
-                    self.emit(&key, start, end, out);
-                }
-            }
-        }
-        while let Some((at, key)) = self.drop_at.first().cloned() {
-            if at > w {
-                break;
-            }
-            self.drop_at.pop_first();
-            self.bytes -= TIMER_BYTES;
-            self.drop_closed(&key, w);
-        }
-    }
-
-    /// Drops `key`'s windows (slices) that no window still open needs, and the key if none is left.
-    fn drop_closed(&mut self, key: &Bytes, w: i64) {
-        let lateness = self.spec.allowed_lateness_ms;
-        let last_end = |start: i64, win: &Win| match self.spec.window {
-            WindowKind::Sliding { size_ms, .. } => start.saturating_add(size_ms),
-            _ => win.end,
-        };
-        let Some(windows) = self.keys.get_mut(key) else {
-            return;
-        };
-        let before = windows.len() as u64;
-        windows.retain(|start, win| last_end(*start, win).saturating_add(lateness) > w);
-        let dropped = before - windows.len() as u64;
-        self.windows -= dropped;
-        self.bytes -= WIN_BYTES * dropped;
-        self.forget_if_empty(key);
-    }
-
-    fn forget_if_empty(&mut self, key: &Bytes) {
-        if self.keys.get(key).is_some_and(BTreeMap::is_empty) {
-            self.keys.remove(key);
-            self.bytes -= key.len() as u64 + KEY_BYTES;
-        }
     }
 }
