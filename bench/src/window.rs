@@ -16,15 +16,16 @@ use sluice_window::{Input, Operator, Spec, TimeSource, ValueSource};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Events per run.
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = 4_000_000)]
     events: usize,
     /// Distinct keys.
     #[arg(long, default_value_t = 10_000)]
     keys: usize,
-    /// Event-time milliseconds between consecutive events (so 1 means 1,000 events/s of event
-    /// time; a 10 s tumbling window then holds 10,000 events).
-    #[arg(long, default_value_t = 1)]
-    ms_per_event: i64,
+    /// Events per second of event time: how densely the stream fills its windows. At the default
+    /// a 10 s window holds ~100 events per key over 10,000 keys and the 4 M events span 40 s;
+    /// 1000 gives ~1 event per key and window, where writing results dominates.
+    #[arg(long, default_value_t = 100_000)]
+    event_rate: u64,
     /// Runs of each kind; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -51,7 +52,7 @@ fn events(a: &Args) -> Vec<Event> {
             let user = next(&mut rng) % a.keys as u64;
             // Up to 2 s behind the front: the 5 s out-of-orderness below admits all of it.
             let jitter = (next(&mut rng) % 2000) as i64;
-            let ts = base + i as i64 * a.ms_per_event - jitter;
+            let ts = base + (i as u64 * 1000 / a.event_rate) as i64 - jitter;
             let amount = (next(&mut rng) % 10_000) as f64 / 100.0;
             let value = format!(
                 r#"{{"ts":{ts},"user":"user-{user}","amount":{amount},"pad":"{}"}}"#,
@@ -134,17 +135,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    if a.events == 0 || a.keys == 0 || a.runs == 0 || a.ms_per_event <= 0 {
-        return Err("--events, --keys, --runs and --ms-per-event must be positive".into());
+    if a.events == 0 || a.keys == 0 || a.runs == 0 || a.event_rate == 0 {
+        return Err("--events, --keys, --runs and --event-rate must be positive".into());
     }
     let events = events(&a);
     let bytes: usize = events.iter().map(|e| e.value.len()).sum();
     println!(
-        "window engine: {} events of {:.0} B average over {} keys, {} ms of event time each, 5 s out-of-orderness, count+sum; median of {} runs on one core",
+        "window engine: {} events of {:.0} B average over {} keys, {} events per second of event time, 5 s out-of-orderness, count+sum; median of {} runs on one core",
         a.events,
         bytes as f64 / a.events as f64,
         a.keys,
-        a.ms_per_event,
+        a.event_rate,
         a.runs
     );
     let kinds: [(&str, Option<&str>); 4] = [

@@ -169,61 +169,78 @@ impl Operator {
             value: read.value.unwrap_or(0.0),
         };
         let key = self.key_handle(rec.key.unwrap_or_default());
-        // The windows (by start, end) the record went into, and results to write first.
-        let mut touched: Vec<(i64, i64)> = Vec::new();
-        match self.spec.window {
+        let before = self.watermark;
+        // The window the record went into (tumbling; sessions: the merged one), and whether any
+        // window accepted it.
+        let mut own: Option<(i64, i64)> = None;
+        let accepted = match self.spec.window {
             WindowKind::Tumbling { size_ms } => {
                 let start = t.div_euclid(size_ms).saturating_mul(size_ms);
                 let end = start.saturating_add(size_ms);
-                if !self.closed(end) {
+                let open = !self.closed(end);
+                if open {
                     self.add(&key, start, end, stamped);
-                    touched.push((start, end));
+                    own = Some((start, end));
                 }
+                open
             }
             WindowKind::Sliding { size_ms, slide_ms } => {
+                // The newest window holding `t` closes last: if it is closed, all are.
                 let slice = t.div_euclid(slide_ms).saturating_mul(slide_ms);
-                if !self.closed(slice.saturating_add(size_ms)) {
-                    let added = self.add(&key, slice, slice.saturating_add(slide_ms), stamped);
-                    if added {
-                        // A new slice: each window it belongs to fires at its end.
-                        let mut end = slice.saturating_add(slide_ms);
-                        while end <= slice.saturating_add(size_ms) {
-                            self.pend(&key, end);
-                            end = end.saturating_add(slide_ms);
-                        }
-                        self.rearm(&key);
+                let open = !self.closed(slice.saturating_add(size_ms));
+                if open && self.add(&key, slice, slice.saturating_add(slide_ms), stamped) {
+                    // A new slice: each window it belongs to fires at its end.
+                    let mut end = slice.saturating_add(slide_ms);
+                    while end <= slice.saturating_add(size_ms) {
+                        self.pend(&key, end);
+                        end = end.saturating_add(slide_ms);
                     }
-                    let mut start = slice;
-                    while start.saturating_add(size_ms) > t {
-                        let end = start.saturating_add(size_ms);
-                        if !self.closed(end) {
-                            touched.push((start, end));
-                        }
-                        start = start.saturating_sub(slide_ms);
-                    }
-                    touched.reverse();
+                    self.rearm(&key);
                 }
+                open
             }
             WindowKind::Session { gap_ms } => {
                 let end = t.saturating_add(gap_ms);
-                if !self.closed(end) {
-                    touched.push(self.merge_session(&key, t, end, stamped, out));
+                let open = !self.closed(end);
+                if open {
+                    own = Some(self.merge_session(&key, t, end, stamped, out));
                 }
+                open
             }
-        }
-        if touched.is_empty() {
+        };
+        if !accepted {
             self.late += 1;
             out.push(Output::Late { offset: rec.offset });
             self.forget_if_empty(&key);
         }
         self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
         let w = t.saturating_sub(self.spec.out_of_orderness_ms);
-        let moved_to = self.watermark.map_or(w, |old| old.max(w));
+        let moved_to = before.map_or(w, |old| old.max(w));
         self.watermark = Some(moved_to);
-        for &(start, end) in &touched {
-            if end <= moved_to {
-                self.emit(&key, start, end, out);
+        // The windows the record went into whose end the watermark has reached write their result
+        // now (first firing or update); the queues must not write them again.
+        let mut touched: Vec<(i64, i64)> = Vec::new();
+        match self.spec.window {
+            WindowKind::Sliding { size_ms, slide_ms } if accepted => {
+                let slice = t.div_euclid(slide_ms).saturating_mul(slide_ms);
+                let lateness = self.spec.allowed_lateness_ms;
+                // Only when the oldest window holding `t` has ended (rare: a late record).
+                if slice.saturating_add(slide_ms) <= moved_to {
+                    let mut start = slice.saturating_add(slide_ms).saturating_sub(size_ms);
+                    while start <= slice {
+                        let end = start.saturating_add(size_ms);
+                        let was_open = before.is_none_or(|b| end.saturating_add(lateness) > b);
+                        if end <= moved_to && was_open {
+                            touched.push((start, end));
+                        }
+                        start = start.saturating_add(slide_ms);
+                    }
+                }
             }
+            _ => touched.extend(own.filter(|(_, end)| *end <= moved_to)),
+        }
+        for &(start, end) in &touched {
+            self.emit(&key, start, end, out);
         }
         self.fire_and_drop(Some((&key, &touched)), out);
         self.check_limit()
