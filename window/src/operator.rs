@@ -190,11 +190,12 @@ impl Operator {
                 let open = !self.closed(slice.saturating_add(size_ms));
                 if open && self.add(&key, slice, slice.saturating_add(slide_ms), stamped) {
                     // A new slice: each window it belongs to fires at its end.
-                    let mut end = slice.saturating_add(slide_ms);
-                    while end <= slice.saturating_add(size_ms) {
-                        self.pend(&key, end);
-                        end = end.saturating_add(slide_ms);
-                    }
+                    self.pend_every(
+                        &key,
+                        slice.saturating_add(slide_ms),
+                        slice.saturating_add(size_ms),
+                        slide_ms,
+                    );
                     self.rearm(&key);
                 }
                 open
@@ -315,7 +316,9 @@ impl Operator {
     /// waits to fire at `end`, and the key is re-armed). Whether it was made.
     fn add(&mut self, key: &Bytes, start: i64, end: i64, s: Stamped) -> bool {
         let tumbling = matches!(self.spec.window, WindowKind::Tumbling { .. });
-        let ks = self.keys.entry(key.clone()).or_default();
+        let Some(ks) = self.keys.get_mut(key) else {
+            unreachable!("a key is made before anything is added to it")
+        };
         if let Some(w) = ks.windows.get_mut(&start) {
             w.acc.add(s);
             return false;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::acc::Acc;
 use crate::operator::{Operator, Output};
-use crate::spec::WindowKind;
+use crate::spec::{Spec, WindowKind};
 
 /// One window (tumbling or session) or slice (sliding), by start.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,15 @@ pub(crate) struct KeyState {
     pub(crate) drop_armed: Option<i64>,
 }
 
+/// When a window (slice) at `start` can go: once no open window needs it.
+fn drop_time(spec: &Spec, start: i64, win: &Win) -> i64 {
+    let last_end = match spec.window {
+        WindowKind::Sliding { size_ms, .. } => start.saturating_add(size_ms),
+        _ => win.end,
+    };
+    last_end.saturating_add(spec.allowed_lateness_ms)
+}
+
 /// A queue by watermark: at each time, the keys waiting there, in arrival order.
 pub(crate) type Queue = BTreeMap<i64, Vec<Bytes>>;
 
@@ -45,48 +54,65 @@ pub(crate) const TIMER_BYTES: u64 = 32;
 impl Operator {
     /// When the state of `key`'s window (slice) at `start` can go: once no open window needs it.
     pub(crate) fn drop_time(&self, start: i64, win: &Win) -> i64 {
-        let last_end = match self.spec.window {
-            WindowKind::Sliding { size_ms, .. } => start.saturating_add(size_ms),
-            _ => win.end,
-        };
-        last_end.saturating_add(self.spec.allowed_lateness_ms)
+        drop_time(&self.spec, start, win)
     }
 
     /// `end` of a window of `key` is to fire (unless the watermark passed it already).
     pub(crate) fn pend(&mut self, key: &Bytes, end: i64) {
-        if self.watermark.is_some_and(|w| end <= w) {
+        self.pend_every(key, end, end, 1);
+    }
+
+    /// Every `step` from `first` to `last` (inclusive) is the end of a window of `key` to fire;
+    /// those the watermark passed already are left out. One map lookup for all of them.
+    pub(crate) fn pend_every(&mut self, key: &Bytes, first: i64, last: i64, step: i64) {
+        debug_assert!(step > 0 && first <= last);
+        let Some(ks) = self.keys.get_mut(key) else {
             return;
-        }
-        if let Some(ks) = self.keys.get_mut(key) {
+        };
+        let mut end = match self.watermark {
+            // The first end above the watermark, on the grid.
+            Some(w) if first <= w => {
+                let steps = (w - first) / step + 1;
+                first.saturating_add(steps.saturating_mul(step))
+            }
+            _ => first,
+        };
+        while end <= last {
             if ks.pending.insert(end) {
                 self.bytes += TIMER_BYTES;
             }
+            end = end.saturating_add(step);
         }
     }
 
     /// Puts `key` in the queues at its current minimums, if they changed.
     pub(crate) fn rearm(&mut self, key: &Bytes) {
-        let Some(ks) = self.keys.get(key) else { return };
+        let Operator {
+            keys,
+            fire_at,
+            drop_at,
+            bytes,
+            spec,
+            ..
+        } = self;
+        let Some(ks) = keys.get_mut(key) else { return };
         let fire = ks.pending.first().copied();
         let drop = ks
             .windows
             .first_key_value()
-            .map(|(start, w)| self.drop_time(*start, w));
-        let (armed, drop_armed) = (ks.armed, ks.drop_armed);
-        if fire != armed {
+            .map(|(start, w)| drop_time(spec, *start, w));
+        if fire != ks.armed {
             if let Some(at) = fire {
-                self.fire_at.entry(at).or_default().push(key.clone());
-                self.bytes += TIMER_BYTES;
+                fire_at.entry(at).or_default().push(key.clone());
+                *bytes += TIMER_BYTES;
             }
-        }
-        if drop != drop_armed {
-            if let Some(at) = drop {
-                self.drop_at.entry(at).or_default().push(key.clone());
-                self.bytes += TIMER_BYTES;
-            }
-        }
-        if let Some(ks) = self.keys.get_mut(key) {
             ks.armed = fire;
+        }
+        if drop != ks.drop_armed {
+            if let Some(at) = drop {
+                drop_at.entry(at).or_default().push(key.clone());
+                *bytes += TIMER_BYTES;
+            }
             ks.drop_armed = drop;
         }
     }
