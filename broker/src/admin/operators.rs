@@ -30,7 +30,7 @@ impl Broker {
         let def = def.canonical()?;
         let name = def.name.clone();
         let command = Command::CreateOperator {
-            def,
+            def: Box::new(def),
             created_ms: crate::cluster::metadata::now_ms(),
         };
         self.cluster.propose_anywhere(&command).await?;

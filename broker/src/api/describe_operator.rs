@@ -16,7 +16,7 @@ pub async fn handle(broker: Arc<Broker>, req: DescribeOperatorRequest) -> Answer
         Ok(v) => DescribeOperatorResponse {
             error: ErrorCode::NONE,
             message: String::new(),
-            definition: to_wire(&v.record.def),
+            definition: Box::new(to_wire(&v.record.def)),
             paused: v.record.paused,
             created_ms: v.record.created_ms,
             partitions: v

@@ -23,6 +23,8 @@ pub struct OperatorArgs {
     pub command: OperatorCommand,
 }
 
+// Parsed once per process: the size of the arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum OperatorCommand {
     /// Define a window operator: per-key window aggregates of a source topic into a compacted

@@ -147,7 +147,7 @@ impl OperatorDef {
     }
 
     /// This definition with its spec in canonical spelling (durations in their largest exact
-    /// unit, aggregates sorted once each, the state limit resolved). Refused like [`Self::spec`].
+    /// unit, aggregates once each in `Aggregate::ALL`'s order, the state limit resolved). Refused like [`Self::spec`].
     pub fn canonical(&self) -> Result<OperatorDef, ServiceError> {
         let spec = self.spec()?;
         let blank = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());

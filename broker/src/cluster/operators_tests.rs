@@ -22,7 +22,7 @@ fn def(name: &str, source: &str, sink: &str) -> OperatorDef {
 
 fn create(def: OperatorDef) -> Command {
     Command::CreateOperator {
-        def,
+        def: Box::new(def),
         created_ms: 1_700_000_000_000,
     }
 }

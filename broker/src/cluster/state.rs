@@ -129,7 +129,8 @@ pub enum Command {
     },
     /// Defines a window operator, creating its missing output topics (see `operators`).
     CreateOperator {
-        def: OperatorDef,
+        /// Boxed: it would make every command as large as itself.
+        def: Box<OperatorDef>,
         created_ms: i64,
     },
     /// Pauses or resumes a window operator.

@@ -177,7 +177,7 @@ impl Admin {
             })
             .await?;
         Ok(OperatorDescription {
-            definition: from_wire(r.definition),
+            definition: from_wire(*r.definition),
             paused: r.paused,
             created_ms: r.created_ms,
             partitions: r

@@ -37,7 +37,8 @@ impl Body for DescribeOperatorRequest {
 pub struct DescribeOperatorResponse {
     pub error: ErrorCode,
     pub message: String,
-    pub definition: OperatorDefinition,
+    /// Boxed: it would make every `Response` as large as itself.
+    pub definition: Box<OperatorDefinition>,
     pub paused: bool,
     pub created_ms: i64,
     pub partitions: Vec<OperatorPartition>,
@@ -72,7 +73,7 @@ impl Body for DescribeOperatorResponse {
         Ok(DescribeOperatorResponse {
             error: ErrorCode(r.u16("error")?),
             message: r.string("message")?,
-            definition: get_definition(r)?,
+            definition: Box::new(get_definition(r)?),
             paused: r.bool("paused")?,
             created_ms: r.i64("created ms")?,
             partitions: r.array(16, "partitions", |r| {

@@ -655,7 +655,7 @@ fn response() -> impl Strategy<Value = Response> {
                 Response::DescribeOperator(DescribeOperatorResponse {
                     error,
                     message,
-                    definition,
+                    definition: Box::new(definition),
                     paused,
                     created_ms,
                     partitions: p

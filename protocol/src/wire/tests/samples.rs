@@ -470,7 +470,7 @@ pub(super) fn responses() -> Vec<Response> {
         Response::DescribeOperator(DescribeOperatorResponse {
             error: ErrorCode::NONE,
             message: String::new(),
-            definition: definition(),
+            definition: Box::new(definition()),
             paused: false,
             created_ms: 1_700_000_000_000,
             partitions: vec![
