@@ -9,7 +9,9 @@
 //! not divide the size, an unknown aggregate, a missing source topic, a sink that is the source —
 //! and a few more is refused with one clear `sluice: invalid operator ...` line and exit code 1, and
 //! afterwards no operator and no topic was created. Bad durations and missing flags are usage
-//! errors (exit code 2).
+//! errors (exit code 2). In a three-broker cluster, an operator created through a broker that does
+//! not lead the metadata group is seen by every broker, and after the metadata leader is killed the
+//! others still describe it and pause it through the new leader.
 //!
 //! Failures provoked once to see these tests catch them (each reverted):
 //! - the "sink differs from the source" check removed (`cluster/operators.rs`): `--sink src` was
@@ -25,7 +27,10 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 
+use std::time::Duration;
+
 use serde_json::Value;
+use sluice_tests::cluster::{create as create_topic, eventually, Cluster};
 use sluice_tests::{sluice_bin, Broker, RawConn};
 
 /// The outcome of one `sluice` run.
@@ -408,4 +413,104 @@ fn bad_definitions_are_refused_with_a_clear_message_and_create_nothing() {
         serde_json::json!([{"name": "op", "source": "src", "sink": "out",
                             "window": "tumbling:10s", "paused": false}])
     );
+}
+
+/// The metadata leader's broker id, as broker `via` knows it.
+fn controller(cluster: &Cluster, via: u32) -> Option<u32> {
+    let mut c = RawConn::try_connect(cluster.addr(via))?;
+    let m = c.try_metadata(Some(Vec::new()))?;
+    u32::try_from(m.controller_id).ok()
+}
+
+#[test]
+fn definitions_reach_every_broker_and_survive_the_metadata_leader_failing() {
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            "--raft-heartbeat-ms",
+            "100",
+            "--raft-election-timeout-ms",
+            "800",
+        ],
+    );
+    create_topic(&cluster, "src", 2, 3, &[]);
+    let leader = eventually(Duration::from_secs(30), "a metadata leader", || {
+        controller(&cluster, 1)
+    });
+    let via = if leader == 1 { 2 } else { 1 };
+    let out = operator(
+        cluster.addr(via),
+        &[
+            "create",
+            "op",
+            "--source",
+            "src",
+            "--sink",
+            "out",
+            "--window",
+            "session:30s",
+            "--time",
+            "processing",
+            "--value",
+            "number",
+            "--aggregate",
+            "count,avg",
+        ],
+    )
+    .ok();
+    assert_eq!(out, "created operator 'op'\n");
+    let described = |cluster: &Cluster, id: u32| -> Option<Value> {
+        let r = operator(cluster.addr(id), &["describe", "op", "--format", "json"]);
+        (r.code == 0).then(|| serde_json::from_str(&r.stdout).unwrap())
+    };
+    let first = eventually(
+        Duration::from_secs(30),
+        "the operator on every broker",
+        || {
+            let all: Vec<Value> = (1..=3)
+                .map(|id| described(&cluster, id))
+                .collect::<Option<_>>()?;
+            all.iter()
+                .all(|d| d["window"] == all[0]["window"] && d["partitions"] == all[0]["partitions"])
+                .then(|| all[0].clone())
+        },
+    );
+    assert_eq!(first["window"], "session:30s");
+    assert_eq!(first["aggregates"], serde_json::json!(["count", "avg"]));
+    assert_eq!(first["partitions"].as_array().unwrap().len(), 2);
+    // The sink has the source's replication factor: readable from every broker's replica.
+    let m = RawConn::connect(cluster.addr(via)).metadata(Some(vec!["out".into()]));
+    assert!(
+        m.topics[0].partitions.iter().all(|p| p.replicas.len() == 3),
+        "{m:?}"
+    );
+
+    cluster.member(leader).broker.kill();
+    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    eventually(Duration::from_secs(30), "a new metadata leader", || {
+        controller(&cluster, survivor).filter(|c| *c != leader)
+    });
+    eventually(
+        Duration::from_secs(30),
+        "pausing through the new leader",
+        || (operator(cluster.addr(survivor), &["pause", "op"]).code == 0).then_some(()),
+    );
+    for id in (1..=3).filter(|id| *id != leader) {
+        let d = eventually(
+            Duration::from_secs(30),
+            "the pause on every survivor",
+            || described(&cluster, id).filter(|d| d["paused"] == true),
+        );
+        assert_eq!(d["created_ms"], first["created_ms"]);
+        assert_eq!(d["aggregates"], first["aggregates"]);
+        let ids = |d: &Value| -> Vec<Value> {
+            d["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["producer_id"].clone())
+                .collect()
+        };
+        assert_eq!(ids(&d), ids(&first));
+    }
 }
