@@ -7,8 +7,8 @@
 //! the definitions and the flag survive a restart; delete removes the definition and keeps the
 //! topics. Every bad definition the issue lists — a zero or negative window size, a slide that does
 //! not divide the size, an unknown aggregate, a missing source topic, a sink that is the source —
-//! and a few more is refused with one clear `sluice: invalid operator ...` line and exit code 1, and
-//! afterwards no operator and no topic was created. Bad durations and missing flags are usage
+//! and a few more is refused with one clear `sluice: invalid operator ...` line and exit code 1,
+//! and afterwards no operator and no topic was created. Bad durations and missing flags are usage
 //! errors (exit code 2). In a three-broker cluster, an operator created through a broker that does
 //! not lead the metadata group is seen by every broker, and after the metadata leader is killed the
 //! others still describe it and pause it through the new leader.

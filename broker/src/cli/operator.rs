@@ -1,9 +1,9 @@
-//! `sluice operator create|list|describe|pause|resume|delete`: window operator definitions through
-//! [`sluice_client::Admin`], with their clap definitions. Durations (`500ms`, `10s`, `5m`) are
-//! parsed here, so a bad one is a usage error (exit code 2); the definition itself is checked by the
-//! broker, whose refusal is printed as `sluice: invalid operator 'NAME': <reason>` (exit code 1).
-//! `describe --format json` prints one JSON document whose keys are a stable interface for scripts
-//! (see [`JsonOperator`]).
+//! `sluice operator create|list|describe|pause|resume|delete`: window operator definitions
+//! through [`sluice_client::Admin`], with their clap definitions. Durations (`500ms`, `10s`, `5m`)
+//! are parsed here, so a bad one is a usage error (exit code 2); the definition itself is checked
+//! by the broker, whose refusal is printed as `sluice: invalid operator 'NAME': <reason>` (exit
+//! code 1). `describe --format json` prints one JSON document whose keys are a stable interface
+//! for scripts (see [`JsonOperator`]).
 
 use std::time::Duration;
 

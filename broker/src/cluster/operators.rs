@@ -1,6 +1,6 @@
 //! Window operator definitions in the cluster state: what an operator is (name, topics, its
-//! `sluice-window` spec as the CLI spells it), the checks a definition must pass, and what creating,
-//! pausing and deleting one do to the [`ClusterState`].
+//! `sluice-window` spec as the CLI spells it), the checks a definition must pass, and what
+//! creating, pausing and deleting one do to the [`ClusterState`].
 //!
 //! Creating an operator is one command: it checks the whole definition against the state, then
 //! creates the missing sink (compacted, as many partitions as the source), late and dead-letter
@@ -147,7 +147,8 @@ impl OperatorDef {
     }
 
     /// This definition with its spec in canonical spelling (durations in their largest exact
-    /// unit, aggregates once each in `Aggregate::ALL`'s order, the state limit resolved). Refused like [`Self::spec`].
+    /// unit, aggregates once each in `Aggregate::ALL`'s order, the state limit resolved).
+    /// Refused like [`Self::spec`].
     pub fn canonical(&self) -> Result<OperatorDef, ServiceError> {
         let spec = self.spec()?;
         let blank = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());
