@@ -34,6 +34,8 @@ enum Command {
     Cluster(cli::ClusterArgs),
     /// List, describe, reset the offsets of and delete consumer groups.
     Group(cli::group::GroupArgs),
+    /// Create, list, describe, pause, resume and delete window operators.
+    Operator(cli::operator::OperatorArgs),
 }
 
 fn main() {
@@ -45,6 +47,7 @@ fn main() {
         Command::Consume(args) => cli::run(cli::consume::run(args)),
         Command::Cluster(args) => cli::run(cli::cluster::run(args)),
         Command::Group(args) => cli::run(cli::group::run(args)),
+        Command::Operator(args) => cli::run(cli::operator::run(args)),
     };
     std::process::exit(code);
 }

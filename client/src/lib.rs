@@ -58,7 +58,8 @@ pub mod producer;
 pub mod raw;
 
 pub use admin::{
-    Admin, GroupDescription, GroupListing, GroupMember, OffsetSpec, PartitionLag, ResetSpec,
+    Admin, GroupDescription, GroupListing, GroupMember, OffsetSpec, OperatorDefinition,
+    OperatorDescription, OperatorListing, OperatorPartition, PartitionLag, ResetSpec,
 };
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};

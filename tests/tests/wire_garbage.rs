@@ -150,6 +150,35 @@ fn sample(api: ApiKey) -> Request {
             group: "garbage-group".into(),
             configs: vec![("consumer.session.timeout.ms".into(), "9000".into())],
         }),
+        // Garbage never acts (the bodies are checked not to decode), so these name nothing real.
+        ApiKey::CreateOperator => Request::CreateOperator(CreateOperatorRequest {
+            definition: OperatorDefinition {
+                name: "never-created".into(),
+                source: "t".into(),
+                sink: "never-created-sink".into(),
+                window: "sliding:1m:10s".into(),
+                time: "field:ts".into(),
+                value: "number".into(),
+                aggregates: vec!["count".into(), "sum".into()],
+                out_of_orderness_ms: 500,
+                allowed_lateness_ms: 0,
+                late_topic: "never-created-late".into(),
+                dead_letter_topic: String::new(),
+                idle_timeout_ms: 0,
+                max_state_bytes: 0,
+            },
+        }),
+        ApiKey::ListOperators => Request::ListOperators,
+        ApiKey::DescribeOperator => {
+            Request::DescribeOperator(DescribeOperatorRequest { name: "op".into() })
+        }
+        ApiKey::AlterOperator => Request::AlterOperator(AlterOperatorRequest {
+            name: "op".into(),
+            paused: true,
+        }),
+        ApiKey::DeleteOperator => {
+            Request::DeleteOperator(DeleteOperatorRequest { name: "op".into() })
+        }
     }
 }
 

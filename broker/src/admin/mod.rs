@@ -7,12 +7,14 @@
 //! - [`brokers`]: add a broker to the cluster (`--join`);
 //! - [`groups`]: consumer groups: find the coordinator (creating the offsets topic), route to it;
 //! - [`moves`]: start and complete partition replica moves;
+//! - [`operators`]: window operator definitions (create, list, describe, pause, resume, delete);
 //! - [`producers`]: producer ids and epochs for idempotent producers;
 //! - [`view`]: the cluster as a client sees it (brokers, controller, topics, partition leaders).
 
 pub mod brokers;
 pub mod groups;
 pub mod moves;
+pub mod operators;
 pub mod producers;
 pub mod topics;
 pub mod view;

@@ -138,7 +138,7 @@ impl Broker {
 
     /// Whether a topic change is applied here, and for a creation, whether every local replica of
     /// the topic is open and knows its leader.
-    fn change_visible(&self, c: &Command) -> bool {
+    pub(crate) fn change_visible(&self, c: &Command) -> bool {
         let state = self.cluster.metadata.state();
         let me = self.cluster.ctx.node_id;
         match c {
@@ -164,7 +164,10 @@ impl Broker {
             | Command::InitProducer { .. }
             | Command::LeaderChanged { .. }
             | Command::ReassignPartition { .. }
-            | Command::CompleteReassignment { .. } => true,
+            | Command::CompleteReassignment { .. }
+            | Command::CreateOperator { .. }
+            | Command::AlterOperator { .. }
+            | Command::DeleteOperator { .. } => true,
         }
     }
 }

@@ -15,18 +15,23 @@
 
 mod add_broker;
 mod alter_group_config;
+mod alter_operator;
 mod alter_replicas;
 mod api_versions;
+mod create_operator;
 mod create_topics;
 mod delete_group;
+mod delete_operator;
 mod delete_topics;
 mod describe_group;
+mod describe_operator;
 mod fetch;
 mod find_coordinator;
 mod group_heartbeat;
 mod init_producer_id;
 mod list_groups;
 mod list_offsets;
+mod list_operators;
 mod metadata;
 mod metadata_command;
 mod offset_commit;
@@ -125,6 +130,7 @@ api_table! {
     requests without a body {
         ApiVersions => api_versions,     connection;
         ListGroups  => list_groups,      detached;
+        ListOperators => list_operators, detached;
     }
     Metadata        => metadata,         connection;
     ListOffsets     => list_offsets,     connection;
@@ -146,6 +152,11 @@ api_table! {
     ResetOffsets    => reset_offsets,    detached;
     DeleteGroup     => delete_group,     detached;
     AlterGroupConfig => alter_group_config, detached;
+    // Changes wait for a metadata write; reads are answered from memory but cost a copy.
+    CreateOperator  => create_operator,  detached;
+    DescribeOperator => describe_operator, detached;
+    AlterOperator   => alter_operator,   detached;
+    DeleteOperator  => delete_operator,  detached;
 }
 
 /// The wire form of an admin service's outcome.
@@ -184,7 +195,13 @@ mod tests {
                 | ApiKey::DescribeGroup
                 | ApiKey::ResetOffsets
                 | ApiKey::DeleteGroup
-                | ApiKey::AlterGroupConfig => Order::Detached,
+                | ApiKey::AlterGroupConfig
+                // Wait for a metadata write (or read the metadata and leaders).
+                | ApiKey::CreateOperator
+                | ApiKey::ListOperators
+                | ApiKey::DescribeOperator
+                | ApiKey::AlterOperator
+                | ApiKey::DeleteOperator => Order::Detached,
                 // Reads the peer address in order, then answers apart.
                 ApiKey::GroupHeartbeat => Order::Connection,
                 // Answered at once from memory: no reason to leave the connection.

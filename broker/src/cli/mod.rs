@@ -1,14 +1,16 @@
 //! The command-line client commands of the `sluice` binary (`topic`, `produce`, `consume`,
-//! `cluster`, `group`): their clap definitions (`group`'s in its own module), the `--broker` option they share, the tokio runtime they run
-//! on, and the translation of client failures into one-line messages for users. Every command returns
-//! a [`CliError`], which [`run`] prints to stderr as `sluice: <message>` with exit code 1 (clap itself
-//! rejects bad usage with exit code 2). The commands themselves live in [`topic`], [`produce`],
-//! [`consume`], [`cluster`] and [`group`], on top of `sluice-client`.
+//! `cluster`, `group`, `operator`): their clap definitions (`group`'s and `operator`'s in their own
+//! modules), the `--broker` option they share, the tokio runtime they run on, and the translation of
+//! client failures into one-line messages for users. Every command returns a [`CliError`], which
+//! [`run`] prints to stderr as `sluice: <message>` with exit code 1 (clap itself rejects bad usage
+//! with exit code 2). The commands themselves live in [`topic`], [`produce`], [`consume`],
+//! [`cluster`], [`group`] and [`operator`], on top of `sluice-client`.
 
 pub mod cluster;
 pub mod consume;
 pub mod consume_group;
 pub mod group;
+pub mod operator;
 pub mod produce;
 pub mod topic;
 

@@ -5,6 +5,7 @@
 //! - [`metadata`]: the metadata raft group and proposing to it;
 //! - [`forward`]: reaching the metadata leader from any broker;
 //! - [`leader_report`]: the leader service that reports a partition's leader to the metadata;
+//! - [`operators`]: window operator definitions in the cluster state, and their checks;
 //! - [`reconcile`]: local replicas follow the metadata, and replica moves;
 //! - [`quiesce`]: idle groups park their raft timers; peers watch each other for dead leaders.
 //!
@@ -13,6 +14,7 @@
 pub mod forward;
 pub mod leader_report;
 pub mod metadata;
+pub mod operators;
 pub mod quiesce;
 pub mod reconcile;
 pub mod state;

@@ -1,5 +1,6 @@
 //! The cluster metadata the metadata raft group replicates: topics, their partitions' replica
-//! assignments, deleted topic ids and the producer-id allocator — and the commands that change it.
+//! assignments, deleted topic ids, the producer-id allocator and the window operators' definitions
+//! (their rules in [`super::operators`]) — and the commands that change it.
 //!
 //! Pure and deterministic: every broker applies the same commands in the same order and gets the same
 //! state. Brokers are the metadata group's raft membership (its nodes), passed in at apply time, so an
@@ -11,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sluice_protocol::wire::ErrorCode;
 
+use super::operators::{OperatorDef, OperatorRecord};
 use crate::error::ServiceError;
 use crate::replica::settings::{validate_name, TopicSettings, MAX_PARTITIONS};
 
@@ -62,6 +64,9 @@ pub struct ClusterState {
     /// reads back what it got even if another init of the name came right after.
     #[serde(default)]
     pub recent_inits: std::collections::VecDeque<(u64, i64, i16)>,
+    /// Window operators by name.
+    #[serde(default)]
+    pub operators: BTreeMap<String, OperatorRecord>,
 }
 
 /// Named-producer inits remembered in [`ClusterState::recent_inits`].
@@ -121,6 +126,21 @@ pub enum Command {
         partition: u32,
         leader: u32,
         term: u64,
+    },
+    /// Defines a window operator, creating its missing output topics (see `operators`).
+    CreateOperator {
+        /// Boxed: it would make every command as large as itself.
+        def: Box<OperatorDef>,
+        created_ms: i64,
+    },
+    /// Pauses or resumes a window operator.
+    AlterOperator {
+        name: String,
+        paused: bool,
+    },
+    /// Deletes a window operator's definition (its topics stay).
+    DeleteOperator {
+        name: String,
     },
 }
 
@@ -192,6 +212,10 @@ impl ClusterState {
                     ));
                 }
                 Ok(())
+            }
+            Command::CreateOperator { def, .. } => self.check_create_operator(def, brokers),
+            Command::AlterOperator { name, .. } | Command::DeleteOperator { name } => {
+                self.check_operator_exists(name)
             }
             Command::LeaderChanged {
                 topic,
@@ -363,6 +387,17 @@ impl ClusterState {
                     }
                     t.moving.remove(partition);
                 }
+            }
+            Command::CreateOperator { def, created_ms } => {
+                self.apply_create_operator(def, *created_ms, brokers)?;
+            }
+            Command::AlterOperator { name, paused } => {
+                if let Some(o) = self.operators.get_mut(name) {
+                    o.paused = *paused;
+                }
+            }
+            Command::DeleteOperator { name } => {
+                self.operators.remove(name);
             }
         }
         Ok(())

@@ -1,5 +1,5 @@
-//! [`Admin`]: topic management, cluster metadata and consumer-group administration over the wire
-//! protocol. It never produces, consumes or joins a group.
+//! [`Admin`]: topic management, cluster metadata, consumer-group and window-operator administration
+//! over the wire protocol. It never produces, consumes or joins a group.
 //!
 //! This file holds the topic and metadata calls. Create and delete go to the bootstrap broker
 //! (the whole cluster, for now). Every call retries retriable errors a bounded number of times (see
@@ -9,6 +9,7 @@
 //! - `coordinator`: finding a group's coordinator and retrying a request on it when it moved;
 //! - `groups`: list, describe (with lag), reset offsets of and delete consumer groups, each at the
 //!   group's coordinator;
+//! - `operators`: create, list, describe, pause, resume and delete window operator definitions;
 //! - `partition_log`: what those need from partition leaders (bounds, record timestamps) and the
 //!   pure arithmetic over it (lag, reset positions).
 
@@ -22,10 +23,12 @@ use crate::error::{ClientError, Result};
 
 mod coordinator;
 mod groups;
+mod operators;
 mod partition_log;
 
 pub use coordinator::COORDINATOR_WAIT;
 pub use groups::{GroupDescription, GroupListing, GroupMember, PartitionLag, RESET_WAIT};
+pub use operators::{OperatorDefinition, OperatorDescription, OperatorListing, OperatorPartition};
 pub use partition_log::ResetSpec;
 
 /// What [`Admin::list_offsets`] asks for.

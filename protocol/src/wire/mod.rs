@@ -99,6 +99,16 @@ define_apis! {
     AlterReplicas   = 22, alter_replicas,   (AlterReplicasRequest)   => AdminResult;
     /// Broker to broker: a metadata command for the metadata leader to propose.
     MetadataCommand = 23, metadata_command, (MetadataCommandRequest) => AdminResult;
+    /// Admin: define a window operator (its sink created compacted when missing).
+    CreateOperator  = 24, create_operator,  (CreateOperatorRequest)  => AdminResult;
+    /// Admin: every window operator of the cluster.
+    ListOperators   = 25, list_operators,   ()                       => ListOperatorsResponse;
+    /// Admin: one window operator's definition, state and source partitions.
+    DescribeOperator = 26, describe_operator, (DescribeOperatorRequest) => DescribeOperatorResponse;
+    /// Admin: pause or resume a window operator.
+    AlterOperator   = 27, alter_operator,   (AlterOperatorRequest)   => AdminResult;
+    /// Admin: delete a window operator's definition (its topics stay).
+    DeleteOperator  = 28, delete_operator,  (DeleteOperatorRequest)  => AdminResult;
 }
 
 /// An error code with a stable number. Unknown numbers from newer peers are kept as they are.
@@ -158,6 +168,13 @@ impl ErrorCode {
     pub const GROUP_MAX_SIZE_REACHED: ErrorCode = ErrorCode(32);
     /// An empty or too long group id.
     pub const INVALID_GROUP_ID: ErrorCode = ErrorCode(33);
+    /// No window operator with this name.
+    pub const OPERATOR_NOT_FOUND: ErrorCode = ErrorCode(34);
+    /// A window operator with this name exists.
+    pub const OPERATOR_ALREADY_EXISTS: ErrorCode = ErrorCode(35);
+    /// A window operator definition that breaks a rule (the message names the field and the
+    /// rule): bad name, window, time or value source, aggregate, bound, or topics.
+    pub const INVALID_OPERATOR: ErrorCode = ErrorCode(36);
 
     pub fn is_ok(self) -> bool {
         self == ErrorCode::NONE
@@ -214,6 +231,9 @@ impl ErrorCode {
             31 => "NON_EMPTY_GROUP",
             32 => "GROUP_MAX_SIZE_REACHED",
             33 => "INVALID_GROUP_ID",
+            34 => "OPERATOR_NOT_FOUND",
+            35 => "OPERATOR_ALREADY_EXISTS",
+            36 => "INVALID_OPERATOR",
             _ => "UNRECOGNIZED",
         }
     }

@@ -273,7 +273,58 @@ fn request() -> impl Strategy<Value = Request> {
                 complete
             })
         ),
+        operator_definition()
+            .prop_map(|definition| Request::CreateOperator(CreateOperatorRequest { definition })),
+        Just(Request::ListOperators),
+        name().prop_map(|name| Request::DescribeOperator(DescribeOperatorRequest { name })),
+        (name(), any::<bool>()).prop_map(|(name, paused)| Request::AlterOperator(
+            AlterOperatorRequest { name, paused }
+        )),
+        name().prop_map(|name| Request::DeleteOperator(DeleteOperatorRequest { name })),
     ]
+}
+
+fn operator_definition() -> impl Strategy<Value = OperatorDefinition> {
+    (
+        (name(), name(), name(), name(), name(), name()),
+        vec(name()),
+        (
+            any::<i64>(),
+            any::<i64>(),
+            name(),
+            name(),
+            any::<i64>(),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (name, source, sink, window, time, value),
+                aggregates,
+                (
+                    out_of_orderness_ms,
+                    allowed_lateness_ms,
+                    late_topic,
+                    dead_letter_topic,
+                    idle_timeout_ms,
+                    max_state_bytes,
+                ),
+            )| OperatorDefinition {
+                name,
+                source,
+                sink,
+                window,
+                time,
+                value,
+                aggregates,
+                out_of_orderness_ms,
+                allowed_lateness_ms,
+                late_topic,
+                dead_letter_topic,
+                idle_timeout_ms,
+                max_state_bytes,
+            },
+        )
 }
 
 fn code() -> impl Strategy<Value = ErrorCode> {
@@ -571,6 +622,56 @@ fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(error, message)| Response::AlterReplicas(AdminResult { error, message })),
         (code(), name())
             .prop_map(|(error, message)| Response::MetadataCommand(AdminResult { error, message })),
+        (code(), name())
+            .prop_map(|(error, message)| Response::CreateOperator(AdminResult { error, message })),
+        (
+            code(),
+            name(),
+            vec((name(), name(), name(), name(), any::<bool>()))
+        )
+            .prop_map(|(error, message, o)| Response::ListOperators(
+                ListOperatorsResponse {
+                    error,
+                    message,
+                    operators: o
+                        .into_iter()
+                        .map(|(name, source, sink, window, paused)| OperatorListing {
+                            name,
+                            source,
+                            sink,
+                            window,
+                            paused,
+                        })
+                        .collect(),
+                }
+            )),
+        (
+            (code(), name()),
+            operator_definition(),
+            (any::<bool>(), any::<i64>()),
+            vec((any::<u32>(), any::<i32>(), any::<i64>())),
+        )
+            .prop_map(|((error, message), definition, (paused, created_ms), p)| {
+                Response::DescribeOperator(DescribeOperatorResponse {
+                    error,
+                    message,
+                    definition: Box::new(definition),
+                    paused,
+                    created_ms,
+                    partitions: p
+                        .into_iter()
+                        .map(|(partition, leader, producer_id)| OperatorPartition {
+                            partition,
+                            leader,
+                            producer_id,
+                        })
+                        .collect(),
+                })
+            }),
+        (code(), name())
+            .prop_map(|(error, message)| Response::AlterOperator(AdminResult { error, message })),
+        (code(), name())
+            .prop_map(|(error, message)| Response::DeleteOperator(AdminResult { error, message })),
     ]
 }
 
@@ -805,6 +906,50 @@ fn huge_counts_in_group_requests_are_refused_before_allocating() {
     assert_eq!(
         decode_response(ApiKey::DescribeGroup, members),
         Err(ProtocolError::Truncated("members"))
+    );
+}
+
+/// The operator APIs' arrays (aggregates, listed operators, described partitions) refuse a huge
+/// count from the count itself.
+#[test]
+fn huge_counts_in_operator_messages_are_refused_before_allocating() {
+    let aggregates = raw_request(ApiKey::CreateOperator, |w| {
+        for s in ["op", "a", "s", "tumbling:1s", "record", "number"] {
+            w.string(s);
+        }
+        w.count(u32::MAX as usize);
+        w.string("count");
+    });
+    let (_, req) = decode_request(aggregates).unwrap();
+    assert_eq!(req, Err(ProtocolError::Truncated("aggregate")));
+    let response = |api: ApiKey, write: &dyn Fn(&mut codec::Writer)| {
+        let mut w = codec::Writer::new();
+        w.u32(9);
+        w.u16(0);
+        w.string("");
+        w.u16(0);
+        w.string("");
+        write(&mut w);
+        (api, codec::concat(&w.finish()))
+    };
+    let (api, listed) = response(ApiKey::ListOperators, &|w| {
+        w.count(u32::MAX as usize);
+        w.string("op");
+    });
+    assert_eq!(
+        decode_response(api, listed),
+        Err(ProtocolError::Truncated("operators"))
+    );
+    let (api, described) = response(ApiKey::DescribeOperator, &|w| {
+        create_operator::put_definition(w, &OperatorDefinition::default());
+        w.bool(false);
+        w.i64(0);
+        w.count(u32::MAX as usize);
+        w.u32(0);
+    });
+    assert_eq!(
+        decode_response(api, described),
+        Err(ProtocolError::Truncated("partitions"))
     );
 }
 

@@ -3,7 +3,7 @@
 //! API: the byte format must never change by accident. A format change on purpose updates the hex
 //! here (and `docs/protocol.md`) in the same commit. The consumer-group APIs (keys 8 to 15) were
 //! captured when they were added, and their bytes checked field by field against the layouts in
-//! their modules' docs.
+//! their modules' docs. So were the operator APIs (keys 24 to 28).
 
 use super::*;
 
@@ -175,7 +175,36 @@ pub(super) fn requests() -> Vec<Request> {
         Request::MetadataCommand(MetadataCommandRequest {
             command: Bytes::from_static(b"{}"),
         }),
+        Request::CreateOperator(CreateOperatorRequest {
+            definition: definition(),
+        }),
+        Request::ListOperators,
+        Request::DescribeOperator(DescribeOperatorRequest { name: "op".into() }),
+        Request::AlterOperator(AlterOperatorRequest {
+            name: "op".into(),
+            paused: true,
+        }),
+        Request::DeleteOperator(DeleteOperatorRequest { name: "op".into() }),
     ]
+}
+
+/// An operator definition with every field set (late topic set, dead-letter topic empty).
+fn definition() -> OperatorDefinition {
+    OperatorDefinition {
+        name: "op".into(),
+        source: "a".into(),
+        sink: "s".into(),
+        window: "sliding:1m:10s".into(),
+        time: "field:ts".into(),
+        value: "number".into(),
+        aggregates: vec!["count".into(), "sum".into()],
+        out_of_orderness_ms: 500,
+        allowed_lateness_ms: 0,
+        late_topic: "l".into(),
+        dead_letter_topic: String::new(),
+        idle_timeout_ms: 60_000,
+        max_state_bytes: 1 << 20,
+    }
 }
 
 /// Committed offsets as OffsetFetch and DescribeGroup answer them: a member's commit, a partition
@@ -423,6 +452,48 @@ pub(super) fn responses() -> Vec<Response> {
         Response::AddBroker(admin("add")),
         Response::AlterReplicas(admin("alter")),
         Response::MetadataCommand(admin("command")),
+        Response::CreateOperator(AdminResult {
+            error: ErrorCode::INVALID_OPERATOR,
+            message: "bad".into(),
+        }),
+        Response::ListOperators(ListOperatorsResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            operators: vec![OperatorListing {
+                name: "op".into(),
+                source: "a".into(),
+                sink: "s".into(),
+                window: "tumbling:10s".into(),
+                paused: true,
+            }],
+        }),
+        Response::DescribeOperator(DescribeOperatorResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            definition: Box::new(definition()),
+            paused: false,
+            created_ms: 1_700_000_000_000,
+            partitions: vec![
+                OperatorPartition {
+                    partition: 0,
+                    leader: 1,
+                    producer_id: 1000,
+                },
+                OperatorPartition {
+                    partition: 1,
+                    leader: -1,
+                    producer_id: 1001,
+                },
+            ],
+        }),
+        Response::AlterOperator(AdminResult {
+            error: ErrorCode::OPERATOR_NOT_FOUND,
+            message: "op".into(),
+        }),
+        Response::DeleteOperator(AdminResult {
+            error: ErrorCode::NONE,
+            message: String::new(),
+        }),
     ]
 }
 
@@ -449,6 +520,11 @@ pub(super) const REQUEST_FRAMES: &[&str] = &[
     "140000001500000007000000040000000600683a39303932",
     "200000001600000007000000010074050000000300000001000000020000000300000001",
     "0e0000001700000007000000020000007b7d",
+    "69000000180000000700000002006f700100610100730e00736c6964696e673a316d3a31307308006669656c643a747306006e756d626572020000000500636f756e74030073756df401000000000000000000000000000001006c000060ea0000000000000000100000000000",
+    "080000001900000007000000",
+    "0c0000001a0000000700000002006f70",
+    "0d0000001b0000000700000002006f7001",
+    "0c0000001c0000000700000002006f70",
 ];
 
 /// Response frames (correlation id 9) of [`responses`], in hex, in the same order.
@@ -474,6 +550,11 @@ pub(super) const RESPONSE_FRAMES: &[&str] = &[
     "0f000000090000000000000006000300616464",
     "11000000090000000000000006000500616c746572",
     "13000000090000000000000006000700636f6d6d616e64",
+    "0f000000090000000000000024000300626164",
+    "290000000900000000000000000000000100000002006f700100610100730c0074756d626c696e673a31307301",
+    "9a00000009000000000000000000000002006f700100610100730e00736c6964696e673a316d3a31307308006669656c643a747306006e756d626572020000000500636f756e74030073756df401000000000000000000000000000001006c000060ea0000000000000000100000000000000068e5cf8b010000020000000000000001000000e80300000000000001000000ffffffffe903000000000000",
+    "0e0000000900000000000000220002006f70",
+    "0c000000090000000000000000000000",
 ];
 
 pub(super) fn hex(chunks: &[Bytes]) -> String {
