@@ -168,6 +168,9 @@ impl Operator {
             offset: rec.offset,
             value: read.value.unwrap_or(0.0),
         };
+        if self.add_in_place(rec.key.unwrap_or_default(), stamped, out) {
+            return self.check_limit();
+        }
         let key = self.key_handle(rec.key.unwrap_or_default());
         let before = self.watermark;
         // The window the record went into (tumbling; sessions: the merged one), and whether any
@@ -245,6 +248,48 @@ impl Operator {
         }
         self.fire_and_drop(Some((&key, &touched)), out);
         self.check_limit()
+    }
+
+    /// The common case in one map lookup: the record goes into a window (slice) its key already
+    /// has, and none of the windows it goes into ends at or below the watermark it moves to (so
+    /// nothing of this record is written at once). Does the whole step and says so, or does
+    /// nothing.
+    fn add_in_place(&mut self, key: &[u8], s: Stamped, out: &mut Vec<Output>) -> bool {
+        let t = s.time_ms;
+        let w = t.saturating_sub(self.spec.out_of_orderness_ms);
+        let moved_to = self.watermark.map_or(w, |old| old.max(w));
+        // The bucket the record goes into, and the end of the first window holding it.
+        let (bucket, first_end, last_end) = match self.spec.window {
+            WindowKind::Tumbling { size_ms } => {
+                let start = t.div_euclid(size_ms).saturating_mul(size_ms);
+                let end = start.saturating_add(size_ms);
+                (start, end, end)
+            }
+            WindowKind::Sliding { size_ms, slide_ms } => {
+                let slice = t.div_euclid(slide_ms).saturating_mul(slide_ms);
+                (
+                    slice,
+                    slice.saturating_add(slide_ms),
+                    slice.saturating_add(size_ms),
+                )
+            }
+            WindowKind::Session { .. } => return false,
+        };
+        if self.closed(last_end) || first_end <= moved_to {
+            return false;
+        }
+        let Some(win) = self
+            .keys
+            .get_mut(key)
+            .and_then(|ks| ks.windows.get_mut(&bucket))
+        else {
+            return false;
+        };
+        win.acc.add(s);
+        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+        self.watermark = Some(moved_to);
+        self.fire_and_drop(None, out);
+        true
     }
 
     /// Moves the watermark to `to` if that is later (an idle partition's advance, entered
