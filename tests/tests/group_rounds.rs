@@ -96,3 +96,61 @@ fn commits_in_flight_together_are_written_in_few_rounds() {
         written.len()
     );
 }
+
+/// Refused commits for groups that do not exist, sent for a while (so that many of them share a
+/// round with the coordinator's tick), leave no group behind. Seen failing (ghost groups listed,
+/// `Empty`) without the tick skipping groups a round only read.
+#[test]
+fn refused_requests_for_unknown_groups_leave_no_group_behind() {
+    let (_dir, config) = group_config();
+    let broker = Broker::start(&["--config", &config]);
+    let mut c = RawConn::connect(broker.addr);
+    c.create("t", 1);
+    let f = find(&mut c, "g");
+    assert!(f.error.is_ok(), "{f:?}");
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let mut sent = 0u32;
+    while std::time::Instant::now() < until {
+        let mut frames = Vec::new();
+        for i in 0..32 {
+            let req = Request::OffsetCommit(OffsetCommitRequest {
+                group: format!("ghost-{}", (sent + i) % 64),
+                member_id: "nobody".into(),
+                member_epoch: 1,
+                topics: vec![OffsetCommitTopic {
+                    topic: "t".into(),
+                    partitions: vec![OffsetCommitPartition {
+                        partition: 0,
+                        offset: 1,
+                        metadata: String::new(),
+                    }],
+                }],
+            });
+            for chunk in encode_request(&req, sent + i) {
+                frames.extend_from_slice(&chunk);
+            }
+        }
+        c.stream.write_all(&frames).unwrap();
+        for _ in 0..32 {
+            let frame = c.read_frame().expect("an answer");
+            let (_, resp) = decode_response(ApiKey::OffsetCommit, frame).unwrap();
+            let Ok(Response::OffsetCommit(r)) = resp else {
+                panic!("wrong answer: {resp:?}")
+            };
+            assert_eq!(r.error, ErrorCode::UNKNOWN_MEMBER_ID, "{r:?}");
+        }
+        sent += 32;
+    }
+    // Let every partition's coordinator tick a few more times.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let Response::ListGroups(l) = c.call(&Request::ListGroups).unwrap() else {
+        panic!("wrong answer")
+    };
+    let ghosts: Vec<&str> = l
+        .groups
+        .iter()
+        .map(|g| g.group.as_str())
+        .filter(|g| g.starts_with("ghost-"))
+        .collect();
+    assert!(ghosts.is_empty(), "{ghosts:?} after {sent} refused commits");
+}

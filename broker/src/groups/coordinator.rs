@@ -131,6 +131,43 @@ pub(super) fn read<R>(replica: &Replica, f: impl FnOnce(&Groups) -> R) -> R {
     })
 }
 
+/// Waits until everything in the replica's log is committed and applied (what a run starts from),
+/// or until it no longer leads.
+async fn settle(replica: &Replica) {
+    loop {
+        let end = replica.log_end_offset();
+        if replica.high_watermark() >= end || !replica.is_leader() {
+            return;
+        }
+        replica
+            .wait_beyond(
+                end.saturating_sub(1),
+                Instant::now() + Duration::from_millis(100),
+            )
+            .await;
+    }
+}
+
+/// Takes a run out of the coordinator's map when its task ends, however it ends (a decision that
+/// panics must not leave a dead run answering `NOT_COORDINATOR` for the rest of the term).
+struct Deregister<'a> {
+    coord: &'a GroupCoordinator,
+    partition: u32,
+    term: u64,
+}
+
+impl Drop for Deregister<'_> {
+    fn drop(&mut self) {
+        let mut runs = self.coord.runs();
+        if runs
+            .get(&self.partition)
+            .is_some_and(|r| r.term == self.term)
+        {
+            runs.remove(&self.partition);
+        }
+    }
+}
+
 /// A request whose run ended before answering: the client finds the new coordinator.
 fn run_ended(partition: u32) -> ServiceError {
     ServiceError::new(
@@ -221,6 +258,11 @@ impl GroupCoordinator {
             jobs: tx,
         });
         self.runs().insert(ctx.partition, run.clone());
+        let _deregister = Deregister {
+            coord: &self,
+            partition: ctx.partition,
+            term: ctx.term,
+        };
         tracing::info!(
             partition = ctx.partition,
             term = ctx.term,
@@ -229,7 +271,7 @@ impl GroupCoordinator {
         let tick = (self.config.heartbeat_interval / 2)
             .clamp(Duration::from_millis(10), Duration::from_millis(500));
         let mut next_tick = tokio::time::Instant::now() + tick;
-        let mut live = Live::new();
+        let mut live = Live::default();
         loop {
             let mut jobs = Vec::new();
             tokio::select! {
@@ -250,11 +292,8 @@ impl GroupCoordinator {
             }
             self.round(&run, &mut live, jobs, ticks).await;
         }
-        let mut runs = self.runs();
-        if runs.get(&ctx.partition).is_some_and(|r| r.term == ctx.term) {
-            runs.remove(&ctx.partition);
-        }
-        // Dropping `rx` drops the queued requests' answers: their callers hear NOT_COORDINATOR.
+        // Dropping `rx` drops the queued requests' answers: their callers hear NOT_COORDINATOR;
+        // `_deregister` takes the run out of the map.
         tracing::info!(
             partition = ctx.partition,
             term = ctx.term,
@@ -285,8 +324,15 @@ impl GroupCoordinator {
             }
         }
         let written = self.write(run, &round).await;
-        if let Err(e) = &written {
-            tracing::debug!(partition = run.partition, requests = answers.len(), error = %e, "coordinator round not written");
+        match &written {
+            Ok(()) => live.commit(),
+            Err(e) => {
+                tracing::debug!(partition = run.partition, requests = answers.len(), error = %e, "coordinator round not written");
+                live.roll_back();
+                // A write that timed out may still commit: the next round must not decide from a
+                // state without it (its changes and the next round's would both apply).
+                settle(&run.replica).await;
+            }
         }
         for answer in answers {
             answer(&written);

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use sluice_protocol::wire::ErrorCode;
 
 use super::coordinator::{not_coordinator, read, GroupCoordinator, Run};
-use super::liveness::Timers;
 use super::reconcile::{self, Heartbeat, HeartbeatAnswer};
 use crate::error::{Result, ServiceError};
 use crate::replica::groups::GroupModel;
@@ -34,7 +33,7 @@ impl GroupCoordinator {
             let now = Instant::now();
             // Timers of members that are gone (left, or replaced by their static successor).
             cx.live
-                .retain(|(g, m), _| g != &group || after.members.contains_key(m));
+                .retain(|(g, m)| g != &group || after.members.contains_key(m));
             let leaving_static = hb.member_epoch == sluice_protocol::wire::STATIC_LEAVE_EPOCH;
             // A static member gone for now keeps only its session timer (from its last heartbeat).
             if let Some(m) = after
@@ -44,8 +43,7 @@ impl GroupCoordinator {
             {
                 let t = cx
                     .live
-                    .entry((group.clone(), answer.member_id.clone()))
-                    .or_insert_with(|| Timers::fresh(now));
+                    .update((group.clone(), answer.member_id.clone()), now);
                 t.last_seen = now;
                 t.deadline =
                     (deadline_ms > 0).then(|| now + Duration::from_millis(deadline_ms.into()));

@@ -333,11 +333,14 @@ impl GroupConsumer {
     /// may carry older offsets of the same partitions, and takes its place: later background
     /// commits wait for it, and `settle_async_commits` (commit calls, `close`) waits for both. Its
     /// answer is the earlier commit's, so that one's failure still reaches the application.
+    /// `budget` is the final commit's own time, counted from when the earlier one finished (counted
+    /// from the revocation, a slow earlier commit could leave it nothing, and the partitions would
+    /// be handed on at their last commit).
     pub(super) fn commit_release(
         &mut self,
         releasing: BTreeSet<Tp>,
         offsets: BTreeMap<Tp, u64>,
-        until: Instant,
+        budget: std::time::Duration,
     ) {
         let earlier = self.async_commits.in_flight.take();
         let by_user = earlier.as_ref().is_some_and(|e| e.1);
@@ -351,6 +354,7 @@ impl GroupConsumer {
                 None => Ok(()),
             };
             let offsets = ctx.unsent(offsets);
+            let until = Instant::now() + budget;
             if let Err(e) = ctx.commit_as(offsets, until, Some(lost)).await {
                 warn!(error = %e, partitions = ?releasing, "committing the final offsets of revoked partitions failed; their next owner starts at the last commit");
             }

@@ -223,7 +223,7 @@ impl GroupConsumer {
             .cloned()
             .collect();
         let wait = !releasing.is_empty() && (!offsets.is_empty() || self.async_commits.in_flight());
-        let until = Instant::now() + self.revoke_commit_time();
+        let budget = self.revoke_commit_time();
         if wait
             && self
                 .shared
@@ -234,7 +234,7 @@ impl GroupConsumer {
                 .filter(|tp| !releasing.contains(tp))
                 .collect();
             self.forget_commits(&now);
-            self.commit_release(releasing, offsets, until);
+            self.commit_release(releasing, offsets, budget);
             if !now.is_empty() {
                 self.shared.wake.notify_one();
             }

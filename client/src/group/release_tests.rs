@@ -23,7 +23,9 @@ const HOLD: Duration = Duration::from_millis(300);
 /// the release task not waiting for the commit in flight (the revocation's commit arrived before
 /// the older one was answered), with the partitions released at once (t/0 not reported while its
 /// commit was held) and with `reconcile` settling the commit in flight before revoking, as the old
-/// `revoke` did (it took the commit's 300 ms).
+/// `revoke` did (it took the commit's 300 ms), and with the revocation commit's time counted from
+/// the revocation rather than from the end of the commit it waits for (it gave up after 200 ms,
+/// before its answer, and released t/0 anyway).
 #[tokio::test]
 async fn a_revocation_commits_after_the_commit_in_flight_and_releases_once_answered() {
     let fake = fake(HOLD, Arc::new(|_, _| answer("m1", 1, &[]))).await;
@@ -36,6 +38,9 @@ async fn a_revocation_commits_after_the_commit_in_flight_and_releases_once_answe
         m.member_id = "m1".into();
         m.epoch = 1;
         m.assigned = Some(both.clone());
+        // A revocation's commit may take half the session: 500 ms, less than the earlier commit's
+        // 300 ms plus its own.
+        m.session = Some(Duration::from_secs(1));
     }
     let (t0, t1) = (("t".to_string(), 0), ("t".to_string(), 1));
     c.begin(&[t0.clone(), t1.clone()], vec![(t0, 5), (t1, 7)])
