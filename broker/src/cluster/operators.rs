@@ -72,7 +72,7 @@ fn not_found(name: &str) -> ServiceError {
     )
 }
 
-/// 1 to [`MAX_OPERATOR_NAME`] characters of `[A-Za-z0-9._-]`.
+/// 1 to [`MAX_OPERATOR_NAME`] characters of `[A-Za-z0-9._-]`, not `.` or `..`.
 pub fn validate_operator_name(name: &str) -> Result<(), ServiceError> {
     if name.is_empty() || name.len() > MAX_OPERATOR_NAME {
         return Err(invalid(format!(
@@ -86,6 +86,10 @@ pub fn validate_operator_name(name: &str) -> Result<(), ServiceError> {
         return Err(invalid(format!(
             "operator name {name:?} may only contain ASCII letters, digits, '.', '_' and '-'"
         )));
+    }
+    // As for topics: names that read as paths to the current or parent directory are refused.
+    if name == "." || name == ".." {
+        return Err(invalid(format!("{name:?} is not an operator name")));
     }
     Ok(())
 }

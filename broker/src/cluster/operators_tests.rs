@@ -75,6 +75,11 @@ fn bad_definitions_are_refused_with_the_reason_and_change_nothing() {
             "1 to 249",
         ),
         (
+            with(&|d| d.name = "..".into()),
+            ErrorCode::INVALID_OPERATOR,
+            "not an operator name",
+        ),
+        (
             with(&|d| d.name = "bad name".into()),
             ErrorCode::INVALID_OPERATOR,
             "may only contain",
