@@ -399,6 +399,7 @@ fn bad_definitions_are_refused_with_a_clear_message_and_create_nothing() {
     for (flags, needle) in [
         (&["--out-of-orderness", "5parsecs"][..], "unknown unit"),
         (&["--idle-timeout", "-1s"][..], "--idle-timeout"),
+        (&["--idle-timeout", "0s"][..], "must be positive"),
         (&["--max-state-bytes", "0"][..], "--max-state-bytes"),
     ] {
         let r = create(addr, "op2", flags);

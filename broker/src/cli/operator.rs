@@ -97,8 +97,9 @@ pub struct CreateArgs {
     /// Write records whose time or value cannot be read to this topic (created if missing).
     #[arg(long, value_name = "TOPIC")]
     pub dead_letter_topic: Option<String>,
-    /// Advance the watermark of a partition without records for this long.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// Advance the watermark of a partition without records for this long (leave it out for
+    /// none; 0 is refused).
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
     pub idle_timeout: Option<Duration>,
     /// State limit per source partition (default 256 MiB); past it the operator fails.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -110,6 +111,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     sluice_window::spec::parse_duration(s)
         .map(|ms| Duration::from_millis(ms.unsigned_abs()))
         .map_err(|e| e.to_string())
+}
+
+/// A duration that must be positive (a zero one would mean "none" on the wire, silently).
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be positive (leave the option out for none)".into()),
+        d => Ok(d),
+    }
 }
 
 impl CreateArgs {
