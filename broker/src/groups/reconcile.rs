@@ -98,7 +98,7 @@ pub fn heartbeat(
         ));
     }
     if !hb.regex.is_empty() {
-        subscription::compile(&hb.regex)?;
+        subscription::compiled(&hb.regex)?;
     }
     let mut g = model.clone();
     let session = session_ms(hb.session_timeout_ms, model, env.config);

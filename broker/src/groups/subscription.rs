@@ -1,9 +1,11 @@
 //! Subscriptions, evaluated on the coordinator: a member names topics, a regular expression, or
 //! both, and the coordinator resolves them against the topics that exist now (so a topic created
 //! later, or a topic's new partitions, are picked up at the next evaluation without a restart).
-//! Pure: the caller passes the topic list.
+//! Pure but for a bounded cache of compiled patterns (the coordinator's tick resolves every
+//! member's subscription every half heartbeat interval): the caller passes the topic list.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, OnceLock};
 
 use regex::Regex;
 use sluice_protocol::wire::ErrorCode;
@@ -34,6 +36,31 @@ pub fn compile(pattern: &str) -> Result<Regex, ServiceError> {
         })
 }
 
+/// Compiled patterns kept at most; past it the cache starts over (patterns are few in practice:
+/// one per group's subscription, not one per member).
+const CACHED_PATTERNS: usize = 1024;
+
+/// `compile(pattern)`, from the cache when it was compiled before.
+pub fn compiled(pattern: &str) -> Result<Regex, ServiceError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let lock = || {
+        cache
+            .lock()
+            .unwrap_or_else(|_| panic!("pattern cache lock poisoned"))
+    };
+    if let Some(re) = lock().get(pattern) {
+        return Ok(re.clone());
+    }
+    let re = compile(pattern)?;
+    let mut c = lock();
+    if c.len() >= CACHED_PATTERNS {
+        c.clear();
+    }
+    c.insert(pattern.to_string(), re.clone());
+    Ok(re)
+}
+
 /// Internal topics are never matched by a pattern, and named explicitly they are not assignable.
 use crate::replica::settings::is_internal;
 
@@ -50,7 +77,7 @@ pub fn resolve(
         .cloned()
         .collect();
     if !pattern.is_empty() {
-        if let Ok(re) = compile(pattern) {
+        if let Ok(re) = compiled(pattern) {
             out.extend(
                 existing
                     .keys()
