@@ -14,6 +14,7 @@ use bytes::Bytes;
 use sluice_protocol::wire::{self, *};
 use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 
+pub mod cli;
 pub mod cluster;
 pub mod consumer_process;
 pub mod groups;

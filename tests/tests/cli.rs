@@ -6,87 +6,16 @@
 //! `sluice: ...` line on stderr), and bad flags (exit code 2, from clap).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use sluice_tests::cli::{self, command, Run};
 use sluice_tests::{sluice_bin, Broker};
-
-/// The outcome of one `sluice` run.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from_output(out: Output) -> Run {
-        Run {
-            code: out.status.code().expect("sluice was killed by a signal"),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-            stderr: String::from_utf8(out.stderr).unwrap(),
-        }
-    }
-
-    /// Asserts success and returns stdout.
-    fn ok(self) -> String {
-        assert_eq!(self.code, 0, "sluice failed: {}", self.stderr);
-        self.stdout
-    }
-
-    /// Asserts a user error (exit code 1, one `sluice: ` line on stderr, nothing on stdout) and
-    /// returns the message.
-    fn user_error(self) -> String {
-        assert_eq!(self.code, 1, "expected exit code 1: {self:?}");
-        assert_no_panic(&self.stderr);
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        let last = lines.last().expect("no message on stderr");
-        let message = last
-            .strip_prefix("sluice: ")
-            .unwrap_or_else(|| panic!("message without the sluice: prefix: {:?}", self.stderr));
-        message.to_string()
-    }
-
-    /// Asserts a usage error (exit code 2, from clap).
-    fn usage_error(self) {
-        assert_eq!(self.code, 2, "expected exit code 2: {self:?}");
-        assert!(self.stderr.starts_with("error: "), "{}", self.stderr);
-        assert_no_panic(&self.stderr);
-    }
-}
-
-fn assert_no_panic(stderr: &str) {
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(!stderr.contains("RUST_BACKTRACE"), "{stderr}");
-}
-
-/// A `sluice` command for `addr`, `--broker` appended to `args`, no stray environment.
-fn command(addr: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(sluice_bin());
-    c.args(args)
-        .arg("--broker")
-        .arg(addr)
-        .env_remove("SLUICE_BROKER")
-        .env_remove("SLUICE_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
 
 /// Runs `sluice ARGS --broker ADDR` with `stdin` as its input.
 fn sluice_in(addr: &str, args: &[&str], stdin: &str) -> Run {
-    let mut child = command(addr, args).stdin(Stdio::piped()).spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let bytes = stdin.as_bytes().to_vec();
-    // Written from a thread: the child may exit (or fill its stdout) before reading all of it.
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&bytes);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    Run::from_output(out)
+    cli::sluice(addr, args, Some(stdin))
 }
 
 /// Runs `sluice ARGS --broker ADDR` with empty stdin.

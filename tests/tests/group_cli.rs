@@ -21,7 +21,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,75 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sluice_protocol::wire::*;
+use sluice_tests::cli::{sluice, Run};
 use sluice_tests::groups::{group_config, heartbeat};
-use sluice_tests::{batch_at, sluice_bin, Broker, RawConn};
-
-/// The outcome of one `sluice` run.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from_output(out: Output) -> Run {
-        Run {
-            code: out.status.code().expect("sluice was killed by a signal"),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-            stderr: String::from_utf8(out.stderr).unwrap(),
-        }
-    }
-
-    fn ok(self) -> String {
-        assert_eq!(self.code, 0, "sluice failed: {self:?}");
-        self.stdout
-    }
-
-    fn json(self) -> Value {
-        let out = self.ok();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-
-    /// Asserts a user error (exit code 1, a `sluice: ` line on stderr, nothing on stdout) and
-    /// returns the message.
-    fn user_error(self) -> String {
-        assert_eq!(self.code, 1, "expected exit code 1: {self:?}");
-        assert!(self.stdout.is_empty(), "{self:?}");
-        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
-        let last = self.stderr.lines().last().expect("no message on stderr");
-        last.strip_prefix("sluice: ")
-            .unwrap_or_else(|| panic!("message without the sluice: prefix: {:?}", self.stderr))
-            .to_string()
-    }
-}
-
-fn sluice(addr: SocketAddr, args: &[&str], stdin: Option<&str>) -> Run {
-    let mut c = Command::new(sluice_bin());
-    c.args(args)
-        .arg("--broker")
-        .arg(addr.to_string())
-        .env_remove("SLUICE_BROKER")
-        .env_remove("SLUICE_LOG")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    Run::from_output(child.wait_with_output().unwrap())
-}
+use sluice_tests::{batch_at, Broker, RawConn};
 
 fn group(addr: SocketAddr, args: &[&str]) -> Run {
     let mut all = vec!["group"];

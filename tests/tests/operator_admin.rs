@@ -25,66 +25,18 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
 
 use std::time::Duration;
 
 use serde_json::Value;
+use sluice_tests::cli::{sluice, Run};
 use sluice_tests::cluster::{create as create_topic, eventually, Cluster};
-use sluice_tests::{sluice_bin, Broker, RawConn};
-
-/// The outcome of one `sluice` run.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from_output(out: Output) -> Run {
-        Run {
-            code: out.status.code().expect("sluice was killed by a signal"),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-            stderr: String::from_utf8(out.stderr).unwrap(),
-        }
-    }
-
-    fn ok(self) -> String {
-        assert_eq!(self.code, 0, "sluice failed: {self:?}");
-        self.stdout
-    }
-
-    fn json(self) -> Value {
-        let out = self.ok();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-
-    /// Asserts a user error (exit code 1, one `sluice: ` line on stderr, nothing on stdout) and
-    /// returns the message.
-    fn user_error(self) -> String {
-        assert_eq!(self.code, 1, "expected exit code 1: {self:?}");
-        assert!(self.stdout.is_empty(), "{self:?}");
-        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
-        let last = self.stderr.lines().last().expect("no message on stderr");
-        last.strip_prefix("sluice: ")
-            .unwrap_or_else(|| panic!("message without the sluice: prefix: {:?}", self.stderr))
-            .to_string()
-    }
-}
+use sluice_tests::{Broker, RawConn};
 
 fn operator(addr: SocketAddr, args: &[&str]) -> Run {
-    let out = Command::new(sluice_bin())
-        .arg("operator")
-        .args(args)
-        .arg("--broker")
-        .arg(addr.to_string())
-        .env_remove("SLUICE_BROKER")
-        .env_remove("SLUICE_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Run::from_output(out)
+    let mut all = vec!["operator"];
+    all.extend_from_slice(args);
+    sluice(addr, &all, None)
 }
 
 /// `create NAME` with a valid definition of source `src` and sink `out`, with `extra` flag and
