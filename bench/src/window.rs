@@ -133,11 +133,6 @@ fn fold(events: &[Event], window: Option<&str>) -> Result<(f64, u64, u64), Strin
     Ok((events.len() as f64 / secs, emitted, peak))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 pub fn run(a: Args) -> Result<(), String> {
     if a.events == 0 || a.keys == 0 || a.runs == 0 || a.event_rate == 0 {
         return Err("--events, --keys, --runs and --event-rate must be positive".into());
@@ -179,7 +174,7 @@ pub fn run(a: Args) -> Result<(), String> {
             rates.push(rate);
             (emitted, peak) = (e, p);
         }
-        let rate = median(rates);
+        let rate = crate::load::median(&rates);
         if window.is_none() {
             baseline = rate;
         }

@@ -344,19 +344,7 @@ pub(crate) fn run_report(mode: Mode, args: Args) -> Result<report::Report, Error
             .collect::<Vec<_>>()
             .join(",")
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    // Ctrl-C ends the run through the same path as an error, so a spawned broker is still stopped
-    // and its data directory removed.
-    let result = runtime.block_on(async {
-        tokio::select! {
-            r = bench(&settings, &addr) => r,
-            _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
-        }
-    });
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    let result = until_interrupted(bench(&settings, &addr));
     for b in brokers {
         if let Err(e) = b.stop() {
             // The figures stand; say why the broker's exit was not clean.
@@ -368,6 +356,37 @@ pub(crate) fn run_report(mode: Mode, args: Args) -> Result<report::Report, Error
 
 /// Longest the first connection to the broker may take.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// The median of `v` (the mean of the two middle values for an even count; 0 for none).
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Runs `work` on a fresh multi-thread runtime until it ends or Ctrl-C. Ctrl-C ends it through the
+/// same path as an error, so that the caller still stops its spawned brokers and removes their
+/// data directories.
+pub(crate) fn until_interrupted<T>(
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
 
 async fn bench(s: &Settings, addr: &str) -> Result<report::Report, Error> {
     reach(addr).await?;
@@ -530,5 +549,12 @@ mod tests {
         assert_eq!(partitions_of(1, 2, 5), vec![1, 3]);
         assert_eq!(partitions_of(0, 1, 3), vec![0, 1, 2]);
         assert!(partitions_of(3, 4, 2).is_empty());
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[0.3, 0.1, 0.2]), 0.2);
+        assert_eq!(median(&[0.4, 0.1, 0.3, 0.2]), 0.25);
+        assert_eq!(median(&[]), 0.0);
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::{report::round3, AcksArg, Args, CompressionArg, Error, Mode, OnOff};
+use super::{median, report::round3, AcksArg, Args, CompressionArg, Error, Mode, OnOff};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplicationArgs {
@@ -72,16 +72,6 @@ fn side(a: &ReplicationArgs, replicated: bool) -> Args {
     }
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
-
 pub fn run(a: ReplicationArgs) -> Result<(), Box<dyn std::error::Error>> {
     run_checked(a).map_err(|e| e as Box<dyn std::error::Error>)
 }
@@ -142,16 +132,4 @@ fn run_checked(a: ReplicationArgs) -> Result<(), Error> {
     });
     println!("{line}");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&[0.3, 0.1, 0.2]), 0.2);
-        assert_eq!(median(&[0.4, 0.1, 0.3, 0.2]), 0.25);
-        assert_eq!(median(&[]), 0.0);
-    }
 }

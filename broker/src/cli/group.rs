@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use sluice_client::{Admin, GroupDescription, GroupListing, ResetSpec};
 
-use super::{table, write_stdout, BrokerOpt, CliError, Ctx};
+use super::{json, table, write_stdout, BrokerOpt, CliError, Ctx};
 
 /// `sluice group ...`.
 #[derive(Debug, Args)]
@@ -174,14 +174,6 @@ pub async fn run(args: GroupArgs) -> Result<(), CliError> {
             write_stdout(format!("deleted group '{group}'\n").as_bytes())
         }
     }
-}
-
-/// `value` as one line of JSON.
-fn json(value: &impl Serialize) -> Result<String, CliError> {
-    let mut s = serde_json::to_string(value)
-        .map_err(|e| CliError::new(format!("cannot encode the answer as JSON: {e}")))?;
-    s.push('\n');
-    Ok(s)
 }
 
 #[derive(Debug, Serialize)]

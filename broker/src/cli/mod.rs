@@ -412,6 +412,14 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// `value` as one line of JSON (`--format json`).
+pub fn json(value: &impl serde::Serialize) -> Result<String, CliError> {
+    let mut s = serde_json::to_string(value)
+        .map_err(|e| CliError::new(format!("cannot encode the answer as JSON: {e}")))?;
+    s.push('\n');
+    Ok(s)
+}
+
 /// Writes `bytes` to stdout and flushes.
 pub fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();

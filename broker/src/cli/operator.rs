@@ -12,7 +12,7 @@ use serde::Serialize;
 use sluice_client::{Admin, ClientError, ErrorCode, OperatorDefinition, OperatorDescription};
 
 use super::group::OutputFormat;
-use super::{table, write_stdout, BrokerOpt, CliError, Ctx};
+use super::{json, table, write_stdout, BrokerOpt, CliError, Ctx};
 
 /// `sluice operator ...`.
 #[derive(Debug, Args)]
@@ -256,14 +256,6 @@ fn state(paused: bool) -> &'static str {
     } else {
         "active"
     }
-}
-
-/// `value` as one line of JSON.
-fn json(value: &impl Serialize) -> Result<String, CliError> {
-    let mut s = serde_json::to_string(value)
-        .map_err(|e| CliError::new(format!("cannot encode the answer as JSON: {e}")))?;
-    s.push('\n');
-    Ok(s)
 }
 
 #[derive(Debug, Serialize)]

@@ -229,17 +229,7 @@ fn run_checked(a: GroupArgs) -> Result<(), Error> {
         (None, Some(addr)) => addr.clone(),
         (None, None) => return Err("no broker".into()),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    let result = runtime.block_on(async {
-        tokio::select! {
-            r = bench(&g, &addr) => r,
-            _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
-        }
-    });
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    let result = crate::load::until_interrupted(bench(&g, &addr));
     if let Some(b) = broker {
         if let Err(e) = b.stop() {
             eprintln!("sluice-bench: warning: {e}");

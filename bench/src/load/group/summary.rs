@@ -14,6 +14,7 @@ use super::drain::Drain;
 use super::join::Join;
 use super::leave::Leave;
 use super::GroupSettings;
+use crate::load::median;
 use crate::load::report::{mib, round1, round3};
 
 /// What the run measured.
@@ -28,16 +29,6 @@ pub(super) struct Report {
 
 fn ms(d: Duration) -> f64 {
     round1(d.as_secs_f64() * 1000.0)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 fn met(ok: bool) -> &'static str {
