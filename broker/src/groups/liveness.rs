@@ -67,12 +67,19 @@ impl Live {
         *self.timers.entry(k).or_insert_with(|| Timers::fresh(now))
     }
 
+    /// Forgets the member's timers.
+    pub(super) fn remove(&mut self, k: &MemberKey) {
+        if self.timers.contains_key(k) {
+            self.save(k);
+            self.timers.remove(k);
+        }
+    }
+
     /// Keeps only the members `keep` says.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&MemberKey) -> bool) {
         let gone: Vec<MemberKey> = self.timers.keys().filter(|k| !keep(k)).cloned().collect();
         for k in gone {
-            self.save(&k);
-            self.timers.remove(&k);
+            self.remove(&k);
         }
     }
 

@@ -32,8 +32,13 @@ impl GroupCoordinator {
             let (after, answer) = reconcile::heartbeat(&before, &group, &hb, &new_id, &cx.env())?;
             let now = Instant::now();
             // Timers of members that are gone (left, or replaced by their static successor).
-            cx.live
-                .retain(|(g, m)| g != &group || after.members.contains_key(m));
+            for gone in before
+                .members
+                .keys()
+                .filter(|m| !after.members.contains_key(*m))
+            {
+                cx.live.remove(&(group.clone(), gone.clone()));
+            }
             let leaving_static = hb.member_epoch == sluice_protocol::wire::STATIC_LEAVE_EPOCH;
             // A static member gone for now keeps only its session timer (from its last heartbeat).
             if let Some(m) = after
