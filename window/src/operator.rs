@@ -176,10 +176,8 @@ impl Operator {
         // The window the record went into (tumbling; sessions: the merged one), and whether any
         // window accepted it.
         let mut own: Option<(i64, i64)> = None;
-        let accepted = match self.spec.window {
-            WindowKind::Tumbling { size_ms } => {
-                let start = t.div_euclid(size_ms).saturating_mul(size_ms);
-                let end = start.saturating_add(size_ms);
+        let accepted = match (self.spec.window, self.bucket(t)) {
+            (WindowKind::Tumbling { .. }, Some((start, end, _))) => {
                 let open = !self.closed(end);
                 if open {
                     self.add(&key, start, end, stamped);
@@ -187,23 +185,17 @@ impl Operator {
                 }
                 open
             }
-            WindowKind::Sliding { size_ms, slide_ms } => {
+            (WindowKind::Sliding { slide_ms, .. }, Some((slice, first_end, last_end))) => {
                 // The newest window holding `t` closes last: if it is closed, all are.
-                let slice = t.div_euclid(slide_ms).saturating_mul(slide_ms);
-                let open = !self.closed(slice.saturating_add(size_ms));
-                if open && self.add(&key, slice, slice.saturating_add(slide_ms), stamped) {
+                let open = !self.closed(last_end);
+                if open && self.add(&key, slice, first_end, stamped) {
                     // A new slice: each window it belongs to fires at its end.
-                    self.pend_every(
-                        &key,
-                        slice.saturating_add(slide_ms),
-                        slice.saturating_add(size_ms),
-                        slide_ms,
-                    );
+                    self.pend_every(&key, first_end, last_end, slide_ms);
                     self.rearm(&key);
                 }
                 open
             }
-            WindowKind::Session { gap_ms } => {
+            (WindowKind::Session { gap_ms }, _) => {
                 let end = t.saturating_add(gap_ms);
                 let open = !self.closed(end);
                 if open {
@@ -211,26 +203,27 @@ impl Operator {
                 }
                 open
             }
+            (_, None) => unreachable!("tumbling and sliding windows always have a bucket"),
         };
         if !accepted {
             self.late += 1;
             out.push(Output::Late { offset: rec.offset });
             self.forget_if_empty(&key);
         }
-        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
-        let w = t.saturating_sub(self.spec.out_of_orderness_ms);
-        let moved_to = before.map_or(w, |old| old.max(w));
-        self.watermark = Some(moved_to);
+        let moved_to = self.moved_watermark(t);
+        self.read_time(t, moved_to);
         // The windows the record went into whose end the watermark has reached write their result
         // now (first firing or update); the queues must not write them again.
         let mut touched: Vec<(i64, i64)> = Vec::new();
         match self.spec.window {
             WindowKind::Sliding { size_ms, slide_ms } if accepted => {
-                let slice = t.div_euclid(slide_ms).saturating_mul(slide_ms);
+                let Some((slice, first_end, _)) = self.bucket(t) else {
+                    unreachable!("sliding windows always have a bucket")
+                };
                 let lateness = self.spec.allowed_lateness_ms;
                 // Only when the oldest window holding `t` has ended (rare: a late record).
-                if slice.saturating_add(slide_ms) <= moved_to {
-                    let mut start = slice.saturating_add(slide_ms).saturating_sub(size_ms);
+                if first_end <= moved_to {
+                    let mut start = first_end.saturating_sub(size_ms);
                     while start <= slice {
                         let end = start.saturating_add(size_ms);
                         let was_open = before.is_none_or(|b| end.saturating_add(lateness) > b);
@@ -256,24 +249,9 @@ impl Operator {
     /// nothing.
     fn add_in_place(&mut self, key: &[u8], s: Stamped, out: &mut Vec<Output>) -> bool {
         let t = s.time_ms;
-        let w = t.saturating_sub(self.spec.out_of_orderness_ms);
-        let moved_to = self.watermark.map_or(w, |old| old.max(w));
-        // The bucket the record goes into, and the end of the first window holding it.
-        let (bucket, first_end, last_end) = match self.spec.window {
-            WindowKind::Tumbling { size_ms } => {
-                let start = t.div_euclid(size_ms).saturating_mul(size_ms);
-                let end = start.saturating_add(size_ms);
-                (start, end, end)
-            }
-            WindowKind::Sliding { size_ms, slide_ms } => {
-                let slice = t.div_euclid(slide_ms).saturating_mul(slide_ms);
-                (
-                    slice,
-                    slice.saturating_add(slide_ms),
-                    slice.saturating_add(size_ms),
-                )
-            }
-            WindowKind::Session { .. } => return false,
+        let moved_to = self.moved_watermark(t);
+        let Some((bucket, first_end, last_end)) = self.bucket(t) else {
+            return false;
         };
         if self.closed(last_end) || first_end <= moved_to {
             return false;
@@ -286,10 +264,42 @@ impl Operator {
             return false;
         };
         win.acc.add(s);
-        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
-        self.watermark = Some(moved_to);
+        self.read_time(t, moved_to);
         self.fire_and_drop(None, out);
         true
+    }
+
+    /// Where a record at `t` goes, for tumbling and sliding windows (`None` for sessions): the
+    /// start of its window (slice), the end of the first window holding it and that of the last.
+    fn bucket(&self, t: i64) -> Option<(i64, i64, i64)> {
+        match self.spec.window {
+            WindowKind::Tumbling { size_ms } => {
+                let start = t.div_euclid(size_ms).saturating_mul(size_ms);
+                let end = start.saturating_add(size_ms);
+                Some((start, end, end))
+            }
+            WindowKind::Sliding { size_ms, slide_ms } => {
+                let slice = t.div_euclid(slide_ms).saturating_mul(slide_ms);
+                Some((
+                    slice,
+                    slice.saturating_add(slide_ms),
+                    slice.saturating_add(size_ms),
+                ))
+            }
+            WindowKind::Session { .. } => None,
+        }
+    }
+
+    /// The watermark once a record at `t` has been read (it never moves back).
+    fn moved_watermark(&self, t: i64) -> i64 {
+        let w = t.saturating_sub(self.spec.out_of_orderness_ms);
+        self.watermark.map_or(w, |old| old.max(w))
+    }
+
+    /// A record at `t` was read: the largest time and the watermark move.
+    fn read_time(&mut self, t: i64, moved_to: i64) {
+        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+        self.watermark = Some(moved_to);
     }
 
     /// Moves the watermark to `to` if that is later (an idle partition's advance, entered
