@@ -89,8 +89,14 @@ impl Mark {
                 next_seq: r.i32("next sequence")?,
             })
         })?;
-        if seqs.len() > MAX_TARGETS || !seqs.windows(2).all(|w| (&w[0].topic, w[0].partition) < (&w[1].topic, w[1].partition)) {
-            return Err(ProtocolError::Invalid("mark targets (unsorted or too many)"));
+        if seqs.len() > MAX_TARGETS
+            || !seqs
+                .windows(2)
+                .all(|w| (&w[0].topic, w[0].partition) < (&w[1].topic, w[1].partition))
+        {
+            return Err(ProtocolError::Invalid(
+                "mark targets (unsorted or too many)",
+            ));
         }
         let checkpoint = if r.bool("has checkpoint")? {
             Some(r.bytes("checkpoint")?)
@@ -111,8 +117,7 @@ impl Mark {
         let mut w = Writer::new();
         self.write(&mut w);
         let value = concat(&w.finish());
-        let mut b =
-            BatchBuilder::with_capacity(Compression::None, 128 + value.len()).control();
+        let mut b = BatchBuilder::with_capacity(Compression::None, 128 + value.len()).control();
         b.append(self.now_ms, Some(KEY_MARK), Some(&value), &[]);
         match b.seal() {
             Ok(bytes) => bytes,
@@ -158,7 +163,11 @@ impl Marks {
     /// Applies a committed mark (a mark behind the latest one is ignored).
     pub fn apply(&mut self, mark: Mark) {
         let pid = mark.producer_id;
-        if self.latest.get(&pid).is_some_and(|l| l.through > mark.through) {
+        if self
+            .latest
+            .get(&pid)
+            .is_some_and(|l| l.through > mark.through)
+        {
             return;
         }
         if mark.checkpoint.is_some() {
@@ -196,7 +205,9 @@ impl Marks {
     }
 
     pub fn decode(buf: Bytes) -> io::Result<Marks> {
-        let bad = |e: ProtocolError| io::Error::new(io::ErrorKind::InvalidData, format!("operator marks: {e}"));
+        let bad = |e: ProtocolError| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("operator marks: {e}"))
+        };
         let mut r = Reader::new(buf);
         let version = r.u8("marks version").map_err(bad)?;
         if version != VERSION {
@@ -223,8 +234,16 @@ mod tests {
             through,
             now_ms: 1_700_000_000_000 + through as i64,
             seqs: vec![
-                TargetSeq { topic: "late".into(), partition: 0, next_seq: 3 },
-                TargetSeq { topic: "sink".into(), partition: 1, next_seq: 40 },
+                TargetSeq {
+                    topic: "late".into(),
+                    partition: 0,
+                    next_seq: 3,
+                },
+                TargetSeq {
+                    topic: "sink".into(),
+                    partition: 1,
+                    next_seq: 40,
+                },
             ],
             checkpoint: checkpoint.map(Bytes::from_static),
         }

@@ -24,9 +24,9 @@ pub mod registry;
 pub mod services;
 pub mod settings;
 pub mod state;
-pub mod topic_state;
 #[cfg(test)]
 mod tests;
+pub mod topic_state;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

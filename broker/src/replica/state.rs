@@ -16,5 +16,7 @@ pub fn for_topic(name: &str, settings: &TopicSettings) -> Box<dyn PartitionState
     // Every topic accepts idempotent producers: batches of no producer (id -1) pass through it
     // untouched, so a topic nobody writes idempotently keeps an empty table.
     // Window operators reading the topic keep their marks beside the producers.
-    Box::new(super::topic_state::TopicState::new(settings.producer_limits()))
+    Box::new(super::topic_state::TopicState::new(
+        settings.producer_limits(),
+    ))
 }

@@ -62,7 +62,9 @@ impl PartitionState for TopicState {
             Some(Ok(mark)) => self.marks.apply(mark),
             // Only this broker's own driver writes marks (producers may not send control batches),
             // so a broken one is a bug; skipping it only delays the operator's next mark.
-            Some(Err(e)) => tracing::error!(error = %e, "a broken operator mark in the log; skipped"),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "a broken operator mark in the log; skipped")
+            }
             None => self.producers.committed(batch, membership),
         }
     }
@@ -88,11 +90,17 @@ impl PartitionState for TopicState {
         }
         let mut buf = &state[1..];
         if buf.remaining() < 4 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "topic state: truncated"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "topic state: truncated",
+            ));
         }
         let n = buf.get_u32_le() as usize;
         if buf.remaining() < n {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "topic state: truncated producers"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "topic state: truncated producers",
+            ));
         }
         self.producers.restore(&buf[..n])?;
         self.marks = Marks::decode(Bytes::copy_from_slice(&buf[n..]))?;
