@@ -127,16 +127,12 @@ impl Driver {
                 self.replica.log_start_offset(),
             ));
         };
-        let bytes = mark.checkpoint.clone().unwrap_or_default();
-        let op = Operator::decode(self.spec.clone(), bytes).map_err(|e| {
+        Fold::restore(self.spec.clone(), self.producer_id, &mark).map_err(|e| {
             Stop::Failed(format!(
                 "its checkpoint at offset {} cannot be read: {e}",
                 mark.through
             ))
-        })?;
-        let mut fold = Fold::new(op, self.producer_id, mark.through);
-        fold.adopt_seqs(&mark);
-        Ok(fold)
+        })
     }
 
     /// Reads the local log from the fold's position up to `until` (or as much as one read gives
@@ -307,7 +303,7 @@ impl Driver {
             && (since >= CHECKPOINT_MIN_BYTES.max(4 * run.last_checkpoint_len as u64)
                 || (since > 0 && run.checkpoint_at.elapsed() >= CHECKPOINT_INTERVAL));
         let checkpoint = if want_checkpoint {
-            let state = f.op.encode();
+            let state = f.checkpoint();
             if state.len() > MAX_CHECKPOINT_BYTES {
                 tracing::warn!(operator = %self.name, bytes = state.len(), "window state too large to checkpoint; a restarted replica refolds from the last checkpoint");
                 None

@@ -18,10 +18,10 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sluice_client::partition_for_key;
 use sluice_protocol::{BatchBuilder, Compression, Header, Record, RecordBatch};
-use sluice_window::{Input, Operator, Output, StateLimit};
+use sluice_window::{Input, Operator, Output, Spec, StateLimit};
 
 use crate::replica::marks::{Mark, TargetSeq};
 
@@ -50,6 +50,32 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()
     }
+}
+
+/// Encoding version of [`Fold::checkpoint`].
+const CHECKPOINT_VERSION: u8 = 1;
+
+fn put_opt(out: &mut BytesMut, v: Option<i64>) {
+    match v {
+        Some(v) => {
+            out.put_u8(1);
+            out.put_i64_le(v);
+        }
+        None => out.put_u8(0),
+    }
+}
+
+fn get_opt(buf: &mut &[u8]) -> Result<Option<i64>, String> {
+    if buf.remaining() < 1 {
+        return Err("truncated checkpoint".into());
+    }
+    if buf.get_u8() == 0 {
+        return Ok(None);
+    }
+    if buf.remaining() < 8 {
+        return Err("truncated checkpoint".into());
+    }
+    Ok(Some(buf.get_i64_le()))
 }
 
 /// One record headed for a target partition.
@@ -113,6 +139,46 @@ impl Fold {
             records_read: 0,
             last_record_ms: None,
         }
+    }
+
+    /// The fold's state for a checkpoint: its clock and idle bookkeeping, then the operator's
+    /// state (sequences and position are the mark's own fields).
+    pub fn checkpoint(&self) -> Bytes {
+        let op = self.op.encode();
+        let mut out = BytesMut::with_capacity(op.len() + 32);
+        out.put_u8(CHECKPOINT_VERSION);
+        put_opt(&mut out, self.clock_ms);
+        out.put_u8(u8::from(self.read_since_tick));
+        put_opt(&mut out, self.idle_from.map(|(t, _)| t));
+        put_opt(&mut out, self.idle_from.map(|(_, w)| w));
+        out.put_slice(&op);
+        out.freeze()
+    }
+
+    /// The fold a mark's checkpoint holds, standing at the mark.
+    pub fn restore(spec: Spec, producer_id: i64, mark: &Mark) -> Result<Fold, String> {
+        let Some(bytes) = mark.checkpoint.clone() else {
+            return Err("the mark has no checkpoint".into());
+        };
+        let mut buf = &bytes[..];
+        if buf.remaining() < 1 || buf.get_u8() != CHECKPOINT_VERSION {
+            return Err("unknown checkpoint version".into());
+        }
+        let clock_ms = get_opt(&mut buf)?;
+        if buf.remaining() < 1 {
+            return Err("truncated checkpoint".into());
+        }
+        let read_since_tick = buf.get_u8() != 0;
+        let idle_t = get_opt(&mut buf)?;
+        let idle_w = get_opt(&mut buf)?;
+        let op_bytes = bytes.slice(bytes.len() - buf.remaining()..);
+        let op = Operator::decode(spec, op_bytes).map_err(|e| e.to_string())?;
+        let mut fold = Fold::new(op, producer_id, mark.through);
+        fold.clock_ms = clock_ms;
+        fold.read_since_tick = read_since_tick;
+        fold.idle_from = idle_t.zip(idle_w);
+        fold.adopt_seqs(mark);
+        Ok(fold)
     }
 
     /// Takes the sequence numbers of a mark whose `through` is this fold's position (the fold then

@@ -13,6 +13,8 @@
 
 pub mod driver;
 pub mod fold;
+#[cfg(test)]
+mod fold_tests;
 pub mod send;
 pub mod stats;
 
