@@ -299,9 +299,13 @@ impl Driver {
     /// no longer leads.
     async fn write_mark(&self, f: &Fold, run: &mut LeaderRun) -> Result<bool, Stop> {
         let since = f.bytes_read - run.checkpoint_bytes_at;
-        let want_checkpoint = f.records_read > 0
-            && (since >= CHECKPOINT_MIN_BYTES.max(4 * run.last_checkpoint_len as u64)
-                || (since > 0 && run.checkpoint_at.elapsed() >= CHECKPOINT_INTERVAL));
+        // The first mark always has one: it fixes where every replica starts (their log starts
+        // may differ), so no replica ever folds from its own log start but the first leader.
+        let first = self.with_marks(|m| m.checkpoint(self.producer_id).is_none());
+        let want_checkpoint = first
+            || (f.records_read > 0
+                && (since >= CHECKPOINT_MIN_BYTES.max(4 * run.last_checkpoint_len as u64)
+                    || (since > 0 && run.checkpoint_at.elapsed() >= CHECKPOINT_INTERVAL)));
         let checkpoint = if want_checkpoint {
             let state = f.checkpoint();
             if state.len() > MAX_CHECKPOINT_BYTES {
