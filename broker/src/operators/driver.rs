@@ -172,7 +172,13 @@ impl Driver {
     async fn follow(&self, fold: &mut Option<Fold>) -> Result<(), Stop> {
         let mut leadership = self.replica.leadership();
         loop {
-            if fold.is_none() {
+            // A checkpoint ahead of the fold (a new one, or this replica fell behind): start
+            // from it rather than fold up to it.
+            let behind = |f: &Fold| {
+                self.with_marks(|m| m.checkpoint(self.producer_id).map(|c| c.through))
+                    .is_some_and(|through| through > f.position)
+            };
+            if fold.as_ref().is_none_or(behind) {
                 *fold = Some(self.load()?);
             }
             let Some(f) = fold.as_mut() else {
