@@ -41,6 +41,8 @@ pub struct Sender {
 }
 
 const BACKOFF: Duration = Duration::from_millis(100);
+/// The most batch bytes one produce request carries (well below the broker's frame limit).
+const MAX_REQUEST_BYTES: usize = 8 << 20;
 
 impl Sender {
     /// Writes every batch of `outbox`; returns once each is stored (or already was).
@@ -61,22 +63,34 @@ impl Sender {
         batches: &[Bytes],
         cancel: &CancellationToken,
     ) -> Result<(), SendError> {
-        match self
-            .send_until_stored(topic, partition, concat(batches), cancel)
-            .await?
-        {
-            Stored::Yes => Ok(()),
-            // The request is refused whole when its first batch is an old duplicate: the rest
-            // may be new. One by one, each is either stored now or was before.
-            Stored::OldDuplicate if batches.len() > 1 => {
-                for b in batches {
-                    self.send_until_stored(topic, partition, b.clone(), cancel)
-                        .await?;
-                }
-                Ok(())
+        let mut rest = batches;
+        while !rest.is_empty() {
+            // As many batches as fit one request (at least one), in order.
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < rest.len() && (n == 0 || bytes + rest[n].len() <= MAX_REQUEST_BYTES) {
+                bytes += rest[n].len();
+                n += 1;
             }
-            Stored::OldDuplicate => Ok(()),
+            let (these, later) = rest.split_at(n);
+            rest = later;
+            match self
+                .send_until_stored(topic, partition, concat(these), cancel)
+                .await?
+            {
+                Stored::Yes => {}
+                // The request is refused whole when its first batch is an old duplicate: the rest
+                // may be new. One by one, each is either stored now or was before.
+                Stored::OldDuplicate if these.len() > 1 => {
+                    for b in these {
+                        self.send_until_stored(topic, partition, b.clone(), cancel)
+                            .await?;
+                    }
+                }
+                Stored::OldDuplicate => {}
+            }
         }
+        Ok(())
     }
 
     async fn send_until_stored(
