@@ -137,7 +137,7 @@ impl Driver {
 
     /// Reads the local log from the fold's position up to `until` (or as much as one read gives
     /// when `one_read`), into `out` when given.
-    fn read(
+    async fn read(
         &self,
         fold: &mut Fold,
         until: u64,
@@ -164,6 +164,8 @@ impl Driver {
             if one_read {
                 break;
             }
+            // A long catch-up is CPU work between awaits: let the broker's other tasks run.
+            tokio::task::yield_now().await;
         }
         Ok(())
     }
@@ -186,7 +188,7 @@ impl Driver {
             };
             if let Some(mark) = self.latest_mark() {
                 if f.position < mark.through {
-                    self.read(f, mark.through, None, false)?;
+                    self.read(f, mark.through, None, false).await?;
                     if f.position == mark.through {
                         f.adopt_seqs(&mark);
                     }
@@ -222,7 +224,7 @@ impl Driver {
             unreachable!()
         };
         if let Some(mark) = &mark {
-            self.read(f, mark.through, None, false)?;
+            self.read(f, mark.through, None, false).await?;
             if f.position != mark.through {
                 return Err(Stop::Failed(format!(
                     "the source log ends at {} before the operator's mark at {}",
@@ -252,7 +254,7 @@ impl Driver {
             if f.position < hw {
                 let mut outbox = Outbox::default();
                 let read_at = Instant::now();
-                self.read(f, hw, Some(&mut outbox), true)?;
+                self.read(f, hw, Some(&mut outbox), true).await?;
                 if !outbox.is_empty() {
                     match self.sender.send(&outbox, &self.cancel).await {
                         Ok(()) => {}
