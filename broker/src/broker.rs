@@ -27,4 +27,6 @@ pub struct Broker {
     pub producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// The coordinator of the consumer groups on the offsets partitions this broker leads.
     pub groups: Arc<crate::groups::GroupCoordinator>,
+    /// What this broker's window operator drivers report (describe reads it).
+    pub operator_stats: Arc<crate::operators::stats::Registry>,
 }

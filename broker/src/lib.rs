@@ -11,6 +11,8 @@
 //! - [`broker`]: the running broker's shared services (config, replicas, cluster, budgets);
 //! - [`groups`]: the consumer-group coordinator (a leader service on `__consumer_offsets`
 //!   partitions), its pure decisions and assignors;
+//! - [`operators`]: running window operators — a driver per local replica of each source
+//!   partition, folding the local log and, on the leader, writing results and marks;
 //! - [`cluster`]: the metadata group, forwarding to its leader, the leader report, the reconciler
 //!   and quiescing;
 //! - [`replica`]: the partition seam — [`replica::Replica`], replicated partition state, the
@@ -31,5 +33,6 @@ pub mod error;
 pub mod groups;
 pub mod net;
 pub mod node;
+pub mod operators;
 pub mod raft;
 pub mod replica;

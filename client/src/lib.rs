@@ -59,7 +59,7 @@ pub mod raw;
 
 pub use admin::{
     Admin, GroupDescription, GroupListing, GroupMember, OffsetSpec, OperatorDefinition,
-    OperatorDescription, OperatorListing, OperatorPartition, PartitionLag, ResetSpec,
+    OperatorDescription, OperatorListing, OperatorPartition, OperatorRun, PartitionLag, ResetSpec,
 };
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["api"],
     &["admin"],
     &["broker"],
-    &["groups"],
+    &["groups", "operators"],
     &["cluster"],
     &["replica"],
     &["raft"],
@@ -35,6 +35,10 @@ const WIRE_ENUM_EXCEPTIONS: &[(&str, &str)] = &[
     (
         "cluster/forward.rs",
         "forwarding to the metadata leader is a wire round trip",
+    ),
+    (
+        "operators/send.rs",
+        "a window operator's output is produced to its targets' leaders: a wire round trip",
     ),
 ];
 

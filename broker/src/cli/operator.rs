@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use sluice_client::{Admin, ClientError, ErrorCode, OperatorDefinition, OperatorDescription};
+use sluice_client::{
+    Admin, ClientError, ErrorCode, OperatorDefinition, OperatorDescription, OperatorRun,
+};
 
 use super::group::OutputFormat;
 use super::{json, table, write_stdout, BrokerOpt, CliError, Ctx};
@@ -268,7 +270,6 @@ struct JsonListing<'a> {
 }
 
 /// `sluice operator describe --format json`. Every key is always present (`null`: none).
-/// Execution statistics are not reported yet.
 #[derive(Debug, Serialize)]
 struct JsonOperator<'a> {
     name: &'a str,
@@ -294,6 +295,48 @@ struct JsonPartition {
     partition: u32,
     leader: Option<u32>,
     producer_id: i64,
+    /// `null` when the answering broker runs no driver of the partition.
+    run: Option<JsonRun>,
+}
+
+/// One partition's running operator (`OperatorRun`).
+#[derive(Debug, Serialize)]
+struct JsonRun {
+    from_leader: bool,
+    position: u64,
+    high_watermark: u64,
+    lag_records: u64,
+    lag_ms: i64,
+    watermark_ms: Option<i64>,
+    keys: u64,
+    windows: u64,
+    state_bytes: u64,
+    late: u64,
+    bad: u64,
+    emitted: u64,
+    emit_p99_ms: Option<f64>,
+    failed: Option<String>,
+}
+
+impl From<&OperatorRun> for JsonRun {
+    fn from(r: &OperatorRun) -> JsonRun {
+        JsonRun {
+            from_leader: r.from_leader,
+            position: r.position,
+            high_watermark: r.high_watermark,
+            lag_records: r.high_watermark.saturating_sub(r.position),
+            lag_ms: r.lag_ms,
+            watermark_ms: r.watermark_ms,
+            keys: r.keys,
+            windows: r.windows,
+            state_bytes: r.state_bytes,
+            late: r.late,
+            bad: r.bad,
+            emitted: r.emitted,
+            emit_p99_ms: r.emit_p99.map(|d| d.as_secs_f64() * 1000.0),
+            failed: r.failed.clone(),
+        }
+    }
 }
 
 impl<'a> From<&'a OperatorDescription> for JsonOperator<'a> {
@@ -322,6 +365,7 @@ impl<'a> From<&'a OperatorDescription> for JsonOperator<'a> {
                     partition: p.partition,
                     leader: p.leader,
                     producer_id: p.producer_id,
+                    run: p.run.as_ref().map(JsonRun::from),
                 })
                 .collect(),
         }
@@ -363,16 +407,49 @@ fn render_describe(d: &OperatorDescription) -> String {
         vec!["created ms".into(), d.created_ms.to_string()],
     ];
     let mut out = table(&rows, "");
-    out.push_str("\nexecution statistics: not reported yet\n\n");
-    let mut parts = vec![["PARTITION", "LEADER", "PRODUCER ID"]
-        .map(String::from)
-        .to_vec()];
+    out.push('\n');
+    let mut parts = vec![[
+        "PARTITION",
+        "LEADER",
+        "PRODUCER ID",
+        "POSITION",
+        "LAG",
+        "WATERMARK",
+        "KEYS",
+        "WINDOWS",
+        "STATE BYTES",
+        "LATE",
+        "BAD",
+        "EMITTED",
+        "EMIT P99",
+        "FAILED",
+    ]
+    .map(String::from)
+    .to_vec()];
     parts.extend(d.partitions.iter().map(|p| {
-        vec![
+        let mut row = vec![
             p.partition.to_string(),
             p.leader.map_or_else(none, |l| l.to_string()),
             p.producer_id.to_string(),
-        ]
+        ];
+        match &p.run {
+            Some(r) => row.extend([
+                r.position.to_string(),
+                r.high_watermark.saturating_sub(r.position).to_string(),
+                r.watermark_ms.map_or_else(none, |w| w.to_string()),
+                r.keys.to_string(),
+                r.windows.to_string(),
+                r.state_bytes.to_string(),
+                r.late.to_string(),
+                r.bad.to_string(),
+                r.emitted.to_string(),
+                r.emit_p99
+                    .map_or_else(none, |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0)),
+                r.failed.clone().unwrap_or_else(none),
+            ]),
+            None => row.extend(std::iter::repeat_n(none(), 11)),
+        }
+        row
     }));
     out.push_str(&table(&parts, ""));
     out

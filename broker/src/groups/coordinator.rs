@@ -131,23 +131,6 @@ pub(super) fn read<R>(replica: &Replica, f: impl FnOnce(&Groups) -> R) -> R {
     })
 }
 
-/// Waits until everything in the replica's log is committed and applied (what a run starts from),
-/// or until it no longer leads.
-async fn settle(replica: &Replica) {
-    loop {
-        let end = replica.log_end_offset();
-        if replica.high_watermark() >= end || !replica.is_leader() {
-            return;
-        }
-        replica
-            .wait_beyond(
-                end.saturating_sub(1),
-                Instant::now() + Duration::from_millis(100),
-            )
-            .await;
-    }
-}
-
 /// Takes a run out of the coordinator's map when its task ends, however it ends (a decision that
 /// panics must not leave a dead run answering `NOT_COORDINATOR` for the rest of the term).
 struct Deregister<'a> {
@@ -331,7 +314,7 @@ impl GroupCoordinator {
                 live.roll_back();
                 // A write that timed out may still commit: the next round must not decide from a
                 // state without it (its changes and the next round's would both apply).
-                settle(&run.replica).await;
+                run.replica.settle().await;
             }
         }
         for answer in answers {

@@ -115,6 +115,7 @@ pub async fn start(
         cluster,
         producer_ids: Default::default(),
         groups,
+        operator_stats: Default::default(),
     });
     broker.groups.attach(&broker.replicas);
     let stop = CancellationToken::new();
@@ -149,6 +150,14 @@ async fn run(
         stop.clone(),
     ));
     tasks.spawn(quiesce::ping_peers(c.clone(), stop.clone()));
+    tasks.spawn(crate::operators::run(
+        c.clone(),
+        broker.replicas.clone(),
+        broker.operator_stats.clone(),
+        broker.advertised.to_string(),
+        broker.config.replication_timeout,
+        stop.clone(),
+    ));
     tasks.spawn(quiesce::run(
         c.clone(),
         broker.replicas.clone(),

@@ -85,6 +85,22 @@ pub fn entry_from_batch(batch: RecordBatch) -> Result<Entry, EntryError> {
     })
 }
 
+/// Whether a control batch is (or may be: it cannot be read) one of raft's own blank or membership
+/// entries. A normal entry must never hold one: reopening the log would read it back as raft's.
+/// The broker's other control batches (window operator marks) are normal entries.
+pub fn is_raft_entry_batch(batch: &RecordBatch) -> bool {
+    if !batch.header().is_control() {
+        return false;
+    }
+    match batch.records().map(|mut r| r.next()) {
+        Ok(Some(Ok(record))) => {
+            let key = record.key.unwrap_or_default();
+            key.as_ref() == KEY_BLANK || key.as_ref() == KEY_MEMBERSHIP
+        }
+        _ => true,
+    }
+}
+
 /// Whether a batch is one of raft's own control batches (consumers and appliers skip them).
 pub fn is_raft_control(batch: &RecordBatch) -> bool {
     batch.header().is_control()

@@ -304,9 +304,9 @@ impl GroupLog {
             map.check_next(index)?;
             let batch = batch_for(&entry.payload).map_err(|e| io_error(e.to_string()))?;
             if let EntryPayload::Normal(p) = &entry.payload {
-                if p.batch.header().is_control() {
+                if super::entry::is_raft_entry_batch(&p.batch) {
                     return Err(io_error(format!(
-                        "raft entry {index}: a normal entry holds a control batch"
+                        "raft entry {index}: a normal entry holds raft's own control batch"
                     )));
                 }
                 // A replicated batch carries the leader's offsets: the logs up to

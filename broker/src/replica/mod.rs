@@ -17,6 +17,7 @@
 
 pub mod groups;
 pub mod leadership;
+pub mod marks;
 pub mod producers;
 mod propose;
 pub mod registry;
@@ -25,6 +26,7 @@ pub mod settings;
 pub mod state;
 #[cfg(test)]
 mod tests;
+pub mod topic_state;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -136,6 +138,38 @@ impl Replica {
     /// the partition state admits them. Only the leader accepts; others answer `NOT_LEADER`.
     pub async fn propose(&self, records: &Bytes, acks: Acks) -> Result<PendingAppend> {
         propose::propose(self, records, acks).await
+    }
+
+    /// Proposes the broker's own control batches (window operator marks), acks `all`.
+    pub async fn propose_control(&self, records: &Bytes) -> Result<PendingAppend> {
+        propose::propose_control(self, records).await
+    }
+
+    /// Reads committed batches (below the high watermark) from `offset` on this replica, leader or
+    /// not: for the broker's own readers of the local log (window operators), never for clients.
+    pub fn read_local(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        Ok(self
+            .group
+            .log
+            .log
+            .read_below(offset, max_bytes, self.high_watermark())?)
+    }
+
+    /// Waits until everything in the replica's log is committed and applied (what a leader's
+    /// service starts from: its state then holds every entry of earlier terms), or until it no
+    /// longer leads.
+    pub async fn settle(&self) {
+        loop {
+            let end = self.log_end_offset();
+            if self.high_watermark() >= end || !self.is_leader() {
+                return;
+            }
+            self.wait_beyond(
+                end.saturating_sub(1),
+                Instant::now() + Duration::from_millis(100),
+            )
+            .await;
+        }
     }
 
     /// Reads committed batches (below the high watermark) from `offset`. Only the leader serves

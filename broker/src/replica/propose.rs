@@ -141,6 +141,23 @@ pub(super) async fn propose(
     }
 }
 
+/// Proposes the broker's own control batches (window operator marks) with acks `all`: whole,
+/// valid batches, each a control batch (a programmer error otherwise).
+pub(super) async fn propose_control(replica: &Replica, records: &Bytes) -> Result<PendingAppend> {
+    let batches = RecordBatch::iter_all(records.clone())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServiceError::new(ErrorCode::CORRUPT_MESSAGE, e.to_string()))?;
+    assert!(
+        !batches.is_empty() && batches.iter().all(|b| b.header().is_control()),
+        "propose_control takes control batches only"
+    );
+    // Control batches belong to no producer: admission always proposes them.
+    match propose_once(replica, &batches, Acks::All).await? {
+        Some(pending) => Ok(pending),
+        None => panic!("a control batch was found in flight: they have no producer"),
+    }
+}
+
 /// How long a produce whose batch copies one still being proposed waits for that copy's outcome.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(10);
 

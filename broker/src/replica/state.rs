@@ -1,7 +1,7 @@
 //! Which replicated state a partition keeps, by topic kind. The hooks themselves are
 //! [`crate::raft::partition_state`] (the raft storage layer drives them); this is where a topic kind
 //! picks its implementation. Every topic keeps idempotent-producer state; the offsets topic keeps consumer groups; window
-//! state will be one more implementation chosen here.
+//! operators' marks live beside the producers ([`super::topic_state`]).
 
 pub use crate::raft::partition_state::{Admission, NoState, PartitionState, Refusal};
 
@@ -15,7 +15,8 @@ pub fn for_topic(name: &str, settings: &TopicSettings) -> Box<dyn PartitionState
     }
     // Every topic accepts idempotent producers: batches of no producer (id -1) pass through it
     // untouched, so a topic nobody writes idempotently keeps an empty table.
-    Box::new(super::producers::ProducerState::new(
+    // Window operators reading the topic keep their marks beside the producers.
+    Box::new(super::topic_state::TopicState::new(
         settings.producer_limits(),
     ))
 }

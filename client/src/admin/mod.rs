@@ -28,7 +28,9 @@ mod partition_log;
 
 pub use coordinator::COORDINATOR_WAIT;
 pub use groups::{GroupDescription, GroupListing, GroupMember, PartitionLag, RESET_WAIT};
-pub use operators::{OperatorDefinition, OperatorDescription, OperatorListing, OperatorPartition};
+pub use operators::{
+    OperatorDefinition, OperatorDescription, OperatorListing, OperatorPartition, OperatorRun,
+};
 pub use partition_log::ResetSpec;
 
 /// What [`Admin::list_offsets`] asks for.

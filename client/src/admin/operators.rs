@@ -53,8 +53,7 @@ pub struct OperatorListing {
     pub paused: bool,
 }
 
-/// An operator as [`Admin::describe_operator`] shows it. Execution statistics are not reported
-/// yet (operators do not run yet).
+/// An operator as [`Admin::describe_operator`] shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorDescription {
     /// In canonical form.
@@ -66,13 +65,43 @@ pub struct OperatorDescription {
 }
 
 /// One source partition of a described operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorPartition {
     pub partition: u32,
     /// The source partition's leader (broker id), if known.
     pub leader: Option<u32>,
     /// The producer id the operator writes this partition's results with.
     pub producer_id: i64,
+    /// What the answering broker's driver of this partition reports (`None`: it hosts no
+    /// replica of the partition, or the operator is paused).
+    pub run: Option<OperatorRun>,
+}
+
+/// One source partition's running operator, as the answering broker's driver reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorRun {
+    /// Reported by the partition leader's driver (a follower's trails it to the last mark).
+    pub from_leader: bool,
+    /// The next source offset the operator reads.
+    pub position: u64,
+    /// The source partition's high watermark; `high_watermark - position` is the lag in offsets.
+    pub high_watermark: u64,
+    /// How far the newest record read is behind the clock while records wait, in ms.
+    pub lag_ms: i64,
+    /// The partition's watermark in ms (`None`: no record read yet).
+    pub watermark_ms: Option<i64>,
+    pub keys: u64,
+    pub windows: u64,
+    pub state_bytes: u64,
+    pub late: u64,
+    pub bad: u64,
+    /// Sink records written (results and tombstones).
+    pub emitted: u64,
+    /// 99th percentile from reading the record that closed or updated a window to the sink
+    /// acknowledging its result (leader only).
+    pub emit_p99: Option<Duration>,
+    /// Why the operator stopped on this partition.
+    pub failed: Option<String>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -187,6 +216,21 @@ impl Admin {
                     partition: p.partition,
                     leader: u32::try_from(p.leader).ok(),
                     producer_id: p.producer_id,
+                    run: p.run.map(|r| OperatorRun {
+                        from_leader: r.from_leader,
+                        position: r.position,
+                        high_watermark: r.high_watermark,
+                        lag_ms: r.lag_ms,
+                        watermark_ms: (r.watermark_ms != i64::MIN).then_some(r.watermark_ms),
+                        keys: r.keys,
+                        windows: r.windows,
+                        state_bytes: r.state_bytes,
+                        late: r.late,
+                        bad: r.bad,
+                        emitted: r.emitted,
+                        emit_p99: u64::try_from(r.emit_p99_us).ok().map(Duration::from_micros),
+                        failed: (!r.failed.is_empty()).then_some(r.failed),
+                    }),
                 })
                 .collect(),
         })

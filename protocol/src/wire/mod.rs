@@ -175,6 +175,10 @@ impl ErrorCode {
     /// A window operator definition that breaks a rule (the message names the field and the
     /// rule): bad name, window, time or value source, aggregate, bound, or topics.
     pub const INVALID_OPERATOR: ErrorCode = ErrorCode(36);
+    /// An idempotent batch older than the batches its producer's partition state remembers, yet at
+    /// or before its last sequence: it was written before (sequences have no gaps), but its offsets
+    /// are forgotten. A producer that resends deterministic batches treats it as success.
+    pub const DUPLICATE_SEQUENCE: ErrorCode = ErrorCode(37);
 
     pub fn is_ok(self) -> bool {
         self == ErrorCode::NONE
@@ -234,6 +238,7 @@ impl ErrorCode {
             34 => "OPERATOR_NOT_FOUND",
             35 => "OPERATOR_ALREADY_EXISTS",
             36 => "INVALID_OPERATOR",
+            37 => "DUPLICATE_SEQUENCE",
             _ => "UNRECOGNIZED",
         }
     }

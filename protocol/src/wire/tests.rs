@@ -664,6 +664,12 @@ fn response() -> impl Strategy<Value = Response> {
                             partition,
                             leader,
                             producer_id,
+                            run: (producer_id % 2 == 0).then(|| OperatorRunStats {
+                                position: partition.into(),
+                                watermark_ms: producer_id,
+                                failed: "state limit".into(),
+                                ..OperatorRunStats::default()
+                            }),
                         })
                         .collect(),
                 })

@@ -184,10 +184,22 @@ impl Table {
         }
         let expected = p.batches.back().map_or(0, |x| seq_add(x.last_seq, 1));
         if b.first_seq == expected {
-            Ok(Verdict::Append)
-        } else {
-            Err(out_of_order(b, expected))
+            return Ok(Verdict::Append);
         }
+        // Wholly before the oldest batch remembered (and no wrap in between): sequences have no
+        // gaps, so it was written; only its offsets are forgotten.
+        let oldest = p.batches.front().map_or(expected, |x| x.first_seq);
+        if b.first_seq <= b.last_seq && b.last_seq < oldest && oldest <= expected {
+            return Err((
+                ErrorCode::DUPLICATE_SEQUENCE,
+                format!(
+                    "producer {} epoch {}: sequences {}..={} were written before the {} batches \
+                     this partition remembers",
+                    b.producer_id, b.epoch, b.first_seq, b.last_seq, WINDOW
+                ),
+            ));
+        }
+        Err(out_of_order(b, expected))
     }
 
     /// Applies `b` (admitted, or in the log at `offsets`): a new producer or epoch starts its window

@@ -79,6 +79,12 @@ impl Model {
         }
         if b.first_seq == seq_add(last.last_seq, 1) {
             Ok(Admission::Propose)
+        } else if window
+            .first()
+            .is_some_and(|(w, _)| b.first_seq <= b.last_seq && b.last_seq < w.first_seq)
+        {
+            // Older than the window: written before, offsets forgotten.
+            Err(ErrorCode::DUPLICATE_SEQUENCE)
         } else {
             Err(ErrorCode::OUT_OF_ORDER_SEQUENCE)
         }

@@ -1,0 +1,386 @@
+//! One operator on one local replica of one source partition: the loop that folds the local log
+//! into the operator's state and, while this replica leads, writes the output and the marks.
+//!
+//! Invariants (docs/operators.md, "How it runs"):
+//! - a follower folds only up to the latest committed mark's `through` (everything before it is in
+//!   the targets), so when it is elected it holds the state at that mark and resends nothing it
+//!   need not;
+//! - a leader starts at the latest mark (folding silently up to it, or reloading from the last
+//!   checkpoint when its own state ran past it in an earlier term), then reads, writes the outputs
+//!   of what it read, and only after every target acknowledged them writes a mark past them;
+//! - the fold is deterministic ([`super::fold`]), so what a new leader writes again after the
+//!   mark is byte-identical to what its predecessor may have written, and the targets drop it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_window::{Operator, Spec, TimeSource};
+use tokio_util::sync::CancellationToken;
+
+use super::fold::{Fold, FoldError, Outbox, Targets};
+use super::send::{SendError, Sender};
+use super::stats::{EmitLatency, PartitionStats, Registry};
+use crate::cluster::metadata::now_ms;
+use crate::replica::marks::Mark;
+use crate::replica::topic_state::TopicState;
+use crate::replica::{Leadership, Replica};
+
+/// Source bytes read per step.
+const READ_BYTES: usize = 1 << 20;
+/// A leader marks progress at least this often while records arrive (followers trail by it).
+const MARK_INTERVAL: Duration = Duration::from_millis(50);
+/// A checkpoint goes into a mark once this many source bytes were read since the last one (or
+/// four times the last checkpoint's size, whichever is more)...
+const CHECKPOINT_MIN_BYTES: u64 = 8 << 20;
+/// ...or once this long has passed with records read.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+/// Larger states are not checkpointed (a restarted replica then refolds from an older one).
+const MAX_CHECKPOINT_BYTES: usize = 16 << 20;
+/// How long one write of a mark may take before the leader tries again.
+const MARK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one driver works with.
+#[derive(Debug)]
+pub struct Driver {
+    pub name: String,
+    pub spec: Spec,
+    pub producer_id: i64,
+    pub targets: Targets,
+    pub replica: Arc<Replica>,
+    pub sender: Sender,
+    pub stats: Arc<Registry>,
+    pub cancel: CancellationToken,
+}
+
+/// Why a driver stopped for good (until the operator is restarted).
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("{0}")]
+    Failed(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl From<FoldError> for Stop {
+    fn from(e: FoldError) -> Stop {
+        Stop::Failed(e.to_string())
+    }
+}
+
+impl Driver {
+    pub async fn run(self) {
+        let mut fold = None;
+        let mut failed = None;
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let result = match self.replica.leadership_now() {
+                Leadership::Leader { term } => self.lead(&mut fold, term).await,
+                _ => self.follow(&mut fold).await,
+            };
+            match result {
+                Ok(()) => {}
+                Err(Stop::Cancelled) => break,
+                Err(Stop::Failed(why)) => {
+                    tracing::error!(operator = %self.name, partition = self.targets.source_partition, %why, "window operator failed on this partition");
+                    failed = Some(why);
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failed {
+            // Stay visible in describe until the operator is deleted, paused or the broker stops.
+            let mut s = self
+                .stats
+                .get(&self.name, self.targets.source_partition)
+                .unwrap_or_default();
+            s.failed = Some(why);
+            self.stats.set(&self.name, self.targets.source_partition, s);
+            self.cancel.cancelled().await;
+        }
+        self.stats.remove(&self.name, self.targets.source_partition);
+    }
+
+    fn latest_mark(&self) -> Option<Mark> {
+        self.with_marks(|m| m.latest(self.producer_id).cloned())
+    }
+
+    fn with_marks<R>(&self, f: impl FnOnce(&crate::replica::marks::Marks) -> R) -> R {
+        self.replica.with_state(|s| {
+            let state = s
+                .as_any()
+                .and_then(|a| a.downcast_ref::<TopicState>())
+                .unwrap_or_else(|| panic!("a data partition without topic state"));
+            f(&state.marks)
+        })
+    }
+
+    /// The fold at the last checkpoint, or a fresh one at the log start.
+    fn load(&self) -> Result<Fold, Stop> {
+        let checkpoint = self.with_marks(|m| m.checkpoint(self.producer_id).cloned());
+        let Some(mark) = checkpoint else {
+            let op = Operator::new(self.spec.clone());
+            return Ok(Fold::new(
+                op,
+                self.producer_id,
+                self.replica.log_start_offset(),
+            ));
+        };
+        let bytes = mark.checkpoint.clone().unwrap_or_default();
+        let op = Operator::decode(self.spec.clone(), bytes).map_err(|e| {
+            Stop::Failed(format!(
+                "its checkpoint at offset {} cannot be read: {e}",
+                mark.through
+            ))
+        })?;
+        let mut fold = Fold::new(op, self.producer_id, mark.through);
+        fold.adopt_seqs(&mark);
+        Ok(fold)
+    }
+
+    /// Reads the local log from the fold's position up to `until` (or as much as one read gives
+    /// when `one_read`), into `out` when given.
+    fn read(
+        &self,
+        fold: &mut Fold,
+        until: u64,
+        mut out: Option<&mut Outbox>,
+        one_read: bool,
+    ) -> Result<(), Stop> {
+        while fold.position < until {
+            let start = fold.position;
+            let read = self.replica.read_local(start, READ_BYTES).map_err(|e| {
+                Stop::Failed(format!(
+                    "cannot read source offset {start} (deleted by retention before the operator read it?): {}",
+                    e.message
+                ))
+            })?;
+            fold.read(read.bytes, until, &self.targets, out.as_deref_mut())?;
+            if fold.position == start {
+                // Nothing more below the high watermark: an empty read means what is left is raft
+                // housekeeping the read skips.
+                fold.position = fold.position.max(read.next_offset.min(until));
+                if fold.position == start {
+                    break;
+                }
+            }
+            if one_read {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows: keeps the state at the latest mark until this replica leads or the run ends.
+    async fn follow(&self, fold: &mut Option<Fold>) -> Result<(), Stop> {
+        let mut leadership = self.replica.leadership();
+        loop {
+            if fold.is_none() {
+                *fold = Some(self.load()?);
+            }
+            let Some(f) = fold.as_mut() else {
+                unreachable!()
+            };
+            if let Some(mark) = self.latest_mark() {
+                if f.position < mark.through {
+                    self.read(f, mark.through, None, false)?;
+                    if f.position == mark.through {
+                        f.adopt_seqs(&mark);
+                    }
+                }
+            }
+            self.report(f, false, None);
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
+                changed = leadership.changed() => {
+                    if changed.is_err() { return Err(Stop::Cancelled) }
+                    if leadership.borrow_and_update().is_leader() { return Ok(()) }
+                }
+                _ = self.replica.wait_beyond(self.replica.high_watermark(), Instant::now() + Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// Leads in `term`: brings the state to the latest mark, then reads, writes and marks.
+    async fn lead(&self, fold: &mut Option<Fold>, term: u64) -> Result<(), Stop> {
+        self.replica.settle().await;
+        let mark = self.latest_mark();
+        let through = mark.as_ref().map(|m| m.through);
+        let ahead = match (&*fold, through) {
+            (Some(f), Some(t)) => f.position > t,
+            // Read past its start with no mark: nothing of it is confirmed written.
+            (Some(f), None) => f.position > self.replica.log_start_offset() && f.records_read > 0,
+            (None, _) => false,
+        };
+        if fold.is_none() || ahead {
+            *fold = Some(self.load()?);
+        }
+        let Some(f) = fold.as_mut() else {
+            unreachable!()
+        };
+        if let Some(mark) = &mark {
+            self.read(f, mark.through, None, false)?;
+            if f.position != mark.through {
+                return Err(Stop::Failed(format!(
+                    "the source log ends at {} before the operator's mark at {}",
+                    f.position, mark.through
+                )));
+            }
+            f.adopt_seqs(mark);
+        }
+        tracing::info!(operator = %self.name, partition = self.targets.source_partition, term, position = f.position, "window operator leading");
+        let mut latency = EmitLatency::new();
+        let mut run = LeaderRun {
+            last_mark: Instant::now(),
+            records_at_mark: f.records_read,
+            unmarked_output: false,
+            checkpoint_bytes_at: f.bytes_read,
+            checkpoint_at: Instant::now(),
+            last_checkpoint_len: 0,
+        };
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(Stop::Cancelled);
+            }
+            if self.replica.leadership_now() != (Leadership::Leader { term }) {
+                return Ok(());
+            }
+            let hw = self.replica.high_watermark();
+            if f.position < hw {
+                let mut outbox = Outbox::default();
+                let read_at = Instant::now();
+                self.read(f, hw, Some(&mut outbox), true)?;
+                if !outbox.is_empty() {
+                    match self.sender.send(&outbox, &self.cancel).await {
+                        Ok(()) => {}
+                        Err(SendError::Cancelled) => return Err(Stop::Cancelled),
+                        Err(e) => return Err(Stop::Failed(e.to_string())),
+                    }
+                    latency.record(read_at.elapsed().as_micros() as u64, outbox.sink_records);
+                    run.unmarked_output = true;
+                }
+            }
+            let caught_up = f.position >= self.replica.high_watermark();
+            let progressed = run.unmarked_output || f.records_read > run.records_at_mark;
+            let tick_due = self.tick_due(f) && run.last_mark.elapsed() >= self.tick_interval();
+            let mark_due =
+                (progressed && (caught_up || run.last_mark.elapsed() >= MARK_INTERVAL)) || tick_due;
+            if mark_due && !self.write_mark(f, &mut run).await? {
+                return Ok(());
+            }
+            self.report(f, true, latency.p99_ms());
+            if caught_up {
+                let wait = if self.tick_due(f) {
+                    self.tick_interval()
+                } else {
+                    Duration::from_secs(1)
+                };
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
+                    _ = self.replica.wait_beyond(f.position, Instant::now() + wait) => {}
+                }
+            } else {
+                // Folding is CPU work between awaits: let the broker's other tasks run.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Whether the leader must write marks as clock ticks: an idle timeout with windows still
+    /// open, or processing time.
+    fn tick_due(&self, f: &Fold) -> bool {
+        (self.spec.idle_timeout_ms.is_some() && f.op.stats().windows > 0)
+            || matches!(self.spec.time, TimeSource::Processing)
+    }
+
+    fn tick_interval(&self) -> Duration {
+        let idle = self.spec.idle_timeout_ms.unwrap_or(1000).max(0) as u64;
+        Duration::from_millis((idle / 4).clamp(50, 1000))
+    }
+
+    /// Writes a mark at the fold's position (with a checkpoint when due). `false`: this replica
+    /// no longer leads.
+    async fn write_mark(&self, f: &Fold, run: &mut LeaderRun) -> Result<bool, Stop> {
+        let since = f.bytes_read - run.checkpoint_bytes_at;
+        let want_checkpoint = f.records_read > 0
+            && (since >= CHECKPOINT_MIN_BYTES.max(4 * run.last_checkpoint_len as u64)
+                || (since > 0 && run.checkpoint_at.elapsed() >= CHECKPOINT_INTERVAL));
+        let checkpoint = if want_checkpoint {
+            let state = f.op.encode();
+            if state.len() > MAX_CHECKPOINT_BYTES {
+                tracing::warn!(operator = %self.name, bytes = state.len(), "window state too large to checkpoint; a restarted replica refolds from the last checkpoint");
+                None
+            } else {
+                Some(state)
+            }
+        } else {
+            None
+        };
+        let mark = Mark {
+            producer_id: self.producer_id,
+            through: f.position,
+            now_ms: now_ms(),
+            seqs: f.mark_seqs(),
+            checkpoint,
+        };
+        let written = match self.replica.propose_control(&mark.to_batch()).await {
+            Ok(pending) => pending.wait(MARK_TIMEOUT).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(_) => {
+                if let Some(c) = &mark.checkpoint {
+                    run.checkpoint_bytes_at = f.bytes_read;
+                    run.checkpoint_at = Instant::now();
+                    run.last_checkpoint_len = c.len();
+                }
+                run.last_mark = Instant::now();
+                run.records_at_mark = f.records_read;
+                run.unmarked_output = false;
+                Ok(true)
+            }
+            Err(e) if !self.replica.is_leader() => {
+                tracing::info!(operator = %self.name, error = %e.message, "mark not written: leadership lost");
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::warn!(operator = %self.name, error = %e.message, "mark not written; trying again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(true)
+            }
+        }
+    }
+
+    fn report(&self, f: &Fold, leader: bool, emit_p99_ms: Option<f64>) {
+        let hw = self.replica.high_watermark();
+        let lag_ms = match f.last_record_ms {
+            Some(t) if f.position < hw => now_ms().saturating_sub(t).max(0),
+            _ => 0,
+        };
+        self.stats.set(
+            &self.name,
+            self.targets.source_partition,
+            PartitionStats {
+                leader,
+                position: f.position,
+                high_watermark: hw,
+                lag_ms,
+                window: f.op.stats(),
+                emit_p99_ms,
+                failed: None,
+            },
+        );
+    }
+}
+
+/// Bookkeeping of one leader run.
+struct LeaderRun {
+    last_mark: Instant,
+    records_at_mark: u64,
+    /// Output was written since the last mark.
+    unmarked_output: bool,
+    checkpoint_bytes_at: u64,
+    checkpoint_at: Instant,
+    last_checkpoint_len: usize,
+}
