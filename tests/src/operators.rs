@@ -412,6 +412,40 @@ fn show(key: &[u8], seq: &[(Option<Value>, i64)], around: usize) -> String {
 /// The first difference between what the model says (`want`) and what is there (`got`), told so
 /// that a duplicate, a loss or a wrong value can be seen; `None` if they are equal.
 pub fn difference(what: &str, want: &Outputs, got: &Outputs) -> Option<String> {
+    let d = first_difference(what, want, got)?;
+    Some(format!("{d}\n{}", summary(want, got)))
+}
+
+/// How far apart the sink is from the model in all: keys equal, short (a prefix of the model's),
+/// long (the model's and more) and otherwise different, keys only one side has.
+fn summary(want: &Outputs, got: &Outputs) -> String {
+    let (mut equal, mut short, mut long, mut other, mut absent) = (0, 0, 0, 0, 0);
+    for (k, w) in &want.sink {
+        match got.sink.get(k) {
+            None => absent += 1,
+            Some(g) if g == w => equal += 1,
+            Some(g) if g.len() < w.len() && w.starts_with(g) => short += 1,
+            Some(g) if g.len() > w.len() && g.starts_with(w) => long += 1,
+            Some(_) => other += 1,
+        }
+    }
+    let unknown = got
+        .sink
+        .keys()
+        .filter(|k| !want.sink.contains_key(*k))
+        .count();
+    format!(
+        "sink keys: {} in the model, {} in the sink; {equal} equal, {absent} missing, {short} \
+         missing records at the end, {long} with records past the model's, {other} otherwise \
+         different, {unknown} not in the model; sink records: model {}, sink {}",
+        want.sink.len(),
+        got.sink.len(),
+        want.sink_records(),
+        got.sink_records()
+    )
+}
+
+fn first_difference(what: &str, want: &Outputs, got: &Outputs) -> Option<String> {
     for (k, w) in &want.sink {
         let g = got.sink.get(k).map(Vec::as_slice).unwrap_or_default();
         if g != w.as_slice() {
@@ -525,8 +559,20 @@ pub fn wait_for_model(
     settle: Duration,
 ) {
     if let Err(e) = await_model(addrs, def, source, want, timeout, settle) {
-        panic!("{e}");
+        panic!("{e}\n{}", describe(addrs, &def.name));
     }
+}
+
+/// `sluice operator describe NAME --format json` through the first broker that answers (for a
+/// failure's message: where each partition's operator is).
+pub fn describe(addrs: &[SocketAddr], name: &str) -> String {
+    for a in addrs {
+        let r = crate::cli::sluice(a, &["operator", "describe", name, "--format", "json"], None);
+        if r.code == 0 {
+            return format!("describe {name}: {}", r.stdout.trim());
+        }
+    }
+    format!("describe {name}: no broker answered")
 }
 
 /// The source partitions as served, once two reads `gap` apart agree (a new leader's view can lag

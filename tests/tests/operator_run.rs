@@ -166,30 +166,62 @@ fn spawn_producer(
     rt.spawn(async move {
         let producer = Producer::new(bootstrap, producer_config()).unwrap();
         let mut pending = std::collections::VecDeque::new();
+        let mut failed = 0u64;
+        // The first few failures are shown: a producer that stops getting acknowledgements says
+        // why.
+        let mut failure = |e: sluice_client::ClientError| {
+            failed += 1;
+            if failed <= 5 {
+                eprintln!("producer: {e}");
+            }
+        };
         while !stop.load(Ordering::Relaxed) {
             for _ in 0..50 {
                 let (k, v) = stream.next_record();
                 match producer.send(ProducerRecord::new(topic, v).key(k)).await {
                     Ok(d) => pending.push_back(d),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(e) => {
+                        failure(e);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                 }
             }
             while pending.len() > 2_000 || pending.front().is_some_and(|d| d.result_now().is_some())
             {
-                if pending.pop_front().unwrap().await.is_ok() {
-                    acked.fetch_add(1, Ordering::Relaxed);
+                match pending.pop_front().unwrap().await {
+                    Ok(_) => {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failure(e),
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = producer.flush().await;
         for d in pending {
-            if d.await.is_ok() {
-                acked.fetch_add(1, Ordering::Relaxed);
+            match d.await {
+                Ok(_) => {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => failure(e),
             }
         }
         let _ = producer.close().await;
+        eprintln!("producer: {failed} records failed");
     })
+}
+
+/// Per source partition: its records and last offset.
+fn stored(source: &[Vec<Rec>]) -> String {
+    let parts: Vec<String> = source
+        .iter()
+        .enumerate()
+        .map(|(p, r)| {
+            let last = r.last().map(|r| r.offset);
+            format!("partition {p}: {} records, last offset {last:?}", r.len())
+        })
+        .collect();
+    parts.join("; ")
 }
 
 /// Waits until `acked` reaches `n`.
@@ -332,10 +364,7 @@ fn sigkill_mid_stream_keeps_exactly_once() {
         Duration::from_secs(1),
         Duration::from_secs(30),
     );
-    eprintln!(
-        "source: {} records stored",
-        source.iter().map(Vec::len).sum::<usize>()
-    );
+    eprintln!("source as stored: {}", stored(&source));
     for def in &ops {
         let want = model_outputs(def, &source, false);
         wait_for_model(&addrs, def, &source, &want, CATCH_UP, SETTLE);
@@ -410,10 +439,7 @@ fn leader_sigkill_on_three_brokers_keeps_exactly_once() {
         Duration::from_secs(1),
         Duration::from_secs(60),
     );
-    eprintln!(
-        "source: {} records stored",
-        source.iter().map(Vec::len).sum::<usize>()
-    );
+    eprintln!("source as stored: {}", stored(&source));
     for def in &ops {
         let want = model_outputs(def, &source, false);
         wait_for_model(&addrs, def, &source, &want, CATCH_UP, SETTLE);
