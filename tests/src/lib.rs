@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod consumer_process;
 pub mod groups;
 pub mod lossy;
+pub mod operators;
 
 /// Path of the `sluice` binary, built once per test process (`SLUICE_BIN` overrides).
 pub fn sluice_bin() -> PathBuf {

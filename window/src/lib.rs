@@ -10,11 +10,14 @@
 //! - [`acc`]: the mergeable accumulator, the sink key and the JSON result;
 //! - [`operator`]: windows, watermark, firing, late records, session merging, state bounds;
 //! - `timers`: per-key pending window ends and the fire and drop queues;
-//! - [`codec`]: the state as bytes for checkpoints and snapshots, damage an error.
+//! - [`codec`]: the state as bytes for checkpoints and snapshots, damage an error;
+//! - [`model`]: the reference model of the semantics, brute force, for tests only (never used by
+//!   the broker).
 
 pub mod acc;
 pub mod codec;
 pub mod extract;
+pub mod model;
 pub mod operator;
 pub mod spec;
 mod timers;

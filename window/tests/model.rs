@@ -1,9 +1,9 @@
-//! The operator against a brute-force model of the window semantics, over many random keyed,
-//! out-of-order streams with late records, bad values and watermark advances. The model keeps every
-//! accepted record of every window in a list and recomputes results from them; it shares nothing
-//! with the operator but the record reading (`extract`, tested on its own). Per sink key the
-//! **sequence** of sink records must be equal, and so must the late and bad records: a result
-//! written twice, lost, or written early or late shows up as a difference.
+//! The operator against the brute-force model of the window semantics (`sluice_window::model`),
+//! over many random keyed, out-of-order streams with late records, bad values and watermark
+//! advances. The model keeps every accepted record of every window in a list and recomputes results
+//! from them; it shares nothing with the operator but the record reading (`extract`, tested on its
+//! own). Per sink key the **sequence** of sink records must be equal, and so must the late and bad
+//! records: a result written twice, lost, or written early or late shows up as a difference.
 //!
 //! `SLUICE_WINDOW_SEEDS=N` runs N seeds (default 300 in the suite).
 //!
@@ -13,231 +13,12 @@
 //! cannot differ: each of its windows ends after its time.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sluice_window::acc::sink_key;
-use sluice_window::extract;
+use sluice_window::model::{self, Out, Record, Step};
 use sluice_window::{
     Aggregate, Input, Operator, Output, Spec, TimeSource, ValueSource, WindowKind,
 };
-
-/// One step of a stream.
-#[derive(Debug, Clone)]
-enum Step {
-    Record {
-        offset: u64,
-        time: i64,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Advance(i64),
-}
-
-#[derive(Debug, Clone)]
-struct MWin {
-    key: Vec<u8>,
-    start: i64,
-    end: i64,
-    /// (time, offset, value) of every accepted record.
-    records: Vec<(i64, u64, f64)>,
-}
-
-/// What the model writes, comparable with the operator's outputs.
-#[derive(Debug, Clone, PartialEq)]
-enum Out {
-    /// key -> (value JSON parsed, or None for a tombstone)
-    Sink(Vec<u8>, Option<serde_json::Value>, i64),
-    Late(u64),
-    Bad(u64),
-}
-
-struct Model {
-    spec: Spec,
-    watermark: Option<i64>,
-    max_time: Option<i64>,
-    windows: Vec<MWin>,
-}
-
-fn result(spec: &Spec, w: &MWin) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("key".into(), String::from_utf8_lossy(&w.key).into());
-    m.insert("window_start".into(), w.start.into());
-    m.insert("window_end".into(), w.end.into());
-    let vals: Vec<f64> = w.records.iter().map(|r| r.2).collect();
-    let sum: f64 = vals.iter().sum();
-    let first = w.records.iter().min_by_key(|r| (r.0, r.1)).map(|r| r.2);
-    let last = w.records.iter().max_by_key(|r| (r.0, r.1)).map(|r| r.2);
-    for a in &spec.aggregates {
-        let v: serde_json::Value = match a {
-            Aggregate::Count => (vals.len() as u64).into(),
-            Aggregate::Sum => sum.into(),
-            Aggregate::Min => vals.iter().cloned().fold(f64::INFINITY, f64::min).into(),
-            Aggregate::Max => vals
-                .iter()
-                .cloned()
-                .fold(f64::NEG_INFINITY, f64::max)
-                .into(),
-            Aggregate::Avg => (sum / vals.len() as f64).into(),
-            Aggregate::First => first.into(),
-            Aggregate::Last => last.into(),
-        };
-        m.insert(a.name().into(), v);
-    }
-    // Through text, as the operator's results are read back: serde_json's default float parsing
-    // may land one ulp off, the same way for both sides.
-    let text = serde_json::Value::Object(m).to_string();
-    serde_json::from_str(&text).expect("JSON")
-}
-
-impl Model {
-    fn emit(&self, w: &MWin, out: &mut Vec<Out>) {
-        out.push(Out::Sink(
-            sink_key(&w.key, w.start),
-            Some(result(&self.spec, w)),
-            w.end - 1,
-        ));
-    }
-
-    /// Fires the windows (not `touched`) whose end is in (old, new], then drops closed ones.
-    fn fire_and_drop(&mut self, old: Option<i64>, touched: &[(Vec<u8>, i64)], out: &mut Vec<Out>) {
-        let Some(new) = self.watermark else { return };
-        let mut due: Vec<&MWin> = self
-            .windows
-            .iter()
-            .filter(|w| old.is_none_or(|o| w.end > o) && w.end <= new)
-            .filter(|w| !touched.contains(&(w.key.clone(), w.start)))
-            .collect();
-        due.sort_by(|a, b| (a.end, &a.key, a.start).cmp(&(b.end, &b.key, b.start)));
-        for w in due {
-            self.emit(w, out);
-        }
-        let l = self.spec.allowed_lateness_ms;
-        self.windows.retain(|w| w.end + l > new);
-    }
-
-    fn step(&mut self, s: &Step, out: &mut Vec<Out>) {
-        let (offset, time, key, value) = match s {
-            Step::Advance(to) => {
-                let old = self.watermark;
-                if old.is_some_and(|w| w >= *to) {
-                    return;
-                }
-                self.watermark = Some(*to);
-                self.fire_and_drop(old, &[], out);
-                return;
-            }
-            Step::Record {
-                offset,
-                time,
-                key,
-                value,
-            } => (*offset, *time, key, value),
-        };
-        let read = extract::read(
-            &self.spec.time,
-            &self.spec.value,
-            self.spec.needs_value(),
-            time,
-            0,
-            Some(value),
-        );
-        let Ok(read) = read else {
-            out.push(Out::Bad(offset));
-            return;
-        };
-        let t = read.time_ms;
-        let v = read.value.unwrap_or(0.0);
-        let l = self.spec.allowed_lateness_ms;
-        let before = self.watermark;
-        let open = |end: i64| before.is_none_or(|w| end + l > w);
-        let mut touched: Vec<(Vec<u8>, i64)> = Vec::new();
-        let candidates: Vec<(i64, i64)> = match self.spec.window {
-            WindowKind::Tumbling { size_ms } => {
-                let s = t.div_euclid(size_ms) * size_ms;
-                vec![(s, s + size_ms)]
-            }
-            WindowKind::Sliding { size_ms, slide_ms } => {
-                let mut v = Vec::new();
-                let mut s = t.div_euclid(slide_ms) * slide_ms;
-                while s + size_ms > t {
-                    v.push((s, s + size_ms));
-                    s -= slide_ms;
-                }
-                v.reverse();
-                v
-            }
-            WindowKind::Session { gap_ms } => vec![(t, t + gap_ms)],
-        };
-        let accepted: Vec<(i64, i64)> = candidates.into_iter().filter(|(_, e)| open(*e)).collect();
-        if accepted.is_empty() {
-            out.push(Out::Late(offset));
-        }
-        match self.spec.window {
-            WindowKind::Session { .. } => {
-                if let Some(&(s, e)) = accepted.first() {
-                    let mut merged = MWin {
-                        key: key.clone(),
-                        start: s,
-                        end: e,
-                        records: vec![(t, offset, v)],
-                    };
-                    let (absorbed, rest): (Vec<MWin>, Vec<MWin>) =
-                        std::mem::take(&mut self.windows)
-                            .into_iter()
-                            .partition(|w| &w.key == key && w.start <= e && s <= w.end);
-                    self.windows = rest;
-                    let mut absorbed = absorbed;
-                    absorbed.sort_by_key(|w| w.start);
-                    for w in &absorbed {
-                        merged.start = merged.start.min(w.start);
-                        merged.end = merged.end.max(w.end);
-                        merged.records.extend(w.records.iter().cloned());
-                    }
-                    for w in &absorbed {
-                        let fired = before.is_some_and(|wm| w.end <= wm);
-                        if fired && w.start != merged.start {
-                            out.push(Out::Sink(sink_key(key, w.start), None, w.end - 1));
-                        }
-                    }
-                    touched.push((key.clone(), merged.start));
-                    self.windows.push(merged);
-                }
-            }
-            _ => {
-                for (s, e) in accepted {
-                    match self
-                        .windows
-                        .iter_mut()
-                        .find(|w| &w.key == key && w.start == s)
-                    {
-                        Some(w) => w.records.push((t, offset, v)),
-                        None => self.windows.push(MWin {
-                            key: key.clone(),
-                            start: s,
-                            end: e,
-                            records: vec![(t, offset, v)],
-                        }),
-                    }
-                    touched.push((key.clone(), s));
-                }
-            }
-        }
-        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
-        let w = t - self.spec.out_of_orderness_ms;
-        self.watermark = Some(before.map_or(w, |b| b.max(w)));
-        let now = self.watermark.unwrap_or(i64::MIN);
-        for (k, s) in &touched {
-            if let Some(win) = self.windows.iter().find(|w| &w.key == k && w.start == *s) {
-                if win.end <= now {
-                    self.emit(win, out);
-                }
-            }
-        }
-        self.fire_and_drop(before, &touched, out);
-    }
-}
 
 fn random_spec(rng: &mut StdRng) -> Spec {
     let window = match rng.gen_range(0..3) {
@@ -296,43 +77,33 @@ fn random_stream(rng: &mut StdRng, n: usize) -> Vec<Step> {
             // Whole numbers: sums are exact, so any summing order gives the same result.
             rng.gen_range(-1000..1000i64).to_string().into_bytes()
         };
-        steps.push(Step::Record {
+        steps.push(Step::Record(Record {
             offset,
-            time,
-            key: format!("k{}", rng.gen_range(0..keys)).into_bytes(),
-            value,
-        });
+            timestamp_ms: time,
+            processing_ms: 0,
+            key: Some(format!("k{}", rng.gen_range(0..keys)).into_bytes()),
+            value: Some(value),
+        }));
     }
     steps
 }
 
-/// Per sink key, the operator's sequence and the model's; and the late/bad offsets of each.
-#[allow(clippy::type_complexity)]
+/// Everything the operator writes and everything the model writes, in order.
 fn run(spec: &Spec, steps: &[Step]) -> (Vec<Out>, Vec<Out>) {
     let mut op = Operator::new(spec.clone());
-    let mut model = Model {
-        spec: spec.clone(),
-        watermark: None,
-        max_time: None,
-        windows: Vec::new(),
-    };
+    let mut model = model::Model::new(spec.clone());
     let (mut got, mut want) = (Vec::new(), Vec::new());
     let mut outs = Vec::new();
     for s in steps {
         outs.clear();
         match s {
-            Step::Record {
-                offset,
-                time,
-                key,
-                value,
-            } => op.process(
+            Step::Record(r) => op.process(
                 Input {
-                    offset: *offset,
-                    timestamp_ms: *time,
-                    processing_ms: 0,
-                    key: Some(key),
-                    value: Some(value),
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp_ms,
+                    processing_ms: r.processing_ms,
+                    key: r.key.as_deref(),
+                    value: r.value.as_deref(),
                 },
                 &mut outs,
             ),
@@ -359,16 +130,7 @@ fn run(spec: &Spec, steps: &[Step]) -> (Vec<Out>, Vec<Out>) {
     (got, want)
 }
 
-fn per_key(outs: &[Out]) -> BTreeMap<Vec<u8>, Vec<(Option<serde_json::Value>, i64)>> {
-    let mut m: BTreeMap<Vec<u8>, Vec<_>> = BTreeMap::new();
-    for o in outs {
-        if let Out::Sink(k, v, ts) = o {
-            m.entry(k.clone()).or_default().push((v.clone(), *ts));
-        }
-    }
-    m
-}
-
+/// The late and bad records, in order.
 fn others(outs: &[Out]) -> Vec<Out> {
     outs.iter()
         .filter(|o| !matches!(o, Out::Sink(..)))
@@ -388,7 +150,7 @@ fn random_streams_give_the_models_sequence_per_sink_key() {
         let spec = random_spec(&mut rng);
         let steps = random_stream(&mut rng, 400);
         let (got, want) = run(&spec, &steps);
-        let (g, w) = (per_key(&got), per_key(&want));
+        let (g, w) = (model::per_key(&got), model::per_key(&want));
         for (k, seq) in &w {
             assert_eq!(
                 g.get(k),
