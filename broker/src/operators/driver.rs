@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_window::{Operator, Spec, TimeSource};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::fold::{Fold, FoldError, Outbox, Targets};
@@ -71,15 +72,31 @@ impl Driver {
     pub async fn run(self) {
         let mut fold = None;
         let mut failed = None;
+        // One view of the role: the leadership watch (raft's instantaneous state can disagree
+        // with it for a moment, and deciding by one while waiting on the other spins).
+        let mut watch = self.replica.leadership();
         loop {
             if self.cancel.is_cancelled() {
                 break;
             }
-            let result = match self.replica.leadership_now() {
-                Leadership::Leader { term } => self.lead(&mut fold, term).await,
-                _ => self.follow(&mut fold).await,
+            let role = watch.borrow_and_update().clone();
+            let result = match role {
+                Leadership::Leader { term } => self.lead(&mut fold, term, &watch).await,
+                _ => self.follow(&mut fold, &mut watch).await,
             };
             match result {
+                Ok(())
+                    if matches!(role, Leadership::Leader { .. })
+                        && !watch.has_changed().unwrap_or(true) =>
+                {
+                    // The run ended without the watch moving (raft said no while the watch still
+                    // says leader): wait for the watch rather than start over at once.
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = watch.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
                 Ok(()) => {}
                 Err(Stop::Cancelled) => break,
                 Err(Stop::Failed(why)) => {
@@ -171,8 +188,11 @@ impl Driver {
     }
 
     /// Follows: keeps the state at the latest mark until this replica leads or the run ends.
-    async fn follow(&self, fold: &mut Option<Fold>) -> Result<(), Stop> {
-        let mut leadership = self.replica.leadership();
+    async fn follow(
+        &self,
+        fold: &mut Option<Fold>,
+        leadership: &mut watch::Receiver<Leadership>,
+    ) -> Result<(), Stop> {
         loop {
             // A checkpoint ahead of the fold (a new one, or this replica fell behind): start
             // from it rather than fold up to it.
@@ -199,7 +219,7 @@ impl Driver {
                 _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
                 changed = leadership.changed() => {
                     if changed.is_err() { return Err(Stop::Cancelled) }
-                    if leadership.borrow_and_update().is_leader() { return Ok(()) }
+                    if leadership.borrow().is_leader() { return Ok(()) }
                 }
                 _ = self.replica.wait_beyond(self.replica.high_watermark(), Instant::now() + Duration::from_millis(500)) => {}
             }
@@ -207,7 +227,12 @@ impl Driver {
     }
 
     /// Leads in `term`: brings the state to the latest mark, then reads, writes and marks.
-    async fn lead(&self, fold: &mut Option<Fold>, term: u64) -> Result<(), Stop> {
+    async fn lead(
+        &self,
+        fold: &mut Option<Fold>,
+        term: u64,
+        leadership: &watch::Receiver<Leadership>,
+    ) -> Result<(), Stop> {
         self.replica.settle().await;
         let mark = self.latest_mark();
         let through = mark.as_ref().map(|m| m.through);
@@ -247,7 +272,7 @@ impl Driver {
             if self.cancel.is_cancelled() {
                 return Err(Stop::Cancelled);
             }
-            if self.replica.leadership_now() != (Leadership::Leader { term }) {
+            if *leadership.borrow() != (Leadership::Leader { term }) {
                 return Ok(());
             }
             let hw = self.replica.high_watermark();
@@ -256,10 +281,22 @@ impl Driver {
                 let read_at = Instant::now();
                 self.read(f, hw, Some(&mut outbox), true).await?;
                 if !outbox.is_empty() {
-                    match self.sender.send(&outbox, &self.cancel).await {
-                        Ok(()) => {}
-                        Err(SendError::Cancelled) => return Err(Stop::Cancelled),
-                        Err(e) => return Err(Stop::Failed(e.to_string())),
+                    // A deposed leader stops sending (its successor resends the same bytes).
+                    let mut watch = leadership.clone();
+                    let lost = async move {
+                        while *watch.borrow_and_update() == (Leadership::Leader { term }) {
+                            if watch.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        sent = self.sender.send(&outbox, &self.cancel) => match sent {
+                            Ok(()) => {}
+                            Err(SendError::Cancelled) => return Err(Stop::Cancelled),
+                            Err(e) => return Err(Stop::Failed(e.to_string())),
+                        },
+                        _ = lost => return Ok(()),
                     }
                     latency.record(read_at.elapsed().as_micros() as u64, outbox.sink_records);
                     run.unmarked_output = true;
