@@ -13,9 +13,12 @@
 //! - `idle`: CPU per broker of an idle cluster holding many replicated partitions, against the same
 //!   cluster with no topic.
 //! - `window`: the window operator's engine alone, events/s per window kind against parsing only.
+//! - `operator`: a window operator inside a broker over a backlog of keyed JSON events, events/s
+//!   against a plain consumer reading the same backlog, with its state and emit p99.
 
 mod idle;
 mod load;
+mod operator;
 mod storage;
 mod window;
 
@@ -49,6 +52,9 @@ enum Command {
     /// The window operator's engine alone: events/s into tumbling, sliding and session windows
     /// against parsing the events only.
     Window(window::Args),
+    /// A window operator running in a broker over a backlog of keyed JSON events: events/s against
+    /// a plain consumer of the same backlog, state and emit p99.
+    Operator(operator::Args),
 }
 
 fn main() {
@@ -84,6 +90,7 @@ fn main() {
         Command::Group(args) => load::group::run(args),
         Command::Idle(args) => idle::run(args),
         Command::Window(args) => window::run(args).map_err(Into::into),
+        Command::Operator(args) => operator::run(args),
     };
     if let Err(e) = result {
         eprintln!("sluice-bench: {e}");

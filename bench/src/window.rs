@@ -35,9 +35,12 @@ pub struct Args {
     runs: usize,
 }
 
-struct Event {
-    key: Vec<u8>,
-    value: Vec<u8>,
+/// One generated event: its key (`user-N`) and its JSON value.
+pub(crate) struct Event {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Its event time, the value's `ts`.
+    pub ts: i64,
 }
 
 /// Deterministic pseudo-random numbers (xorshift), so every run folds the same stream.
@@ -48,26 +51,69 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-fn events(a: &Args) -> Vec<Event> {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let base = 1_700_000_000_000i64;
-    (0..a.events)
-        .map(|i| {
-            let user = next(&mut rng) % a.keys as u64;
-            // Up to 2 s behind the front: the 5 s out-of-orderness below admits all of it.
-            let jitter = (next(&mut rng) % 2000) as i64;
-            let ts = base + (i as u64 * 1000 / a.event_rate) as i64 - jitter;
-            let amount = (next(&mut rng) % 10_000) as f64 / 100.0;
-            let value = format!(
-                r#"{{"ts":{ts},"user":"user-{user}","amount":{amount},"pad":"{}"}}"#,
-                "x".repeat(24)
-            );
-            Event {
-                key: format!("user-{user}").into_bytes(),
-                value: value.into_bytes(),
-            }
+/// The event stream both window benchmarks use, generated lazily: `{"ts":…,"user":"user-N",
+/// "amount":…,"pad":"…"}` over `keys` keys, `event_rate` events per second of event time, each up
+/// to 2 s behind the front (a 5 s out-of-orderness admits all of them), the same stream on every
+/// run. `pad` bytes of padding (24 gives ~87-byte values, 37 ~100).
+#[derive(Debug, Clone)]
+pub(crate) struct Events {
+    rng: u64,
+    i: u64,
+    count: u64,
+    keys: u64,
+    event_rate: u64,
+    pad: String,
+}
+
+/// Event time of the first event, ms.
+pub(crate) const BASE_TS: i64 = 1_700_000_000_000;
+
+impl Events {
+    pub fn new(count: u64, keys: u64, event_rate: u64, pad: usize) -> Events {
+        Events {
+            rng: 0x9e37_79b9_7f4a_7c15,
+            i: 0,
+            count,
+            keys: keys.max(1),
+            event_rate: event_rate.max(1),
+            pad: "x".repeat(pad),
+        }
+    }
+}
+
+impl Iterator for Events {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        if self.i >= self.count {
+            return None;
+        }
+        let rng = &mut self.rng;
+        let user = next(rng) % self.keys;
+        // Up to 2 s behind the front: the 5 s out-of-orderness below admits all of it.
+        let jitter = (next(rng) % 2000) as i64;
+        let ts = BASE_TS + (self.i * 1000 / self.event_rate) as i64 - jitter;
+        let amount = (next(rng) % 10_000) as f64 / 100.0;
+        self.i += 1;
+        let value = format!(
+            r#"{{"ts":{ts},"user":"user-{user}","amount":{amount},"pad":"{}"}}"#,
+            self.pad
+        );
+        Some(Event {
+            key: format!("user-{user}").into_bytes(),
+            value: value.into_bytes(),
+            ts,
         })
-        .collect()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::try_from(self.count - self.i).unwrap_or(usize::MAX);
+        (n, Some(n))
+    }
+}
+
+fn events(a: &Args) -> Vec<Event> {
+    Events::new(a.events as u64, a.keys as u64, a.event_rate, 24).collect()
 }
 
 fn spec(window: &str) -> Result<Spec, String> {

@@ -240,3 +240,42 @@ fn replication_refuses_a_single_broker_side() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--brokers must be at least 2"), "{stderr}");
 }
+
+/// A tiny `operator` run (20,000 events over 100 keys spanning 20 s of event time, tumbling 1 s):
+/// the operator read every event, wrote results, and the last line has the documented keys. No
+/// figure is judged.
+#[test]
+fn operator_reports_its_rate_state_and_emit_p99() {
+    let sluice = sluice_bin();
+    let out = bench(&[
+        "operator",
+        "--sluice-bin",
+        sluice.to_str().unwrap(),
+        "--events",
+        "20000",
+        "--keys",
+        "100",
+        "--event-rate",
+        "1000",
+    ]);
+    let (stdout, v) = last_json(&out);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        stdout.contains("plain consumer (baseline)"),
+        "no table:\n{stdout}"
+    );
+    assert_eq!(v["mode"], "operator", "{last}");
+    assert_eq!(v["window"], "tumbling:1s", "{last}");
+    assert_eq!(v["events"], 20000, "{last}");
+    assert_eq!(v["keys"], 100, "{last}");
+    assert_eq!(v["bad"], 0, "{last}");
+    assert!(v["emitted"].as_u64().unwrap() > 0, "{last}");
+    for key in [
+        "events_per_s",
+        "consume_events_per_s",
+        "state_bytes",
+        "emit_p99_ms",
+    ] {
+        assert!(v[key].is_number(), "{key} missing in {last}");
+    }
+}
