@@ -267,6 +267,7 @@ impl Driver {
             checkpoint_bytes_at: f.bytes_read,
             checkpoint_at: Instant::now(),
             last_checkpoint_len: 0,
+            warned_large: false,
         };
         loop {
             if self.cancel.is_cancelled() {
@@ -347,17 +348,28 @@ impl Driver {
         // The first mark always has one: it fixes where every replica starts (their log starts
         // may differ), so no replica ever folds from its own log start but the first leader.
         let first = self.with_marks(|m| m.checkpoint(self.producer_id).is_none());
-        let want_checkpoint = first
+        let want_checkpoint = (first && !run.warned_large)
             || (f.records_read > 0
                 && (since >= CHECKPOINT_MIN_BYTES.max(4 * run.last_checkpoint_len as u64)
                     || (since > 0 && run.checkpoint_at.elapsed() >= CHECKPOINT_INTERVAL)));
         let checkpoint = if want_checkpoint {
-            let state = f.checkpoint();
-            if state.len() > MAX_CHECKPOINT_BYTES {
-                tracing::warn!(operator = %self.name, bytes = state.len(), "window state too large to checkpoint; a restarted replica refolds from the last checkpoint");
-                None
-            } else {
-                Some(state)
+            // Skip states too large to write (without encoding them when the in-memory size
+            // already says so), and count the skip as a checkpoint: trying again at every mark
+            // would encode the whole state each time for nothing.
+            let estimate = f.op.stats().state_bytes as usize;
+            let state = (estimate <= 2 * MAX_CHECKPOINT_BYTES).then(|| f.checkpoint());
+            match state {
+                Some(state) if state.len() <= MAX_CHECKPOINT_BYTES => Some(state),
+                _ => {
+                    if !run.warned_large {
+                        tracing::warn!(operator = %self.name, partition = self.targets.source_partition, bytes = estimate, "window state too large to checkpoint; a restarted replica refolds from the last checkpoint");
+                        run.warned_large = true;
+                    }
+                    run.checkpoint_bytes_at = f.bytes_read;
+                    run.checkpoint_at = Instant::now();
+                    run.last_checkpoint_len = estimate;
+                    None
+                }
             }
         } else {
             None
@@ -428,4 +440,6 @@ struct LeaderRun {
     checkpoint_bytes_at: u64,
     checkpoint_at: Instant,
     last_checkpoint_len: usize,
+    /// The state-too-large warning was logged in this run.
+    warned_large: bool,
 }
