@@ -268,7 +268,14 @@ impl Driver {
             checkpoint_at: Instant::now(),
             last_checkpoint_len: 0,
             warned_large: false,
+            marked_to: f.position,
         };
+        // The send of the last read's output runs beside the next read (on the other core), so
+        // folding and the targets' appends overlap; one send at a time keeps each target's
+        // batches in order. `clean_to`: everything below it is read and its output acknowledged
+        // (what a mark may say).
+        let mut in_flight: Option<InFlight> = None;
+        let mut clean_to = f.position;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(Stop::Cancelled);
@@ -278,37 +285,40 @@ impl Driver {
             }
             let hw = self.replica.high_watermark();
             if f.position < hw {
+                let start = f.position;
                 let mut outbox = Outbox::default();
                 let read_at = Instant::now();
                 self.read(f, hw, Some(&mut outbox), true).await?;
                 if !outbox.is_empty() {
-                    // A deposed leader stops sending (its successor resends the same bytes).
-                    let mut watch = leadership.clone();
-                    let lost = async move {
-                        while *watch.borrow_and_update() == (Leadership::Leader { term }) {
-                            if watch.changed().await.is_err() {
-                                return;
-                            }
+                    if let Some(prev) = in_flight.take() {
+                        if !self.finish(prev, term, leadership, &mut latency).await? {
+                            return Ok(());
                         }
-                    };
-                    tokio::select! {
-                        sent = self.sender.send(&outbox, &self.cancel) => match sent {
-                            Ok(()) => {}
-                            Err(SendError::Cancelled) => return Err(Stop::Cancelled),
-                            Err(e) => return Err(Stop::Failed(e.to_string())),
-                        },
-                        _ = lost => return Ok(()),
+                        run.unmarked_output = true;
                     }
-                    latency.record(read_at.elapsed().as_micros() as u64, outbox.sink_records);
-                    run.unmarked_output = true;
+                    clean_to = start;
+                    in_flight = Some(InFlight::start(&self.sender, outbox, read_at, &self.cancel));
+                } else if in_flight.is_none() {
+                    clean_to = f.position;
                 }
             }
             let caught_up = f.position >= self.replica.high_watermark();
+            if caught_up {
+                if let Some(prev) = in_flight.take() {
+                    if !self.finish(prev, term, leadership, &mut latency).await? {
+                        return Ok(());
+                    }
+                    run.unmarked_output = true;
+                    clean_to = f.position;
+                }
+            }
             let progressed = run.unmarked_output || f.records_read > run.records_at_mark;
             let tick_due = self.tick_due(f) && run.last_mark.elapsed() >= self.tick_interval();
-            let mark_due =
-                (progressed && (caught_up || run.last_mark.elapsed() >= MARK_INTERVAL)) || tick_due;
-            if mark_due && !self.write_mark(f, &mut run).await? {
+            let mark_due = (progressed
+                && (caught_up || run.last_mark.elapsed() >= MARK_INTERVAL)
+                && clean_to > run.marked_to)
+                || tick_due;
+            if mark_due && !self.write_mark(f, clean_to, &mut run).await? {
                 return Ok(());
             }
             self.report(f, true, latency.p99_ms());
@@ -329,6 +339,38 @@ impl Driver {
         }
     }
 
+    /// Waits for a send to be acknowledged; `false`: this replica stopped leading `term` first (a
+    /// deposed leader stops sending; its successor resends the same bytes).
+    async fn finish(
+        &self,
+        mut sent: InFlight,
+        term: u64,
+        leadership: &watch::Receiver<Leadership>,
+        latency: &mut EmitLatency,
+    ) -> Result<bool, Stop> {
+        let mut watch = leadership.clone();
+        let lost = async move {
+            while *watch.borrow_and_update() == (Leadership::Leader { term }) {
+                if watch.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = &mut sent.handle => r,
+            _ = lost => return Ok(false),
+        };
+        match result {
+            Ok(Ok(())) => {
+                latency.record(sent.read_at.elapsed().as_micros() as u64, sent.sink_records);
+                Ok(true)
+            }
+            Ok(Err(SendError::Cancelled)) => Err(Stop::Cancelled),
+            Ok(Err(e)) => Err(Stop::Failed(e.to_string())),
+            Err(e) => Err(Stop::Failed(format!("the send task ended: {e}"))),
+        }
+    }
+
     /// Whether the leader must write marks as clock ticks: an idle timeout with windows still
     /// open, or processing time.
     fn tick_due(&self, f: &Fold) -> bool {
@@ -343,15 +385,18 @@ impl Driver {
 
     /// Writes a mark at the fold's position (with a checkpoint when due). `false`: this replica
     /// no longer leads.
-    async fn write_mark(&self, f: &Fold, run: &mut LeaderRun) -> Result<bool, Stop> {
+    async fn write_mark(&self, f: &Fold, through: u64, run: &mut LeaderRun) -> Result<bool, Stop> {
+        assert!(through <= f.position, "a mark past what the fold has read");
         let since = f.bytes_read - run.checkpoint_bytes_at;
         // The first mark always has one: it fixes where every replica starts (their log starts
         // may differ), so no replica ever folds from its own log start but the first leader.
         let first = self.with_marks(|m| m.checkpoint(self.producer_id).is_none());
-        let want_checkpoint = (first && !run.warned_large)
-            || (f.records_read > 0
-                && (since >= CHECKPOINT_MIN_BYTES.max(4 * run.last_checkpoint_len as u64)
-                    || (since > 0 && run.checkpoint_at.elapsed() >= CHECKPOINT_INTERVAL)));
+        // A checkpoint is the state at `through`: only when nothing read is still unacknowledged.
+        let want_checkpoint = through == f.position
+            && ((first && !run.warned_large)
+                || (f.records_read > 0
+                    && (since >= CHECKPOINT_MIN_BYTES.max(4 * run.last_checkpoint_len as u64)
+                        || (since > 0 && run.checkpoint_at.elapsed() >= CHECKPOINT_INTERVAL))));
         let checkpoint = if want_checkpoint {
             // Skip states too large to write (without encoding them when the in-memory size
             // already says so), and count the skip as a checkpoint: trying again at every mark
@@ -376,7 +421,7 @@ impl Driver {
         };
         let mark = Mark {
             producer_id: self.producer_id,
-            through: f.position,
+            through,
             now_ms: now_ms(),
             seqs: f.mark_seqs(),
             checkpoint,
@@ -393,6 +438,7 @@ impl Driver {
                     run.last_checkpoint_len = c.len();
                 }
                 run.last_mark = Instant::now();
+                run.marked_to = through;
                 run.records_at_mark = f.records_read;
                 run.unmarked_output = false;
                 Ok(true)
@@ -442,4 +488,38 @@ struct LeaderRun {
     last_checkpoint_len: usize,
     /// The state-too-large warning was logged in this run.
     warned_large: bool,
+    /// The `through` of the last mark written in this run.
+    marked_to: u64,
+}
+
+/// A send of one read's output, running on its own task.
+struct InFlight {
+    handle: tokio::task::JoinHandle<Result<(), SendError>>,
+    read_at: Instant,
+    sink_records: u64,
+}
+
+impl InFlight {
+    fn start(
+        sender: &Sender,
+        outbox: Outbox,
+        read_at: Instant,
+        cancel: &CancellationToken,
+    ) -> InFlight {
+        let sender = sender.clone();
+        let cancel = cancel.clone();
+        let sink_records = outbox.sink_records;
+        InFlight {
+            handle: tokio::spawn(async move { sender.send(&outbox, &cancel).await }),
+            read_at,
+            sink_records,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    /// A run that ends (deposed, failed, cancelled) stops its send: the next leader resends.
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
 }
