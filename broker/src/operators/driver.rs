@@ -361,12 +361,13 @@ impl Driver {
             _ = lost => return Ok(false),
         };
         match result {
-            Ok(Ok(())) => {
-                latency.record(sent.read_at.elapsed().as_micros() as u64, sent.sink_records);
+            Ok((Ok(()), acked_at)) => {
+                let waited = acked_at.saturating_duration_since(sent.read_at);
+                latency.record(waited.as_micros() as u64, sent.sink_records);
                 Ok(true)
             }
-            Ok(Err(SendError::Cancelled)) => Err(Stop::Cancelled),
-            Ok(Err(e)) => Err(Stop::Failed(e.to_string())),
+            Ok((Err(SendError::Cancelled), _)) => Err(Stop::Cancelled),
+            Ok((Err(e), _)) => Err(Stop::Failed(e.to_string())),
             Err(e) => Err(Stop::Failed(format!("the send task ended: {e}"))),
         }
     }
@@ -494,7 +495,8 @@ struct LeaderRun {
 
 /// A send of one read's output, running on its own task.
 struct InFlight {
-    handle: tokio::task::JoinHandle<Result<(), SendError>>,
+    /// The outcome, and when the targets acknowledged (the results became readable).
+    handle: tokio::task::JoinHandle<(Result<(), SendError>, Instant)>,
     read_at: Instant,
     sink_records: u64,
 }
@@ -510,7 +512,10 @@ impl InFlight {
         let cancel = cancel.clone();
         let sink_records = outbox.sink_records;
         InFlight {
-            handle: tokio::spawn(async move { sender.send(&outbox, &cancel).await }),
+            handle: tokio::spawn(async move {
+                let r = sender.send(&outbox, &cancel).await;
+                (r, Instant::now())
+            }),
             read_at,
             sink_records,
         }
