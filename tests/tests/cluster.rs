@@ -13,8 +13,10 @@ use std::time::Duration;
 use sluice_client::{
     Acks, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
-use sluice_protocol::wire::{ErrorCode, EARLIEST, LATEST};
-use sluice_protocol::RecordBatch;
+use sluice_protocol::wire::{
+    ErrorCode, InitProducerIdRequest, Request, Response, EARLIEST, LATEST,
+};
+use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 use sluice_storage::{LogConfig, PartitionLog};
 use sluice_tests::cluster::{create, eventually, leaders, metadata, Cluster};
 use sluice_tests::RawConn;
@@ -680,6 +682,76 @@ async fn an_idle_partition_fails_over_and_producers_follow_the_new_leader() {
     })[0];
     assert_ne!(new_leader, leader);
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+}
+
+/// An idempotent batch sent to the leader of a group that has been parked for longer than raft's
+/// leader lease (the election timeout's maximum, 1.6 s here) is stored. A parked leader sends no
+/// heartbeats, so no quorum has acknowledged it within the lease, and raft refuses a write handed
+/// to it then; the batch must not be left admitted as "in flight" behind such a refusal. Parking is
+/// observed in the replicas' logs (as in the test above), then the test waits past the lease and
+/// retries the batch on retriable errors until a deadline.
+///
+/// Seen failing: the first try answered `NOT_LEADER` with no leader known (raft refused the write:
+/// lease expired), and every retry of the same batch `REQUEST_TIMED_OUT` "a copy of this batch is
+/// still in flight" (its admission was never undone) until the deadline; a window operator writing
+/// to such a partition after a leader kill stalled the same way.
+#[test]
+fn an_idempotent_batch_to_a_long_parked_leader_is_stored() {
+    let cluster = Cluster::start_logging(3, FAST, Some(PARK_LOG));
+    create(&cluster, "parked", 1, 3, &[]);
+    let leader_conn = || {
+        let leader = eventually(Duration::from_secs(30), "a leader", || {
+            leaders(&cluster, "parked", 1)
+        })[0];
+        RawConn::connect(cluster.addr(leader))
+    };
+    let mut c = leader_conn();
+    let Response::InitProducerId(init) = c
+        .call(&Request::InitProducerId(InitProducerIdRequest {
+            name: "".into(),
+        }))
+        .unwrap()
+    else {
+        panic!("wrong response")
+    };
+    assert_eq!(init.error, ErrorCode::NONE, "{}", init.message);
+    let batch = |seq: i32| {
+        let mut b =
+            BatchBuilder::new(Compression::None).producer(init.producer_id, init.epoch, seq);
+        b.append(1_000, None, Some(format!("record-{seq}").as_bytes()), &[]);
+        b.seal().unwrap()
+    };
+    // Stores `batch(seq)`, retrying retriable errors (as a producer would) until a deadline.
+    let store = |seq: i32, what: &str| {
+        eventually(Duration::from_secs(40), what, || {
+            let r = leader_conn().produce("parked", 0, batch(seq));
+            match r.error {
+                ErrorCode::NONE => Some(r.base_offset),
+                e if e.is_retriable() => {
+                    eprintln!("batch {seq}: {e}: {}", r.message);
+                    None
+                }
+                e => panic!("batch {seq}: {e}: {}", r.message),
+            }
+        })
+    };
+    let parks = || -> Vec<usize> {
+        cluster
+            .members
+            .iter()
+            .map(|m| m.broker.log_lines("group parked").len())
+            .collect()
+    };
+    let first = store(0, "the first batch stored");
+    let woken = parks();
+    eventually(Duration::from_secs(60), "every replica parked", || {
+        let now = parks();
+        now.iter().zip(&woken).all(|(n, w)| n > w).then_some(())
+    });
+    // Past the leader lease of the last quorum acknowledgement (before the leader parked).
+    std::thread::sleep(Duration::from_secs(3));
+    let second = store(1, "the batch sent to the parked leader stored");
+    assert!(second > first, "offsets {first} then {second}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,8 @@ use std::ops::Range;
 use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
 use sluice_protocol::wire::{Acks, ErrorCode};
 use sluice_protocol::RecordBatch;
 use tokio::sync::oneshot;
@@ -158,6 +160,46 @@ pub(super) async fn propose_control(replica: &Replica, records: &Bytes) -> Resul
     }
 }
 
+/// Makes sure raft will take this leader's writes: it refuses them (and drops them, so their
+/// admissions would stay "in flight" for the rest of the term and every copy of such a batch would
+/// wait for it in vain) once no quorum has acknowledged the leader within its lease (the election
+/// timeout's maximum). A parked leader sends no heartbeats, so its lease lapses soon after it
+/// parks. A leader whose last quorum acknowledgement is older than half the lease sends a heartbeat
+/// round and waits (at most a lease) until a quorum answers it, which renews the lease; half, so
+/// that the rest covers the hand-off to raft. A single voter is its own quorum.
+async fn confirm_lease(replica: &Replica) -> Result<()> {
+    let raft = &replica.group.raft;
+    let lease = Duration::from_millis(raft.config().election_timeout_max);
+    let fresh = {
+        let m = raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config.membership().voter_ids().count() == 1
+            || m.last_quorum_acked
+                .as_ref()
+                .is_some_and(|acked| acked.elapsed() < lease / 2)
+    };
+    if fresh {
+        return Ok(());
+    }
+    match raft
+        .get_read_linearizer(openraft::LinearizerOption::new(Some(lease / 2), true))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(match e.api_error() {
+            Some(openraft::errors::LinearizableReadError::ForwardToLeader(f)) => {
+                ServiceError::not_leader(f.leader_node.as_ref().map(|n| n.addr.clone()))
+            }
+            // Likely deposed by now: clients look the leader up again.
+            Some(openraft::errors::LinearizableReadError::QuorumNotEnough(q)) => ServiceError::new(
+                ErrorCode::NOT_LEADER,
+                format!("not the leader: no quorum of replicas confirms it ({q})"),
+            ),
+            None => ServiceError::shutting_down(e.to_string()),
+        }),
+    }
+}
+
 /// How long a produce whose batch copies one still being proposed waits for that copy's outcome.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(10);
 
@@ -182,6 +224,8 @@ async fn propose_once(
     // Admission and hand-off happen in one order for every proposer of this partition. Every batch
     // is admitted before any is proposed, so a refusal leaves none of the request in the log.
     let mut order = replica.propose_order.lock().await;
+    // Under the order lock: nothing queued behind other proposals ages the lease checked here.
+    confirm_lease(replica).await?;
     let admissions = {
         let mut state = group.log.state().lock();
         if let Leadership::Leader { term } = replica.leadership_now() {
