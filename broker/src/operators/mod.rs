@@ -15,6 +15,7 @@ pub mod driver;
 pub mod fold;
 #[cfg(test)]
 mod fold_tests;
+mod lead;
 pub mod send;
 pub mod stats;
 
