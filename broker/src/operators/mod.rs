@@ -3,7 +3,8 @@
 //!
 //! - [`fold`]: the pure part, log entries in, deterministic target batches out;
 //! - [`send`]: writing target batches to their partitions' leaders, idempotently;
-//! - [`driver`]: the loop of one driver (follow to the latest mark; lead: read, write, mark);
+//! - [`driver`]: the loop of one driver (follow to the latest mark), and `lead`: the leader's
+//!   part (read, write, mark; ticks; checkpoints);
 //! - [`stats`]: what drivers report for describe.
 //!
 //! This module's [`run`] keeps the set of drivers equal to what the metadata and the local
