@@ -94,6 +94,8 @@ pub enum FoldError {
     Corrupt { offset: u64, error: String },
     #[error(transparent)]
     StateLimit(#[from] StateLimit),
+    #[error("the output of the source entry ending at offset {offset} cannot be written: {error}")]
+    Output { offset: u64, error: String },
 }
 
 /// An operator's state at a point of its source partition's log (see the module doc).
@@ -234,7 +236,7 @@ impl Fold {
             self.position = end;
             self.bytes_read += batch.as_bytes().len() as u64;
             match out.as_deref_mut() {
-                Some(o) => self.seal_into(o, &targets.sink.0),
+                Some(o) => self.seal_into(o, &targets.sink.0, end)?,
                 None => self.staged.clear(),
             }
         }
@@ -386,7 +388,14 @@ impl Fold {
 
     /// Seals what one entry caused into batches, one per target partition (split past the size
     /// bound), numbered from the per-target counters.
-    fn seal_into(&mut self, out: &mut Outbox, sink_topic: &str) {
+    /// An output too large for one batch (a source record near the batch limit copied to a late
+    /// topic, a huge key in a result) fails the operator on this partition rather than the broker.
+    fn seal_into(
+        &mut self,
+        out: &mut Outbox,
+        sink_topic: &str,
+        entry_end: u64,
+    ) -> Result<(), FoldError> {
         for (target, records) in std::mem::take(&mut self.staged) {
             if target.0 == sink_topic {
                 out.sink_records += records.len() as u64;
@@ -414,10 +423,16 @@ impl Fold {
                 let n = b.record_count();
                 match b.seal() {
                     Ok(bytes) => batches.push(bytes),
-                    Err(e) => panic!("an operator output batch cannot be sealed: {e}"),
+                    Err(e) => {
+                        return Err(FoldError::Output {
+                            offset: entry_end.saturating_sub(1),
+                            error: e.to_string(),
+                        })
+                    }
                 }
                 *seq = crate::replica::producers::seq_add(*seq, n);
             }
         }
+        Ok(())
     }
 }

@@ -184,3 +184,32 @@ proptest! {
         }
     }
 }
+
+/// An output too large for one batch is an error of the fold (the driver fails that partition),
+/// never a panic: a 40 MiB key gives a result whose key and JSON value each hold it, past the
+/// 64 MiB batch limit.
+#[test]
+fn an_output_too_large_for_a_batch_is_an_error() {
+    let spec = spec("tumbling:200ms");
+    let key = "k".repeat(40 << 20);
+    let mut b = BatchBuilder::new(Compression::None);
+    b.append(
+        1000,
+        Some(key.as_bytes()),
+        Some(br#"{"ts":1000,"v":1}"#),
+        &[],
+    );
+    // Moves the watermark past the first window's end: it fires.
+    b.append(5000, Some(b"other"), Some(br#"{"ts":5000,"v":1}"#), &[]);
+    let mut bytes = BytesMut::from(&b.seal().unwrap()[..]);
+    patch_position(&mut bytes, 0, 1, 1).unwrap();
+    let mut fold = Fold::new(Operator::new(spec), PID, 0);
+    let mut out = Outbox::default();
+    let err = fold
+        .read(bytes.freeze(), 2, &targets(), Some(&mut out))
+        .unwrap_err();
+    assert!(
+        matches!(err, super::fold::FoldError::Output { offset: 1, .. }),
+        "{err}"
+    );
+}
