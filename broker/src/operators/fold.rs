@@ -18,8 +18,10 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use sluice_client::partition_for_key;
+use sluice_protocol::wire::codec::{concat, Reader, Writer};
+use sluice_protocol::wire::ProtocolError;
 use sluice_protocol::{BatchBuilder, Compression, Header, Record, RecordBatch};
 use sluice_window::{Input, Operator, Output, Spec, StateLimit};
 
@@ -55,27 +57,20 @@ impl Outbox {
 /// Encoding version of [`Fold::checkpoint`].
 const CHECKPOINT_VERSION: u8 = 1;
 
-fn put_opt(out: &mut BytesMut, v: Option<i64>) {
-    match v {
-        Some(v) => {
-            out.put_u8(1);
-            out.put_i64_le(v);
-        }
-        None => out.put_u8(0),
+/// `bool` present, then the `i64` when present (the wire codec has no optional integer).
+fn put_opt(w: &mut Writer, v: Option<i64>) {
+    w.bool(v.is_some());
+    if let Some(v) = v {
+        w.i64(v);
     }
 }
 
-fn get_opt(buf: &mut &[u8]) -> Result<Option<i64>, String> {
-    if buf.remaining() < 1 {
-        return Err("truncated checkpoint".into());
-    }
-    if buf.get_u8() == 0 {
-        return Ok(None);
-    }
-    if buf.remaining() < 8 {
-        return Err("truncated checkpoint".into());
-    }
-    Ok(Some(buf.get_i64_le()))
+fn get_opt(r: &mut Reader, what: &'static str) -> Result<Option<i64>, ProtocolError> {
+    Ok(if r.bool(what)? {
+        Some(r.i64(what)?)
+    } else {
+        None
+    })
 }
 
 /// One record headed for a target partition.
@@ -146,15 +141,14 @@ impl Fold {
     /// The fold's state for a checkpoint: its clock and idle bookkeeping, then the operator's
     /// state (sequences and position are the mark's own fields).
     pub fn checkpoint(&self) -> Bytes {
-        let op = self.op.encode();
-        let mut out = BytesMut::with_capacity(op.len() + 32);
-        out.put_u8(CHECKPOINT_VERSION);
-        put_opt(&mut out, self.clock_ms);
-        out.put_u8(u8::from(self.read_since_tick));
-        put_opt(&mut out, self.idle_from.map(|(t, _)| t));
-        put_opt(&mut out, self.idle_from.map(|(_, w)| w));
-        out.put_slice(&op);
-        out.freeze()
+        let mut w = Writer::new();
+        w.u8(CHECKPOINT_VERSION);
+        put_opt(&mut w, self.clock_ms);
+        w.bool(self.read_since_tick);
+        put_opt(&mut w, self.idle_from.map(|(t, _)| t));
+        put_opt(&mut w, self.idle_from.map(|(_, w)| w));
+        w.bytes(&self.op.encode());
+        concat(&w.finish())
     }
 
     /// The fold a mark's checkpoint holds, standing at the mark.
@@ -162,23 +156,25 @@ impl Fold {
         let Some(bytes) = mark.checkpoint.clone() else {
             return Err("the mark has no checkpoint".into());
         };
-        let mut buf = &bytes[..];
-        if buf.remaining() < 1 || buf.get_u8() != CHECKPOINT_VERSION {
-            return Err("unknown checkpoint version".into());
-        }
-        let clock_ms = get_opt(&mut buf)?;
-        if buf.remaining() < 1 {
-            return Err("truncated checkpoint".into());
-        }
-        let read_since_tick = buf.get_u8() != 0;
-        let idle_t = get_opt(&mut buf)?;
-        let idle_w = get_opt(&mut buf)?;
-        let op_bytes = bytes.slice(bytes.len() - buf.remaining()..);
-        let op = Operator::decode(spec, op_bytes).map_err(|e| e.to_string())?;
+        let mut r = Reader::new(bytes);
+        let read = || -> Result<_, ProtocolError> {
+            if r.u8("checkpoint version")? != CHECKPOINT_VERSION {
+                return Err(ProtocolError::Invalid("checkpoint version"));
+            }
+            let clock_ms = get_opt(&mut r, "clock")?;
+            let read_since_tick = r.bool("read since tick")?;
+            let idle_t = get_opt(&mut r, "idle since")?;
+            let idle_w = get_opt(&mut r, "idle watermark")?;
+            let op = r.bytes("operator state")?;
+            r.finish()?;
+            Ok((clock_ms, read_since_tick, idle_t.zip(idle_w), op))
+        };
+        let (clock_ms, read_since_tick, idle_from, op) = read().map_err(|e| e.to_string())?;
+        let op = Operator::decode(spec, op).map_err(|e| e.to_string())?;
         let mut fold = Fold::new(op, producer_id, mark.through);
         fold.clock_ms = clock_ms;
         fold.read_since_tick = read_since_tick;
-        fold.idle_from = idle_t.zip(idle_w);
+        fold.idle_from = idle_from;
         fold.adopt_seqs(mark);
         Ok(fold)
     }
