@@ -148,21 +148,8 @@ pub fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 fn run_checked(a: Args) -> Result<(), Error> {
     a.check()?;
-    let broker = match &a.broker {
-        Some(_) => None,
-        None => {
-            let bin = match &a.sluice_bin {
-                Some(p) => p.clone(),
-                None => spawn::default_bin()?,
-            };
-            Some(SpawnedBroker::start_with(&bin, None, "127.0.0.1:0", &[])?)
-        }
-    };
-    let addr = match (&broker, &a.broker) {
-        (Some(b), _) => b.addr().to_string(),
-        (None, Some(addr)) => addr.clone(),
-        (None, None) => return Err("no broker".into()),
-    };
+    let (addr, broker) =
+        spawn::given_or_spawned(a.broker.as_deref(), a.sluice_bin.as_deref(), &[])?;
     let pid = broker.as_ref().and_then(SpawnedBroker::pid);
     let result = until_interrupted(bench(&a, &addr, pid));
     if let Some(b) = broker {

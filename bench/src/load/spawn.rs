@@ -31,6 +31,24 @@ pub(crate) fn default_bin() -> Result<PathBuf, Error> {
     Ok(dir.join("sluice"))
 }
 
+/// The broker a run talks to: `given` (HOST:PORT) as it is, or else a broker spawned from `bin`
+/// (default: [`default_bin`]) on a free loopback port with `extra` flags, which the caller stops.
+pub(crate) fn given_or_spawned(
+    given: Option<&str>,
+    bin: Option<&Path>,
+    extra: &[String],
+) -> Result<(String, Option<SpawnedBroker>), Error> {
+    if let Some(addr) = given {
+        return Ok((addr.to_string(), None));
+    }
+    let bin = match bin {
+        Some(p) => p.to_path_buf(),
+        None => default_bin()?,
+    };
+    let b = SpawnedBroker::start_with(&bin, None, "127.0.0.1:0", extra)?;
+    Ok((b.addr().to_string(), Some(b)))
+}
+
 /// A broker process started for this run.
 #[derive(Debug)]
 pub(crate) struct SpawnedBroker {

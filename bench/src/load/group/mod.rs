@@ -202,13 +202,9 @@ fn run_checked(a: GroupArgs) -> Result<(), Error> {
     let mut g = GroupSettings::check(&a)?;
     // The TOML file lives until the broker is stopped.
     let mut toml = None;
-    let broker = match &a.broker {
-        Some(_) => None,
+    let extra = match &a.broker {
+        Some(_) => Vec::new(),
         None => {
-            let bin = match &a.sluice_bin {
-                Some(p) => p.clone(),
-                None => spawn::default_bin()?,
-            };
             let mut file = tempfile::Builder::new()
                 .prefix("sluice-bench-group-")
                 .suffix(".toml")
@@ -218,17 +214,13 @@ fn run_checked(a: GroupArgs) -> Result<(), Error> {
                 .and_then(|()| file.flush())
                 .map_err(|e| format!("cannot write the broker's config file: {e}"))?;
             let extra = vec!["--config".to_string(), file.path().display().to_string()];
-            let b = SpawnedBroker::start_with(&bin, None, "127.0.0.1:0", &extra)?;
             toml = Some(file);
-            Some(b)
+            extra
         }
     };
+    let (addr, broker) =
+        spawn::given_or_spawned(a.broker.as_deref(), a.sluice_bin.as_deref(), &extra)?;
     g.broker_pid = broker.as_ref().and_then(SpawnedBroker::pid);
-    let addr = match (&broker, &a.broker) {
-        (Some(b), _) => b.addr().to_string(),
-        (None, Some(addr)) => addr.clone(),
-        (None, None) => return Err("no broker".into()),
-    };
     let result = crate::load::until_interrupted(bench(&g, &addr));
     if let Some(b) = broker {
         if let Err(e) = b.stop() {
