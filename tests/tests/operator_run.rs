@@ -152,6 +152,28 @@ fn produce_all(
     });
 }
 
+/// The end of a failure test: the producer's last round of records, then, once the source as
+/// stored is stable (within `stable_within`), each operator's topics against the model over it.
+fn finish_and_check(
+    rt: &tokio::runtime::Runtime,
+    producer: tokio::task::JoinHandle<()>,
+    stop: &AtomicBool,
+    acked: &AtomicU64,
+    addrs: &[SocketAddr],
+    ops: &[OperatorDef],
+    stable_within: Duration,
+) {
+    wait_acked(acked, 1_500 * (rounds() + 1));
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(producer).unwrap();
+    let source = stable_source(addrs, "src", 2, Duration::from_secs(1), stable_within);
+    eprintln!("source as stored: {}", stored(&source));
+    for def in ops {
+        let want = model_outputs(def, &source, false);
+        wait_for_model(addrs, def, &source, &want, CATCH_UP, SETTLE);
+    }
+}
+
 /// Produces `stream` to `topic` until `stop`, about 2,500 records a second, counting the
 /// acknowledged ones in `acked`; failed sends (the broker was killed) are dropped, not retried by
 /// hand: whatever the source stored is what the model reads.
@@ -356,21 +378,15 @@ fn sigkill_mid_stream_keeps_exactly_once() {
             acked.load(Ordering::Relaxed)
         );
     }
-    wait_acked(&acked, 1_500 * (rounds() + 1));
-    stop.store(true, Ordering::Relaxed);
-    rt.block_on(producer).unwrap();
-    let source = stable_source(
+    finish_and_check(
+        &rt,
+        producer,
+        &stop,
+        &acked,
         &addrs,
-        "src",
-        2,
-        Duration::from_secs(1),
+        &ops,
         Duration::from_secs(30),
     );
-    eprintln!("source as stored: {}", stored(&source));
-    for def in &ops {
-        let want = model_outputs(def, &source, false);
-        wait_for_model(&addrs, def, &source, &want, CATCH_UP, SETTLE);
-    }
 }
 
 /// Three brokers; a source of 2 partitions with replication factor 3 (the sinks the operators
@@ -432,21 +448,15 @@ fn leader_sigkill_on_three_brokers_keeps_exactly_once() {
             acked.load(Ordering::Relaxed)
         );
     }
-    wait_acked(&acked, 1_500 * (rounds() + 1));
-    stop.store(true, Ordering::Relaxed);
-    rt.block_on(producer).unwrap();
-    let source = stable_source(
+    finish_and_check(
+        &rt,
+        producer,
+        &stop,
+        &acked,
         &addrs,
-        "src",
-        2,
-        Duration::from_secs(1),
+        &ops,
         Duration::from_secs(60),
     );
-    eprintln!("source as stored: {}", stored(&source));
-    for def in &ops {
-        let want = model_outputs(def, &source, false);
-        wait_for_model(&addrs, def, &source, &want, CATCH_UP, SETTLE);
-    }
 }
 
 /// A tumbling 1 s operator on record time with `--idle-timeout 1s`; a few records stamped now,
