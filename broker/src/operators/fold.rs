@@ -228,18 +228,25 @@ impl Fold {
             if h.base_offset >= until {
                 break;
             }
-            self.read_entry(&batch, targets)?;
+            self.read_entry(&batch, targets, out.is_some())?;
             self.position = end;
             self.bytes_read += batch.as_bytes().len() as u64;
-            match out.as_deref_mut() {
-                Some(o) => self.seal_into(o, &targets.sink.0, end)?,
-                None => self.staged.clear(),
+            if let Some(o) = out.as_deref_mut() {
+                self.seal_into(o, &targets.sink.0, end)?;
             }
+            debug_assert!(self.staged.is_empty(), "staged outputs left after an entry");
         }
         Ok(())
     }
 
-    fn read_entry(&mut self, batch: &RecordBatch, targets: &Targets) -> Result<(), FoldError> {
+    /// Folds one entry; `emit`: its outputs are staged for target batches (a fold that writes
+    /// nothing, a follower's, skips building them).
+    fn read_entry(
+        &mut self,
+        batch: &RecordBatch,
+        targets: &Targets,
+        emit: bool,
+    ) -> Result<(), FoldError> {
         let corrupt = |offset: u64, e: &dyn std::fmt::Display| FoldError::Corrupt {
             offset,
             error: e.to_string(),
@@ -249,7 +256,7 @@ impl Fold {
             // A mark is the leader's clock at this point of the log; raft's own entries are not
             // the operator's business.
             if let Some(Ok(mark)) = Mark::of_batch(batch) {
-                self.tick(mark.now_ms, targets)?;
+                self.tick(mark.now_ms, targets, emit)?;
             }
             return Ok(());
         }
@@ -268,16 +275,18 @@ impl Fold {
             self.records_read += 1;
             self.read_since_tick = true;
             self.last_record_ms = Some(record.timestamp_ms);
-            let outs = std::mem::take(&mut self.outs);
-            self.stage(&outs, Some(&record), targets);
-            self.outs = outs;
+            if emit {
+                let outs = std::mem::take(&mut self.outs);
+                self.stage(&outs, Some(&record), targets);
+                self.outs = outs;
+            }
         }
         Ok(())
     }
 
     /// A mark read at its place in the log: the clock moves to its time, and an idle partition's
     /// watermark advances by the time passed since the mark after its last record.
-    fn tick(&mut self, now_ms: i64, targets: &Targets) -> Result<(), FoldError> {
+    fn tick(&mut self, now_ms: i64, targets: &Targets, emit: bool) -> Result<(), FoldError> {
         self.clock_ms = Some(self.clock_ms.map_or(now_ms, |c| c.max(now_ms)));
         let Some(idle_ms) = self.op.spec().idle_timeout_ms else {
             return Ok(());
@@ -293,9 +302,11 @@ impl Fold {
         if idle >= idle_ms {
             self.outs.clear();
             self.op.advance(w.saturating_add(idle), &mut self.outs)?;
-            let outs = std::mem::take(&mut self.outs);
-            self.stage(&outs, None, targets);
-            self.outs = outs;
+            if emit {
+                let outs = std::mem::take(&mut self.outs);
+                self.stage(&outs, None, targets);
+                self.outs = outs;
+            }
         }
         Ok(())
     }
