@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use sluice_broker::config::{
-    parse_flush, parse_listen, parse_peers, BrokerConfig, ConfigError, FileConfig, GroupConfig,
-    DEFAULT_LISTEN,
+    parse_admin_listen, parse_flush, parse_listen, parse_peers, BrokerConfig, ConfigError,
+    FileConfig, GroupConfig, DEFAULT_LISTEN,
 };
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +65,14 @@ pub struct BrokerArgs {
     /// [default: 16 MiB].
     #[arg(long, env = "SLUICE_META_SEGMENT_BYTES")]
     meta_segment_bytes: Option<u64>,
+    /// HTTP admin API address, HOST:PORT, or `off` [default: the listen host, its port + 1; port 0
+    /// picks a free one and prints it]. A non-loopback address needs an admin token.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// File holding the admin API's bearer token (also `SLUICE_ADMIN_TOKEN`, or `admin_token` in the
+    /// config file; a flag would show the secret in `ps`).
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Tests only (a build with the feature `power-loss-hook`): SIGUSR1 cuts the power, leaving
     /// what the data directory held durably in `<data dir>.power-cut`.
     #[arg(long, hide = true)]
@@ -172,7 +180,36 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     }
     c.max_message_bytes = file.max_message_bytes;
     c.max_pending_produces = file.max_pending_produces;
+    if let Some(v) = args.admin_listen.or(file.admin_listen) {
+        c.admin.listen = parse_admin_listen(&v)?;
+    }
+    c.admin.token = admin_token(args.admin_token_file.as_deref(), file.admin_token)?;
     Ok(c)
+}
+
+/// The admin token: from `--admin-token-file`, else `SLUICE_ADMIN_TOKEN`, else the config file.
+/// Surrounding whitespace (a file's trailing newline) is not part of it; an empty one is refused,
+/// since it would look like protection and be none.
+fn admin_token(
+    file_path: Option<&std::path::Path>,
+    in_config: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let token = match file_path {
+        Some(p) => Some(
+            std::fs::read_to_string(p).map_err(|e| ConfigError::Invalid {
+                key: "admin_token_file",
+                message: format!("cannot read {}: {e}", p.display()),
+            })?,
+        ),
+        None => std::env::var("SLUICE_ADMIN_TOKEN").ok().or(in_config),
+    };
+    match token.map(|t| t.trim().to_string()) {
+        Some(t) if t.is_empty() => Err(ConfigError::Invalid {
+            key: "admin_token",
+            message: "is empty".into(),
+        }),
+        t => Ok(t),
+    }
 }
 
 /// The consumer-group keys of the TOML file over the defaults, checked for consistency.
@@ -291,11 +328,17 @@ pub fn run(args: BrokerArgs) -> i32 {
             }
         }
         match sluice_broker::node::start(config, shutdown_signal()).await {
-            Ok((addr, serving)) => {
+            Ok(started) => {
+                let addr = started.addr;
                 tracing::info!(%addr, data_dir = %data_dir.display(), "sluice broker listening");
-                // One machine-readable line on stdout, for scripts and tests that use port 0.
+                // Machine-readable lines on stdout, for scripts and tests that use port 0: the
+                // protocol listener first, then the admin listener.
                 println!("sluice broker listening on {addr}");
-                serving.await;
+                if let Some(admin) = started.admin_addr {
+                    tracing::info!(%admin, "sluice admin listening");
+                    println!("sluice admin listening on {admin}");
+                }
+                started.serving.await;
                 0
             }
             Err(e) => {

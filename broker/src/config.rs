@@ -1,5 +1,5 @@
 //! Broker configuration: embedded defaults, overridden by a TOML file (`--config`), then by
-//! environment variables, then by command-line flags.
+//! environment variables, then by command-line flags. Parsing only: nothing here binds or opens.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,48 @@ pub struct BrokerConfig {
     pub max_pending_produces: Option<usize>,
     /// Consumer groups: the offsets topic, sessions and retention.
     pub groups: GroupConfig,
+    /// The HTTP admin listener (`docs/operations.md`).
+    pub admin: AdminConfig,
+}
+
+/// Where the HTTP admin API listens and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminConfig {
+    pub listen: AdminListen,
+    /// Every admin request must carry `Authorization: Bearer <token>` when set (`/healthz` and
+    /// `/readyz` excepted, so probes need no secret).
+    pub token: Option<String>,
+}
+
+/// The admin listener's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdminListen {
+    /// The protocol listener's host and port + 1 (port 0 when the protocol port is 0).
+    #[default]
+    NextToProtocol,
+    At(SocketAddr),
+    /// No admin listener.
+    Off,
+}
+
+impl AdminConfig {
+    /// The address to bind, given the protocol listener's configured address; `None`: off.
+    pub fn bind_addr(&self, listen: SocketAddr) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.listen {
+            AdminListen::Off => Ok(None),
+            AdminListen::At(a) => Ok(Some(a)),
+            AdminListen::NextToProtocol if listen.port() == 0 => Ok(Some(listen)),
+            AdminListen::NextToProtocol => match listen.port().checked_add(1) {
+                Some(port) => Ok(Some(SocketAddr::new(listen.ip(), port))),
+                None => Err(ConfigError::Invalid {
+                    key: "admin_listen",
+                    message:
+                        "the listen port is 65535, so port + 1 does not exist; set admin_listen"
+                            .into(),
+                }),
+            },
+        }
+    }
 }
 
 /// Consumer-group settings of a broker (the coordinator of a group applies its own broker's).
@@ -128,6 +170,7 @@ impl Default for BrokerConfig {
             max_message_bytes: None,
             max_pending_produces: None,
             groups: GroupConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -166,6 +209,8 @@ pub struct FileConfig {
     pub group_heartbeat_interval_ms: Option<u64>,
     pub offsets_retention_ms: Option<u64>,
     pub group_max_size: Option<usize>,
+    pub admin_listen: Option<String>,
+    pub admin_token: Option<String>,
 }
 
 /// Why a configuration could not be built.
@@ -238,6 +283,19 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| ConfigError::Invalid {
             key: "listen",
             message: format!("{s:?} is not HOST:PORT"),
+        })
+}
+
+/// Parses the admin listener: `HOST:PORT` or `off`.
+pub fn parse_admin_listen(s: &str) -> Result<AdminListen, ConfigError> {
+    if s == "off" {
+        return Ok(AdminListen::Off);
+    }
+    parse_listen(s)
+        .map(AdminListen::At)
+        .map_err(|_| ConfigError::Invalid {
+            key: "admin_listen",
+            message: format!("{s:?} is not HOST:PORT or off"),
         })
 }
 

@@ -7,6 +7,8 @@
 //! - [`net`]: sockets and framing, every per-connection bound; the only socket code;
 //! - [`api`]: one file per wire API, translating wire requests into typed calls, and the dispatch
 //!   table that says which APIs run in connection order;
+//! - [`http`]: the HTTP admin API (axum): JSON endpoints under `/v1`, probes, the OpenAPI
+//!   document, the bearer token; an adapter like `api/`;
 //! - [`admin`]: typed admin services (topics, brokers, replica moves, the cluster view);
 //! - [`broker`]: the running broker's shared services (config, replicas, cluster, budgets);
 //! - [`groups`]: the consumer-group coordinator (a leader service on `__consumer_offsets`
@@ -33,6 +35,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod groups;
+pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod node;

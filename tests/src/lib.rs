@@ -82,6 +82,8 @@ pub const DEFAULT_LOG: &str = "warn,openraft=error,sluice_broker::replica::servi
 pub struct Broker {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The HTTP admin API's address (`None` when the test turned it off).
+    pub admin_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     extra: Vec<String>,
     /// Every line the broker wrote to stderr (its log), across restarts; also echoed to the test's
@@ -115,6 +117,7 @@ impl Broker {
         let mut b = Broker {
             child: None,
             addr: listen.parse().unwrap(),
+            admin_addr: None,
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: Arc::default(),
@@ -139,6 +142,7 @@ impl Broker {
         let mut b = Broker {
             child: None,
             addr: SocketAddr::new(ip, 0),
+            admin_addr: None,
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: Arc::default(),
@@ -168,12 +172,25 @@ impl Broker {
     }
 
     fn spawn(&mut self, listen: &str) {
+        // The admin API on a free port unless the test chose: its default (the listen port + 1)
+        // may be taken when the listen port is fixed.
+        let admin_chosen = self.extra.iter().any(|a| a == "--admin-listen");
+        let admin_off = self
+            .extra
+            .windows(2)
+            .any(|w| w[0] == "--admin-listen" && w[1] == "off");
+        let listen_ip = listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
         let mut child = Command::new(sluice_bin())
             .arg("broker")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(listen)
+            .args(if admin_chosen {
+                Vec::new()
+            } else {
+                vec!["--admin-listen".to_string(), format!("{listen_ip}:0")]
+            })
             .args(&self.extra)
             // Leader services' start and stop are logged at info: tests read them (`log_lines`).
             .env(
@@ -194,6 +211,13 @@ impl Broker {
             .strip_prefix("sluice broker listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         self.addr = addr.parse().unwrap();
+        self.admin_addr = (!admin_off).then(|| {
+            let line = lines.next().expect("broker printed no admin line").unwrap();
+            line.strip_prefix("sluice admin listening on ")
+                .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+                .parse()
+                .unwrap()
+        });
         if let Some(a) = &self.announce {
             *a.lock().unwrap() = Some(self.addr);
         }
@@ -210,6 +234,11 @@ impl Broker {
             }
         });
         self.child = Some(child);
+    }
+
+    /// `http://HOST:PORT` of the broker's admin API.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr.expect("the admin API is off"))
     }
 
     pub fn pid(&self) -> u32 {

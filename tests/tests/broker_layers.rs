@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["node"],
     &["net"],
-    &["api"],
+    &["api", "http"],
     &["admin"],
     &["broker"],
     &["groups", "operators"],

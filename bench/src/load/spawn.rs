@@ -18,6 +18,7 @@ use super::Error;
 use crate::storage::Flush;
 
 const LISTENING: &str = "sluice broker listening on ";
+const ADMIN_LISTENING: &str = "sluice admin listening on ";
 const START_WAIT: Duration = Duration::from_secs(30);
 const STOP_WAIT: Duration = Duration::from_secs(30);
 
@@ -54,6 +55,7 @@ pub(crate) fn given_or_spawned(
 pub(crate) struct SpawnedBroker {
     child: Option<Child>,
     addr: String,
+    admin_addr: Option<String>,
     /// Removed after the process has exited (fields drop after `Drop::drop`).
     _data: tempfile::TempDir,
 }
@@ -131,6 +133,14 @@ impl SpawnedBroker {
             .arg("--listen")
             .arg(listen)
             .args(extra);
+        // The admin API on a free port: its default (the listen port + 1) may be another
+        // broker's port in a cluster of free ports.
+        let admin_off = extra
+            .windows(2)
+            .any(|w| w[0] == "--admin-listen" && w[1] == "off");
+        if !extra.iter().any(|a| a == "--admin-listen") {
+            cmd.arg("--admin-listen").arg("127.0.0.1:0");
+        }
         if let Some(f) = flush {
             cmd.arg("--flush").arg(format!("{f:?}").to_lowercase());
         }
@@ -147,6 +157,7 @@ impl SpawnedBroker {
         let mut broker = SpawnedBroker {
             child: Some(child),
             addr: String::new(),
+            admin_addr: None,
             _data: data,
         };
         let stdout = stdout.ok_or("the broker's stdout is not a pipe")?;
@@ -154,6 +165,9 @@ impl SpawnedBroker {
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             let _ = tx.send(lines.next());
+            if !admin_off {
+                let _ = tx.send(lines.next());
+            }
             // Keep draining so the broker never blocks on a full pipe.
             for _ in lines {}
         });
@@ -176,7 +190,23 @@ impl SpawnedBroker {
             .strip_prefix(LISTENING)
             .ok_or_else(|| format!("unexpected first line from the broker: {line:?}"))?;
         broker.addr = addr.trim().to_string();
+        if !admin_off {
+            let line = match rx.recv_timeout(START_WAIT) {
+                Ok(Some(Ok(line))) => line,
+                _ => return Err("the broker printed no admin address".into()),
+            };
+            let admin = line
+                .strip_prefix(ADMIN_LISTENING)
+                .ok_or_else(|| format!("unexpected second line from the broker: {line:?}"))?;
+            broker.admin_addr = Some(admin.trim().to_string());
+        }
         Ok(broker)
+    }
+
+    /// `HOST:PORT` of the broker's HTTP admin API (`None` when started with it off).
+    #[allow(dead_code)] // for the benchmarks that scrape `/metrics`, which come next
+    pub fn admin_addr(&self) -> Option<&str> {
+        self.admin_addr.as_deref()
     }
 
     /// `HOST:PORT` the broker listens on.

@@ -1,6 +1,6 @@
 //! Typed admin services: topics, brokers and replica moves. Each takes and returns domain types and
 //! [`ServiceError`](crate::error::ServiceError)s, whichever adapter calls it (the binary protocol's
-//! `api/`, next the HTTP admin API). Requests that must run on the metadata leader get there as
+//! `api/` and the HTTP admin API's `http/`). Requests that must run on the metadata leader get there as
 //! metadata commands (`cluster::forward`); nothing here names a wire request or response.
 //!
 //! - [`topics`]: create and delete topics, answered once this broker sees the outcome;
@@ -10,6 +10,7 @@
 //! - [`moves`]: start and complete partition replica moves;
 //! - [`operators`]: window operator definitions (create, list, describe, pause, resume, delete);
 //! - [`producers`]: producer ids and epochs for idempotent producers;
+//! - [`status`]: readiness, raft state, replicas by role and leaders per broker;
 //! - [`view`]: the cluster as a client sees it (brokers, controller, topics, partition leaders).
 
 pub mod brokers;
@@ -18,5 +19,6 @@ pub mod metrics;
 pub mod moves;
 pub mod operators;
 pub mod producers;
+pub mod status;
 pub mod topics;
 pub mod view;

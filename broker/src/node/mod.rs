@@ -1,5 +1,5 @@
-//! The node: starts a broker and owns everything it runs — the listener, every background task
-//! (maintenance, reconciler, peer pings, quiescer) and, next, the metrics registry — under one
+//! The node: starts a broker and owns everything it runs — the protocol and admin listeners, every
+//! background task (maintenance, reconciler, peer pings, quiescer) — under one
 //! cancellation token, and stops them in order on shutdown: stop accepting and reading, drain
 //! in-flight requests (bounded by `shutdown_grace`), stop background tasks, stop every raft group
 //! and close every log cleanly.
@@ -53,23 +53,46 @@ fn check_limits(config: &BrokerConfig) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Opens the data, binds the listener and returns the bound address and the serving future, which
-/// resolves after `shutdown` fires, in-flight requests are answered and the logs are closed.
+/// A started broker: its bound addresses, and the future that serves until shutdown.
+#[derive(Debug)]
+pub struct Started<F> {
+    pub addr: SocketAddr,
+    /// The admin API's bound address; `None` when it is off.
+    pub admin_addr: Option<SocketAddr>,
+    /// Resolves after `shutdown` fires, in-flight requests are answered and the logs are closed.
+    pub serving: F,
+}
+
+/// Binds `addr`, returning the listener and the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), NodeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| NodeError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Opens the data, binds the listeners and returns them bound, with the serving future.
 pub async fn start(
     config: BrokerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, impl Future<Output = ()>), NodeError> {
+) -> Result<Started<impl Future<Output = ()>>, NodeError> {
     check_limits(&config)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| NodeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let admin_at = config
+        .admin
+        .bind_addr(config.listen)
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    if let Some(a) = admin_at {
+        crate::http::check_exposure(a, config.admin.token.is_some()).map_err(NodeError::Config)?;
+    }
+    let (listener, addr) = bind(config.listen).await?;
+    let admin = match admin_at {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|(_, a)| *a);
     // This broker's address as the cluster knows it: its entry in the peers, or the bound address.
     let advertised = config
         .peers
@@ -135,7 +158,14 @@ pub async fn start(
             .wait_for_leaders(broker.config.raft_election_timeout * 4)
             .await;
     }
-    Ok((addr, run(listener, broker, shutdown, stop, tasks)))
+    if let Some((admin, _)) = admin {
+        tasks.spawn(crate::http::serve(admin, broker.clone(), stop.clone()));
+    }
+    Ok(Started {
+        addr,
+        admin_addr,
+        serving: run(listener, broker, shutdown, stop, tasks),
+    })
 }
 
 async fn run(

@@ -14,6 +14,7 @@
 //!   group reach raft in order, without waiting for each other's answers;
 //! - [`activity`]: whether a group is quiesced (ticker parked) and when it last saw work;
 //! - [`group`]: starting and stopping one raft group over a segment log;
+//! - [`status`]: a group's raft state at one instant (term, role, positions), for status views;
 //! - [`partition_state`]: the replicated-state hooks ([`partition_state::PartitionState`]) the log
 //!   store and state machine drive.
 
@@ -31,6 +32,9 @@ pub mod network;
 pub mod partition_state;
 pub mod registry;
 pub mod state_machine;
+pub mod status;
+
+pub use status::RaftStatus;
 
 use std::fmt;
 

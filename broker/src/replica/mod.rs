@@ -236,6 +236,16 @@ impl Replica {
         self.group.log.log.log_end_offset()
     }
 
+    /// Bytes of this replica's segments on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.group.log.log.size_bytes()
+    }
+
+    /// The raft group's own view of itself (term, role, log positions, followers' progress).
+    pub fn raft_status(&self) -> crate::raft::RaftStatus {
+        crate::raft::RaftStatus::of(&self.group.raft)
+    }
+
     /// Waits until the high watermark passes `offset` or `deadline` is reached.
     pub async fn wait_beyond(&self, offset: u64, deadline: Instant) {
         let mut rx = self.group.high_watermark.subscribe();

@@ -1,0 +1,118 @@
+//! The broker's health as an operator asks it: whether it is ready to serve (`/readyz`), and the
+//! raft state of the metadata group and of this broker's replicas (`GET /v1/cluster`). Reads only:
+//! nothing here changes the cluster.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::broker::Broker;
+use crate::raft::RaftStatus;
+
+/// Why this broker is or is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// What keeps it from being ready; empty when ready.
+    pub reasons: Vec<String>,
+}
+
+/// This broker's replicas, counted by role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplicaCounts {
+    pub hosted: u32,
+    pub leading: u32,
+    pub following: u32,
+    /// Hosted replicas that know no leader (elections under way, or cut off).
+    pub without_leader: u32,
+}
+
+/// Most not-ready partitions named in a readiness answer (a broker with thousands of replicas
+/// opening must not answer a probe with a megabyte).
+const MAX_REASONS: usize = 20;
+
+impl Broker {
+    /// Ready: this broker is a member of the cluster, its metadata group knows a leader and has
+    /// applied all it knows committed, and every replica the metadata assigns to this broker is open
+    /// here and knows its leader (so it leads or follows).
+    pub fn readiness(&self) -> Readiness {
+        let mut reasons = Vec::new();
+        let me = self.cluster.ctx.node_id;
+        let meta = RaftStatus::of(&self.cluster.metadata.group.raft);
+        if meta.leader.is_none() {
+            reasons.push("the metadata group has no leader".to_string());
+        }
+        if meta.applied_index < meta.committed_index {
+            reasons.push(format!(
+                "metadata applied to {:?} of {:?} committed",
+                meta.applied_index, meta.committed_index
+            ));
+        }
+        if !self.cluster.metadata.brokers().contains_key(&(me as u32)) {
+            reasons.push(format!("broker {me} is not (yet) a member of the cluster"));
+        }
+        let state = self.cluster.metadata.state();
+        let mut missing = 0usize;
+        for (name, rec) in &state.topics {
+            let local = self.replicas.get(name).filter(|t| t.id == rec.id);
+            for (p, replicas) in rec.replicas.iter().enumerate() {
+                if !replicas.iter().any(|b| u64::from(*b) == me) {
+                    continue;
+                }
+                let part = local.as_ref().and_then(|t| t.partitions.get(&(p as u32)));
+                let why = match part {
+                    None => "not open",
+                    Some(r) if r.leader().is_none() => "has no leader",
+                    Some(_) => continue,
+                };
+                missing += 1;
+                if missing <= MAX_REASONS {
+                    reasons.push(format!("replica {name}/{p} {why}"));
+                }
+            }
+        }
+        if missing > MAX_REASONS {
+            reasons.push(format!("and {} more replicas", missing - MAX_REASONS));
+        }
+        Readiness {
+            ready: reasons.is_empty(),
+            reasons,
+        }
+    }
+
+    /// The metadata group's raft state as this broker sees it.
+    pub fn metadata_raft_status(&self) -> RaftStatus {
+        RaftStatus::of(&self.cluster.metadata.group.raft)
+    }
+
+    /// This broker's replicas by role.
+    pub fn replica_counts(&self) -> ReplicaCounts {
+        let mut c = ReplicaCounts::default();
+        for t in self.replicas.list() {
+            for r in t.partitions.values() {
+                c.hosted += 1;
+                match r.leader() {
+                    None => c.without_leader += 1,
+                    Some(_) if r.is_leader() => c.leading += 1,
+                    Some(_) => c.following += 1,
+                }
+            }
+        }
+        c
+    }
+
+    /// Partition leaders per broker, as this broker knows them (its own replicas' leaders, else the
+    /// metadata's leader reports); every broker of the cluster is listed, 0 when it leads nothing.
+    pub fn leader_counts(&self) -> BTreeMap<u32, u32> {
+        let view = self.describe_cluster(None);
+        let mut counts: BTreeMap<u32, u32> = view.brokers.iter().map(|b| (b.node_id, 0)).collect();
+        for t in &view.topics {
+            for p in t.partitions.iter().flatten() {
+                if let Some(l) = p.leader {
+                    *counts.entry(l).or_default() += 1;
+                }
+            }
+        }
+        counts
+    }
+}

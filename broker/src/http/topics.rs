@@ -1,0 +1,287 @@
+//! Topics over HTTP: `GET/POST /v1/topics`, `GET/PATCH/DELETE /v1/topics/{name}` and
+//! `POST /v1/topics/{name}/partitions/{partition}/reassignment` (a replica move). Translation only:
+//! creation and deletion are [`Broker::create_topics`] / [`Broker::delete_topics`]; a partition's
+//! offsets come from this broker's replica when it hosts one, else from the partition's leader
+//! (through `sluice-client`, as `sluice topic describe` does).
+//!
+//! [`Broker::create_topics`]: crate::broker::Broker::create_topics
+//! [`Broker::delete_topics`]: crate::broker::Broker::delete_topics
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use futures_util::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+use sluice_client::OffsetSpec;
+use sluice_protocol::wire::ErrorCode;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Json, Path};
+use super::AppState;
+use crate::admin::topics::NewTopic;
+use crate::admin::view::TopicView;
+use crate::replica::settings::is_internal;
+
+/// Partitions whose offsets are asked of their leaders at the same time.
+const OFFSET_LOOKUPS: usize = 16;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(describe, delete))
+        .routes(routes!(reassign))
+}
+
+/// A topic in the list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    /// The broker's own topics (`__consumer_offsets`, ...): readable, not changeable here.
+    pub internal: bool,
+    /// Settings given at creation (or changed since); the rest are defaults.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Every topic.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicList {
+    pub topics: Vec<TopicSummary>,
+}
+
+/// A topic to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopic {
+    pub name: String,
+    /// Default: the broker's `default_partitions`.
+    pub partitions: Option<u32>,
+    /// Default: 1.
+    pub replication_factor: Option<u16>,
+    /// Topic settings (`retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms`,
+    /// `cleanup.policy`, ...).
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// One partition of a topic.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionDetail {
+    pub partition: u32,
+    /// The leader's broker id, if one is known.
+    pub leader: Option<u32>,
+    /// Replica broker ids; the first is the preferred leader.
+    pub replicas: Vec<u32>,
+    /// From this broker's replica, else from the leader; `null` when neither answered.
+    pub high_watermark: Option<u64>,
+    pub log_start_offset: Option<u64>,
+    /// Of this broker's replica (`null` when it hosts none): the end of its log, committed or not.
+    pub log_end_offset: Option<u64>,
+    /// Bytes of this broker's replica's segments on disk (`null` when it hosts none).
+    pub size_bytes: Option<u64>,
+    /// Why the offsets are missing, if they are.
+    pub error: Option<String>,
+}
+
+/// A topic with its partitions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicDetail {
+    pub name: String,
+    pub internal: bool,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionDetail>,
+}
+
+/// A replica move to start.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reassignment {
+    /// The partition's new replicas; the first becomes its preferred leader.
+    pub replicas: Vec<u32>,
+}
+
+/// A replica move under way.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReassignmentStarted {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas: Vec<u32>,
+}
+
+fn unknown_topic(name: &str) -> ApiError {
+    ApiError::code(
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+        format!("no topic named {name:?}"),
+    )
+}
+
+/// Every topic, internal ones included (flagged).
+#[utoipa::path(get, path = "/v1/topics", tag = "topics",
+    responses((status = 200, body = TopicList)))]
+async fn list(State(s): State<AppState>) -> Json<TopicList> {
+    let view = s.broker.describe_cluster(None);
+    let topics = view
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t.partitions.unwrap_or_default();
+            TopicSummary {
+                internal: is_internal(&t.name),
+                replication_factor: partitions.first().map_or(0, |p| p.replicas.len() as u32),
+                partitions: partitions.len() as u32,
+                configs: t.configs.into_iter().collect(),
+                name: t.name,
+            }
+        })
+        .collect();
+    Json(TopicList { topics })
+}
+
+/// Creates a topic; answered once this broker's replicas of it are open.
+#[utoipa::path(post, path = "/v1/topics", tag = "topics", request_body = CreateTopic,
+    responses((status = 201, body = TopicDetail), (status = 400, body = ErrorBody),
+              (status = 409, description = "the topic exists", body = ErrorBody)))]
+async fn create(
+    State(s): State<AppState>,
+    Json(req): Json<CreateTopic>,
+) -> Result<(StatusCode, Json<TopicDetail>), ApiError> {
+    let topic = NewTopic {
+        name: req.name.clone(),
+        partitions: req.partitions.unwrap_or(s.broker.config.default_partitions),
+        replication_factor: req.replication_factor.unwrap_or(1),
+        configs: req.configs.into_iter().collect(),
+    };
+    let outcome = s.broker.create_topics(vec![topic]).await;
+    match outcome.into_iter().next() {
+        Some((_, Ok(()))) => Ok((StatusCode::CREATED, Json(detail(&s, &req.name).await?))),
+        Some((_, Err(e))) => Err(e.into()),
+        None => Err(ApiError::code(
+            ErrorCode::UNKNOWN,
+            "no outcome for the topic",
+        )),
+    }
+}
+
+/// A topic with every partition's leader, replicas, offsets and (for this broker's replicas) size.
+#[utoipa::path(get, path = "/v1/topics/{name}", tag = "topics",
+    params(("name" = String, Path, description = "Topic name")),
+    responses((status = 200, body = TopicDetail), (status = 404, body = ErrorBody)))]
+async fn describe(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<TopicDetail>, ApiError> {
+    Ok(Json(detail(&s, &name).await?))
+}
+
+/// Deletes a topic and its data on every broker.
+#[utoipa::path(delete, path = "/v1/topics/{name}", tag = "topics",
+    params(("name" = String, Path, description = "Topic name")),
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody)))]
+async fn delete(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let outcome = s.broker.delete_topics(vec![name]).await;
+    match outcome.into_iter().next() {
+        Some((_, Ok(()))) => Ok(StatusCode::NO_CONTENT),
+        Some((_, Err(e))) => Err(e.into()),
+        None => Err(ApiError::code(
+            ErrorCode::UNKNOWN,
+            "no outcome for the topic",
+        )),
+    }
+}
+
+/// Starts moving a partition to other brokers; the partition's leader carries the move out
+/// (`GET /v1/topics/{name}` shows the replicas once it is done).
+#[utoipa::path(post, path = "/v1/topics/{name}/partitions/{partition}/reassignment", tag = "topics",
+    params(("name" = String, Path, description = "Topic name"),
+           ("partition" = u32, Path, description = "Partition")),
+    request_body = Reassignment,
+    responses((status = 202, body = ReassignmentStarted), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn reassign(
+    State(s): State<AppState>,
+    Path((name, partition)): Path<(String, u32)>,
+    Json(req): Json<Reassignment>,
+) -> Result<(StatusCode, Json<ReassignmentStarted>), ApiError> {
+    s.broker
+        .reassign_partition(name.clone(), partition, req.replicas.clone())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReassignmentStarted {
+            topic: name,
+            partition,
+            replicas: req.replicas,
+        }),
+    ))
+}
+
+/// The topic as this broker and the partitions' leaders see it.
+pub(super) async fn detail(s: &AppState, name: &str) -> Result<TopicDetail, ApiError> {
+    let view = s
+        .broker
+        .describe_cluster(Some(std::slice::from_ref(&name.to_string())));
+    let Some(TopicView {
+        partitions: Some(partitions),
+        configs,
+        ..
+    }) = view.topics.into_iter().next()
+    else {
+        return Err(unknown_topic(name));
+    };
+    let local = s.broker.replicas.get(name);
+    let partitions = stream::iter(partitions)
+        .map(|p| {
+            let replica = local
+                .as_ref()
+                .and_then(|t| t.partitions.get(&p.partition))
+                .cloned();
+            async move {
+                let mut d = PartitionDetail {
+                    partition: p.partition,
+                    leader: p.leader,
+                    replicas: p.replicas,
+                    high_watermark: None,
+                    log_start_offset: None,
+                    log_end_offset: None,
+                    size_bytes: None,
+                    error: None,
+                };
+                if let Some(r) = replica {
+                    d.high_watermark = Some(r.high_watermark());
+                    d.log_start_offset = Some(r.log_start_offset());
+                    d.log_end_offset = Some(r.log_end_offset());
+                    d.size_bytes = Some(r.size_bytes());
+                    return d;
+                }
+                let earliest = s
+                    .admin
+                    .list_offsets(name, d.partition, OffsetSpec::Earliest);
+                let latest = s.admin.list_offsets(name, d.partition, OffsetSpec::Latest);
+                match tokio::try_join!(earliest, latest) {
+                    Ok((start, hw)) => {
+                        d.log_start_offset = start;
+                        d.high_watermark = hw;
+                    }
+                    Err(e) => d.error = Some(format!("asking the leader: {e}")),
+                }
+                d
+            }
+        })
+        .buffered(OFFSET_LOOKUPS)
+        .collect()
+        .await;
+    Ok(TopicDetail {
+        name: name.to_string(),
+        internal: is_internal(name),
+        configs: configs.into_iter().collect(),
+        partitions,
+    })
+}

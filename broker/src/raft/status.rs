@@ -1,0 +1,48 @@
+//! A raft group's view of itself at one instant, as plain numbers: term, role, leader, how far its
+//! log is written, committed and applied, and on a leader how far each follower has matched. Read
+//! from openraft's metrics watch; never changes the group.
+
+use openraft::async_runtime::WatchReceiver;
+
+use super::network::RaftHandle;
+
+/// One group's raft state, as this broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RaftStatus {
+    pub term: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: &'static str,
+    pub leader: Option<u64>,
+    /// Index of the last entry in this broker's log.
+    pub last_log_index: Option<u64>,
+    /// Index of the last entry this broker knows to be committed.
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// On the leader: per voter or learner (this broker included), the last index known to match.
+    pub matched: Vec<(u64, Option<u64>)>,
+}
+
+impl RaftStatus {
+    pub fn of(raft: &RaftHandle) -> RaftStatus {
+        let m = raft.metrics().borrow_watched().clone();
+        let role = match m.state {
+            openraft::ServerState::Leader => "leader",
+            openraft::ServerState::Follower => "follower",
+            openraft::ServerState::Candidate => "candidate",
+            openraft::ServerState::Learner => "learner",
+            openraft::ServerState::Shutdown => "shutdown",
+        };
+        RaftStatus {
+            term: m.current_term,
+            role,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            committed_index: m.cluster_committed.map(|l| l.index),
+            applied_index: m.last_applied.map(|l| l.index),
+            matched: m
+                .replication
+                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
