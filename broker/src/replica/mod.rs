@@ -134,11 +134,6 @@ impl Replica {
         self.group.stats()
     }
 
-    /// Bytes of batches in the partition's segments here.
-    pub fn size_bytes(&self) -> u64 {
-        self.group.log.log.size_bytes()
-    }
-
     pub fn topic(&self) -> &str {
         &self.topic
     }
