@@ -1,5 +1,5 @@
 //! The running broker's shared services: configuration, the hosted replicas, this broker's place in
-//! the cluster, and the produce budget. Adapters (`api/`, next `http/`) and typed services (`admin/`)
+//! the cluster, the produce budget and the metrics. Adapters (`api/`, next `http/`) and typed services (`admin/`)
 //! work through it; it never sees a wire request or response.
 
 use std::net::SocketAddr;
@@ -29,4 +29,6 @@ pub struct Broker {
     pub groups: Arc<crate::groups::GroupCoordinator>,
     /// What this broker's window operator drivers report (describe reads it).
     pub operator_stats: Arc<crate::operators::stats::Registry>,
+    /// Every metric of the broker (`render_metrics` in `admin::metrics` scrapes it).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -20,6 +20,8 @@
 //! - [`replica`]: the partition seam — [`replica::Replica`], replicated partition state, the
 //!   leadership watch and leader services, and the registry of hosted replicas;
 //! - [`raft`]: openraft over the segment log — log storage, state machine, wire codec, network;
+//! - [`metrics`]: every metric of the broker — the hot-path counters and histograms, and the
+//!   Prometheus text rendering of them with the state read at scrape time;
 //! - [`config`], [`error`]: configuration, and the one error type of the services.
 //!
 //! Below `api/`, nothing names the wire `Request`/`Response` enums (raft's own network and
@@ -34,6 +36,7 @@ pub mod config;
 pub mod error;
 pub mod groups;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod operators;

@@ -153,21 +153,30 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// [`sync_dir`] with the plain `io::Error`.
 pub(crate) fn sync_dir_io(dir: &Path) -> io::Result<()> {
     seam!(SyncDir, dir);
-    File::open(dir)?.sync_all()
+    let d = File::open(dir)?;
+    timed(|| d.sync_all())
 }
 
 /// `fdatasync` of `file` (at `path`): its data and the metadata needed to read it back.
 pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
     let _ = path;
     seam!(Sync, path, Some(file));
-    file.sync_data()
+    timed(|| file.sync_data())
 }
 
 /// `fsync` of `file` (at `path`): data and all metadata.
 pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
     let _ = path;
     seam!(Sync, path, Some(file));
-    file.sync_all()
+    timed(|| file.sync_all())
+}
+
+/// Runs one fsync system call and records how long it took (`crate::stats::fsync_latency`).
+fn timed(fsync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    let start = std::time::Instant::now();
+    let r = fsync();
+    crate::stats::record_fsync(start.elapsed());
+    r
 }
 
 /// Renames `from` over `to` (atomic within a file system; durable once the directory is fsynced).

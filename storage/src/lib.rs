@@ -19,7 +19,8 @@
 //!   operations, simulated power loss);
 //! - `retention`, `compaction`, `truncate`: the operations that remove data;
 //! - `replica`: header scans and reset, for a log that is also a raft log;
-//! - `publish`: how the writer publishes the readable end to readers (loom-checked).
+//! - `publish`: how the writer publishes the readable end to readers (loom-checked);
+//! - [`stats`]: the latency of every fsync, in an atomic histogram the broker exports.
 
 mod checkpoint;
 mod compaction;
@@ -37,6 +38,7 @@ mod recovery;
 mod replica;
 mod retention;
 mod segment;
+pub mod stats;
 mod sync;
 mod truncate;
 

@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["cluster"],
     &["replica"],
     &["raft"],
+    &["metrics"],
     &["config", "error"],
 ];
 

@@ -23,6 +23,7 @@ pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Answer {
         any.borrow_and_update();
         let once = fetch_once(&broker, &req);
         if once.bytes >= req.min_bytes as usize || once.errors || Instant::now() >= deadline {
+            count_sent(&broker, &once.response);
             return Ok(Response::Fetch(once.response));
         }
         match once.first {
@@ -36,6 +37,18 @@ pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Answer {
             _ => {
                 tracing::debug!("fetch parked: waiting for an append to any partition");
                 let _ = tokio::time::timeout_at(deadline.into(), any.changed()).await;
+            }
+        }
+    }
+}
+
+/// Counts what the answer carries as sent by each partition (reads a long poll dropped are not
+/// sent, so they are counted only here).
+fn count_sent(broker: &Broker, response: &FetchResponse) {
+    for t in &response.topics {
+        for p in t.partitions.iter().filter(|p| !p.records.is_empty()) {
+            if let Ok(part) = broker.replicas.replica(&t.name, p.partition) {
+                part.metrics().fetched(&p.records);
             }
         }
     }

@@ -16,6 +16,7 @@ use sluice_protocol::wire::{
 use super::{Connection, Pending};
 use crate::broker::Broker;
 use crate::error::ServiceError;
+use crate::metrics::{Bound, Rejection};
 use crate::replica::PendingAppend;
 
 pub async fn handle(broker: &Arc<Broker>, conn: &mut Connection, req: ProduceRequest) -> Pending {
@@ -25,6 +26,7 @@ pub async fn handle(broker: &Arc<Broker>, conn: &mut Connection, req: ProduceReq
         Some(slots) => match slots.clone().try_acquire_owned() {
             Ok(slot) => Some(slot),
             Err(_) => {
+                broker.metrics.throttled_produce();
                 let resp = refuse_all(&req, ErrorCode::THROTTLED, "too many produces pending");
                 let acks = req.acks;
                 return Pending::Later(Box::pin(async move {
@@ -35,15 +37,24 @@ pub async fn handle(broker: &Arc<Broker>, conn: &mut Connection, req: ProduceReq
     };
     // Produce bytes of all connections together are bounded too.
     let want = conn.frame_len.min(broker.config.max_produce_bytes) as u32;
-    let Ok(budget) = broker.produce_budget.clone().acquire_many_owned(want).await else {
-        return Pending::Ready(Err(ServiceError::shutting_down("the broker is stopping")));
+    let budget = match broker.produce_budget.clone().try_acquire_many_owned(want) {
+        Ok(b) => b,
+        Err(_) => {
+            broker.metrics.waited(Bound::Produce);
+            let Ok(b) = broker.produce_budget.clone().acquire_many_owned(want).await else {
+                return Pending::Ready(Err(ServiceError::shutting_down("the broker is stopping")));
+            };
+            b
+        }
     };
+    let pending = broker.metrics.produce_pending();
     let (response, proposed) = propose(broker, &req).await;
     let timeout = broker.config.replication_timeout;
     let acks = req.acks;
     Pending::Later(Box::pin(async move {
         let _budget = budget;
         let _slot = slot;
+        let _pending = pending;
         let resp = finish(response, proposed, timeout).await;
         (acks != Acks::None).then_some(Ok(Response::Produce(resp)))
     }))
@@ -80,13 +91,16 @@ async fn propose(broker: &Broker, req: &ProduceRequest) -> (ProduceResponse, Pro
                         t.name
                     ),
                 )),
-                (Ok(_), Some(max)) => Err(ServiceError::new(
-                    ErrorCode::MESSAGE_TOO_LARGE,
-                    format!(
-                        "{} record bytes exceed max_message_bytes ({max})",
-                        p.records.len()
-                    ),
-                )),
+                (Ok(_), Some(max)) => Err({
+                    broker.metrics.rejected(Rejection::MessageTooLarge);
+                    ServiceError::new(
+                        ErrorCode::MESSAGE_TOO_LARGE,
+                        format!(
+                            "{} record bytes exceed max_message_bytes ({max})",
+                            p.records.len()
+                        ),
+                    )
+                }),
                 (Ok(part), None) => {
                     r.log_start_offset = part.log_start_offset();
                     part.propose(&p.records, req.acks).await
@@ -136,8 +150,15 @@ async fn finish(
     proposed: Proposed,
     timeout: Duration,
 ) -> ProduceResponse {
-    for (ti, pi, p) in proposed {
-        let outcome = p.wait(timeout).await;
+    // Waited together, so each partition's commit is seen (and its commit latency measured) when
+    // it happens, not after the partitions before it in the request.
+    let outcomes = futures_util::future::join_all(
+        proposed
+            .into_iter()
+            .map(|(ti, pi, p)| async move { (ti, pi, p.wait(timeout).await) }),
+    )
+    .await;
+    for (ti, pi, outcome) in outcomes {
         if let Some(r) = resp
             .topics
             .get_mut(ti)

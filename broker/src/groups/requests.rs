@@ -96,6 +96,26 @@ impl GroupCoordinator {
         Ok(read(&run.replica, |g| g.get(group).cloned()))
     }
 
+    /// Every committed offset of the groups on the offsets partitions this broker leads, as
+    /// (group, topic, partition, offset): what the metrics scrape computes lag from. Copies only
+    /// those, under each partition's state lock.
+    pub fn committed_offsets(&self) -> Vec<(String, String, u32, u64)> {
+        let runs: Vec<Arc<Run>> = self.runs().values().cloned().collect();
+        let mut out = Vec::new();
+        for run in runs.iter().filter(|r| r.replica.is_leader()) {
+            read(&run.replica, |g| {
+                for (name, m) in &g.groups {
+                    out.extend(
+                        m.offsets
+                            .iter()
+                            .map(|((t, p), o)| (name.clone(), t.clone(), *p, o.offset)),
+                    );
+                }
+            });
+        }
+        out
+    }
+
     /// Every group on the offsets partitions this broker leads.
     pub fn list(&self) -> Vec<(String, GroupModel)> {
         let runs: Vec<Arc<Run>> = self.runs().values().cloned().collect();

@@ -3,6 +3,7 @@
 //! bytes are the segment map's `Bytes`, written without a user-space copy).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::wire::{self, ErrorCode};
@@ -13,11 +14,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Answer, Pending};
 use crate::broker::Broker;
+use crate::metrics::{Bound, Held, Rejection};
 
 /// One answer on its way to the socket, holding the request's in-flight bytes until written.
 struct Outgoing {
     chunks: Vec<Bytes>,
+    _permit: Inflight,
+}
+
+/// A request's in-flight bytes: its share of the connection's bound, and of the broker-wide gauge.
+struct Inflight {
     _permit: OwnedSemaphorePermit,
+    _held: Held,
 }
 
 fn encode(corr: u32, answer: Answer) -> Vec<Bytes> {
@@ -63,6 +71,7 @@ pub async fn run(stream: TcpStream, broker: Arc<Broker>, stop: CancellationToken
             },
         };
         if len > max_frame || len < wire::REQUEST_HEADER_LEN {
+            broker.metrics.rejected(Rejection::FrameTooLarge);
             tracing::warn!(
                 ?peer,
                 len,
@@ -73,8 +82,19 @@ pub async fn run(stream: TcpStream, broker: Arc<Broker>, stop: CancellationToken
         }
         // Reserve the frame's bytes before reading it: a client with too much in flight waits here,
         // and TCP pushes back on it.
-        let Ok(permit) = inflight.clone().acquire_many_owned(len as u32).await else {
-            break;
+        let permit = match inflight.clone().try_acquire_many_owned(len as u32) {
+            Ok(p) => p,
+            Err(_) => {
+                broker.metrics.waited(Bound::ConnectionInflight);
+                let Ok(p) = inflight.clone().acquire_many_owned(len as u32).await else {
+                    break;
+                };
+                p
+            }
+        };
+        let permit = Inflight {
+            _permit: permit,
+            _held: broker.metrics.inflight(len),
         };
         // Read into spare capacity (no zeroing of up to a frame's worth of memory first).
         let mut buf = BytesMut::with_capacity(len);
@@ -94,12 +114,16 @@ pub async fn run(stream: TcpStream, broker: Arc<Broker>, stop: CancellationToken
         }
         let (header, request) = match wire::decode_request(buf.freeze()) {
             Ok(v) => v,
-            Err(_) => break,
+            Err(_) => {
+                broker.metrics.rejected(Rejection::MalformedFrame);
+                break;
+            }
         };
         let corr = header.correlation_id;
         let request = match request {
             Ok(r) => r,
             Err(e) => {
+                broker.metrics.rejected(Rejection::MalformedRequest);
                 tracing::debug!(?peer, error = %e, "bad request");
                 let chunks = wire::encode_error_response(corr, ErrorCode::from(&e), &e.to_string());
                 if tx
@@ -116,21 +140,27 @@ pub async fn run(stream: TcpStream, broker: Arc<Broker>, stop: CancellationToken
             }
         };
         conn.frame_len = len;
+        let started = Instant::now();
+        let latency = broker.metrics.request_latency(request.api_key());
         match api::dispatch(&broker, &mut conn, request).await {
             Pending::Ready(answer) => {
                 let out = Outgoing {
                     chunks: encode(corr, answer),
                     _permit: permit,
                 };
+                latency.record(started.elapsed());
                 if tx.send(out).await.is_err() {
                     break;
                 }
             }
             Pending::Later(rest) => {
                 let tx = tx.clone();
+                let latency = latency.clone();
                 tokio::spawn(async move {
                     // The permit is held until the answer is queued (or there is none).
-                    if let Some(answer) = rest.await {
+                    let answer = rest.await;
+                    latency.record(started.elapsed());
+                    if let Some(answer) = answer {
                         let _ = tx
                             .send(Outgoing {
                                 chunks: encode(corr, answer),

@@ -35,7 +35,12 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::debug!(%peer, "connection accepted");
-                    connections.spawn(connection::run(stream, broker.clone(), stop.clone()));
+                    let open = broker.metrics.connection();
+                    let run = connection::run(stream, broker.clone(), stop.clone());
+                    connections.spawn(async move {
+                        run.await;
+                        drop(open);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

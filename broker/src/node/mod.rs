@@ -113,11 +113,13 @@ pub async fn start(
         }),
         Arc::new(crate::groups::CoordinatorService(groups.clone())),
     ];
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let replicas = Replicas::new(
         &config.data_dir,
         config.flush,
         config.page_cache_window_bytes,
         services,
+        metrics.clone(),
     )
     .map_err(|e| NodeError::Data(e.message))?;
     if config.peers.len() <= 1 && config.join.is_none() {
@@ -139,6 +141,7 @@ pub async fn start(
         producer_ids: Default::default(),
         groups,
         operator_stats: Default::default(),
+        metrics,
     });
     broker.groups.attach(&broker.replicas);
     let stop = CancellationToken::new();

@@ -1,6 +1,7 @@
 //! What each running operator driver on this broker reports for describe: per (operator, source
 //! partition) its role, how far it has read, its window state and counters, and its emit latency.
-//! Written by the drivers, read by the admin service; nothing here decides anything.
+//! Written by the drivers, read by the admin services (describe, the metrics scrape); nothing here
+//! decides anything.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,6 +45,14 @@ impl Registry {
 
     pub fn get(&self, name: &str, partition: u32) -> Option<PartitionStats> {
         self.lock().get(&(name.to_string(), partition)).cloned()
+    }
+
+    /// Every driver's report, by (operator name, source partition), in no particular order.
+    pub fn all(&self) -> Vec<((String, u32), PartitionStats)> {
+        self.lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), PartitionStats>> {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
@@ -33,6 +34,20 @@ pub struct Group {
     /// The high watermark: the offset after the last applied (committed) entry.
     pub high_watermark: Arc<watch::Sender<u64>>,
     pub activity: Arc<super::activity::Activity>,
+    /// How often the known leader became another node (counted by a task that follows raft's
+    /// server metrics; read by the metrics scrape).
+    pub leader_changes: Arc<AtomicU64>,
+}
+
+/// A group's raft figures at one instant (for the metrics scrape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStats {
+    pub term: u64,
+    pub leader: bool,
+    pub leader_changes: u64,
+    pub last_log_index: u64,
+    pub committed_index: u64,
+    pub applied_index: u64,
 }
 
 impl Group {
@@ -72,6 +87,8 @@ impl Group {
                 activity.clone(),
             )),
         );
+        let leader_changes = Arc::new(AtomicU64::new(0));
+        count_leader_changes(&raft, leader_changes.clone());
         Ok(Group {
             id,
             node_id: ctx.node_id,
@@ -79,7 +96,23 @@ impl Group {
             log: glog,
             high_watermark: hw,
             activity,
+            leader_changes,
         })
+    }
+
+    /// The group's raft figures now (one borrow of raft's metrics, nothing cloned).
+    pub fn stats(&self) -> GroupStats {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        GroupStats {
+            term: m.current_term,
+            leader: m.state == openraft::ServerState::Leader
+                && m.current_leader == Some(self.node_id),
+            leader_changes: self.leader_changes.load(Ordering::Relaxed),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: m.local_committed.map_or(0, |l| l.index),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+        }
     }
 
     /// Makes a new group's first membership (a no-op if the group was initialized before). Every
@@ -148,6 +181,25 @@ impl Group {
             tracing::warn!(group = self.id, error = %e, "raft group did not shut down cleanly");
         }
     }
+}
+
+/// Starts the task that counts in `changes` every time `raft`'s known leader becomes another node
+/// (an unknown leader in between does not count; the first leader known does). It ends with raft.
+fn count_leader_changes(raft: &RaftHandle, changes: Arc<AtomicU64>) {
+    let mut watch = raft.server_metrics();
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let now = watch.borrow_watched().current_leader;
+            if now.is_some() && now != last {
+                changes.fetch_add(1, Ordering::Relaxed);
+                last = now;
+            }
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// openraft settings from the broker's.

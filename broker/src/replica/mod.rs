@@ -4,6 +4,7 @@
 //! - [`Replica`]: propose (leader), read and offset-for-timestamp below the high watermark only,
 //!   wait on the high watermark, retention/compaction for the maintenance schedule, a leadership
 //!   watch, and the raft housekeeping the cluster needs (moves, quiescing);
+//! - `lag`: the timestamp of the first unconsumed record, for a group's lag in time;
 //! - [`leadership`]: the leadership watch, fed by openraft's server-metrics watch;
 //! - [`services`]: leader services, started with the term on election and cancelled on loss;
 //! - [`groups`]: the replicated state of `__consumer_offsets` partitions (groups, members, offsets);
@@ -16,6 +17,7 @@
 //! pass plain values and get [`ServiceError`]s back.
 
 pub mod groups;
+mod lag;
 pub mod leadership;
 pub mod marks;
 pub mod producers;
@@ -41,6 +43,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Result, ServiceError};
+use crate::metrics::PartitionMetrics;
 use crate::raft::group::Group;
 use crate::raft::network::RaftRegistry;
 
@@ -65,6 +68,8 @@ pub struct Replica {
     any_tx: Arc<watch::Sender<u64>>,
     /// Cancelled when the replica closes: ends its leader services and watch tasks.
     closed: CancellationToken,
+    /// What its hot paths count (traffic, commit latency).
+    metrics: PartitionMetrics,
 }
 
 impl Replica {
@@ -77,6 +82,7 @@ impl Replica {
         group: Group,
         services: Vec<Arc<dyn LeaderService>>,
         any_tx: Arc<watch::Sender<u64>>,
+        metrics: PartitionMetrics,
     ) -> Replica {
         let closed = CancellationToken::new();
         let leadership = leadership::watch(&group.raft);
@@ -114,7 +120,18 @@ impl Replica {
             leadership,
             any_tx,
             closed,
+            metrics,
         }
+    }
+
+    /// The partition's hot-path metrics (fetch counts what it sends through this).
+    pub fn metrics(&self) -> &PartitionMetrics {
+        &self.metrics
+    }
+
+    /// The raft group's figures now (for the metrics scrape).
+    pub fn raft_stats(&self) -> crate::raft::group::GroupStats {
+        self.group.stats()
     }
 
     pub fn topic(&self) -> &str {

@@ -3,7 +3,7 @@
 //! handed to raft in that same order; nothing here waits for a commit before the next proposal.
 
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::async_runtime::WatchReceiver;
@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::state::Admission;
 use super::{Leadership, Replica};
 use crate::error::{Result, ServiceError};
+use crate::metrics::Latency;
 use crate::raft::{Proposal, TypeConfig};
 
 type CompleteRx = oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
@@ -28,6 +29,9 @@ pub struct PendingAppend {
     /// watermark reaches the largest of these (watched only when there is one).
     committed_by: Option<(u64, tokio::sync::watch::Receiver<u64>)>,
     leader_hint: Option<String>,
+    /// When the first of `commits` was handed to raft, and the partition's commit latency
+    /// histogram, which records how long they took to commit.
+    commit_timer: Option<(Instant, Latency)>,
 }
 
 impl PendingAppend {
@@ -66,6 +70,9 @@ impl PendingAppend {
                 Ok(Err(_)) => return Err(ServiceError::not_leader(self.leader_hint.clone())),
                 Err(_) => return Err(timed_out()),
             }
+        }
+        if let Some((at, latency)) = &self.commit_timer {
+            latency.record(at.elapsed());
         }
         if let Some((end, mut hw)) = self.committed_by {
             let reached = async {
@@ -220,6 +227,7 @@ async fn propose_once(
         commits: Vec::new(),
         committed_by: None,
         leader_hint: None,
+        commit_timer: None,
     };
     // Admission and hand-off happen in one order for every proposer of this partition. Every batch
     // is admitted before any is proposed, so a refusal leaves none of the request in the log.
@@ -275,6 +283,9 @@ async fn propose_once(
         let responder = if acks == Acks::All {
             let (r, rx) = openraft::impls::ProgressResponder::complete_only();
             pending.commits.push(rx);
+            pending.commit_timer.get_or_insert_with(|| {
+                (Instant::now(), replica.metrics().commit_latency().clone())
+            });
             Some(r)
         } else {
             None
@@ -287,6 +298,13 @@ async fn propose_once(
         if let Err(e) = group.raft.client_write_ff(proposal, responder).await {
             group.log.state().lock().leader_reset();
             return Err(ServiceError::shutting_down(e.to_string()));
+        }
+        // Produced records count once, when first proposed (a duplicate is answered above);
+        // control batches are the broker's own (operator marks), not produced records.
+        if !batch.header().is_control() {
+            replica
+                .metrics()
+                .produced(batch.as_bytes().len(), batch.header().record_count);
         }
         pending.acks.push(rx);
     }

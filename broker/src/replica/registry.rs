@@ -17,6 +17,7 @@ use super::services::LeaderService;
 use super::settings::{validate_name, TopicSettings};
 use super::Replica;
 use crate::error::{Result, ServiceError};
+use crate::metrics::Metrics;
 use crate::raft::group::{Group, RaftContext};
 
 /// What `topic.json` holds: which incarnation of the topic the directory belongs to.
@@ -59,6 +60,8 @@ pub struct Replicas {
     /// Run on every replica this broker leads.
     services: Vec<Arc<dyn LeaderService>>,
     any_append: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Where each replica's hot-path metrics come from.
+    metrics: Arc<Metrics>,
 }
 
 fn io_err(context: &str, path: &Path, e: impl std::fmt::Display) -> ServiceError {
@@ -80,6 +83,7 @@ impl Replicas {
         flush: FlushPolicy,
         cache_window: Option<u64>,
         services: Vec<Arc<dyn LeaderService>>,
+        metrics: Arc<Metrics>,
     ) -> Result<Replicas> {
         let dir = data_dir.join("topics");
         sluice_storage::create_dir_durably(&dir).map_err(|e| io_err("create", &dir, e))?;
@@ -90,6 +94,7 @@ impl Replicas {
             topics: RwLock::new(HashMap::new()),
             any_append: Arc::new(tokio::sync::watch::channel(0u64).0),
             services,
+            metrics,
         })
     }
 
@@ -184,6 +189,7 @@ impl Replicas {
             group,
             self.services.clone(),
             self.any_append.clone(),
+            self.metrics.partition(group_id, name, partition),
         ));
         let mut map = self.topics.write().unwrap_or_else(|_| poisoned());
         let mut partitions = map
@@ -215,7 +221,10 @@ impl Replicas {
         if let Some(t) = removed {
             for p in t.partitions.values() {
                 p.stop(&ctx.registry).await;
+                self.metrics
+                    .forget_partition(p.group_id(), name, p.partition());
             }
+            self.metrics.forget_topic(name);
             let replicas: Vec<_> = t.partitions.values().cloned().collect();
             let tdir = self.dir.join(name);
             let _ = tokio::task::spawn_blocking(move || {
@@ -254,6 +263,7 @@ impl Replicas {
         };
         let Some(p) = removed else { return };
         p.stop(&ctx.registry).await;
+        self.metrics.forget_partition(p.group_id(), name, partition);
         let dir = self.dir.join(name).join(partition.to_string());
         let _ = tokio::task::spawn_blocking(move || {
             let _ = p.close_log();

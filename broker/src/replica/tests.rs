@@ -91,6 +91,7 @@ async fn one_voter_replica(dir: &std::path::Path, state: Dedupe) -> Arc<Replica>
         group,
         Vec::new(),
         Arc::new(tokio::sync::watch::channel(0).0),
+        crate::metrics::PartitionMetrics::default(),
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !replica.is_leader() {

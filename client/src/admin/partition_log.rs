@@ -7,12 +7,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use sluice_protocol::batch::first_timestamp;
 use sluice_protocol::wire::{
     ErrorCode, FetchPartition, FetchPartitionResult, FetchRequest, FetchTopic, Request, Response,
     EARLIEST, LATEST,
 };
-use sluice_protocol::{BatchError, RecordBatch, TimestampType};
 
 use crate::client::{unexpected, Client};
 use crate::error::{ClientError, Result};
@@ -172,35 +171,6 @@ async fn fetch_once(
     Ok(p)
 }
 
-/// In `bytes` (whole batches fetched at `from`): the timestamp of the first data record at or after
-/// `from`, and the position after the last batch read. Control batches have no records to consume
-/// and are stepped over. A batch stamped by the broker (log-append time) gives its records the
-/// batch's timestamp.
-pub(crate) fn first_timestamp(from: u64, bytes: Bytes) -> Result<(Option<i64>, u64), BatchError> {
-    let mut position = from;
-    for batch in RecordBatch::iter_all(bytes) {
-        let batch = batch?;
-        let header = *batch.header();
-        if header.next_offset() <= position {
-            continue;
-        }
-        if !header.is_control() {
-            for record in batch.records()? {
-                let record = record?;
-                if record.offset >= position {
-                    let ts = match header.timestamp_type() {
-                        TimestampType::LogAppendTime => header.max_timestamp_ms,
-                        TimestampType::CreateTime => record.timestamp_ms,
-                    };
-                    return Ok((Some(ts), record.offset));
-                }
-            }
-        }
-        position = position.max(header.next_offset());
-    }
-    Ok((None, position))
-}
-
 /// Records a group has yet to consume: from its committed offset (the log start when it has none)
 /// to the high watermark; 0 when it is at or past it.
 pub(crate) fn lag(committed: Option<u64>, b: Bounds) -> u64 {
@@ -270,7 +240,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use sluice_protocol::{BatchBuilder, Compression};
 
     const B: Bounds = Bounds {
         log_start: 10,
@@ -332,39 +301,5 @@ mod tests {
             matches!(&e, ClientError::InvalidArgument(m) if m.contains("no committed offset")),
             "{e}"
         );
-    }
-
-    fn batch(base: u64, timestamps: &[i64]) -> Bytes {
-        let mut b = BatchBuilder::new(Compression::None);
-        for ts in timestamps {
-            b.append(*ts, None, Some(b"v"), &[]);
-        }
-        let bytes = b.seal().unwrap();
-        let mut v = bytes.to_vec();
-        sluice_protocol::batch::patch_position(&mut v, base, 1, 1).unwrap();
-        Bytes::from(v)
-    }
-
-    fn control(base: u64) -> Bytes {
-        let mut b = BatchBuilder::new(Compression::None).control();
-        b.append(0, None, None, &[]);
-        let mut v = b.seal().unwrap().to_vec();
-        sluice_protocol::batch::patch_position(&mut v, base, 1, 1).unwrap();
-        Bytes::from(v)
-    }
-
-    #[test]
-    fn first_timestamp_takes_the_first_record_at_or_after_the_offset() {
-        let mut all = control(0).to_vec();
-        all.extend_from_slice(&batch(1, &[100, 200, 300]));
-        let all = Bytes::from(all);
-        // The fetch returns the whole batch holding offset 2: records before it are skipped.
-        assert_eq!(first_timestamp(2, all.clone()).unwrap(), (Some(200), 2));
-        assert_eq!(first_timestamp(0, all.clone()).unwrap(), (Some(100), 1));
-        // Past everything: no record, and the position after the last batch.
-        assert_eq!(first_timestamp(4, all).unwrap(), (None, 4));
-        // Only a control batch: step over it.
-        assert_eq!(first_timestamp(0, control(0)).unwrap(), (None, 1));
-        assert!(first_timestamp(0, Bytes::from_static(b"garbage garbage garbage")).is_err());
     }
 }

@@ -31,7 +31,7 @@ mod builder;
 mod reader;
 
 pub use builder::BatchBuilder;
-pub use reader::{Record, RecordBatch, Records};
+pub use reader::{first_timestamp, Record, RecordBatch, Records};
 
 use bytes::Bytes;
 use thiserror::Error;

@@ -261,3 +261,32 @@ impl Cursor<'_> {
         Ok(Some(out))
     }
 }
+
+/// In `bytes` (whole batches read or fetched at `from`): the timestamp of the first data record at or after
+/// `from`, and the position after the last batch read. Control batches have no records to consume
+/// and are stepped over. A batch stamped by the broker (log-append time) gives its records the
+/// batch's timestamp.
+pub fn first_timestamp(from: u64, bytes: Bytes) -> Result<(Option<i64>, u64), BatchError> {
+    let mut position = from;
+    for batch in RecordBatch::iter_all(bytes) {
+        let batch = batch?;
+        let header = *batch.header();
+        if header.next_offset() <= position {
+            continue;
+        }
+        if !header.is_control() {
+            for record in batch.records()? {
+                let record = record?;
+                if record.offset >= position {
+                    let ts = match header.timestamp_type() {
+                        TimestampType::LogAppendTime => header.max_timestamp_ms,
+                        TimestampType::CreateTime => record.timestamp_ms,
+                    };
+                    return Ok((Some(ts), record.offset));
+                }
+            }
+        }
+        position = position.max(header.next_offset());
+    }
+    Ok((None, position))
+}

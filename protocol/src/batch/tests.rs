@@ -246,3 +246,37 @@ fn append_at_rejects_non_increasing_deltas() {
     assert_eq!(offsets, vec![5, 9]);
     assert_eq!(batch.header().last_offset_delta, 9);
 }
+
+fn batch_at(base: u64, timestamps: &[i64]) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    for ts in timestamps {
+        b.append(*ts, None, Some(b"v"), &[]);
+    }
+    let bytes = b.seal().unwrap();
+    let mut v = bytes.to_vec();
+    patch_position(&mut v, base, 1, 1).unwrap();
+    Bytes::from(v)
+}
+
+fn control_at(base: u64) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None).control();
+    b.append(0, None, None, &[]);
+    let mut v = b.seal().unwrap().to_vec();
+    patch_position(&mut v, base, 1, 1).unwrap();
+    Bytes::from(v)
+}
+
+#[test]
+fn first_timestamp_takes_the_first_record_at_or_after_the_offset() {
+    let mut all = control_at(0).to_vec();
+    all.extend_from_slice(&batch_at(1, &[100, 200, 300]));
+    let all = Bytes::from(all);
+    // The fetch returns the whole batch holding offset 2: records before it are skipped.
+    assert_eq!(first_timestamp(2, all.clone()).unwrap(), (Some(200), 2));
+    assert_eq!(first_timestamp(0, all.clone()).unwrap(), (Some(100), 1));
+    // Past everything: no record, and the position after the last batch.
+    assert_eq!(first_timestamp(4, all).unwrap(), (None, 4));
+    // Only a control batch: step over it.
+    assert_eq!(first_timestamp(0, control_at(0)).unwrap(), (None, 1));
+    assert!(first_timestamp(0, Bytes::from_static(b"garbage garbage garbage")).is_err());
+}
