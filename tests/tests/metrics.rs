@@ -115,9 +115,6 @@ fn data_records(bytes: &bytes::Bytes) -> u64 {
         .sum()
 }
 
-// Ignored until `http/` routes `GET /metrics` to `Broker::render_metrics` (the lead's part); it
-// passed with such a route added locally.
-#[ignore = "needs GET /metrics on the admin listener"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_the_traffic_and_the_output_parses() {
     let broker = Broker::start(&[]);

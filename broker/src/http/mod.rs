@@ -1,7 +1,7 @@
 //! The HTTP admin API (axum): JSON endpoints under `/v1` for the cluster, topics, replica moves,
-//! groups and operators, `/healthz` and `/readyz` for probes, and `/v1/openapi.json`, the OpenAPI 3
-//! document generated from the handlers and their types (utoipa), so it lists exactly what the
-//! router serves. Every error answers with [`error::ErrorBody`]; an optional bearer token guards
+//! groups and operators, `/metrics` for Prometheus, `/healthz` and `/readyz` for probes, and
+//! `/v1/openapi.json`, the OpenAPI 3 document generated from the handlers and their types
+//! (utoipa), so it lists exactly what the router serves. Every error answers with [`error::ErrorBody`]; an optional bearer token guards
 //! everything but the probes (`auth`).
 //!
 //! An adapter and nothing more: each handler translates HTTP into one typed service call (`admin/`)
@@ -16,6 +16,7 @@ mod error;
 mod extract;
 mod groups;
 mod health;
+mod metrics;
 mod openapi;
 mod operators;
 mod topics;
@@ -51,6 +52,7 @@ pub fn router(state: AppState, token: Option<Arc<str>>) -> axum::Router {
         .merge(topics::routes())
         .merge(groups::routes())
         .merge(operators::routes())
+        .merge(metrics::routes())
         .split_for_parts();
     let (probes, probe_api) = OpenApiRouter::new()
         .merge(health::routes())
