@@ -44,6 +44,9 @@ enum Command {
     /// The cost of replication: RF N acks all on N spawned brokers against acks leader on one,
     /// as the median ratio of alternating pairs of produce runs.
     Replication(load::replication::ReplicationArgs),
+    /// What scraping `/metrics` costs: produce runs on one spawned broker with and without a
+    /// scraper, as the median ratio of alternating pairs.
+    Scrape(load::scrape::ScrapeArgs),
     /// Consumer groups: drain throughput against a plain consumer, a member leaving, a member
     /// joining a group of 100, in heartbeat intervals.
     Group(load::group::GroupArgs),
@@ -87,6 +90,7 @@ fn main() {
         Command::Consume(args) => load::run(load::Mode::Consume, args),
         Command::E2e(args) => load::run(load::Mode::E2e, args),
         Command::Replication(args) => load::replication::run(args),
+        Command::Scrape(args) => load::scrape::run(args),
         Command::Group(args) => load::group::run(args),
         Command::Idle(args) => idle::run(args),
         Command::Window(args) => window::run(args).map_err(Into::into),

@@ -12,6 +12,7 @@ pub(crate) mod group;
 mod produce;
 pub(crate) mod replication;
 mod report;
+pub(crate) mod scrape;
 pub(crate) mod spawn;
 
 use std::path::PathBuf;

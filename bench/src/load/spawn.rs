@@ -204,7 +204,6 @@ impl SpawnedBroker {
     }
 
     /// `HOST:PORT` of the broker's HTTP admin API (`None` when started with it off).
-    #[allow(dead_code)] // for the benchmarks that scrape `/metrics`, which come next
     pub fn admin_addr(&self) -> Option<&str> {
         self.admin_addr.as_deref()
     }
