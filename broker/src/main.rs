@@ -24,8 +24,8 @@ struct Cli {
 enum Command {
     /// Run a broker (single node; data in ./data and a loopback listener unless told otherwise).
     Broker(broker_cmd::BrokerArgs),
-    /// Create, list, describe and delete topics.
-    Topic(cli::TopicArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topic(cli::topic::TopicArgs),
     /// Produce records read from stdin (or a file), one per line.
     Produce(cli::ProduceArgs),
     /// Print records of a topic to stdout, one per line.

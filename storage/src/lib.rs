@@ -48,4 +48,4 @@ pub use durable::{create_dir_durably, write_file_durably};
 pub use error::{Result, StorageError};
 pub use log::{AppendInfo, PartitionLog, ReadResult};
 pub use recovery::{RecoveryReport, TruncatedTail};
-pub use retention::RetentionReport;
+pub use retention::{RetentionLimits, RetentionReport};

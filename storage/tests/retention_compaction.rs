@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use common::*;
-use sluice_storage::{FlushPolicy, LogConfig, PartitionLog, StorageError};
+use sluice_storage::{FlushPolicy, LogConfig, PartitionLog, RetentionLimits, StorageError};
 
 /// (segment base, bytes, max timestamp) for each segment, from the append results.
 fn segments_of(infos: &[(sluice_storage::AppendInfo, usize, i64)]) -> BTreeMap<u64, (u64, i64)> {
@@ -101,6 +101,51 @@ fn retention_by_size_keeps_at_least_the_limit() {
     assert_eq!(report.deleted_segments, expected);
     assert_eq!(log.size_bytes(), total);
     assert!(log.size_bytes() >= limit);
+}
+
+/// Retention by limits the caller passes (a topic's settings changed while its log is open)
+/// deletes what a log opened with those limits would, below the offset limit, and the log's own
+/// limits are left alone. Seen failing with `apply_limits` reading `inner.config` again.
+#[test]
+fn retention_by_passed_limits_ignores_the_limits_the_log_was_opened_with() {
+    let limit = 10_000;
+    let open = |retention_bytes| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            retention_bytes,
+            ..small_config(FlushPolicy::Never)
+        };
+        let (log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+        fill(&log, 120);
+        (dir, log)
+    };
+    let (_d1, configured) = open(Some(limit));
+    let (_d2, unlimited) = open(None);
+    let by_config = configured.apply_retention(0).unwrap();
+    assert!(by_config.deleted_segments.len() >= 2, "{by_config:?}");
+    let passed = RetentionLimits {
+        ms: None,
+        bytes: Some(limit),
+    };
+    // The offset limit still holds: only segments ending at or below the second one's base go.
+    let bases = unlimited.segment_bases();
+    let report = unlimited.apply_retention_with(0, bases[1], passed).unwrap();
+    assert_eq!(report.deleted_segments, vec![bases[0]]);
+    let report = unlimited.apply_retention_with(0, u64::MAX, passed).unwrap();
+    assert_eq!(
+        report.deleted_segments,
+        by_config.deleted_segments[1..].to_vec()
+    );
+    assert_eq!(unlimited.log_start_offset(), configured.log_start_offset());
+    // Its own limits (none) delete nothing more; unlimited passed limits delete nothing either.
+    assert!(unlimited
+        .apply_retention(0)
+        .unwrap()
+        .deleted_segments
+        .is_empty());
+    let none = RetentionLimits::default();
+    let configured_more = configured.apply_retention_with(0, u64::MAX, none).unwrap();
+    assert!(configured_more.deleted_segments.is_empty());
 }
 
 type Row = (u64, Option<String>, Option<String>);

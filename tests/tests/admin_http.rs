@@ -196,6 +196,47 @@ async fn every_endpoint_answers_with_its_status_and_body() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert!(names.contains("t"), "{list}");
+    let (status, altered) = call(
+        &http,
+        &base,
+        Method::PATCH,
+        "/v1/topics/t",
+        Some(json!({"set": {"retention.bytes": "1048576"}, "delete": ["retention.ms"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{altered}");
+    assert_eq!(
+        altered["configs"]["retention.bytes"], "1048576",
+        "{altered}"
+    );
+    assert_ne!(
+        altered["configs"]["retention.ms"], "3600000",
+        "back to the default: {altered}"
+    );
+    assert_error(
+        &call(
+            &http,
+            &base,
+            Method::PATCH,
+            "/v1/topics/t",
+            Some(json!({"set": {"segment.bytes": "1024"}})),
+        )
+        .await,
+        400,
+        "INVALID_CONFIG",
+    );
+    assert_error(
+        &call(
+            &http,
+            &base,
+            Method::PATCH,
+            "/v1/topics/nope",
+            Some(json!({"set": {"retention.ms": "1"}})),
+        )
+        .await,
+        404,
+        "UNKNOWN_TOPIC_OR_PARTITION",
+    );
     assert_error(
         &call(&http, &base, Method::GET, "/v1/topics/nope", None).await,
         404,
@@ -532,6 +573,7 @@ async fn the_openapi_document_matches_the_routes() {
         ("GET", "/v1/topics"),
         ("POST", "/v1/topics"),
         ("GET", "/v1/topics/{name}"),
+        ("PATCH", "/v1/topics/{name}"),
         ("DELETE", "/v1/topics/{name}"),
         ("GET", "/v1/groups"),
         ("GET", "/v1/groups/{id}"),

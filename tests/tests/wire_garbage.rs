@@ -179,6 +179,11 @@ fn sample(api: ApiKey) -> Request {
         ApiKey::DeleteOperator => {
             Request::DeleteOperator(DeleteOperatorRequest { name: "op".into() })
         }
+        ApiKey::AlterTopicConfigs => Request::AlterTopicConfigs(AlterTopicConfigsRequest {
+            name: "t".into(),
+            set: vec![("retention.ms".into(), "1000".into())],
+            delete: vec!["retention.bytes".into()],
+        }),
     }
 }
 

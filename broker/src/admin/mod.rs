@@ -4,6 +4,7 @@
 //! metadata commands (`cluster::forward`); nothing here names a wire request or response.
 //!
 //! - [`topics`]: create and delete topics, answered once this broker sees the outcome;
+//! - [`topic_configs`]: change a live topic's settings;
 //! - [`brokers`]: add a broker to the cluster (`--join`);
 //! - [`groups`]: consumer groups: find the coordinator (creating the offsets topic), route to it;
 //! - [`metrics`]: the metrics scrape (`render_metrics`), with the state it reads;
@@ -20,5 +21,6 @@ pub mod moves;
 pub mod operators;
 pub mod producers;
 pub mod status;
+pub mod topic_configs;
 pub mod topics;
 pub mod view;

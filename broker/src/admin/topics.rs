@@ -10,7 +10,7 @@ use crate::cluster::state::Command;
 use sluice_protocol::wire::ErrorCode;
 
 use crate::error::{Result, ServiceError};
-use crate::replica::settings::is_internal;
+use crate::replica::settings::{internal_topic_message, is_internal};
 
 /// How long topic changes wait to become visible on this broker before answering anyway.
 pub const TOPIC_CHANGE_WAIT: Duration = Duration::from_secs(10);
@@ -30,10 +30,7 @@ pub type TopicOutcome = (String, Result<()>);
 
 /// The refusal of a client's change to an internal topic.
 fn internal(name: &str) -> ServiceError {
-    ServiceError::new(
-        ErrorCode::INVALID_TOPIC,
-        format!("{name} is an internal topic (names starting with \"__\" are the broker's own)"),
-    )
+    ServiceError::new(ErrorCode::INVALID_TOPIC, internal_topic_message(name))
 }
 
 impl Broker {
@@ -161,6 +158,7 @@ impl Broker {
                     && !self.replicas.has_dir(name)
             }
             Command::AllocateProducerIds { .. }
+            | Command::AlterTopicConfig { .. }
             | Command::InitProducer { .. }
             | Command::LeaderChanged { .. }
             | Command::ReassignPartition { .. }

@@ -17,6 +17,7 @@ mod add_broker;
 mod alter_group_config;
 mod alter_operator;
 mod alter_replicas;
+mod alter_topic_configs;
 mod api_versions;
 mod create_operator;
 mod create_topics;
@@ -157,6 +158,8 @@ api_table! {
     DescribeOperator => describe_operator, detached;
     AlterOperator   => alter_operator,   detached;
     DeleteOperator  => delete_operator,  detached;
+    // Waits for a metadata write and for this broker's replicas to take the new settings.
+    AlterTopicConfigs => alter_topic_configs, detached;
 }
 
 /// The wire form of an admin service's outcome.
@@ -201,7 +204,8 @@ mod tests {
                 | ApiKey::ListOperators
                 | ApiKey::DescribeOperator
                 | ApiKey::AlterOperator
-                | ApiKey::DeleteOperator => Order::Detached,
+                | ApiKey::DeleteOperator
+                | ApiKey::AlterTopicConfigs => Order::Detached,
                 // Reads the peer address in order, then answers apart.
                 ApiKey::GroupHeartbeat => Order::Connection,
                 // Answered at once from memory: no reason to leave the connection.

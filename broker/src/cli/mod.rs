@@ -1,7 +1,7 @@
 //! The command-line client commands of the `sluice` binary (`topic`, `produce`, `consume`,
-//! `cluster`, `group`, `operator`): their clap definitions (`group`'s and `operator`'s in their own
-//! modules), the `--broker` option they share, the tokio runtime they run on, and the translation of
-//! client failures into one-line messages for users. Every command returns a [`CliError`], which
+//! `cluster`, `group`, `operator`): their clap definitions (`topic`'s, `group`'s and `operator`'s in
+//! their own modules), the `--broker` option they share, the tokio runtime they run on, and the
+//! translation of client failures into one-line messages for users. Every command returns a [`CliError`], which
 //! [`run`] prints to stderr as `sluice: <message>` with exit code 1 (clap itself rejects bad usage
 //! with exit code 2). The commands themselves live in [`topic`], [`produce`], [`consume`],
 //! [`cluster`], [`group`] and [`operator`], on top of `sluice-client`.
@@ -36,61 +36,6 @@ pub struct BrokerOpt {
         value_parser = parse_broker
     )]
     pub broker: String,
-}
-
-/// `sluice topic ...`.
-#[derive(Debug, Args)]
-pub struct TopicArgs {
-    #[command(flatten)]
-    pub conn: BrokerOpt,
-    #[command(subcommand)]
-    pub command: TopicCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TopicCommand {
-    /// Create a topic.
-    Create(CreateArgs),
-    /// List topics, one line per topic: its name and partition count.
-    List,
-    /// Show a topic's partitions (leader, replicas, high watermark, log start offset) and configs.
-    Describe {
-        /// Topic to describe.
-        name: String,
-    },
-    /// Delete a topic and all its records.
-    Delete {
-        /// Topic to delete.
-        name: String,
-    },
-    /// Move a partition to other brokers: new replicas catch up, then the old ones drop out.
-    Reassign {
-        /// Topic of the partition.
-        name: String,
-        /// The partition to move.
-        #[arg(long, value_name = "N")]
-        partition: u32,
-        /// The new replica set: broker ids, comma-separated (e.g. 1,2,4).
-        #[arg(long, value_name = "IDS", value_delimiter = ',', required = true)]
-        replicas: Vec<u32>,
-    },
-}
-
-/// `sluice topic create`.
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// Name of the new topic (ASCII letters, digits, '.', '_' and '-').
-    pub name: String,
-    /// Number of partitions.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub partitions: u32,
-    /// Copies of each partition (a single broker supports 1).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub replication_factor: u16,
-    /// A topic setting, repeatable. Keys: retention.ms, retention.bytes, segment.bytes, segment.ms,
-    /// cleanup.policy.
-    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config)]
-    pub configs: Vec<(String, String)>,
 }
 
 /// `sluice produce`.

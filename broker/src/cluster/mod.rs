@@ -6,6 +6,7 @@
 //! - [`forward`]: reaching the metadata leader from any broker;
 //! - [`leader_report`]: the leader service that reports a partition's leader to the metadata;
 //! - [`operators`]: window operator definitions in the cluster state, and their checks;
+//! - [`topic_configs`]: which settings of a live topic may change, and how a change merges;
 //! - [`reconcile`]: local replicas follow the metadata, and replica moves;
 //! - [`quiesce`]: idle groups park their raft timers; peers watch each other for dead leaders.
 //!
@@ -18,6 +19,7 @@ pub mod operators;
 pub mod quiesce;
 pub mod reconcile;
 pub mod state;
+pub mod topic_configs;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! Local replicas follow the metadata: whenever the cluster state changes (and every few seconds,
-//! to retry what failed), open the partitions assigned here that are not open, and remove the
-//! topics that are gone (or were re-created under a new id).
+//! to retry what failed), open the partitions assigned here that are not open, give open ones
+//! their topic's changed settings, and remove the topics that are gone (or were re-created under a
+//! new id).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +50,14 @@ pub async fn reconcile_once(cluster: &Cluster, hosted: &Replicas) {
     }
     for (name, record) in &state.topics {
         let local = hosted.get(name);
+        if local.as_ref().is_some_and(|t| t.id == record.id) {
+            if let Err(e) = hosted
+                .update_settings(name, record.id, &record.configs)
+                .await
+            {
+                tracing::error!(topic = %name, error = %e, "cannot apply the topic's changed settings; retrying");
+            }
+        }
         for (p, replicas) in record.replicas.iter().enumerate() {
             let p = p as u32;
             let target = record.moving.get(&p);

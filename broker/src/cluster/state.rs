@@ -1,6 +1,7 @@
 //! The cluster metadata the metadata raft group replicates: topics, their partitions' replica
 //! assignments, deleted topic ids, the producer-id allocator and the window operators' definitions
-//! (their rules in [`super::operators`]) — and the commands that change it.
+//! (their rules in [`super::operators`]) — and the commands that change it (a live topic's settings:
+//! [`super::topic_configs`]).
 //!
 //! Pure and deterministic: every broker applies the same commands in the same order and gets the same
 //! state. Brokers are the metadata group's raft membership (its nodes), passed in at apply time, so an
@@ -91,6 +92,15 @@ pub enum Command {
     },
     DeleteTopic {
         name: String,
+    },
+    /// Changes a live topic's settings: `set` keys take the values given, `delete` keys go back
+    /// to their defaults (the rules in [`super::topic_configs`]).
+    AlterTopicConfig {
+        name: String,
+        #[serde(default)]
+        set: Vec<(String, String)>,
+        #[serde(default)]
+        delete: Vec<String>,
     },
     /// Gives `broker` the next `count` producer ids (it hands them out without a metadata write).
     AllocateProducerIds {
@@ -191,6 +201,9 @@ impl ClusterState {
                         format!("unknown topic {name}"),
                     ))
                 }
+            }
+            Command::AlterTopicConfig { name, set, delete } => {
+                self.altered_configs(name, set, delete).map(|_| ())
             }
             Command::AllocateProducerIds { count, .. } => {
                 if *count == 0 {
@@ -321,6 +334,12 @@ impl ClusterState {
             Command::DeleteTopic { name } => {
                 if let Some(t) = self.topics.remove(name) {
                     self.deleted_topic_ids.insert(t.id);
+                }
+            }
+            Command::AlterTopicConfig { name, set, delete } => {
+                let configs = self.altered_configs(name, set, delete)?;
+                if let Some(t) = self.topics.get_mut(name) {
+                    t.configs = configs;
                 }
             }
             Command::AllocateProducerIds {

@@ -1,11 +1,13 @@
 //! Topics over HTTP: `GET/POST /v1/topics`, `GET/PATCH/DELETE /v1/topics/{name}` and
 //! `POST /v1/topics/{name}/partitions/{partition}/reassignment` (a replica move). Translation only:
-//! creation and deletion are [`Broker::create_topics`] / [`Broker::delete_topics`]; a partition's
+//! creation, settings and deletion are [`Broker::create_topics`], [`Broker::alter_topic_configs`]
+//! and [`Broker::delete_topics`]; a partition's
 //! offsets come from this broker's replica when it hosts one, else from the partition's leader
 //! (through `sluice-client`, as `sluice topic describe` does).
 //!
 //! [`Broker::create_topics`]: crate::broker::Broker::create_topics
 //! [`Broker::delete_topics`]: crate::broker::Broker::delete_topics
+//! [`Broker::alter_topic_configs`]: crate::broker::Broker::alter_topic_configs
 
 use std::collections::BTreeMap;
 
@@ -32,7 +34,7 @@ const OFFSET_LOOKUPS: usize = 16;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
-        .routes(routes!(describe, delete))
+        .routes(routes!(describe, alter, delete))
         .routes(routes!(reassign))
 }
 
@@ -95,6 +97,19 @@ pub struct TopicDetail {
     pub internal: bool,
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<PartitionDetail>,
+}
+
+/// Changes to a live topic's settings.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlterTopic {
+    /// Settings to set (`retention.ms`, `retention.bytes`, `cleanup.policy`; the others are fixed
+    /// once the topic exists).
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Settings to return to their defaults.
+    #[serde(default)]
+    pub delete: Vec<String>,
 }
 
 /// A replica move to start.
@@ -175,6 +190,24 @@ async fn describe(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<TopicDetail>, ApiError> {
+    Ok(Json(detail(&s, &name).await?))
+}
+
+/// Changes a live topic's settings; answered once this broker's replicas apply them (every broker's
+/// follow). Keys fixed on a live log are refused with `INVALID_CONFIG`.
+#[utoipa::path(patch, path = "/v1/topics/{name}", tag = "topics",
+    params(("name" = String, Path, description = "Topic name")),
+    request_body = AlterTopic,
+    responses((status = 200, body = TopicDetail), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn alter(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<AlterTopic>,
+) -> Result<Json<TopicDetail>, ApiError> {
+    s.broker
+        .alter_topic_configs(&name, req.set.into_iter().collect(), req.delete)
+        .await?;
     Ok(Json(detail(&s, &name).await?))
 }
 

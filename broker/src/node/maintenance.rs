@@ -1,5 +1,6 @@
 //! Retention and compaction, every `maintenance_interval`, off the async workers: the metadata
-//! log's, then every hosted replica's (each below what its raft group may still need).
+//! log's, then every hosted replica's (each below what its raft group may still need), by its
+//! topic's settings as they are now (they may change while the replica is open).
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ pub async fn run(broker: Arc<Broker>, stop: CancellationToken) {
             }
             for t in b.replicas.list() {
                 for p in t.partitions.values() {
-                    p.maintain(now, t.settings.compact);
+                    p.maintain(now, &t.settings);
                 }
             }
         })

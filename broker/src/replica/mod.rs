@@ -262,12 +262,14 @@ impl Replica {
         self.any_tx.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    /// Retention (and compaction, when `compact`) at `now_ms`, never below what raft or a snapshot
-    /// transfer may still need. Blocking: run it off the async workers.
-    pub fn maintain(&self, now_ms: i64, compact: bool) {
+    /// Retention (and compaction, when the topic is compacted) at `now_ms` by the topic's current
+    /// `settings`, never below what raft or a snapshot transfer may still need. Blocking: run it
+    /// off the async workers.
+    pub fn maintain(&self, now_ms: i64, settings: &settings::TopicSettings) {
         let log = &self.group.log;
+        let (retention, compact) = (settings.retention(), settings.compact);
         log.with_retention_limit(|limit| {
-            if let Err(e) = log.log.apply_retention_below(now_ms, limit) {
+            if let Err(e) = log.log.apply_retention_with(now_ms, limit, retention) {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "retention failed");
             }
             if compact {

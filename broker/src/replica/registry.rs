@@ -3,7 +3,8 @@
 //!
 //! Which topics exist is the cluster metadata's business; this registry only opens and closes the
 //! local replicas the metadata assigns here (see `cluster::reconcile`), choosing each partition's
-//! replicated state by topic kind and the leader services it runs.
+//! replicated state by topic kind and the leader services it runs, and brings a live topic's
+//! changed settings to its open replicas.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -69,6 +70,20 @@ fn io_err(context: &str, path: &Path, e: impl std::fmt::Display) -> ServiceError
         ErrorCode::STORAGE_ERROR,
         format!("{context} {}: {e}", path.display()),
     )
+}
+
+/// Writes `topic.json` into `tdir` (creating it) unless it already holds `file`: durably, so a
+/// restart opens the topic's replicas with the settings its maintenance already applied.
+/// Blocking.
+fn write_topic_file(tdir: &Path, file: &TopicFile) -> Result<()> {
+    let meta = tdir.join("topic.json");
+    let body = serde_json::to_vec_pretty(file).map_err(|e| io_err("encode", &meta, e))?;
+    if std::fs::read(&meta).is_ok_and(|old| old == body) {
+        return Ok(());
+    }
+    sluice_storage::create_dir_durably(tdir).map_err(|e| io_err("create", tdir, e))?;
+    sluice_storage::write_file_durably(tdir, "topic.json", &body)
+        .map_err(|e| io_err("write", &meta, e))
 }
 
 /// A read or write lock on the registry map. A poisoned lock means a panic mid-update of the map:
@@ -149,21 +164,15 @@ impl Replicas {
         let settings = TopicSettings::from_pairs(configs)
             .map_err(|m| ServiceError::new(ErrorCode::INVALID_CONFIG, m))?;
         let tdir = self.dir.join(name);
-        let meta = tdir.join("topic.json");
         let pdir = tdir.join(partition.to_string());
         let cfg = settings.log_config(self.flush, self.cache_window);
         let file = TopicFile {
             id: topic_id,
             configs: configs.to_vec(),
         };
-        let (tdir2, meta2, pdir2) = (tdir.clone(), meta.clone(), pdir.clone());
+        let (tdir2, pdir2) = (tdir.clone(), pdir.clone());
         let log = tokio::task::spawn_blocking(move || {
-            sluice_storage::create_dir_durably(&tdir2).map_err(|e| io_err("create", &tdir2, e))?;
-            if !meta2.exists() {
-                let body = serde_json::to_vec_pretty(&file).map_err(|e| io_err("encode", &meta2, e))?;
-                sluice_storage::write_file_durably(&tdir2, "topic.json", &body)
-                    .map_err(|e| io_err("write", &meta2, e))?;
-            }
+            write_topic_file(&tdir2, &file)?;
             let (log, report) = PartitionLog::open(&pdir2, cfg)
                 .map_err(|e| io_err("open partition", &pdir2, e))?;
             if report.truncated.is_some() {
@@ -209,6 +218,47 @@ impl Replicas {
         );
         tracing::info!(topic = name, partition, "hosting partition replica");
         Ok(())
+    }
+
+    /// Gives the hosted replicas of topic `name` (incarnation `topic_id`) the settings `configs`
+    /// say, without reopening them: `topic.json` first, then the settings maintenance reads.
+    /// Returns whether they changed. What an open log cannot change (its segment size and age) is
+    /// refused by the metadata before it gets here.
+    pub async fn update_settings(
+        &self,
+        name: &str,
+        topic_id: u32,
+        configs: &[(String, String)],
+    ) -> Result<bool> {
+        let settings = TopicSettings::from_pairs(configs)
+            .map_err(|m| ServiceError::new(ErrorCode::INVALID_CONFIG, m))?;
+        let hosted = self.get(name).filter(|t| t.id == topic_id);
+        if hosted.is_none_or(|t| t.settings == settings) {
+            return Ok(false);
+        }
+        let tdir = self.dir.join(name);
+        let file = TopicFile {
+            id: topic_id,
+            configs: configs.to_vec(),
+        };
+        tokio::task::spawn_blocking(move || write_topic_file(&tdir, &file))
+            .await
+            .map_err(|e| ServiceError::unknown(e.to_string()))??;
+        let mut map = self.topics.write().unwrap_or_else(|_| poisoned());
+        let Some(t) = map.get(name).filter(|t| t.id == topic_id).cloned() else {
+            return Ok(false);
+        };
+        map.insert(
+            name.to_string(),
+            Arc::new(HostedTopic {
+                name: t.name.clone(),
+                id: t.id,
+                settings,
+                partitions: t.partitions.clone(),
+            }),
+        );
+        tracing::info!(topic = name, ?configs, "topic settings changed");
+        Ok(true)
     }
 
     /// Stops the local replicas of `name` and deletes their data.

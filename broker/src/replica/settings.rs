@@ -1,7 +1,7 @@
 //! Per-topic settings (the `configs` pairs a topic is created with) and topic names: parsing and
 //! validation only, no I/O.
 
-use sluice_storage::{FlushPolicy, LogConfig};
+use sluice_storage::{FlushPolicy, LogConfig, RetentionLimits};
 
 /// Longest topic name (same as Kafka's).
 pub const MAX_TOPIC_NAME: usize = 249;
@@ -23,6 +23,14 @@ pub struct TopicSettings {
 }
 
 impl TopicSettings {
+    /// What retention deletes the topic's segments by.
+    pub fn retention(&self) -> RetentionLimits {
+        RetentionLimits {
+            ms: self.retention_ms,
+            bytes: self.retention_bytes,
+        }
+    }
+
     /// The idempotent-producer limits of the topic's partitions.
     pub fn producer_limits(&self) -> crate::replica::producers::Limits {
         crate::replica::producers::Limits {
@@ -160,6 +168,11 @@ impl TopicSettings {
 /// the broker itself; clients may read it but not create, delete or produce to it.
 pub fn is_internal(name: &str) -> bool {
     name.starts_with("__")
+}
+
+/// Why a client may not create, delete or alter internal topic `name`.
+pub fn internal_topic_message(name: &str) -> String {
+    format!("{name} is an internal topic (names starting with \"__\" are the broker's own)")
 }
 
 pub fn validate_name(name: &str) -> Result<(), String> {

@@ -1,10 +1,10 @@
 //! [`Admin`]: topic management, cluster metadata, consumer-group and window-operator administration
 //! over the wire protocol. It never produces, consumes or joins a group.
 //!
-//! This file holds the topic and metadata calls. Create and delete go to the bootstrap broker
-//! (the whole cluster, for now). Every call retries retriable errors a bounded number of times (see
-//! [`crate::ClientConfig::retries`]); a create that was retried after its first attempt reached the
-//! broker may therefore answer `TOPIC_ALREADY_EXISTS`.
+//! This file holds the topic and metadata calls. Create, delete and config changes go to the
+//! bootstrap broker (the whole cluster, for now). Every call retries retriable errors a bounded
+//! number of times (see [`crate::ClientConfig::retries`]); a create that was retried after its
+//! first attempt reached the broker may therefore answer `TOPIC_ALREADY_EXISTS`.
 //!
 //! - `coordinator`: finding a group's coordinator and retrying a request on it when it moved;
 //! - `groups`: list, describe (with lag), reset offsets of and delete consumer groups, each at the
@@ -14,8 +14,8 @@
 //!   pure arithmetic over it (lag, reset positions).
 
 use sluice_protocol::wire::{
-    AlterReplicasRequest, CreateTopicsRequest, DeleteTopicsRequest, MetadataResponse, NewTopic,
-    Request, Response, TopicMetadata, TopicResults, EARLIEST, LATEST,
+    AlterReplicasRequest, AlterTopicConfigsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    MetadataResponse, NewTopic, Request, Response, TopicMetadata, TopicResults, EARLIEST, LATEST,
 };
 
 use crate::client::{unexpected, Client, ClientConfig};
@@ -123,6 +123,38 @@ impl Admin {
             return Err(unexpected("answer to delete topics"));
         };
         topic_result(&results, name)
+    }
+
+    /// Changes a live topic's settings: `set` keys take their values, `delete` keys go back to
+    /// their defaults. Returns the topic's configs after the change (every key). The broker refuses
+    /// keys a live topic cannot change (`segment.bytes`, `segment.ms`, the producer limits) with
+    /// `INVALID_CONFIG`. Setting values is idempotent, so a retried call is safe.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: &[(&str, &str)],
+        delete: &[&str],
+    ) -> Result<Vec<(String, String)>> {
+        let request = Request::AlterTopicConfigs(AlterTopicConfigsRequest {
+            name: name.to_string(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            delete: delete.iter().map(|k| k.to_string()).collect(),
+        });
+        let configs = self
+            .client
+            .retrying("alter topic configs", || async {
+                match self.client.request(&request).await? {
+                    Response::AlterTopicConfigs(r) if r.error.is_ok() => Ok(r.configs),
+                    Response::AlterTopicConfigs(r) => Err(ClientError::broker(r.error, r.message)),
+                    _ => Err(unexpected("answer to alter topic configs")),
+                }
+            })
+            .await;
+        self.client.invalidate_topic(name);
+        configs
     }
 
     /// Starts moving `topic`/`partition` to the `replicas` broker ids. Returns once the move is

@@ -109,6 +109,8 @@ define_apis! {
     AlterOperator   = 27, alter_operator,   (AlterOperatorRequest)   => AdminResult;
     /// Admin: delete a window operator's definition (its topics stay).
     DeleteOperator  = 28, delete_operator,  (DeleteOperatorRequest)  => AdminResult;
+    /// Admin: change a live topic's settings (answered with its configs after the change).
+    AlterTopicConfigs = 29, alter_topic_configs, (AlterTopicConfigsRequest) => AlterTopicConfigsResponse;
 }
 
 /// An error code with a stable number. Unknown numbers from newer peers are kept as they are.

@@ -281,6 +281,9 @@ fn request() -> impl Strategy<Value = Request> {
             AlterOperatorRequest { name, paused }
         )),
         name().prop_map(|name| Request::DeleteOperator(DeleteOperatorRequest { name })),
+        (name(), configs(), vec(name())).prop_map(|(name, set, delete)| {
+            Request::AlterTopicConfigs(AlterTopicConfigsRequest { name, set, delete })
+        }),
     ]
 }
 
@@ -678,6 +681,13 @@ fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(error, message)| Response::AlterOperator(AdminResult { error, message })),
         (code(), name())
             .prop_map(|(error, message)| Response::DeleteOperator(AdminResult { error, message })),
+        (code(), name(), configs()).prop_map(|(error, message, configs)| {
+            Response::AlterTopicConfigs(AlterTopicConfigsResponse {
+                error,
+                message,
+                configs,
+            })
+        }),
     ]
 }
 

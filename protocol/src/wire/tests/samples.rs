@@ -3,7 +3,7 @@
 //! API: the byte format must never change by accident. A format change on purpose updates the hex
 //! here (and `docs/protocol.md`) in the same commit. The consumer-group APIs (keys 8 to 15) were
 //! captured when they were added, and their bytes checked field by field against the layouts in
-//! their modules' docs. So were the operator APIs (keys 24 to 28).
+//! their modules' docs. So were the operator APIs (keys 24 to 28) and AlterTopicConfigs (key 29).
 
 use super::*;
 
@@ -185,6 +185,11 @@ pub(super) fn requests() -> Vec<Request> {
             paused: true,
         }),
         Request::DeleteOperator(DeleteOperatorRequest { name: "op".into() }),
+        Request::AlterTopicConfigs(AlterTopicConfigsRequest {
+            name: "t".into(),
+            set: vec![("retention.bytes".into(), "8192".into())],
+            delete: vec!["retention.ms".into()],
+        }),
     ]
 }
 
@@ -510,6 +515,11 @@ pub(super) fn responses() -> Vec<Response> {
             error: ErrorCode::NONE,
             message: String::new(),
         }),
+        Response::AlterTopicConfigs(AlterTopicConfigsResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            configs: vec![("retention.bytes".into(), "8192".into())],
+        }),
     ]
 }
 
@@ -541,6 +551,7 @@ pub(super) const REQUEST_FRAMES: &[&str] = &[
     "0c0000001a0000000700000002006f70",
     "0d0000001b0000000700000002006f7001",
     "0c0000001c0000000700000002006f70",
+    "380000001d00000007000000010074010000000f00726574656e74696f6e2e6279746573040038313932010000000c00726574656e74696f6e2e6d73",
 ];
 
 /// Response frames (correlation id 9) of [`responses`], in hex, in the same order.
@@ -571,6 +582,7 @@ pub(super) const RESPONSE_FRAMES: &[&str] = &[
     "f700000009000000000000000000000002006f700100610100730e00736c6964696e673a316d3a31307308006669656c643a747306006e756d626572020000000500636f756e74030073756df401000000000000000000000000000001006c000060ea0000000000000000100000000000000068e5cf8b010000020000000000000001000000e80300000000000001017800000000000000820000000000000005000000000000000068e5cf8b010000030000000000000004000000000000008403000000000000010000000000000002000000000000000700000000000000dc05000000000000000001000000ffffffffe90300000000000000",
     "0e0000000900000000000000220002006f70",
     "0c000000090000000000000000000000",
+    "27000000090000000000000000000000010000000f00726574656e74696f6e2e6279746573040038313932",
 ];
 
 pub(super) fn hex(chunks: &[Bytes]) -> String {
