@@ -7,7 +7,9 @@
 //! - [`leader_report`]: the leader service that reports a partition's leader to the metadata;
 //! - [`operators`]: window operator definitions in the cluster state, and their checks;
 //! - [`reconcile`]: local replicas follow the metadata, and replica moves;
-//! - [`quiesce`]: idle groups park their raft timers; peers watch each other for dead leaders.
+//! - [`quiesce`]: idle groups park their raft timers; peers watch each other for dead leaders;
+//! - [`rebalance`]: leadership goes back to each partition's preferred replica (automatically and
+//!   on demand).
 //!
 //! A broker started without peers is a one-voter cluster of itself, on the same code path.
 
@@ -16,6 +18,7 @@ pub mod leader_report;
 pub mod metadata;
 pub mod operators;
 pub mod quiesce;
+pub mod rebalance;
 pub mod reconcile;
 pub mod state;
 

@@ -1,8 +1,8 @@
 //! The node: starts a broker and owns everything it runs — the listener, every background task
-//! (maintenance, reconciler, peer pings, quiescer) and, next, the metrics registry — under one
-//! cancellation token, and stops them in order on shutdown: stop accepting and reading, drain
-//! in-flight requests (bounded by `shutdown_grace`), stop background tasks, stop every raft group
-//! and close every log cleanly.
+//! (maintenance, reconciler, peer pings, quiescer, preferred-leader rebalance) and, next, the
+//! metrics registry — under one cancellation token, and stops them in order on shutdown: stop
+//! accepting and reading, drain in-flight requests (bounded by `shutdown_grace`), stop background
+//! tasks, stop every raft group and close every log cleanly.
 //!
 //! This module wires parts together; it never handles a request or touches a log itself.
 
@@ -165,6 +165,15 @@ async fn run(
         broker.config.raft_election_timeout,
         stop.clone(),
     ));
+    if broker.config.auto_leader_rebalance {
+        tasks.spawn(crate::cluster::rebalance::run(
+            c.clone(),
+            broker.replicas.clone(),
+            broker.config.auto_leader_rebalance_delay,
+            broker.config.raft_election_timeout,
+            stop.clone(),
+        ));
+    }
     let accept = tokio::spawn(crate::net::serve(
         listener,
         broker.clone(),

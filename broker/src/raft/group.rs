@@ -1,4 +1,5 @@
-//! Starting and stopping one raft group over a segment log, and asking it who leads.
+//! Starting and stopping one raft group over a segment log, campaigning for a new group's
+//! leadership, and asking it who leads.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -13,6 +14,9 @@ use super::log_store::{GroupLog, LogStore};
 use super::network::{GroupEntry, NetworkFactory, Peers, RaftHandle, RaftRegistry};
 use super::partition_state::PartitionState;
 use super::state_machine::GroupSm;
+
+/// How often the preferred replica of a new group asks for votes until a leader is known.
+const CAMPAIGN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What every group on this broker shares.
 #[derive(Debug, Clone)]
@@ -83,8 +87,9 @@ impl Group {
     }
 
     /// Makes a new group's first membership (a no-op if the group was initialized before). Every
-    /// replica calls this with the same members, so their first entries agree.
-    pub async fn initialize(&self, members: BTreeMap<u64, BasicNode>) -> io::Result<()> {
+    /// replica calls this with the same members, so their first entries agree. True when this call
+    /// made the group's first membership here (a new group).
+    pub async fn initialize(&self, members: BTreeMap<u64, BasicNode>) -> io::Result<bool> {
         let alone = members.len() == 1 && members.contains_key(&self.node_id);
         let initialized = self
             .raft
@@ -96,19 +101,52 @@ impl Group {
                 // The only voter need not wait out an election timeout to lead again.
                 let _ = self.raft.trigger().elect(false).await;
             }
-            return Ok(());
+            return Ok(false);
         }
         match self.raft.initialize(members).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(e) => match e.api_error() {
                 // Someone (a leader's replication) got here first.
-                Some(openraft::errors::InitializeError::NotAllowed(_)) => Ok(()),
+                Some(openraft::errors::InitializeError::NotAllowed(_)) => Ok(false),
                 _ => Err(io::Error::other(format!(
                     "initializing group {}: {e}",
                     self.id
                 ))),
             },
         }
+    }
+
+    /// Campaigns for leadership of a new group at once, instead of waiting for an election
+    /// timeout like its other replicas: the preferred replica of a new partition does, so a new
+    /// topic's leaders start where the assignment spread them. Each round asks a quorum first
+    /// (pre-vote), so it never deposes a leader another replica already became; it stops once any
+    /// leader is known, or after one election timeout (the other replicas' timers then decide, and
+    /// the preferred-leader rebalance moves leadership back later).
+    pub fn campaign(&self) {
+        let raft = self.raft.clone();
+        let group = self.id;
+        let until = std::time::Duration::from_millis(raft.config().election_timeout_min);
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + until;
+            while tokio::time::Instant::now() < deadline {
+                let (leader, state) = {
+                    let m = raft.metrics();
+                    let m = m.borrow_watched();
+                    (m.current_leader, m.state)
+                };
+                if leader.is_some() {
+                    return;
+                }
+                // A candidate's own election is under way: let it finish.
+                if state != openraft::ServerState::Candidate
+                    && raft.trigger().elect(true).await.is_err()
+                {
+                    return;
+                }
+                tracing::debug!(group, "campaigning for leadership of a new group");
+                tokio::time::sleep(CAMPAIGN_EVERY).await;
+            }
+        });
     }
 
     /// Records work on the group, waking it if it was quiesced.

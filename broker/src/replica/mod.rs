@@ -6,6 +6,7 @@
 //!   watch, and the raft housekeeping the cluster needs (moves, quiescing);
 //! - [`leadership`]: the leadership watch, fed by openraft's server-metrics watch;
 //! - [`services`]: leader services, started with the term on election and cancelled on loss;
+//! - [`transfer`]: handing leadership to an in-sync voter (one transfer at a time);
 //! - [`groups`]: the replicated state of `__consumer_offsets` partitions (groups, members, offsets);
 //! - [`state`]: the [`PartitionState`] hooks (replicated state in log order) and the state each
 //!   topic kind keeps;
@@ -27,6 +28,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 pub mod topic_state;
+pub mod transfer;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ pub use propose::PendingAppend;
 pub use registry::Replicas;
 pub use services::{LeaderContext, LeaderService};
 pub use state::PartitionState;
+pub use transfer::{Transfer, TransferBounds};
 
 /// One partition replica hosted by this broker: a raft group over the partition's segment log.
 #[derive(Debug)]
@@ -65,6 +68,8 @@ pub struct Replica {
     any_tx: Arc<watch::Sender<u64>>,
     /// Cancelled when the replica closes: ends its leader services and watch tasks.
     closed: CancellationToken,
+    /// Leadership transfers of this partition (one at a time).
+    transfer: Arc<transfer::TransferState>,
 }
 
 impl Replica {
@@ -114,6 +119,7 @@ impl Replica {
             leadership,
             any_tx,
             closed,
+            transfer: Arc::default(),
         }
     }
 

@@ -47,6 +47,9 @@ pub struct ReplicaSpec<'a> {
     /// The group's first members, for a replica that initializes a new group (`None`: it waits for
     /// the leader to bring it in).
     pub members: Option<BTreeMap<u64, openraft::BasicNode>>,
+    /// This replica is the partition's preferred leader: when it initializes the new group, it
+    /// campaigns at once instead of waiting for an election timeout.
+    pub preferred: bool,
 }
 
 /// The local replicas of every topic.
@@ -140,6 +143,7 @@ impl Replicas {
             partition,
             group_id,
             members,
+            preferred,
         } = spec;
         let settings = TopicSettings::from_pairs(configs)
             .map_err(|m| ServiceError::new(ErrorCode::INVALID_CONFIG, m))?;
@@ -172,10 +176,13 @@ impl Replicas {
             .await
             .map_err(|e| io_err("start raft group of", &pdir, e))?;
         if let Some(members) = members {
-            group
+            let new = group
                 .initialize(members)
                 .await
                 .map_err(|e| io_err("initialize raft group of", &pdir, e))?;
+            if new && preferred {
+                group.campaign();
+            }
         }
         let part = Arc::new(Replica::new(
             Arc::from(name),
