@@ -6,6 +6,7 @@
 //! - [`topics`]: create and delete topics, answered once this broker sees the outcome;
 //! - [`brokers`]: add a broker to the cluster (`--join`);
 //! - [`groups`]: consumer groups: find the coordinator (creating the offsets topic), route to it;
+//! - [`leaders`]: partition leadership: move it to the preferred replicas on demand, counts;
 //! - [`moves`]: start and complete partition replica moves;
 //! - [`operators`]: window operator definitions (create, list, describe, pause, resume, delete);
 //! - [`producers`]: producer ids and epochs for idempotent producers;
@@ -13,6 +14,7 @@
 
 pub mod brokers;
 pub mod groups;
+pub mod leaders;
 pub mod moves;
 pub mod operators;
 pub mod producers;

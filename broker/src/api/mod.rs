@@ -18,6 +18,7 @@ mod alter_group_config;
 mod alter_operator;
 mod alter_replicas;
 mod api_versions;
+mod balance_leaders;
 mod create_operator;
 mod create_topics;
 mod delete_group;
@@ -157,6 +158,8 @@ api_table! {
     DescribeOperator => describe_operator, detached;
     AlterOperator   => alter_operator,   detached;
     DeleteOperator  => delete_operator,  detached;
+    // Waits for leadership transfers, here and on the other brokers.
+    BalanceLeaders  => balance_leaders,  detached;
 }
 
 /// The wire form of an admin service's outcome.
@@ -201,7 +204,8 @@ mod tests {
                 | ApiKey::ListOperators
                 | ApiKey::DescribeOperator
                 | ApiKey::AlterOperator
-                | ApiKey::DeleteOperator => Order::Detached,
+                | ApiKey::DeleteOperator
+                | ApiKey::BalanceLeaders => Order::Detached,
                 // Reads the peer address in order, then answers apart.
                 ApiKey::GroupHeartbeat => Order::Connection,
                 // Answered at once from memory: no reason to leave the connection.

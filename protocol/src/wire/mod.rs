@@ -109,6 +109,9 @@ define_apis! {
     AlterOperator   = 27, alter_operator,   (AlterOperatorRequest)   => AdminResult;
     /// Admin: delete a window operator's definition (its topics stay).
     DeleteOperator  = 28, delete_operator,  (DeleteOperatorRequest)  => AdminResult;
+    /// Admin (and broker to broker, `local`): move leadership to each partition's preferred
+    /// replica where it is up and in sync.
+    BalanceLeaders  = 29, balance_leaders,  (BalanceLeadersRequest)  => BalanceLeadersResponse;
 }
 
 /// An error code with a stable number. Unknown numbers from newer peers are kept as they are.

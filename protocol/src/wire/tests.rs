@@ -281,6 +281,7 @@ fn request() -> impl Strategy<Value = Request> {
             AlterOperatorRequest { name, paused }
         )),
         name().prop_map(|name| Request::DeleteOperator(DeleteOperatorRequest { name })),
+        any::<bool>().prop_map(|local| Request::BalanceLeaders(BalanceLeadersRequest { local })),
     ]
 }
 
@@ -678,6 +679,47 @@ fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(error, message)| Response::AlterOperator(AdminResult { error, message })),
         (code(), name())
             .prop_map(|(error, message)| Response::DeleteOperator(AdminResult { error, message })),
+        (
+            code(),
+            name(),
+            vec((
+                (name(), any::<u32>()),
+                (any::<i32>(), any::<i32>(), any::<i32>()),
+                0..3u8,
+                name()
+            ))
+        )
+            .prop_map(|(error, message, p)| Response::BalanceLeaders(
+                BalanceLeadersResponse {
+                    error,
+                    message,
+                    partitions: p
+                        .into_iter()
+                        .map(
+                            |(
+                                (topic, partition),
+                                (preferred, leader_before, leader),
+                                o,
+                                reason,
+                            )| {
+                                LeaderMove {
+                                    topic,
+                                    partition,
+                                    preferred,
+                                    leader_before,
+                                    leader,
+                                    outcome: [
+                                        LeaderMoveOutcome::Moved,
+                                        LeaderMoveOutcome::AlreadyPreferred,
+                                        LeaderMoveOutcome::Skipped,
+                                    ][usize::from(o)],
+                                    reason,
+                                }
+                            }
+                        )
+                        .collect(),
+                }
+            )),
     ]
 }
 

@@ -185,6 +185,7 @@ pub(super) fn requests() -> Vec<Request> {
             paused: true,
         }),
         Request::DeleteOperator(DeleteOperatorRequest { name: "op".into() }),
+        Request::BalanceLeaders(BalanceLeadersRequest { local: true }),
     ]
 }
 
@@ -510,6 +511,30 @@ pub(super) fn responses() -> Vec<Response> {
             error: ErrorCode::NONE,
             message: String::new(),
         }),
+        Response::BalanceLeaders(BalanceLeadersResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            partitions: vec![
+                LeaderMove {
+                    topic: "t".into(),
+                    partition: 0,
+                    preferred: 1,
+                    leader_before: 2,
+                    leader: 1,
+                    outcome: LeaderMoveOutcome::Moved,
+                    reason: String::new(),
+                },
+                LeaderMove {
+                    topic: "t".into(),
+                    partition: 1,
+                    preferred: 3,
+                    leader_before: -1,
+                    leader: -1,
+                    outcome: LeaderMoveOutcome::Skipped,
+                    reason: "no leader".into(),
+                },
+            ],
+        }),
     ]
 }
 
@@ -541,6 +566,7 @@ pub(super) const REQUEST_FRAMES: &[&str] = &[
     "0c0000001a0000000700000002006f70",
     "0d0000001b0000000700000002006f7001",
     "0c0000001c0000000700000002006f70",
+    "090000001d0000000700000001",
 ];
 
 /// Response frames (correlation id 9) of [`responses`], in hex, in the same order.
@@ -571,6 +597,7 @@ pub(super) const RESPONSE_FRAMES: &[&str] = &[
     "f700000009000000000000000000000002006f700100610100730e00736c6964696e673a316d3a31307308006669656c643a747306006e756d626572020000000500636f756e74030073756df401000000000000000000000000000001006c000060ea0000000000000000100000000000000068e5cf8b010000020000000000000001000000e80300000000000001017800000000000000820000000000000005000000000000000068e5cf8b010000030000000000000004000000000000008403000000000000010000000000000002000000000000000700000000000000dc05000000000000000001000000ffffffffe90300000000000000",
     "0e0000000900000000000000220002006f70",
     "0c000000090000000000000000000000",
+    "4500000009000000000000000000000002000000010074000000000100000002000000010000000000000100740100000003000000ffffffffffffffff0209006e6f206c6561646572",
 ];
 
 pub(super) fn hex(chunks: &[Bytes]) -> String {
