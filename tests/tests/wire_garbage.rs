@@ -179,6 +179,7 @@ fn sample(api: ApiKey) -> Request {
         ApiKey::DeleteOperator => {
             Request::DeleteOperator(DeleteOperatorRequest { name: "op".into() })
         }
+        ApiKey::BalanceLeaders => Request::BalanceLeaders(BalanceLeadersRequest { local: false }),
     }
 }
 

@@ -116,12 +116,14 @@ impl Group {
         }
     }
 
-    /// Campaigns for leadership of a new group at once, instead of waiting for an election
-    /// timeout like its other replicas: the preferred replica of a new partition does, so a new
-    /// topic's leaders start where the assignment spread them. Each round asks a quorum first
-    /// (pre-vote), so it never deposes a leader another replica already became; it stops once any
-    /// leader is known, or after one election timeout (the other replicas' timers then decide, and
-    /// the preferred-leader rebalance moves leadership back later).
+    /// Campaigns for leadership of a new group it just initialized: the preferred replica of a new
+    /// partition does, so a new topic's leaders start where the assignment spread them.
+    /// Initializing already starts an election, but the other replicas may not have opened the
+    /// group yet (they answer that the group is unknown), so this asks again every
+    /// [`CAMPAIGN_EVERY`], each time through a pre-vote, so it never deposes a leader another
+    /// replica became; it stops once any leader is known, or after one election timeout (the other
+    /// replicas then initialize and elect by themselves, and the preferred-leader rebalance moves
+    /// leadership later).
     pub fn campaign(&self) {
         let raft = self.raft.clone();
         let group = self.id;
@@ -129,22 +131,37 @@ impl Group {
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + until;
             while tokio::time::Instant::now() < deadline {
-                let (leader, state) = {
-                    let m = raft.metrics();
-                    let m = m.borrow_watched();
-                    (m.current_leader, m.state)
-                };
-                if leader.is_some() {
-                    return;
-                }
-                // A candidate's own election is under way: let it finish.
-                if state != openraft::ServerState::Candidate
-                    && raft.trigger().elect(true).await.is_err()
-                {
+                if raft.metrics().borrow_watched().current_leader.is_some() {
                     return;
                 }
                 tracing::debug!(group, "campaigning for leadership of a new group");
+                if raft.trigger().elect(true).await.is_err() {
+                    return;
+                }
                 tokio::time::sleep(CAMPAIGN_EVERY).await;
+            }
+        });
+    }
+
+    /// Initializes a new group with `members` after `after`, unless it has been initialized by
+    /// then (its leader's replication brings the membership along): what a replica that is not the
+    /// partition's preferred one does. Only the preferred replica initializes a new group at once,
+    /// because initializing makes a replica a candidate that votes for itself, and one that opened
+    /// the group without initializing it grants the preferred replica its vote instead; the delayed
+    /// start keeps a new partition available when its preferred replica's broker is down.
+    pub fn initialize_later(&self, members: BTreeMap<u64, BasicNode>, after: std::time::Duration) {
+        let group = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            // Initialized meanwhile, or stopped: nothing to do.
+            if let Ok(false) = group.raft.is_initialized().await {
+                tracing::info!(
+                    group = group.id,
+                    "no leader brought the new group in; initializing it here"
+                );
+                if let Err(e) = group.initialize(members).await {
+                    tracing::warn!(group = group.id, error = %e, "initializing a new group failed");
+                }
             }
         });
     }

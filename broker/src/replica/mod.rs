@@ -317,6 +317,14 @@ impl Replica {
             .map_err(|e| e.to_string())
     }
 
+    /// Wakes the group if this replica leads it and one of `peers` is a voter (see
+    /// `cluster::quiesce`: a restarted peer's replicas must hear their leader).
+    pub fn wake_for_peers(&self, peers: &[u64]) {
+        if self.is_leader() && self.voters().iter().any(|v| peers.contains(v)) {
+            self.group.touch();
+        }
+    }
+
     /// Parks or wakes the group's raft ticker (see `cluster::quiesce`): parks after `quiet` without
     /// work (a leader after twice that, once every follower has its last entry), wakes a parked
     /// follower whose leader `alive` says is gone.
