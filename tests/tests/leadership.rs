@@ -86,7 +86,7 @@ fn kill_and_restart(cluster: &mut Cluster, id: u32) {
 /// their preferred replicas; broker 2 is SIGKILLed (its partitions fail over to brokers 1 and 3)
 /// and restarted, and leadership returns to the preferred replicas by itself, within 60 s. Seen
 /// failing with the automatic return not started (`node::run` without `rebalance::run`): the
-/// restarted broker stayed without leaders until the deadline.
+/// partitions that failed over stayed off their preferred replica until the deadline.
 #[test]
 fn leadership_returns_to_the_preferred_replicas_after_a_kill() {
     let mut cluster = Cluster::start(3, &args(&["--auto-leader-rebalance-delay-ms", "1000"]));
@@ -148,14 +148,16 @@ fn total_moved(runs: &[serde_json::Value]) -> u64 {
 }
 
 /// With the automatic return off: a new topic still starts with its leaders on the preferred
-/// replicas (the preferred replica of a new group campaigns first; seen failing without
-/// `Group::campaign`: partitions led by whichever broker's election timer fired first). While
-/// broker 3 is down, `sluice cluster balance-leaders` skips the partitions that prefer it ("does
-/// not answer"); once it is back, runs move leadership until nothing is skipped. Then the preferred
-/// leaders of two partitions are swapped (replicas reordered, `sluice topic reassign`): nothing
-/// moves by itself, and one run through broker 2 moves exactly those two. `sluice cluster info`
-/// shows 2 leaders per broker. Seen failing with `Replica::transfer_leadership` not asking raft
-/// (every run skipped the partitions until the deadline).
+/// replicas (only the preferred replica initializes a new group at once, and it campaigns; seen
+/// failing with both undone, every replica initializing at once and no campaign: partitions went
+/// to whichever broker's election timer fired first). While broker 3 is down, `sluice cluster
+/// balance-leaders` skips the partitions that prefer it ("does not answer"); once it is back, runs
+/// move leadership until every partition is on its preferred replica. Then the preferred leaders
+/// of two partitions are swapped (replicas reordered, `sluice topic reassign`): nothing moves by
+/// itself, and runs through broker 2 move exactly those two. `sluice cluster info` shows 2 leaders
+/// per broker. Seen failing with `Replica::transfer_leadership` refusing every transfer after its
+/// checks: runs kept skipping until the deadline. (Only skipping the first request to raft did not
+/// fail it: the transfer watchdog asks again an election timeout later, as it should.)
 #[test]
 fn balance_leaders_moves_leadership_back_when_the_automatic_return_is_off() {
     let mut cluster = Cluster::start(3, &args(&["--auto-leader-rebalance", "false"]));
