@@ -7,6 +7,8 @@
 //!   runs them against N replicating brokers.
 //! - `replication`: alternating pairs of produce runs, RF N acks all on N spawned brokers against
 //!   acks leader on one, and their median throughput ratio.
+//! - `leaders`: N partitions (RF N, acks all) on N spawned brokers with their leaders one per broker,
+//!   against the same with every leader on broker 1, as the median ratio of alternating pairs.
 //! - `group`: consumer groups on one broker: a backlog drained by a group against one plain consumer,
 //!   how long a leaving member's partitions take to flow again, and what one member joining a
 //!   group of 100 does to the partitions that stay and to those that move, in heartbeat intervals.
@@ -47,6 +49,9 @@ enum Command {
     /// What scraping `/metrics` costs: produce runs on one spawned broker with and without a
     /// scraper, as the median ratio of alternating pairs.
     Scrape(load::scrape::ScrapeArgs),
+    /// Balanced partition leadership: RF N acks all into N partitions led one per broker against
+    /// the same with every leader on one broker, as the median ratio of alternating pairs.
+    Leaders(load::leaders::LeadersArgs),
     /// Consumer groups: drain throughput against a plain consumer, a member leaving, a member
     /// joining a group of 100, in heartbeat intervals.
     Group(load::group::GroupArgs),
@@ -91,6 +96,7 @@ fn main() {
         Command::E2e(args) => load::run(load::Mode::E2e, args),
         Command::Replication(args) => load::replication::run(args),
         Command::Scrape(args) => load::scrape::run(args),
+        Command::Leaders(args) => load::leaders::run(args),
         Command::Group(args) => load::group::run(args),
         Command::Idle(args) => idle::run(args),
         Command::Window(args) => window::run(args).map_err(Into::into),

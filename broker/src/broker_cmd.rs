@@ -73,6 +73,14 @@ pub struct BrokerArgs {
     /// config file; a flag would show the secret in `ps`).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Move each partition's leadership back to its preferred replica (its first) once that replica
+    /// is up and in sync: true or false [default: true].
+    #[arg(long, env = "SLUICE_AUTO_LEADER_REBALANCE", value_name = "BOOL")]
+    auto_leader_rebalance: Option<bool>,
+    /// How long a partition is led elsewhere, its preferred replica up, before leadership moves
+    /// back (ms) [default: 5000].
+    #[arg(long, env = "SLUICE_AUTO_LEADER_REBALANCE_DELAY_MS")]
+    auto_leader_rebalance_delay_ms: Option<u64>,
     /// Tests only (a build with the feature `power-loss-hook`): SIGUSR1 cuts the power, leaving
     /// what the data directory held durably in `<data dir>.power-cut`.
     #[arg(long, hide = true)]
@@ -162,6 +170,15 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     if let Some(n) = args.meta_segment_bytes.or(file.meta_segment_bytes) {
         // A segment holds at least a few entries, whatever is asked.
         c.meta_segment_bytes = n.max(4096);
+    }
+    if let Some(on) = args.auto_leader_rebalance.or(file.auto_leader_rebalance) {
+        c.auto_leader_rebalance = on;
+    }
+    if let Some(ms) = args
+        .auto_leader_rebalance_delay_ms
+        .or(file.auto_leader_rebalance_delay_ms)
+    {
+        c.auto_leader_rebalance_delay = std::time::Duration::from_millis(ms);
     }
     if let Some(ms) = file.replication_timeout_ms {
         c.replication_timeout = std::time::Duration::from_millis(ms.max(1));

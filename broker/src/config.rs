@@ -53,6 +53,13 @@ pub struct BrokerConfig {
     /// Segment size of the metadata group's log (`<data dir>/meta`). Maintenance deletes its
     /// sealed segments once raft has purged them (a snapshot holds their state).
     pub meta_segment_bytes: u64,
+    /// Leadership of each partition goes back to its preferred replica (the first of its replicas)
+    /// by itself, once that replica is up and in sync (like Kafka's
+    /// `auto.leader.rebalance.enable`).
+    pub auto_leader_rebalance: bool,
+    /// How long a partition must have been led by another broker while its preferred replica was up
+    /// before leadership moves back.
+    pub auto_leader_rebalance_delay: Duration,
     /// Longest a produce with acks `leader` or `all` waits for the append / the quorum commit.
     pub replication_timeout: Duration,
     /// Largest record set (one partition's records in one produce request) accepted; a larger one
@@ -166,6 +173,8 @@ impl Default for BrokerConfig {
             raft_snapshot_entries: 1000,
             raft_keep_entries: 1000,
             meta_segment_bytes: 16 << 20,
+            auto_leader_rebalance: true,
+            auto_leader_rebalance_delay: Duration::from_secs(5),
             replication_timeout: Duration::from_secs(10),
             max_message_bytes: None,
             max_pending_produces: None,
@@ -199,6 +208,8 @@ pub struct FileConfig {
     pub raft_snapshot_entries: Option<u64>,
     pub raft_keep_entries: Option<u64>,
     pub meta_segment_bytes: Option<u64>,
+    pub auto_leader_rebalance: Option<bool>,
+    pub auto_leader_rebalance_delay_ms: Option<u64>,
     pub replication_timeout_ms: Option<u64>,
     pub max_message_bytes: Option<usize>,
     pub max_pending_produces: Option<usize>,

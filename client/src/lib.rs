@@ -58,8 +58,9 @@ pub mod producer;
 pub mod raw;
 
 pub use admin::{
-    Admin, GroupDescription, GroupListing, GroupMember, OffsetSpec, OperatorDefinition,
-    OperatorDescription, OperatorListing, OperatorPartition, OperatorRun, PartitionLag, ResetSpec,
+    Admin, GroupDescription, GroupListing, GroupMember, LeaderOutcome, OffsetSpec,
+    OperatorDefinition, OperatorDescription, OperatorListing, OperatorPartition, OperatorRun,
+    PartitionLag, PartitionLeader, ResetSpec,
 };
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};

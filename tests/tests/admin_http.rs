@@ -415,6 +415,30 @@ async fn every_endpoint_answers_with_its_status_and_body() {
         "OPERATOR_NOT_FOUND",
     );
 
+    // Alone, every partition is led by its preferred replica already.
+    let (status, balance) = call(
+        &http,
+        &base,
+        Method::POST,
+        "/v1/cluster/balance-leaders",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{balance}");
+    assert_eq!(balance["moved"], 0, "{balance}");
+    assert!(
+        balance["already_preferred"].as_u64().unwrap() >= 2,
+        "{balance}"
+    );
+    assert!(
+        balance["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["topic"] == "t" && p["outcome"] == "already_preferred"),
+        "{balance}"
+    );
+
     let (status, _) = call(&http, &base, Method::DELETE, "/v1/topics/t", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_error(
@@ -583,6 +607,7 @@ async fn the_openapi_document_matches_the_routes() {
         ("GET", "/v1/operators/{name}"),
         ("DELETE", "/v1/operators/{name}"),
         ("GET", "/v1/cluster"),
+        ("POST", "/v1/cluster/balance-leaders"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/v1/openapi.json"),

@@ -184,6 +184,7 @@ fn sample(api: ApiKey) -> Request {
             set: vec![("retention.ms".into(), "1000".into())],
             delete: vec!["retention.bytes".into()],
         }),
+        ApiKey::BalanceLeaders => Request::BalanceLeaders(BalanceLeadersRequest { local: false }),
     }
 }
 

@@ -9,6 +9,7 @@ mod collector;
 mod consume;
 mod e2e;
 pub(crate) mod group;
+pub(crate) mod leaders;
 mod produce;
 pub(crate) mod replication;
 mod report;

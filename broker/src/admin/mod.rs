@@ -8,14 +8,16 @@
 //! - [`brokers`]: add a broker to the cluster (`--join`);
 //! - [`groups`]: consumer groups: find the coordinator (creating the offsets topic), route to it;
 //! - [`metrics`]: the metrics scrape (`render_metrics`), with the state it reads;
+//! - [`leaders`]: partition leadership: move it to the preferred replicas on demand, counts;
 //! - [`moves`]: start and complete partition replica moves;
 //! - [`operators`]: window operator definitions (create, list, describe, pause, resume, delete);
 //! - [`producers`]: producer ids and epochs for idempotent producers;
-//! - [`status`]: readiness, raft state, replicas by role and leaders per broker;
+//! - [`status`]: readiness, raft state and replicas by role;
 //! - [`view`]: the cluster as a client sees it (brokers, controller, topics, partition leaders).
 
 pub mod brokers;
 pub mod groups;
+pub mod leaders;
 pub mod metrics;
 pub mod moves;
 pub mod operators;

@@ -1,8 +1,6 @@
 //! The broker's health as an operator asks it: whether it is ready to serve (`/readyz`), and the
-//! raft state of the metadata group and of this broker's replicas (`GET /v1/cluster`). Reads only:
+//! raft state of the metadata group and this broker's replicas by role (`GET /v1/cluster`). Reads only:
 //! nothing here changes the cluster.
-
-use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -99,20 +97,5 @@ impl Broker {
             }
         }
         c
-    }
-
-    /// Partition leaders per broker, as this broker knows them (its own replicas' leaders, else the
-    /// metadata's leader reports); every broker of the cluster is listed, 0 when it leads nothing.
-    pub fn leader_counts(&self) -> BTreeMap<u32, u32> {
-        let view = self.describe_cluster(None);
-        let mut counts: BTreeMap<u32, u32> = view.brokers.iter().map(|b| (b.node_id, 0)).collect();
-        for t in &view.topics {
-            for p in t.partitions.iter().flatten() {
-                if let Some(l) = p.leader {
-                    *counts.entry(l).or_default() += 1;
-                }
-            }
-        }
-        counts
     }
 }

@@ -19,6 +19,7 @@ mod alter_operator;
 mod alter_replicas;
 mod alter_topic_configs;
 mod api_versions;
+mod balance_leaders;
 mod create_operator;
 mod create_topics;
 mod delete_group;
@@ -160,6 +161,8 @@ api_table! {
     DeleteOperator  => delete_operator,  detached;
     // Waits for a metadata write and for this broker's replicas to take the new settings.
     AlterTopicConfigs => alter_topic_configs, detached;
+    // Waits for leadership transfers, here and on the other brokers.
+    BalanceLeaders  => balance_leaders,  detached;
 }
 
 /// The wire form of an admin service's outcome.
@@ -205,7 +208,8 @@ mod tests {
                 | ApiKey::DescribeOperator
                 | ApiKey::AlterOperator
                 | ApiKey::DeleteOperator
-                | ApiKey::AlterTopicConfigs => Order::Detached,
+                | ApiKey::AlterTopicConfigs
+                | ApiKey::BalanceLeaders => Order::Detached,
                 // Reads the peer address in order, then answers apart.
                 ApiKey::GroupHeartbeat => Order::Connection,
                 // Answered at once from memory: no reason to leave the connection.

@@ -14,12 +14,14 @@ pub mod operator;
 pub mod produce;
 pub mod topic;
 
+pub use cluster::ClusterArgs;
+
 use std::fmt;
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, ValueEnum};
 use sluice_broker::config::DEFAULT_LISTEN;
 use sluice_client::{Acks, ClientError, Compression, ErrorCode};
 
@@ -157,22 +159,6 @@ pub enum Format {
     KeyValue,
     /// One JSON object: topic, partition, offset, timestamp, key, value, headers.
     Json,
-}
-
-/// `sluice cluster ...`.
-#[derive(Debug, Args)]
-pub struct ClusterArgs {
-    #[command(flatten)]
-    pub conn: BrokerOpt,
-    #[command(subcommand)]
-    pub command: ClusterCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ClusterCommand {
-    /// Show the brokers, the controller, and every partition's leader, replicas and high
-    /// watermark.
-    Info,
 }
 
 /// Accepts `HOST:PORT` with a non-empty host and a non-zero port.

@@ -1,15 +1,17 @@
 //! Reaching the metadata leader from any broker: a request that must run there (topic creation and
 //! deletion, adding a broker) is forwarded whole (as its wire request, over the peer connection) and
-//! its answer relayed; a command a broker
-//! proposes on its own behalf goes as `MetadataCommand`, forwarded again by a receiver that no
-//! longer leads. This is the one place outside the adapters that names the wire request and response
-//! enums: forwarding *is* a wire round trip.
+//! its answer relayed; a command a broker proposes on its own behalf goes as `MetadataCommand`,
+//! forwarded again by a receiver that no longer leads. Also asking another broker to hand the
+//! partitions it leads to their preferred replicas (a cluster-wide leader balance). This is the one
+//! place outside the adapters that names the wire request and response enums: forwarding *is* a
+//! wire round trip.
 
 use sluice_protocol::wire::{
-    CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, MetadataCommandRequest, NewTopic, Request,
-    Response,
+    BalanceLeadersRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, LeaderMove,
+    LeaderMoveOutcome, MetadataCommandRequest, NewTopic, Request, Response,
 };
 
+use super::rebalance::{LeaderOutcome, PartitionLeader};
 use super::state::Command;
 use super::Cluster;
 use crate::error::{Result, ServiceError};
@@ -143,6 +145,53 @@ impl Cluster {
                 format!("cannot reach {via}: {e}"),
             )),
         }
+    }
+}
+
+impl Cluster {
+    /// Asks the broker at `addr` to hand the partitions it leads to their preferred replicas
+    /// (BalanceLeaders with `local`), waiting at most `timeout`; what it reports per partition.
+    pub async fn balance_leaders_at(
+        &self,
+        addr: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<PartitionLeader>> {
+        let request = Request::BalanceLeaders(BalanceLeadersRequest { local: true });
+        match self
+            .ctx
+            .peers
+            .client()
+            .request_to_with_timeout(addr, &request, timeout)
+            .await
+        {
+            Ok(Response::BalanceLeaders(r)) if r.error.is_ok() => {
+                Ok(r.partitions.into_iter().map(from_wire).collect())
+            }
+            Ok(Response::BalanceLeaders(r)) => Err(ServiceError::new(r.error, r.message)),
+            Ok(_) => Err(ServiceError::unknown("unexpected answer")),
+            Err(e) => Err(ServiceError::new(
+                ErrorCode::REQUEST_TIMED_OUT,
+                format!("broker at {addr}: {e}"),
+            )),
+        }
+    }
+}
+
+/// A partition's leadership as another broker reported it.
+fn from_wire(m: LeaderMove) -> PartitionLeader {
+    let id = |v: i32| u32::try_from(v).ok();
+    PartitionLeader {
+        preferred: id(m.preferred),
+        leader_before: id(m.leader_before),
+        leader: id(m.leader),
+        outcome: match m.outcome {
+            LeaderMoveOutcome::Moved => LeaderOutcome::Moved,
+            LeaderMoveOutcome::AlreadyPreferred => LeaderOutcome::AlreadyPreferred,
+            LeaderMoveOutcome::Skipped => LeaderOutcome::Skipped,
+        },
+        reason: (!m.reason.is_empty()).then_some(m.reason),
+        topic: m.topic,
+        partition: m.partition,
     }
 }
 

@@ -8,7 +8,9 @@
 //! - [`operators`]: window operator definitions in the cluster state, and their checks;
 //! - [`topic_configs`]: which settings of a live topic may change, and how a change merges;
 //! - [`reconcile`]: local replicas follow the metadata, and replica moves;
-//! - [`quiesce`]: idle groups park their raft timers; peers watch each other for dead leaders.
+//! - [`quiesce`]: idle groups park their raft timers; peers watch each other for dead leaders;
+//! - [`rebalance`]: leadership goes back to each partition's preferred replica (automatically and
+//!   on demand).
 //!
 //! A broker started without peers is a one-voter cluster of itself, on the same code path.
 
@@ -17,6 +19,7 @@ pub mod leader_report;
 pub mod metadata;
 pub mod operators;
 pub mod quiesce;
+pub mod rebalance;
 pub mod reconcile;
 pub mod state;
 pub mod topic_configs;

@@ -8,9 +8,12 @@
 //! other instead: every broker pings every peer (one tiny request per peer per
 //! [`PING_EVERY`], however many groups they share). When a peer has not answered for an election
 //! timeout, every parked group here that it leads wakes up, and its election timer does the rest.
+//! When a peer answers again after a missed ping (it restarted), the groups led here that it is a
+//! voter of stay awake for a few election timeouts, so its replicas hear their leader before their
+//! own election timers run out.
 //! The metadata group never parks: it is one group, and it keeps the cluster's view of leaders fresh.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,11 +30,15 @@ pub fn quiet_after(heartbeat: Duration) -> Duration {
     (heartbeat * 8).max(Duration::from_secs(1))
 }
 
-/// When each peer last answered.
+/// When each peer last answered, and when it last came back (answered after a missed ping).
 #[derive(Debug)]
 pub struct Liveness {
     started: Instant,
     last_ok: Mutex<HashMap<u64, Instant>>,
+    /// Peers whose last ping went unanswered.
+    missed: Mutex<HashSet<u64>>,
+    /// When each peer last answered after missing a ping: it restarted, or its link came back.
+    returned: Mutex<HashMap<u64, Instant>>,
 }
 
 impl Default for Liveness {
@@ -39,6 +46,8 @@ impl Default for Liveness {
         Liveness {
             started: Instant::now(),
             last_ok: Mutex::new(HashMap::new()),
+            missed: Mutex::new(HashSet::new()),
+            returned: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -55,7 +64,24 @@ impl Liveness {
     }
 
     fn answered(&self, peer: u64) {
-        lock(&self.last_ok).insert(peer, Instant::now());
+        let now = Instant::now();
+        lock(&self.last_ok).insert(peer, now);
+        if lock(&self.missed).remove(&peer) {
+            lock(&self.returned).insert(peer, now);
+        }
+    }
+
+    fn missed(&self, peer: u64) {
+        lock(&self.missed).insert(peer);
+    }
+
+    /// Peers that came back (answered after a missed ping) within `window`.
+    pub fn returned_within(&self, window: Duration) -> Vec<u64> {
+        lock(&self.returned)
+            .iter()
+            .filter(|(_, at)| at.elapsed() < window)
+            .map(|(id, _)| *id)
+            .collect()
     }
 }
 
@@ -79,6 +105,8 @@ pub async fn ping_peers(cluster: Cluster, stop: CancellationToken) {
             tokio::spawn(async move {
                 if c.ctx.peers.ping(&addr, PING_EVERY * 2).await {
                     c.liveness.answered(id);
+                } else {
+                    c.liveness.missed(id);
                 }
             });
         }
@@ -101,8 +129,17 @@ pub async fn run(
     let liveness = cluster.liveness.clone();
     let alive = |leader: u64| liveness.is_alive(leader, election_timeout);
     loop {
+        // A peer that restarted has followers that do not know their leader yet: if the leader
+        // stayed parked, their election timers would run out and they would take leadership from
+        // it (one needless election per parked group, and leadership away from its preferred
+        // replica). Leaders here keep such groups awake for a while instead, so their heartbeats
+        // reach the peer's replicas as they open.
+        let back = liveness.returned_within(election_timeout * 4);
         for t in replicas.list() {
             for p in t.partitions.values() {
+                if !back.is_empty() {
+                    p.wake_for_peers(&back);
+                }
                 p.review_idle(quiet, alive);
             }
         }

@@ -113,6 +113,7 @@ pub async fn reconcile_once(cluster: &Cluster, hosted: &Replicas) {
                         partition: p,
                         group_id: record.group_id(p),
                         members,
+                        preferred: replicas.first().is_some_and(|r| u64::from(*r) == me),
                     },
                 )
                 .await

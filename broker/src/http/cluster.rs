@@ -1,6 +1,7 @@
 //! `GET /v1/cluster`: the brokers (with the partitions each leads), the controller (metadata
 //! leader), the metadata group's raft state as this broker sees it, and this broker's replicas by
-//! role. Translation only ([`Broker::describe_cluster`], `admin::status`).
+//! role; `POST /v1/cluster/balance-leaders`: leadership back to the preferred replicas. Translation
+//! only ([`Broker::describe_cluster`], `admin::status`, `admin::leaders`).
 //!
 //! [`Broker::describe_cluster`]: crate::broker::Broker::describe_cluster
 
@@ -10,12 +11,16 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::error::{ApiError, ErrorBody};
 use super::extract::Json;
 use super::AppState;
+use crate::cluster::rebalance::LeaderOutcome;
 use crate::raft::RaftStatus;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(cluster))
+    OpenApiRouter::new()
+        .routes(routes!(cluster))
+        .routes(routes!(balance_leaders))
 }
 
 /// One broker of the cluster.
@@ -25,7 +30,9 @@ pub struct BrokerInfo {
     pub host: String,
     pub port: u16,
     /// Partitions it leads, as the answering broker knows it.
-    pub leaders: u32,
+    pub leaders: usize,
+    /// Partitions whose preferred leader (first replica) it is.
+    pub preferred_leaders: usize,
     /// The last metadata log index known to match on it: filled only when the answering broker
     /// is the controller (only the raft leader tracks its followers).
     pub metadata_matched_index: Option<u64>,
@@ -87,6 +94,7 @@ async fn cluster(State(s): State<AppState>) -> Json<Cluster> {
     let view = b.describe_cluster(Some(&[]));
     let meta = b.metadata_raft_status();
     let leaders = b.leader_counts();
+    let count = |id: u32| leaders.iter().find(|l| l.node_id == id);
     let counts = b.replica_counts();
     Json(Cluster {
         node_id: b.cluster.ctx.node_id as u32,
@@ -95,7 +103,8 @@ async fn cluster(State(s): State<AppState>) -> Json<Cluster> {
             .brokers
             .into_iter()
             .map(|x| BrokerInfo {
-                leaders: leaders.get(&x.node_id).copied().unwrap_or(0),
+                leaders: count(x.node_id).map_or(0, |l| l.leaders),
+                preferred_leaders: count(x.node_id).map_or(0, |l| l.preferred),
                 metadata_matched_index: meta
                     .matched
                     .iter()
@@ -114,4 +123,59 @@ async fn cluster(State(s): State<AppState>) -> Json<Cluster> {
             without_leader: counts.without_leader,
         },
     })
+}
+
+/// One partition's leadership in a balance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaderMove {
+    pub topic: String,
+    pub partition: u32,
+    /// Its first replica.
+    pub preferred: Option<u32>,
+    pub leader_before: Option<u32>,
+    pub leader: Option<u32>,
+    /// `moved`, `already_preferred` or `skipped`.
+    pub outcome: String,
+    /// Why it was skipped.
+    pub reason: Option<String>,
+}
+
+/// What a balance did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaderBalance {
+    pub moved: usize,
+    pub already_preferred: usize,
+    pub skipped: usize,
+    pub partitions: Vec<LeaderMove>,
+}
+
+/// Moves every partition's leadership to its preferred replica (its first) where that replica is
+/// up and in sync, on every broker; answers with what happened to each partition.
+#[utoipa::path(post, path = "/v1/cluster/balance-leaders", tag = "cluster",
+    responses((status = 200, body = LeaderBalance), (status = 503, body = ErrorBody)))]
+async fn balance_leaders(State(s): State<AppState>) -> Result<Json<LeaderBalance>, ApiError> {
+    let b = s.broker.balance_leaders().await?;
+    Ok(Json(LeaderBalance {
+        moved: b.moved,
+        already_preferred: b.already_preferred,
+        skipped: b.skipped,
+        partitions: b
+            .partitions
+            .into_iter()
+            .map(|p| LeaderMove {
+                topic: p.topic,
+                partition: p.partition,
+                preferred: p.preferred,
+                leader_before: p.leader_before,
+                leader: p.leader,
+                outcome: match p.outcome {
+                    LeaderOutcome::Moved => "moved",
+                    LeaderOutcome::AlreadyPreferred => "already_preferred",
+                    LeaderOutcome::Skipped => "skipped",
+                }
+                .to_string(),
+                reason: p.reason,
+            })
+            .collect(),
+    }))
 }

@@ -1,8 +1,8 @@
 //! The node: starts a broker and owns everything it runs — the protocol and admin listeners, every
-//! background task (maintenance, reconciler, peer pings, quiescer) — under one
-//! cancellation token, and stops them in order on shutdown: stop accepting and reading, drain
-//! in-flight requests (bounded by `shutdown_grace`), stop background tasks, stop every raft group
-//! and close every log cleanly.
+//! background task (maintenance, reconciler, peer pings, quiescer, preferred-leader rebalance) —
+//! under one cancellation token, and stops them in order on shutdown: stop accepting and reading,
+//! drain in-flight requests (bounded by `shutdown_grace`), stop background tasks, stop every raft
+//! group and close every log cleanly.
 //!
 //! This module wires parts together; it never handles a request or touches a log itself.
 
@@ -198,6 +198,15 @@ async fn run(
         broker.config.raft_election_timeout,
         stop.clone(),
     ));
+    if broker.config.auto_leader_rebalance {
+        tasks.spawn(crate::cluster::rebalance::run(
+            c.clone(),
+            broker.replicas.clone(),
+            broker.config.auto_leader_rebalance_delay,
+            broker.config.raft_election_timeout,
+            stop.clone(),
+        ));
+    }
     let accept = tokio::spawn(crate::net::serve(
         listener,
         broker.clone(),

@@ -12,9 +12,12 @@
 //! | 2 vote, 3 pre-vote | vote, last log id?, u8 leadership transfer | vote, u8 granted, last log id? |
 //! | 4 snapshot chunk | vote, u64 chunk number, u64 start offset, bytes batches | vote |
 //! | 5 snapshot done | vote, bytes snapshot (meta and state, see `state_machine`) | vote |
+//! | 6 transfer leader | vote (the leader's), u64 to, last log id? | u8 tag (0 ok, 1 vote changed + vote expected + vote actual, 2 log not flushed + log id? expected + log id? actual) |
 
 use bytes::Bytes;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, VoteRequest, VoteResponse,
+};
 use openraft::vote::RaftLeaderId;
 use sluice_protocol::wire::codec::{Reader, Writer};
 use sluice_protocol::wire::ProtocolError;
@@ -28,6 +31,10 @@ pub const KIND_VOTE: u8 = 2;
 pub const KIND_PRE_VOTE: u8 = 3;
 pub const KIND_SNAPSHOT_CHUNK: u8 = 4;
 pub const KIND_SNAPSHOT_DONE: u8 = 5;
+pub const KIND_TRANSFER_LEADER: u8 = 6;
+
+/// What the target of a leadership transfer answers (openraft's `TransferLeaderResponse`).
+pub type TransferAnswer = openraft::raft::TransferLeaderResponse<TypeConfig>;
 
 type Result<T> = std::result::Result<T, ProtocolError>;
 
@@ -257,6 +264,61 @@ pub fn decode_vote_only(body: Bytes) -> Result<Vote> {
     Ok(v)
 }
 
+pub fn encode_transfer_leader(req: &TransferLeaderRequest<TypeConfig>) -> Bytes {
+    let mut w = Writer::new();
+    put_vote(&mut w, req.from_leader());
+    w.u64(*req.to_node_id());
+    put_log_id(&mut w, &req.last_log_id().copied());
+    join(w.finish())
+}
+
+pub fn decode_transfer_leader(body: Bytes) -> Result<TransferLeaderRequest<TypeConfig>> {
+    let mut r = Reader::new(body);
+    let from = get_vote(&mut r)?;
+    let to = r.u64("transfer target")?;
+    let last = get_log_id(&mut r)?;
+    r.finish()?;
+    Ok(TransferLeaderRequest::new(from, to, last))
+}
+
+pub fn encode_transfer_answer(answer: &TransferAnswer) -> Bytes {
+    use openraft::raft::TransferLeaderError as E;
+    let mut w = Writer::new();
+    match answer {
+        Ok(()) => w.u8(0),
+        Err(E::VoteChanged { expected, actual }) => {
+            w.u8(1);
+            put_vote(&mut w, expected);
+            put_vote(&mut w, actual);
+        }
+        Err(E::LogNotFlushed { expected, actual }) => {
+            w.u8(2);
+            put_log_id(&mut w, expected);
+            put_log_id(&mut w, actual);
+        }
+    }
+    join(w.finish())
+}
+
+pub fn decode_transfer_answer(body: Bytes) -> Result<TransferAnswer> {
+    use openraft::raft::TransferLeaderError as E;
+    let mut r = Reader::new(body);
+    let answer = match r.u8("transfer answer tag")? {
+        0 => Ok(()),
+        1 => Err(E::VoteChanged {
+            expected: get_vote(&mut r)?,
+            actual: get_vote(&mut r)?,
+        }),
+        2 => Err(E::LogNotFlushed {
+            expected: get_log_id(&mut r)?,
+            actual: get_log_id(&mut r)?,
+        }),
+        _ => return Err(ProtocolError::Invalid("transfer answer tag")),
+    };
+    r.finish()?;
+    Ok(answer)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -348,5 +410,33 @@ mod tests {
             c
         );
         assert!(decode_vote_response(Bytes::from_static(b"\x01\x02")).is_err());
+    }
+
+    #[test]
+    fn leader_transfers_and_their_answers_round_trip() {
+        use openraft::raft::TransferLeaderError as E;
+        for last in [None, Some(log_id(4, 77))] {
+            let req = TransferLeaderRequest::<TypeConfig>::new(vote(4, 2, true), 3, last);
+            let bytes = encode_transfer_leader(&req);
+            assert_eq!(decode_transfer_leader(bytes.clone()).unwrap(), req);
+            for n in 0..bytes.len() {
+                assert!(decode_transfer_leader(bytes.slice(..n)).is_err());
+            }
+        }
+        for answer in [
+            Ok(()),
+            Err(E::VoteChanged {
+                expected: vote(4, 2, true),
+                actual: vote(5, 3, false),
+            }),
+            Err(E::LogNotFlushed {
+                expected: Some(log_id(4, 9)),
+                actual: None,
+            }),
+        ] {
+            let bytes = encode_transfer_answer(&answer);
+            assert_eq!(decode_transfer_answer(bytes).unwrap(), answer);
+        }
+        assert!(decode_transfer_answer(Bytes::from_static(b"\x07")).is_err());
     }
 }

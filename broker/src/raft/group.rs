@@ -1,4 +1,5 @@
-//! Starting and stopping one raft group over a segment log, and asking it who leads.
+//! Starting and stopping one raft group over a segment log, campaigning for a new group's
+//! leadership, and asking it who leads.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -14,6 +15,9 @@ use super::log_store::{GroupLog, LogStore};
 use super::network::{GroupEntry, NetworkFactory, Peers, RaftHandle, RaftRegistry};
 use super::partition_state::PartitionState;
 use super::state_machine::GroupSm;
+
+/// How often the preferred replica of a new group asks for votes until a leader is known.
+const CAMPAIGN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What every group on this broker shares.
 #[derive(Debug, Clone)]
@@ -116,8 +120,9 @@ impl Group {
     }
 
     /// Makes a new group's first membership (a no-op if the group was initialized before). Every
-    /// replica calls this with the same members, so their first entries agree.
-    pub async fn initialize(&self, members: BTreeMap<u64, BasicNode>) -> io::Result<()> {
+    /// replica calls this with the same members, so their first entries agree. True when this call
+    /// made the group's first membership here (a new group).
+    pub async fn initialize(&self, members: BTreeMap<u64, BasicNode>) -> io::Result<bool> {
         let alone = members.len() == 1 && members.contains_key(&self.node_id);
         let initialized = self
             .raft
@@ -129,19 +134,69 @@ impl Group {
                 // The only voter need not wait out an election timeout to lead again.
                 let _ = self.raft.trigger().elect(false).await;
             }
-            return Ok(());
+            return Ok(false);
         }
         match self.raft.initialize(members).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(e) => match e.api_error() {
                 // Someone (a leader's replication) got here first.
-                Some(openraft::errors::InitializeError::NotAllowed(_)) => Ok(()),
+                Some(openraft::errors::InitializeError::NotAllowed(_)) => Ok(false),
                 _ => Err(io::Error::other(format!(
                     "initializing group {}: {e}",
                     self.id
                 ))),
             },
         }
+    }
+
+    /// Campaigns for leadership of a new group it just initialized: the preferred replica of a new
+    /// partition does, so a new topic's leaders start where the assignment spread them.
+    /// Initializing already starts an election, but the other replicas may not have opened the
+    /// group yet (they answer that the group is unknown), so this asks again every
+    /// [`CAMPAIGN_EVERY`], each time through a pre-vote, so it never deposes a leader another
+    /// replica became; it stops once any leader is known, or after one election timeout (the other
+    /// replicas then initialize and elect by themselves, and the preferred-leader rebalance moves
+    /// leadership later).
+    pub fn campaign(&self) {
+        let raft = self.raft.clone();
+        let group = self.id;
+        let until = std::time::Duration::from_millis(raft.config().election_timeout_min);
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + until;
+            while tokio::time::Instant::now() < deadline {
+                if raft.metrics().borrow_watched().current_leader.is_some() {
+                    return;
+                }
+                tracing::debug!(group, "campaigning for leadership of a new group");
+                if raft.trigger().elect(true).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(CAMPAIGN_EVERY).await;
+            }
+        });
+    }
+
+    /// Initializes a new group with `members` after `after`, unless it has been initialized by
+    /// then (its leader's replication brings the membership along): what a replica that is not the
+    /// partition's preferred one does. Only the preferred replica initializes a new group at once,
+    /// because initializing makes a replica a candidate that votes for itself, and one that opened
+    /// the group without initializing it grants the preferred replica its vote instead; the delayed
+    /// start keeps a new partition available when its preferred replica's broker is down.
+    pub fn initialize_later(&self, members: BTreeMap<u64, BasicNode>, after: std::time::Duration) {
+        let group = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            // Initialized meanwhile, or stopped: nothing to do.
+            if let Ok(false) = group.raft.is_initialized().await {
+                tracing::info!(
+                    group = group.id,
+                    "no leader brought the new group in; initializing it here"
+                );
+                if let Err(e) = group.initialize(members).await {
+                    tracing::warn!(group = group.id, error = %e, "initializing a new group failed");
+                }
+            }
+        });
     }
 
     /// Records work on the group, waking it if it was quiesced.

@@ -17,7 +17,8 @@ use futures_util::Stream;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use sluice_client::{Client, ClientConfig, ClientError};
@@ -281,6 +282,23 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             .send(KIND_PRE_VOTE, vec![encode_vote(&rpc)], &option)
             .await?;
         decode_vote_response(answer).map_err(bad_answer)
+    }
+
+    /// The leader's request that `req.to_node_id()` take over (openraft broadcasts it to every
+    /// voter: the target campaigns, the others drop their leader lease so they vote for it).
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferAnswer, RPCError<TypeConfig>> {
+        let answer = self
+            .send(
+                KIND_TRANSFER_LEADER,
+                vec![encode_transfer_leader(&req)],
+                &option,
+            )
+            .await?;
+        decode_transfer_answer(answer).map_err(bad_answer)
     }
 
     async fn full_snapshot(

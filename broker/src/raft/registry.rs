@@ -1,7 +1,7 @@
 //! The receiving side of raft RPCs: every group running on this broker, by id, and the handling of
-//! one raft message from a peer (votes, snapshot chunks and their install; appends go through
-//! `append_pipeline` to keep their order). An unknown group answers `UNKNOWN_TOPIC_OR_PARTITION`
-//! and the sender retries.
+//! one raft message from a peer (votes, leadership transfers, snapshot chunks and their install;
+//! appends go through `append_pipeline` to keep their order). An unknown group answers
+//! `UNKNOWN_TOPIC_OR_PARTITION` and the sender retries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -128,6 +128,18 @@ impl RaftRegistry {
                 let rpc = decode_vote(body).map_err(invalid)?;
                 let resp = g.raft.pre_vote(rpc).await.map_err(|e| fatal(&e))?;
                 Ok(encode_vote_response(&resp))
+            }
+            KIND_TRANSFER_LEADER => {
+                // The leader stops heartbeating while it hands over: every voter runs its election
+                // timer again, so a transfer that fails still ends in an election.
+                g.activity.touch(&g.raft);
+                let rpc = decode_transfer_leader(body).map_err(invalid)?;
+                let answer = g
+                    .raft
+                    .handle_transfer_leader(rpc)
+                    .await
+                    .map_err(|e| fatal(&e))?;
+                Ok(encode_transfer_answer(&answer))
             }
             KIND_SNAPSHOT_CHUNK => {
                 g.activity.touch(&g.raft);

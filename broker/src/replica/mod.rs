@@ -7,6 +7,7 @@
 //! - `lag`: the timestamp of the first unconsumed record, for a group's lag in time;
 //! - [`leadership`]: the leadership watch, fed by openraft's server-metrics watch;
 //! - [`services`]: leader services, started with the term on election and cancelled on loss;
+//! - [`transfer`]: handing leadership to an in-sync voter (one transfer at a time);
 //! - [`groups`]: the replicated state of `__consumer_offsets` partitions (groups, members, offsets);
 //! - [`state`]: the [`PartitionState`] hooks (replicated state in log order) and the state each
 //!   topic kind keeps;
@@ -29,6 +30,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 pub mod topic_state;
+pub mod transfer;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -52,6 +54,7 @@ pub use propose::PendingAppend;
 pub use registry::Replicas;
 pub use services::{LeaderContext, LeaderService};
 pub use state::PartitionState;
+pub use transfer::{Transfer, TransferBounds};
 
 /// One partition replica hosted by this broker: a raft group over the partition's segment log.
 #[derive(Debug)]
@@ -70,6 +73,8 @@ pub struct Replica {
     closed: CancellationToken,
     /// What its hot paths count (traffic, commit latency).
     metrics: PartitionMetrics,
+    /// Leadership transfers of this partition (one at a time).
+    transfer: Arc<transfer::TransferState>,
 }
 
 impl Replica {
@@ -121,6 +126,7 @@ impl Replica {
             any_tx,
             closed,
             metrics,
+            transfer: Arc::default(),
         }
     }
 
@@ -338,6 +344,14 @@ impl Replica {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Wakes the group if this replica leads it and one of `peers` is a voter (see
+    /// `cluster::quiesce`: a restarted peer's replicas must hear their leader).
+    pub fn wake_for_peers(&self, peers: &[u64]) {
+        if self.is_leader() && self.voters().iter().any(|v| peers.contains(v)) {
+            self.group.touch();
+        }
     }
 
     /// Parks or wakes the group's raft ticker (see `cluster::quiesce`): parks after `quiet` without

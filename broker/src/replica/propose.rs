@@ -232,6 +232,13 @@ async fn propose_once(
     // Admission and hand-off happen in one order for every proposer of this partition. Every batch
     // is admitted before any is proposed, so a refusal leaves none of the request in the log.
     let mut order = replica.propose_order.lock().await;
+    // A leader handing over takes no writes for the rest of its term: admit nothing it would drop.
+    if replica
+        .transfer
+        .handing_over(replica.leadership_now().term())
+    {
+        return Err(ServiceError::not_leader(None));
+    }
     // Under the order lock: nothing queued behind other proposals ages the lease checked here.
     confirm_lease(replica).await?;
     let admissions = {

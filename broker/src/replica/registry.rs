@@ -49,6 +49,9 @@ pub struct ReplicaSpec<'a> {
     /// The group's first members, for a replica that initializes a new group (`None`: it waits for
     /// the leader to bring it in).
     pub members: Option<BTreeMap<u64, openraft::BasicNode>>,
+    /// This replica is the partition's preferred leader: it initializes a new group at once and
+    /// campaigns; the others initialize it only if no leader brought them in after a while.
+    pub preferred: bool,
 }
 
 /// The local replicas of every topic.
@@ -160,6 +163,7 @@ impl Replicas {
             partition,
             group_id,
             members,
+            preferred,
         } = spec;
         let settings = TopicSettings::from_pairs(configs)
             .map_err(|m| ServiceError::new(ErrorCode::INVALID_CONFIG, m))?;
@@ -185,11 +189,23 @@ impl Replicas {
         let group = Group::start(ctx, group_id, log, super::state::for_topic(name, &settings))
             .await
             .map_err(|e| io_err("start raft group of", &pdir, e))?;
-        if let Some(members) = members {
-            group
-                .initialize(members)
-                .await
-                .map_err(|e| io_err("initialize raft group of", &pdir, e))?;
+        match members {
+            Some(members) if preferred => {
+                let new = group
+                    .initialize(members)
+                    .await
+                    .map_err(|e| io_err("initialize raft group of", &pdir, e))?;
+                if new {
+                    group.campaign();
+                }
+            }
+            // The preferred replica brings the others in; they start the group by themselves
+            // only if it does not.
+            Some(members) => {
+                let timeout = std::time::Duration::from_millis(ctx.config.election_timeout_max);
+                group.initialize_later(members, timeout * 2);
+            }
+            None => {}
         }
         let part = Arc::new(Replica::new(
             Arc::from(name),

@@ -9,6 +9,7 @@
 //! - `coordinator`: finding a group's coordinator and retrying a request on it when it moved;
 //! - `groups`: list, describe (with lag), reset offsets of and delete consumer groups, each at the
 //!   group's coordinator;
+//! - `leaders`: moving partition leadership to the preferred replicas;
 //! - `operators`: create, list, describe, pause, resume and delete window operator definitions;
 //! - `partition_log`: what those need from partition leaders (bounds, record timestamps) and the
 //!   pure arithmetic over it (lag, reset positions).
@@ -23,11 +24,13 @@ use crate::error::{ClientError, Result};
 
 mod coordinator;
 mod groups;
+mod leaders;
 mod operators;
 mod partition_log;
 
 pub use coordinator::COORDINATOR_WAIT;
 pub use groups::{GroupDescription, GroupListing, GroupMember, PartitionLag, RESET_WAIT};
+pub use leaders::{LeaderOutcome, PartitionLeader};
 pub use operators::{
     OperatorDefinition, OperatorDescription, OperatorListing, OperatorPartition, OperatorRun,
 };

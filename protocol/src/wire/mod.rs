@@ -111,6 +111,9 @@ define_apis! {
     DeleteOperator  = 28, delete_operator,  (DeleteOperatorRequest)  => AdminResult;
     /// Admin: change a live topic's settings (answered with its configs after the change).
     AlterTopicConfigs = 29, alter_topic_configs, (AlterTopicConfigsRequest) => AlterTopicConfigsResponse;
+    /// Admin (and broker to broker, `local`): move leadership to each partition's preferred
+    /// replica where it is up and in sync.
+    BalanceLeaders  = 30, balance_leaders,  (BalanceLeadersRequest)  => BalanceLeadersResponse;
 }
 
 /// An error code with a stable number. Unknown numbers from newer peers are kept as they are.

@@ -284,6 +284,7 @@ fn request() -> impl Strategy<Value = Request> {
         (name(), configs(), vec(name())).prop_map(|(name, set, delete)| {
             Request::AlterTopicConfigs(AlterTopicConfigsRequest { name, set, delete })
         }),
+        any::<bool>().prop_map(|local| Request::BalanceLeaders(BalanceLeadersRequest { local })),
     ]
 }
 
@@ -688,6 +689,47 @@ fn response() -> impl Strategy<Value = Response> {
                 configs,
             })
         }),
+        (
+            code(),
+            name(),
+            vec((
+                (name(), any::<u32>()),
+                (any::<i32>(), any::<i32>(), any::<i32>()),
+                0..3u8,
+                name()
+            ))
+        )
+            .prop_map(|(error, message, p)| Response::BalanceLeaders(
+                BalanceLeadersResponse {
+                    error,
+                    message,
+                    partitions: p
+                        .into_iter()
+                        .map(
+                            |(
+                                (topic, partition),
+                                (preferred, leader_before, leader),
+                                o,
+                                reason,
+                            )| {
+                                LeaderMove {
+                                    topic,
+                                    partition,
+                                    preferred,
+                                    leader_before,
+                                    leader,
+                                    outcome: [
+                                        LeaderMoveOutcome::Moved,
+                                        LeaderMoveOutcome::AlreadyPreferred,
+                                        LeaderMoveOutcome::Skipped,
+                                    ][usize::from(o)],
+                                    reason,
+                                }
+                            }
+                        )
+                        .collect(),
+                }
+            )),
     ]
 }
 

@@ -3,7 +3,8 @@
 //! API: the byte format must never change by accident. A format change on purpose updates the hex
 //! here (and `docs/protocol.md`) in the same commit. The consumer-group APIs (keys 8 to 15) were
 //! captured when they were added, and their bytes checked field by field against the layouts in
-//! their modules' docs. So were the operator APIs (keys 24 to 28) and AlterTopicConfigs (key 29).
+//! their modules' docs. So were the operator APIs (keys 24 to 28), AlterTopicConfigs (key 29) and
+//! BalanceLeaders (key 30).
 
 use super::*;
 
@@ -190,6 +191,7 @@ pub(super) fn requests() -> Vec<Request> {
             set: vec![("retention.bytes".into(), "8192".into())],
             delete: vec!["retention.ms".into()],
         }),
+        Request::BalanceLeaders(BalanceLeadersRequest { local: true }),
     ]
 }
 
@@ -520,6 +522,30 @@ pub(super) fn responses() -> Vec<Response> {
             message: String::new(),
             configs: vec![("retention.bytes".into(), "8192".into())],
         }),
+        Response::BalanceLeaders(BalanceLeadersResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            partitions: vec![
+                LeaderMove {
+                    topic: "t".into(),
+                    partition: 0,
+                    preferred: 1,
+                    leader_before: 2,
+                    leader: 1,
+                    outcome: LeaderMoveOutcome::Moved,
+                    reason: String::new(),
+                },
+                LeaderMove {
+                    topic: "t".into(),
+                    partition: 1,
+                    preferred: 3,
+                    leader_before: -1,
+                    leader: -1,
+                    outcome: LeaderMoveOutcome::Skipped,
+                    reason: "no leader".into(),
+                },
+            ],
+        }),
     ]
 }
 
@@ -552,6 +578,7 @@ pub(super) const REQUEST_FRAMES: &[&str] = &[
     "0d0000001b0000000700000002006f7001",
     "0c0000001c0000000700000002006f70",
     "380000001d00000007000000010074010000000f00726574656e74696f6e2e6279746573040038313932010000000c00726574656e74696f6e2e6d73",
+    "090000001e0000000700000001",
 ];
 
 /// Response frames (correlation id 9) of [`responses`], in hex, in the same order.
@@ -583,6 +610,7 @@ pub(super) const RESPONSE_FRAMES: &[&str] = &[
     "0e0000000900000000000000220002006f70",
     "0c000000090000000000000000000000",
     "27000000090000000000000000000000010000000f00726574656e74696f6e2e6279746573040038313932",
+    "4500000009000000000000000000000002000000010074000000000100000002000000010000000000000100740100000003000000ffffffffffffffff0209006e6f206c6561646572",
 ];
 
 pub(super) fn hex(chunks: &[Bytes]) -> String {
