@@ -23,9 +23,13 @@ impl Broker {
     /// The state `render_metrics` reports, read now.
     pub fn metrics_snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
-        let meta = self.cluster.metadata.group.stats();
-        s.raft
-            .push(raft_sample(self.cluster.metadata.group.id, None, meta));
+        let meta = &self.cluster.metadata.group;
+        s.raft.push(raft_sample(
+            meta.id,
+            None,
+            meta.status(),
+            meta.leader_changes(),
+        ));
         for t in self.replicas.list() {
             for (p, r) in &t.partitions {
                 s.partitions.push(PartitionSample {
@@ -37,9 +41,12 @@ impl Broker {
                     high_watermark: r.high_watermark(),
                     size_bytes: r.size_bytes(),
                 });
-                let stats = r.raft_stats();
-                s.raft
-                    .push(raft_sample(r.group_id(), Some((t.name.clone(), *p)), stats));
+                s.raft.push(raft_sample(
+                    r.group_id(),
+                    Some((t.name.clone(), *p)),
+                    r.raft_status(),
+                    r.leader_changes(),
+                ));
             }
         }
         s.lag = self.group_lag();
@@ -122,16 +129,18 @@ impl Broker {
 fn raft_sample(
     group: u64,
     partition: Option<(String, u32)>,
-    s: crate::raft::group::GroupStats,
+    s: crate::raft::RaftStatus,
+    leader_changes: u64,
 ) -> RaftSample {
     RaftSample {
         group,
         partition,
         term: s.term,
-        leader: s.leader,
-        leader_changes: s.leader_changes,
-        last_log_index: s.last_log_index,
-        committed_index: s.committed_index,
-        applied_index: s.applied_index,
+        // openraft's leader state is this broker leading.
+        leader: s.role == "leader",
+        leader_changes,
+        last_log_index: s.last_log_index.unwrap_or(0),
+        committed_index: s.committed_index.unwrap_or(0),
+        applied_index: s.applied_index.unwrap_or(0),
     }
 }

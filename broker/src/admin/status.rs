@@ -40,10 +40,10 @@ impl Broker {
         if meta.leader.is_none() {
             reasons.push("the metadata group has no leader".to_string());
         }
-        if meta.applied_index < meta.committed_index {
+        if meta.applied_index < meta.cluster_committed_index {
             reasons.push(format!(
                 "metadata applied to {:?} of {:?} committed",
-                meta.applied_index, meta.committed_index
+                meta.applied_index, meta.cluster_committed_index
             ));
         }
         if !self.cluster.metadata.brokers().contains_key(&(me as u32)) {

@@ -43,17 +43,6 @@ pub struct Group {
     pub leader_changes: Arc<AtomicU64>,
 }
 
-/// A group's raft figures at one instant (for the metrics scrape).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupStats {
-    pub term: u64,
-    pub leader: bool,
-    pub leader_changes: u64,
-    pub last_log_index: u64,
-    pub committed_index: u64,
-    pub applied_index: u64,
-}
-
 impl Group {
     /// Opens the group's raft state over `log` and starts its raft tasks (registered for RPCs).
     pub async fn start(
@@ -104,19 +93,14 @@ impl Group {
         })
     }
 
-    /// The group's raft figures now (one borrow of raft's metrics, nothing cloned).
-    pub fn stats(&self) -> GroupStats {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        GroupStats {
-            term: m.current_term,
-            leader: m.state == openraft::ServerState::Leader
-                && m.current_leader == Some(self.node_id),
-            leader_changes: self.leader_changes.load(Ordering::Relaxed),
-            last_log_index: m.last_log_index.unwrap_or(0),
-            committed_index: m.local_committed.map_or(0, |l| l.index),
-            applied_index: m.last_applied.map_or(0, |l| l.index),
-        }
+    /// The group's raft state now.
+    pub fn status(&self) -> super::RaftStatus {
+        super::RaftStatus::of(&self.raft)
+    }
+
+    /// How often the group's known leader became another node, as this broker saw it.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(Ordering::Relaxed)
     }
 
     /// Makes a new group's first membership (a no-op if the group was initialized before). Every

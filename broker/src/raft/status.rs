@@ -15,8 +15,11 @@ pub struct RaftStatus {
     pub leader: Option<u64>,
     /// Index of the last entry in this broker's log.
     pub last_log_index: Option<u64>,
-    /// Index of the last entry this broker knows to be committed.
+    /// Index of the last entry this broker knows to be committed (safe to apply here).
     pub committed_index: Option<u64>,
+    /// Index of the last entry committed by a quorum, as the leader last told this broker (ahead of
+    /// `committed_index` on a broker that lacks entries).
+    pub cluster_committed_index: Option<u64>,
     pub applied_index: Option<u64>,
     /// On the leader: per voter or learner (this broker included), the last index known to match.
     pub matched: Vec<(u64, Option<u64>)>,
@@ -37,7 +40,8 @@ impl RaftStatus {
             role,
             leader: m.current_leader,
             last_log_index: m.last_log_index,
-            committed_index: m.cluster_committed.map(|l| l.index),
+            committed_index: m.local_committed.map(|l| l.index),
+            cluster_committed_index: m.cluster_committed.map(|l| l.index),
             applied_index: m.last_applied.map(|l| l.index),
             matched: m
                 .replication

@@ -135,9 +135,9 @@ impl Replica {
         &self.metrics
     }
 
-    /// The raft group's figures now (for the metrics scrape).
-    pub fn raft_stats(&self) -> crate::raft::group::GroupStats {
-        self.group.stats()
+    /// How often this partition's known leader became another broker, as this broker saw it.
+    pub fn leader_changes(&self) -> u64 {
+        self.group.leader_changes()
     }
 
     pub fn topic(&self) -> &str {
@@ -244,7 +244,7 @@ impl Replica {
 
     /// The raft group's own view of itself (term, role, log positions, followers' progress).
     pub fn raft_status(&self) -> crate::raft::RaftStatus {
-        crate::raft::RaftStatus::of(&self.group.raft)
+        self.group.status()
     }
 
     /// Waits until the high watermark passes `offset` or `deadline` is reached.
