@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sluice_client::{Admin, LeaderOutcome};
 
 use super::spawn::SpawnedBroker;
-use super::{median, report::round3, AcksArg, Args, CompressionArg, Error, Mode, OnOff};
+use super::{median, report::round3, AcksArg, Args, Error, Mode};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LeadersArgs {
@@ -111,26 +111,10 @@ fn one_run(a: &LeadersArgs, addr: &str, skew: bool) -> Result<f64, Error> {
     super::until_interrupted(arrange(addr, &topic, n, skew))?;
     let load = Args {
         producers: a.producers,
-        consumers: 1,
-        partitions: Some(n),
-        record_size: a.record_size,
         batch_bytes: a.batch_bytes,
-        linger_ms: 0,
-        max_in_flight: None,
-        acks: AcksArg::All,
-        idempotence: OnOff::On,
-        rate: None,
-        duration: Some(a.duration),
-        count: None,
-        compression: CompressionArg::None,
         broker: addr.to_string(),
         topic: Some(topic.clone()),
-        spawn_broker: false,
-        spawn_cluster: None,
-        replication_factor: None,
-        sluice_bin: None,
-        broker_flush: None,
-        broker_page_cache_window_mb: None,
+        ..Args::produce_for(a.duration, a.record_size, n, AcksArg::All)
     };
     let mb = super::run_report(Mode::Produce, load)?.mb_per_s()?;
     super::until_interrupted(async {

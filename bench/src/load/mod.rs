@@ -145,6 +145,43 @@ pub struct Args {
     broker_page_cache_window_mb: Option<u64>,
 }
 
+impl Args {
+    /// A produce load for `duration` seconds of `record_size`-byte records into `partitions`, for
+    /// the benchmarks that compose runs (replication, leaders, scrape): one producer and consumer,
+    /// 1 MiB batches, idempotent, no compression, a fresh topic, against no broker yet (the caller
+    /// sets `broker` or a spawn field).
+    pub(crate) fn produce_for(
+        duration: f64,
+        record_size: usize,
+        partitions: u32,
+        acks: AcksArg,
+    ) -> Args {
+        Args {
+            producers: 1,
+            consumers: 1,
+            partitions: Some(partitions),
+            record_size,
+            batch_bytes: 1 << 20,
+            linger_ms: 0,
+            max_in_flight: None,
+            acks,
+            idempotence: OnOff::On,
+            rate: None,
+            duration: Some(duration),
+            count: None,
+            compression: CompressionArg::None,
+            broker: String::new(),
+            topic: None,
+            spawn_broker: false,
+            spawn_cluster: None,
+            replication_factor: None,
+            sluice_bin: None,
+            broker_flush: None,
+            broker_page_cache_window_mb: None,
+        }
+    }
+}
+
 /// When producers stop.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Stop {

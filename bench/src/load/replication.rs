@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::{median, report::round3, AcksArg, Args, CompressionArg, Error, Mode, OnOff};
+use super::{median, report::round3, AcksArg, Args, Error, Mode, OnOff};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplicationArgs {
@@ -43,32 +43,19 @@ pub struct ReplicationArgs {
 
 /// The produce load of one side of a pair.
 fn side(a: &ReplicationArgs, replicated: bool) -> Args {
+    let acks = if replicated {
+        AcksArg::All
+    } else {
+        AcksArg::Leader
+    };
     Args {
-        producers: 1,
-        consumers: 1,
-        partitions: Some(a.partitions),
-        record_size: a.record_size,
         batch_bytes: a.batch_bytes,
-        linger_ms: 0,
         max_in_flight: a.max_in_flight,
-        acks: if replicated {
-            AcksArg::All
-        } else {
-            AcksArg::Leader
-        },
         idempotence: a.idempotence,
-        rate: None,
-        duration: Some(a.duration),
-        count: None,
-        compression: CompressionArg::None,
-        broker: String::new(),
-        topic: None,
         spawn_broker: !replicated,
         spawn_cluster: replicated.then_some(a.brokers),
-        replication_factor: None,
         sluice_bin: a.sluice_bin.clone(),
-        broker_flush: None,
-        broker_page_cache_window_mb: None,
+        ..Args::produce_for(a.duration, a.record_size, a.partitions, acks)
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::spawn::SpawnedBroker;
-use super::{median, report::round3, AcksArg, Args, CompressionArg, Error, Mode, OnOff};
+use super::{median, report::round3, AcksArg, Args, Error, Mode};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScrapeArgs {
@@ -92,27 +92,8 @@ fn scraper(admin: String, interval: Duration, stop: Arc<AtomicBool>) -> Result<S
 
 fn load(a: &ScrapeArgs, broker: &str) -> Args {
     Args {
-        producers: 1,
-        consumers: 1,
-        partitions: Some(a.partitions),
-        record_size: a.record_size,
-        batch_bytes: 1 << 20,
-        linger_ms: 0,
-        max_in_flight: None,
-        acks: a.acks,
-        idempotence: OnOff::On,
-        rate: None,
-        duration: Some(a.duration),
-        count: None,
-        compression: CompressionArg::None,
         broker: broker.to_string(),
-        topic: None,
-        spawn_broker: false,
-        spawn_cluster: None,
-        replication_factor: None,
-        sluice_bin: None,
-        broker_flush: None,
-        broker_page_cache_window_mb: None,
+        ..Args::produce_for(a.duration, a.record_size, a.partitions, a.acks)
     }
 }
 
