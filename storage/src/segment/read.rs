@@ -93,7 +93,7 @@ impl Segment {
     }
 
     /// The position of the batch holding `offset`, or of the first batch after it.
-    fn locate(&self, offset: u64, end: u64) -> Result<Option<u64>> {
+    pub(super) fn locate(&self, offset: u64, end: u64) -> Result<Option<u64>> {
         let rel = offset
             .saturating_sub(self.base_offset)
             .min(u64::from(u32::MAX)) as u32;
