@@ -57,7 +57,23 @@ impl PartitionLog {
         }
     }
 
-    /// [`PartitionLog::read_below`] for async callers: never blocks on a cold read. When the bytes
+    /// [`PartitionLog::read_below`] for async callers: awaits cold bytes instead of blocking the
+    /// thread (mapped bytes may still fault in from disk).
+    pub async fn read_below_async(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        limit_offset: u64,
+    ) -> Result<ReadResult> {
+        loop {
+            match self.read_below_or_wait(offset, max_bytes, limit_offset)? {
+                ReadOrWait::Ready(r) => return Ok(r),
+                ReadOrWait::Wait(w) => w.await,
+            }
+        }
+    }
+
+    /// [`PartitionLog::read_below`] that never blocks on a cold read. When the bytes
     /// at `offset` are outside the page-cache window and not read yet, starts reading them (and
     /// ahead of them) and returns [`ReadOrWait::Wait`]. Mapped bytes may still fault in from disk.
     pub fn read_below_or_wait(

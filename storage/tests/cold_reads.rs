@@ -99,9 +99,9 @@ fn joined(reads: &[(u64, Bytes)]) -> Vec<u8> {
 /// Reads across the window boundary return the bytes a fully cached read returns, batch for
 /// batch, from any start and with any read size; the cold path did the reading (direct reads
 /// counted) and left the read-ahead accounting at zero once the readers were done.
-/// Seen failing: with `chunk::serve` ending a slice one batch early when it crosses a chunk
-/// (`at + len > max_bytes` checked without `at > from`), and with `Chunk::check` skipping the
-/// `Longer` re-read (a 150 kB batch over a 64 KiB chunk was then reported corrupt).
+/// Seen failing with `Segment::read_direct` returning 0 instead of where the asked position lies
+/// in the aligned buffer (every cold read then reported a corrupt batch), and hanging with
+/// `StreamSet::serve` not moving the stream's position after serving.
 #[test]
 fn cold_reads_return_the_same_bytes_as_cached_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,9 +230,10 @@ fn rss_anon_kib() -> u64 {
 /// Sixteen readers replay one log at once, each from its own offset. Unbounded, they would hold
 /// 16 x 4 MiB of read-ahead; the pool's counters say no reader held more than its 4 MiB and the
 /// budget (8 MiB) was never exceeded, and this process's anonymous RSS grew by no more than the
-/// budget plus one chunk per reader outside it (plus slack for the test's own allocations).
-/// Seen failing: with the per-reader check removed from `StreamSet::top_up` (reader peak 32 MiB,
-/// RSS +72 MiB) and with `Budget::take` not checking the limit.
+/// budget plus what readers may hold outside it once it is spent (per reader, the chunk being
+/// served and the one being read: 2 x 1 MiB), plus slack for the test's own allocations.
+/// Seen failing with the per-reader check removed from `StreamSet::top_up` (reader peak past
+/// 4 MiB) and with `Budget::take` not checking the limit (peak 66 MiB).
 #[test]
 fn read_ahead_memory_stays_within_its_bounds_with_many_readers() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,10 +276,10 @@ fn read_ahead_memory_stays_within_its_bounds_with_many_readers() {
     assert!(read > 200 << 20, "read only {read} bytes");
     assert!(s.reader_peak_bytes <= reader, "{s:?}");
     assert!(s.peak_bytes <= budget, "{s:?}");
-    assert!(s.exempt_peak_bytes <= READERS as usize * chunk, "{s:?}");
+    assert!(s.exempt_peak_bytes <= 2 * READERS as usize * chunk, "{s:?}");
     let grew_kib = peak.load(std::sync::atomic::Ordering::Relaxed) - before;
     eprintln!("RssAnon +{grew_kib} KiB; {s:?}");
-    let bound_kib = ((budget + READERS as usize * chunk) >> 10) as u64 + 8 * 1024;
+    let bound_kib = ((budget + 2 * READERS as usize * chunk) >> 10) as u64 + 8 * 1024;
     assert!(
         grew_kib <= bound_kib,
         "RssAnon grew by {grew_kib} KiB, bound {bound_kib} KiB ({s:?})"

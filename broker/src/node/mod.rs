@@ -90,13 +90,18 @@ pub async fn start(
         }),
         Arc::new(crate::groups::CoordinatorService(groups.clone())),
     ];
-    let replicas = Replicas::new(
-        &config.data_dir,
-        config.flush,
-        config.page_cache_window_bytes,
-        services,
-    )
-    .map_err(|e| NodeError::Data(e.message))?;
+    let cold_reads = match config.cold_reads {
+        Some(c) => {
+            Some(sluice_storage::ColdReads::start(c).map_err(|e| NodeError::Data(e.to_string()))?)
+        }
+        None => None,
+    };
+    let cache = crate::replica::settings::CacheSettings {
+        page_cache_window_bytes: config.page_cache_window_bytes,
+        cold_reads,
+    };
+    let replicas = Replicas::new(&config.data_dir, config.flush, cache, services)
+        .map_err(|e| NodeError::Data(e.message))?;
     if config.peers.len() <= 1 && config.join.is_none() {
         // Alone, the metadata group elects itself at once: wait for that, so the first request
         // finds a leader. A cluster waits for its peers in the background instead.

@@ -14,7 +14,7 @@ use sluice_protocol::wire::ErrorCode;
 use sluice_storage::{FlushPolicy, PartitionLog};
 
 use super::services::LeaderService;
-use super::settings::{validate_name, TopicSettings};
+use super::settings::{validate_name, CacheSettings, TopicSettings};
 use super::Replica;
 use crate::error::{Result, ServiceError};
 use crate::raft::group::{Group, RaftContext};
@@ -54,7 +54,7 @@ pub struct ReplicaSpec<'a> {
 pub struct Replicas {
     dir: PathBuf,
     flush: FlushPolicy,
-    cache_window: Option<u64>,
+    cache: CacheSettings,
     topics: RwLock<HashMap<String, Arc<HostedTopic>>>,
     /// Run on every replica this broker leads.
     services: Vec<Arc<dyn LeaderService>>,
@@ -78,7 +78,7 @@ impl Replicas {
     pub fn new(
         data_dir: &Path,
         flush: FlushPolicy,
-        cache_window: Option<u64>,
+        cache: CacheSettings,
         services: Vec<Arc<dyn LeaderService>>,
     ) -> Result<Replicas> {
         let dir = data_dir.join("topics");
@@ -86,7 +86,7 @@ impl Replicas {
         Ok(Replicas {
             dir,
             flush,
-            cache_window,
+            cache,
             topics: RwLock::new(HashMap::new()),
             any_append: Arc::new(tokio::sync::watch::channel(0u64).0),
             services,
@@ -146,7 +146,7 @@ impl Replicas {
         let tdir = self.dir.join(name);
         let meta = tdir.join("topic.json");
         let pdir = tdir.join(partition.to_string());
-        let cfg = settings.log_config(self.flush, self.cache_window);
+        let cfg = settings.log_config(self.flush, &self.cache);
         let file = TopicFile {
             id: topic_id,
             configs: configs.to_vec(),

@@ -9,8 +9,9 @@
 //! none goes through the page cache). An I/O thread checks both CRCs of every batch of a chunk
 //! before any of it is served; readers get `Bytes` slices of the buffer, no copy. Read-ahead memory
 //! is bounded per reader (`reader_bytes`) and per broker (`budget_bytes`); a reader whose
-//! read-ahead the budget cannot cover still gets the one chunk it needs now, outside the budget,
-//! so it makes progress (slower, with no read-ahead).
+//! read-ahead the budget cannot cover still gets the one chunk it needs next, outside the budget,
+//! so it makes progress (slower, with no read-ahead): past the budget, each reader holds at most
+//! the chunk its last answer is being sent from and the one being read.
 //!
 //! This module owns the broker-wide part: settings, the budget, the I/O threads and the registry
 //! of every log's streams (to reclaim the read-ahead of readers that went away). The per-log
