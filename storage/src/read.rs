@@ -119,7 +119,9 @@ impl PartitionLog {
             }
         }
         for seg in &segments[first..] {
-            if let Some((bytes, next)) = seg.read(offset, max_bytes, log_end)? {
+            if let Some((bytes, next)) =
+                seg.read(offset, max_bytes, log_end, inner.cold.is_none())?
+            {
                 return Ok(answer(bytes, next));
             }
         }

@@ -285,3 +285,37 @@ fn read_ahead_memory_stays_within_its_bounds_with_many_readers() {
         "RssAnon grew by {grew_kib} KiB, bound {bound_kib} KiB ({s:?})"
     );
 }
+
+/// Bytes inside the page-cache window that are not cached (a restart, or pages dropped on purpose)
+/// are read like cold ones, not faulted in through the map page by page; cached ones through the
+/// map. Seen failing with `Segment::is_cached` answering true always (no chunk was read), and
+/// before the new-stream check stopped walking headers through the map (the walk faulted the
+/// probed page in, so it looked cached).
+#[test]
+fn uncached_bytes_inside_the_window_are_read_cold() {
+    use std::os::unix::io::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 3);
+    let pool = cold(64 << 10, 256 << 10, 1 << 20);
+    // Everything is inside this window.
+    let (log, _) = PartitionLog::open(dir.path(), config(Some(pool.clone()), 1 << 30)).unwrap();
+    let (mapped, _) = PartitionLog::open(dir.path(), config(None, 1 << 30)).unwrap();
+    let expected = joined(&read_through(&mapped, 0, 1 << 20));
+    drop(mapped);
+    assert_eq!(
+        pool.stats().chunks,
+        0,
+        "cached bytes went through the cold path"
+    );
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            let f = std::fs::File::open(&p).unwrap();
+            // SAFETY: advice on our own descriptor; it changes no file contents.
+            let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(rc, 0);
+        }
+    }
+    assert_eq!(joined(&read_through(&log, 0, 1 << 20)), expected);
+    assert!(pool.stats().chunks > 10, "{:?}", pool.stats());
+}

@@ -217,20 +217,35 @@ impl Chunk {
     }
 }
 
-/// Whole batches of `filled` (which starts at `start`) from position `pos`: at most `max_bytes`
-/// (but at least one batch), none at or past `limit_offset`. Returns the bytes, the offset after
-/// the last batch and the position after it, or `None` if the first batch is already at the limit.
+/// What [`serve`] found.
+#[derive(Debug)]
+pub(crate) struct Served {
+    /// Whole batches (possibly none).
+    pub(crate) bytes: Bytes,
+    /// The offset after the last batch served.
+    pub(crate) next_offset: Option<u64>,
+    /// The position after the batches skipped and served.
+    pub(crate) end: u64,
+    /// The answer ended at a batch at or past `limit_offset`.
+    pub(crate) at_limit: bool,
+}
+
+/// Whole batches of `filled` (which starts at `start`) from position `pos`: first skips those
+/// that end at or below `from_offset` (a reader that started at an index entry below its offset),
+/// then serves at most `max_bytes` (but at least one batch), none at or past `limit_offset`.
 pub(crate) fn serve(
     filled: &Filled,
     start: u64,
     pos: u64,
+    from_offset: u64,
     max_bytes: usize,
     limit_offset: u64,
-) -> Option<(Bytes, u64, u64)> {
-    let from = (pos - start) as usize;
+) -> Served {
     let end = (filled.good_end - start) as usize;
+    let mut from = (pos - start) as usize;
     let mut at = from;
-    let mut next = None;
+    let mut next_offset = None;
+    let mut at_limit = false;
     while at < end {
         // Every batch here passed its checks on the I/O thread; a header that does not decode
         // now would be a bug, and ends the answer rather than serving past it.
@@ -238,13 +253,27 @@ pub(crate) fn serve(
             break;
         };
         let len = h.length as usize;
-        if h.base_offset >= limit_offset || (at > from && at - from + len > max_bytes) {
+        if next_offset.is_none() && h.next_offset() <= from_offset {
+            at += len;
+            from = at;
+            continue;
+        }
+        if h.base_offset >= limit_offset {
+            at_limit = true;
             break;
         }
-        next = Some(h.next_offset());
+        if at > from && at - from + len > max_bytes {
+            break;
+        }
+        next_offset = Some(h.next_offset());
         at += len;
     }
-    next.map(|n| (filled.bytes.slice(from..at), n, start + at as u64))
+    Served {
+        bytes: filled.bytes.slice(from..at),
+        next_offset,
+        end: start + at as u64,
+        at_limit,
+    }
 }
 
 /// The error for a corrupt batch found by a cold read.

@@ -3,8 +3,9 @@
 //! chunks planned ahead of it. A read that asks for the offset a stream expects continues that
 //! stream; any other read of cold data starts a new one (the least recently used is dropped past
 //! [`MAX_STREAMS`]). Chunks are planned across segment ends, up to the reader's read-ahead bound,
-//! the broker's budget and the page-cache window (bytes inside it are read through the map). Never
-//! writes, never touches the page cache.
+//! the broker's budget and the page-cache window (bytes inside it are read through the map, unless
+//! they are not cached: after a restart, or dropped on purpose). Never writes, never touches the
+//! page cache.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -128,12 +129,14 @@ impl StreamSet {
         let i = match found {
             Some(i) => i,
             None => {
-                let Some((si, pos)) = locate(segments, first, offset)? else {
-                    return Ok(None);
-                };
-                if pos >= cold_upto(segments, si, self.window) {
+                // From the index alone: reading headers through the map here would pull cold
+                // pages (and the kernel's read-around of them) into the page cache.
+                let seg = &segments[first];
+                let pos = seg.scan_start(offset, seg.len());
+                if pos >= cold_upto(segments, first, self.window) && seg.is_cached(pos, seg.len()) {
                     return Ok(None);
                 }
+                let si = first;
                 if set.len() >= MAX_STREAMS {
                     if let Some(lru) = (0..set.len()).min_by_key(|&j| set[j].last_used) {
                         set.swap_remove(lru);
@@ -159,64 +162,73 @@ impl StreamSet {
         limit_offset: u64,
     ) -> Result<Option<Outcome>> {
         s.last_used = Instant::now();
-        move_past_end(s, segments);
-        let covers = s
-            .chunks
-            .front()
-            .is_some_and(|c| Arc::ptr_eq(&c.seg, &s.seg) && c.start <= s.pos && s.pos < c.end);
-        if !covers {
-            s.replan();
-        }
-        self.top_up(s, segments);
-        let Some(c) = s.chunks.front().cloned() else {
-            // Not cold any more (or the segment is gone): the map serves it.
-            return Ok(None);
-        };
-        let f = match c.status() {
-            Status::Pending => return Ok(Some(Outcome::Wait(ColdWait { chunk: c }))),
-            Status::Failed(e) => return Err(e),
-            Status::Ready(f) => f,
-        };
-        if s.pos < f.good_end {
-            let Some((bytes, next_offset, end)) =
-                chunk::serve(&f, c.start, s.pos, max_bytes, limit_offset)
-            else {
+        loop {
+            move_past_end(s, segments);
+            let covers = s
+                .chunks
+                .front()
+                .is_some_and(|c| Arc::ptr_eq(&c.seg, &s.seg) && c.start <= s.pos && s.pos < c.end);
+            if !covers {
+                s.replan();
+            }
+            self.top_up(s, segments);
+            let Some(c) = s.chunks.front().cloned() else {
+                // Not cold any more (or the segment is gone): the map serves it.
                 return Ok(None);
             };
-            s.pos = end;
-            s.next_offset = next_offset;
-            if end >= f.good_end {
-                s.chunks.pop_front();
-                if f.cut.is_some() {
-                    s.replan();
+            let f = match c.status() {
+                Status::Pending => return Ok(Some(Outcome::Wait(ColdWait { chunk: c }))),
+                Status::Failed(e) => return Err(e),
+                Status::Ready(f) => f,
+            };
+            if s.pos < f.good_end {
+                let served =
+                    chunk::serve(&f, c.start, s.pos, s.next_offset, max_bytes, limit_offset);
+                s.pos = served.end;
+                if served.end >= f.good_end {
+                    s.chunks.pop_front();
+                    if f.cut.is_some() {
+                        s.replan();
+                    }
                 }
-            }
-            move_past_end(s, segments);
-            self.top_up(s, segments);
-            return Ok(Some(Outcome::Served { bytes, next_offset }));
-        }
-        match f.cut.clone() {
-            Some(Cut::Corrupt { position, source }) => {
-                Err(chunk::corrupt(&c.seg, position, source))
-            }
-            Some(Cut::Longer { needed_end }) => {
-                s.replan();
-                let t = s.plan_seg.truncations();
-                if !self.add_chunk(s, t, needed_end) {
+                if let Some(next_offset) = served.next_offset {
+                    s.next_offset = next_offset;
+                    move_past_end(s, segments);
+                    self.top_up(s, segments);
+                    return Ok(Some(Outcome::Served {
+                        bytes: served.bytes,
+                        next_offset,
+                    }));
+                }
+                if served.at_limit {
                     return Ok(None);
                 }
-                Ok(s.chunks
-                    .front()
-                    .map(|c| Outcome::Wait(ColdWait { chunk: c.clone() })))
+                // Only batches below the asked offset in this chunk: go on with the next.
+                continue;
             }
-            Some(Cut::Misplanned) | None => {
-                s.replan();
-                self.top_up(s, segments);
-                Ok(s.chunks
-                    .front()
-                    .map(|c| Outcome::Wait(ColdWait { chunk: c.clone() })))
-            }
-            Some(Cut::Stale) => Ok(None),
+            return match f.cut.clone() {
+                Some(Cut::Corrupt { position, source }) => {
+                    Err(chunk::corrupt(&c.seg, position, source))
+                }
+                Some(Cut::Longer { needed_end }) => {
+                    s.replan();
+                    let t = s.plan_seg.truncations();
+                    if !self.add_chunk(s, t, needed_end) {
+                        return Ok(None);
+                    }
+                    Ok(s.chunks
+                        .front()
+                        .map(|c| Outcome::Wait(ColdWait { chunk: c.clone() })))
+                }
+                Some(Cut::Misplanned) | None => {
+                    s.replan();
+                    self.top_up(s, segments);
+                    Ok(s.chunks
+                        .front()
+                        .map(|c| Outcome::Wait(ColdWait { chunk: c.clone() })))
+                }
+                Some(Cut::Stale) => Ok(None),
+            };
         }
     }
 
@@ -243,7 +255,9 @@ impl StreamSet {
                     _ => return,
                 }
             }
-            if s.plan_pos >= cold_upto(segments, i, self.window) {
+            if s.plan_pos >= cold_upto(segments, i, self.window)
+                && s.plan_seg.is_cached(s.plan_pos, len)
+            {
                 return;
             }
             let target = (s.plan_pos & !(ALIGN as u64 - 1)) + cfg.chunk_bytes as u64;
@@ -296,14 +310,4 @@ fn move_past_end(s: &mut Stream, segments: &[Arc<Segment>]) {
         s.seg = next.clone();
         s.pos = 0;
     }
-}
-
-/// The segment (index) and position of the batch holding `offset`, or the first after it.
-fn locate(segments: &[Arc<Segment>], first: usize, offset: u64) -> Result<Option<(usize, u64)>> {
-    for (i, seg) in segments.iter().enumerate().skip(first) {
-        if let Some(pos) = seg.position_of(offset, seg.len())? {
-            return Ok(Some((i, pos)));
-        }
-    }
-    Ok(None)
 }

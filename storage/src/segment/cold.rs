@@ -13,6 +13,10 @@ use super::Segment;
 use crate::cold::buffer::{round_up, AlignedBuf, ALIGN};
 use crate::error::{IoContext, Result};
 
+/// How far ahead [`Segment::is_cached`] looks: past the kernel's read-around of a map fault (half
+/// of `read_ahead_kb`, 8 MiB on these VMs).
+const CACHED_PROBE_BYTES: u64 = 16 << 20;
+
 /// The file cold reads go through: opened `O_DIRECT` once, on the first cold read.
 #[derive(Debug)]
 pub(crate) struct DirectFile {
@@ -29,9 +33,14 @@ impl Segment {
         self.truncations.load(Ordering::Acquire)
     }
 
-    /// The position of the batch holding `offset` (or the first after it) below `end`.
-    pub(crate) fn position_of(&self, offset: u64, end: u64) -> Result<Option<u64>> {
-        self.locate(offset, end)
+    /// A batch boundary at or before the batch holding `offset`, from the index alone (no byte of
+    /// the log is touched: a header walk through the map would fault in, and read around, pages
+    /// of cold data). A reader starting there skips the batches below `offset`.
+    pub(crate) fn scan_start(&self, offset: u64, end: u64) -> u64 {
+        let rel = offset
+            .saturating_sub(self.base_offset)
+            .min(u64::from(u32::MAX)) as u32;
+        self.floor_position(rel, end)
     }
 
     /// Where a chunk of a sequential read that starts at the batch boundary `start` should end: the
@@ -47,6 +56,38 @@ impl Segment {
             (None, Some(next)) => next,
             (None, None) => len,
         }
+    }
+
+    /// Whether the bytes from `pos` on (up to [`CACHED_PROBE_BYTES`], or `end`) are all in the page
+    /// cache (`mincore` on the segment's map; a failed call counts as cached: the map path then
+    /// serves them). Data inside the page-cache window that is not cached (after a restart, or
+    /// dropped on purpose) is read like cold data rather than faulted in through the map. The probe
+    /// reaches past what the kernel reads around a fault on the map, so a reader the map served
+    /// once does not look cached for ever after.
+    pub(crate) fn is_cached(&self, pos: u64, end: u64) -> bool {
+        let page = super::page_size();
+        let at = pos & !(page - 1);
+        let to = end
+            .min(pos.saturating_add(CACHED_PROBE_BYTES))
+            .min(self.data.len() as u64);
+        if at >= to {
+            return true;
+        }
+        let mut v = [0u8; (CACHED_PROBE_BYTES / 4096) as usize + 1];
+        let pages = (to - at).div_ceil(page) as usize;
+        if pages > v.len() {
+            return true;
+        }
+        // SAFETY: `[at, to)` lies inside the live map (checked above; `at` is page-aligned and the
+        // map starts on a page), and `v` holds one byte per page of it.
+        let rc = unsafe {
+            libc::mincore(
+                self.data.as_ptr().add(at as usize) as *mut libc::c_void,
+                (to - at) as usize,
+                v.as_mut_ptr(),
+            )
+        };
+        rc != 0 || v[..pages].iter().all(|b| b & 1 == 1)
     }
 
     fn direct_file(&self) -> &DirectFile {
