@@ -69,6 +69,9 @@ fn side(a: &ReplicationArgs, replicated: bool) -> Args {
         sluice_bin: a.sluice_bin.clone(),
         broker_flush: None,
         broker_page_cache_window_mb: None,
+        cold: false,
+        tail_rate: None,
+        broker_data_dir: None,
     }
 }
 
