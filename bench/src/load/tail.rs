@@ -66,31 +66,13 @@ async fn phase(
         if let Some(b) = cold {
             b.drop_cache()?;
         }
-        let readers = consume::readers(s, addr, topic, SeekTo::Earliest).await?;
         let ends = offsets(admin, addr, topic, OffsetSpec::Latest).await?;
-        let (_keep, rx) = watch::channel(Some(Arc::new(ends)));
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for r in readers {
-            tasks.push(tokio::spawn(consume::read(
-                r,
-                addr.to_string(),
-                topic.name.clone(),
-                rx.clone(),
-                None,
-                histogram()?,
-            )));
-        }
-        Some(tokio::spawn(async move {
-            let out = consume::join(tasks).await;
-            drop(_keep);
-            out.map(|c| {
-                let took = c
-                    .last_record
-                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(started));
-                (c, took)
-            })
-        }))
+        Some(spawn_replay(
+            s.clone(),
+            addr.to_string(),
+            topic.clone(),
+            ends,
+        )?)
     } else {
         None
     };
@@ -108,10 +90,73 @@ async fn phase(
         .await
         .map_err(|_| format!("the tailing consumer did not catch up within {DRAIN_WAIT:?}"))??;
     let replay = match replay_task {
-        Some(t) => Some(t.await.map_err(|e| format!("replay task failed: {e}"))??),
+        Some(t) => Some(
+            t.await
+                .map_err(|_| "the replay thread ended without an answer")??,
+        ),
         None => None,
     };
     Ok(Phase { tail, replay })
+}
+
+/// Starts the replay (the topic read from its start to `ends`) on a thread of its own, with its
+/// own runtime, at the lowest CPU priority: on this 2-core machine the replaying client (decoding
+/// and checking every record) would otherwise take the bench's workers from the tailing consumer
+/// and its producer, which a replaying client elsewhere would not. The broker's side is untouched.
+/// What a replay thread answers: what it read and how long it took.
+type ReplayResult = Result<(Consumed, Duration), Error>;
+
+fn spawn_replay(
+    s: Settings,
+    addr: String,
+    topic: Topic,
+    ends: Vec<u64>,
+) -> Result<tokio::sync::oneshot::Receiver<ReplayResult>, Error> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-replay".into())
+        .spawn(move || {
+            // SAFETY: plain syscalls about this thread itself; a failure only leaves its priority.
+            unsafe {
+                let tid = libc::gettid();
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+            }
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::from(format!("cannot start the replay's runtime: {e}")))
+                .and_then(|rt| rt.block_on(replay(&s, &addr, &topic, ends)));
+            let _ = tx.send(out);
+        })
+        .map_err(|e| format!("cannot start the replay thread: {e}"))?;
+    Ok(rx)
+}
+
+async fn replay(
+    s: &Settings,
+    addr: &str,
+    topic: &Topic,
+    ends: Vec<u64>,
+) -> Result<(Consumed, Duration), Error> {
+    let readers = consume::readers(s, addr, topic, SeekTo::Earliest).await?;
+    let (_keep, rx) = watch::channel(Some(Arc::new(ends)));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for r in readers {
+        tasks.push(tokio::spawn(consume::read(
+            r,
+            addr.to_string(),
+            topic.name.clone(),
+            rx.clone(),
+            None,
+            histogram()?,
+        )));
+    }
+    let c = consume::join(tasks).await?;
+    let took = c
+        .last_record
+        .map_or(Duration::ZERO, |t| t.saturating_duration_since(started));
+    Ok((c, took))
 }
 
 /// `--tail-rate`: runs the two phases, each producing for as long as the replay took alone
