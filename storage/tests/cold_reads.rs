@@ -237,7 +237,12 @@ fn rss_anon_kib() -> u64 {
 #[test]
 fn read_ahead_memory_stays_within_its_bounds_with_many_readers() {
     let dir = tempfile::tempdir().unwrap();
-    let end = fill(dir.path(), 24);
+    // `SLUICE_COLD_READS_MB` makes the log bigger (docs/testing.md).
+    let mb = std::env::var("SLUICE_COLD_READS_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let end = fill(dir.path(), mb);
     const READERS: u64 = 16;
     let (chunk, reader, budget) = (1usize << 20, 4usize << 20, 8usize << 20);
     let pool = cold(chunk, reader, budget);
@@ -273,7 +278,7 @@ fn read_ahead_memory_stays_within_its_bounds_with_many_readers() {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     sampler.join().unwrap();
     let s = pool.stats();
-    assert!(read > 200 << 20, "read only {read} bytes");
+    assert!(read > (mb << 20) * 8, "read only {read} bytes");
     assert!(s.reader_peak_bytes <= reader, "{s:?}");
     assert!(s.peak_bytes <= budget, "{s:?}");
     assert!(s.exempt_peak_bytes <= 2 * READERS as usize * chunk, "{s:?}");
