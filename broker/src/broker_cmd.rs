@@ -38,6 +38,14 @@ pub struct BrokerArgs {
     /// after each flush; 0 keeps everything [default: 1536].
     #[arg(long, env = "SLUICE_PAGE_CACHE_WINDOW_MB")]
     page_cache_window_mb: Option<u64>,
+    /// Read-ahead (MiB) each sequential reader of data behind the page-cache window may hold
+    /// [default: 16].
+    #[arg(long, env = "SLUICE_COLD_READ_AHEAD_MB")]
+    cold_read_ahead_mb: Option<u64>,
+    /// Read-ahead (MiB) all readers of data behind the page-cache window may hold together; 0 reads
+    /// that data through the segment maps instead (no direct reads) [default: 256].
+    #[arg(long, env = "SLUICE_COLD_READ_BUDGET_MB")]
+    cold_read_budget_mb: Option<u64>,
     /// How often retention and compaction run (ms).
     #[arg(long, env = "SLUICE_MAINTENANCE_INTERVAL_MS")]
     maintenance_interval_ms: Option<u64>,
@@ -87,6 +95,34 @@ pub struct BrokerArgs {
     power_loss_hook: bool,
 }
 
+/// Applies the cold-read settings (per-reader read-ahead, per-broker budget; budget 0 turns direct
+/// reads off).
+fn cold_reads(
+    c: &mut BrokerConfig,
+    ahead_mb: Option<u64>,
+    budget_mb: Option<u64>,
+) -> Result<(), ConfigError> {
+    if budget_mb == Some(0) {
+        c.cold_reads = None;
+        return Ok(());
+    }
+    let mut cold = c.cold_reads.unwrap_or_default();
+    let bytes = |mb: u64| usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    if let Some(mb) = ahead_mb {
+        cold.reader_bytes = bytes(mb);
+        cold.chunk_bytes = cold.chunk_bytes.min(cold.reader_bytes);
+    }
+    if let Some(mb) = budget_mb {
+        cold.budget_bytes = bytes(mb);
+    }
+    cold.validate().map_err(|e| ConfigError::Invalid {
+        key: "cold_read_ahead_mb / cold_read_budget_mb",
+        message: e.to_string(),
+    })?;
+    c.cold_reads = Some(cold);
+    Ok(())
+}
+
 fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
@@ -130,6 +166,11 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
     if let Some(mb) = args.page_cache_window_mb.or(file.page_cache_window_mb) {
         c.page_cache_window_bytes = (mb > 0).then_some(mb << 20);
     }
+    cold_reads(
+        &mut c,
+        args.cold_read_ahead_mb.or(file.cold_read_ahead_mb),
+        args.cold_read_budget_mb.or(file.cold_read_budget_mb),
+    )?;
     if let Some(ms) = args
         .maintenance_interval_ms
         .or(file.maintenance_interval_ms)

@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     pub flush: FlushPolicy,
     /// Page cache kept hot behind each partition's end (see `LogConfig::page_cache_window_bytes`).
     pub page_cache_window_bytes: Option<u64>,
+    /// How data behind the page-cache window is read (direct reads ahead of each sequential reader,
+    /// bounded per reader and per broker; `None`: through the segment maps, like the rest).
+    pub cold_reads: Option<sluice_storage::ColdReadConfig>,
     /// How often retention and compaction run.
     pub maintenance_interval: Duration,
     /// How long shutdown waits for in-flight requests.
@@ -163,6 +166,8 @@ impl Default for BrokerConfig {
             // Measured on these VMs: page-cache growth into fresh memory runs at ~0.4 GiB/s, recycled
             // pages at several GiB/s; 1.5 GiB keeps a partition's recent backlog hot (docs/benchmarks.md).
             page_cache_window_bytes: Some(1536 << 20),
+            // Measured (docs/benchmarks.md, "Cold reads"): 4 MiB direct reads, two in flight.
+            cold_reads: Some(sluice_storage::ColdReadConfig::default()),
             maintenance_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             default_partitions: 1,
@@ -201,6 +206,8 @@ pub struct FileConfig {
     pub maintenance_interval_ms: Option<u64>,
     pub default_partitions: Option<u32>,
     pub page_cache_window_mb: Option<u64>,
+    pub cold_read_ahead_mb: Option<u64>,
+    pub cold_read_budget_mb: Option<u64>,
     pub peers: Option<String>,
     pub join: Option<String>,
     pub raft_heartbeat_ms: Option<u64>,

@@ -65,6 +65,10 @@ pub struct LogConfig {
     /// touching fresh memory, which is slow on VMs that hand free memory back to the host; readers of
     /// older data read it back from disk. Pages a reader has mapped are not dropped.
     pub page_cache_window_bytes: Option<u64>,
+    /// How bytes outside the page-cache window are read (`None`: through the segment map, like the
+    /// rest). With a window, a sequential reader of older bytes gets direct reads ahead of it from
+    /// this shared pool (see `ColdReads`), which leaves the page cache to the newest data.
+    pub cold_reads: Option<std::sync::Arc<crate::cold::ColdReads>>,
 }
 
 /// Largest segment: index entries hold 32-bit positions.
@@ -98,6 +102,7 @@ impl Default for LogConfig {
             tombstone_retention_ms: 24 * 3600 * 1000,
             compaction_max_map_bytes: 128 << 20,
             page_cache_window_bytes: None,
+            cold_reads: None,
             flush: FlushPolicy::interval(),
         }
     }

@@ -6,7 +6,7 @@
 //!   [`PartitionLog::truncate_after`];
 //! - `flushed_offset`: every batch below it is on disk (fsynced); only truncation moves it back.
 //!
-//! The interval flusher thread lives in `crate::flusher`.
+//! The interval flusher thread lives in `crate::flusher`; reads in `crate::read`.
 //!
 //! Locks, always taken in this order: `compaction`, `flush`, `writer`, `segments`. Readers take only a
 //! brief read lock on `segments` to clone the current list.
@@ -14,7 +14,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::Bytes;
 use sluice_protocol::batch::{self, HEADER_LEN};
 use sluice_protocol::RecordBatch;
 
@@ -38,17 +37,6 @@ pub struct AppendInfo {
     pub flushed: bool,
 }
 
-/// The answer to a read.
-#[derive(Debug, Clone)]
-pub struct ReadResult {
-    /// Whole batches, exactly as stored, borrowing the segment's memory map.
-    pub bytes: Bytes,
-    /// The offset to read next (after the last batch returned; the requested offset if none).
-    pub next_offset: u64,
-    pub log_start_offset: u64,
-    pub log_end_offset: u64,
-}
-
 /// A partition log. Cheap to clone; clones share the same log.
 #[derive(Debug, Clone)]
 pub struct PartitionLog {
@@ -70,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) signal: Arc<crate::flusher::FlushSignal>,
     /// Flush rounds (each one fsync of the active segment, covering every append before it).
     pub(crate) flush_rounds: std::sync::atomic::AtomicU64,
+    /// This log's cold readers, when the config has cold reads and a page-cache window.
+    pub(crate) cold: Option<Arc<crate::cold::stream::StreamSet>>,
 }
 
 /// State only the writer touches.
@@ -125,6 +115,12 @@ impl PartitionLog {
             failed: Mutex::new(None),
             signal: Arc::new(crate::flusher::FlushSignal::default()),
             flush_rounds: std::sync::atomic::AtomicU64::new(0),
+            cold: match (&config.cold_reads, config.page_cache_window_bytes) {
+                (Some(c), Some(window)) => {
+                    Some(crate::cold::stream::StreamSet::new(c.clone(), window))
+                }
+                _ => None,
+            },
             config,
         });
         // Only `Interval` has a flusher thread; `External` logs (hundreds per broker) have none.
@@ -288,60 +284,6 @@ impl PartitionLog {
         let end = self.inner.log_end.load();
         self.inner.flush_upto(end)?;
         Ok(self.inner.flushed.load())
-    }
-
-    /// Reads whole batches from the one holding `offset`, up to `max_bytes` (at least one batch, so a
-    /// reader always makes progress). Batches not yet CRC-checked by this process are checked first; a
-    /// corrupt batch is reported as [`StorageError::Corrupt`], never returned.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
-        self.read_below(offset, max_bytes, u64::MAX)
-    }
-
-    /// [`PartitionLog::read`] returning only batches that start below `limit_offset` (a replicated
-    /// log's high watermark: consumers never see what is not committed). An `offset` between the limit
-    /// and the log end reads nothing; past the log end it is out of range.
-    pub fn read_below(
-        &self,
-        offset: u64,
-        max_bytes: usize,
-        limit_offset: u64,
-    ) -> Result<ReadResult> {
-        let inner = &*self.inner;
-        // Load the end before the segment list: a batch published under `log_end` is in the list.
-        let true_end = inner.log_end.load();
-        let log_end = true_end.min(limit_offset);
-        let segments = inner.segments_snapshot();
-        let log_start = inner.log_start.load();
-        let empty = |next| ReadResult {
-            bytes: Bytes::new(),
-            next_offset: next,
-            log_start_offset: log_start,
-            log_end_offset: log_end,
-        };
-        if offset < log_start || offset > true_end {
-            return Err(StorageError::OffsetOutOfRange {
-                offset,
-                log_start,
-                log_end: true_end,
-            });
-        }
-        if offset >= log_end {
-            return Ok(empty(offset));
-        }
-        let first = segments
-            .partition_point(|s| s.base_offset() <= offset)
-            .saturating_sub(1);
-        for seg in &segments[first..] {
-            if let Some((bytes, next)) = seg.read(offset, max_bytes, log_end)? {
-                return Ok(ReadResult {
-                    bytes,
-                    next_offset: next,
-                    log_start_offset: log_start,
-                    log_end_offset: log_end,
-                });
-            }
-        }
-        Ok(empty(log_end))
     }
 
     /// The offset of the first record whose timestamp is at or after `timestamp_ms`, or `None` if every

@@ -15,8 +15,10 @@ use hdrhistogram::Histogram;
 use sluice_client::{Admin, Consumer, ConsumerConfig, OffsetSpec, SeekTo};
 use tokio::sync::watch;
 
+use super::backlog::{self, Backlog};
 use super::produce::{self, histogram, micros, Plan};
 use super::report::{self, Report};
+use super::tail;
 use super::{
     broker_error, offsets, partitions_of, settled_end_offsets, Error, Settings, Topic, STAMP_BYTES,
 };
@@ -245,6 +247,15 @@ pub(crate) async fn run(
         Some(out)
     };
 
+    let disk = match &s.broker_data_dir {
+        Some(d) => Some(Backlog::find(d, topic)?),
+        None => None,
+    };
+    if s.cold {
+        if let Some(b) = &disk {
+            b.drop_cache()?;
+        }
+    }
     let readers = readers(s, addr, topic, SeekTo::Earliest).await?;
     let starts = positions(&readers, topic);
     let ends = offsets(admin, addr, topic, OffsetSpec::Latest).await?;
@@ -319,6 +330,13 @@ pub(crate) async fn run(
     r.set("backlog_records", backlog.into());
     if let Some(f) = &fill {
         produce::add_produce_json(&mut r, "fill_", f);
+    }
+    if let Some(b) = &disk {
+        backlog::report(&mut r, s, b, elapsed)?;
+    }
+    if let Some(rate) = s.tail_rate {
+        let cold = disk.as_ref().filter(|_| s.cold);
+        tail::report(&mut r, s, addr, topic, admin, rate, elapsed, cold).await?;
     }
     Ok(r)
 }

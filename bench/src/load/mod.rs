@@ -5,6 +5,7 @@
 //! the mode ([`produce`], [`consume`], [`e2e`]) on a multi-threaded tokio runtime, stops a spawned
 //! broker, and prints the [`report`]: a table, then one JSON object as the last line.
 
+mod backlog;
 mod collector;
 mod consume;
 mod e2e;
@@ -15,6 +16,7 @@ pub(crate) mod replication;
 mod report;
 pub(crate) mod scrape;
 pub(crate) mod spawn;
+mod tail;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -143,6 +145,19 @@ pub struct Args {
     /// so together they keep what one broker keeps].
     #[arg(long)]
     broker_page_cache_window_mb: Option<u64>,
+    /// consume: drop the backlog's pages from the page cache before reading it (a cold replay on
+    /// purpose), and measure the baseline: the same segment files read with `pread` in 1 MiB blocks
+    /// from a dropped cache. Needs the broker's data directory: --spawn-broker or --broker-data-dir.
+    #[arg(long)]
+    cold: bool,
+    /// consume: then measure a consumer tailing a live producer at this many records/s, alone and
+    /// while a second consumer replays the backlog (from a dropped cache with --cold).
+    #[arg(long)]
+    tail_rate: Option<u64>,
+    /// The data directory of the --broker broker (for --cold and for the report of how the backlog
+    /// compares with the broker's page-cache window; known for --spawn-broker).
+    #[arg(long, conflicts_with_all = ["spawn_broker", "spawn_cluster"])]
+    broker_data_dir: Option<PathBuf>,
 }
 
 impl Args {
@@ -178,6 +193,9 @@ impl Args {
             sluice_bin: None,
             broker_flush: None,
             broker_page_cache_window_mb: None,
+            cold: false,
+            tail_rate: None,
+            broker_data_dir: None,
         }
     }
 }
@@ -213,6 +231,12 @@ pub(crate) struct Settings {
     pub replication_factor: u16,
     pub broker_flush: Option<Flush>,
     pub broker_window_mb: Option<u64>,
+    /// consume: drop the backlog's cache first and measure the pread baseline.
+    pub cold: bool,
+    /// consume: tailing consumer's producer rate.
+    pub tail_rate: Option<u64>,
+    /// The broker's data directory, when known (spawned, or --broker-data-dir).
+    pub broker_data_dir: Option<PathBuf>,
 }
 
 /// The bounds of the producer's batch size (see `ProducerConfig::batch_bytes`).
@@ -269,6 +293,24 @@ impl Settings {
         if a.max_in_flight == Some(0) {
             return bad("--max-in-flight must be at least 1".into());
         }
+        if (a.cold || a.tail_rate.is_some()) && mode != Mode::Consume {
+            return bad("--cold and --tail-rate are options of consume".into());
+        }
+        if a.cold && a.spawn_cluster.is_some() {
+            return bad(
+                "--cold needs one broker's data directory: --spawn-broker or --broker-data-dir"
+                    .into(),
+            );
+        }
+        if a.cold && !a.spawn_broker && a.broker_data_dir.is_none() {
+            return bad(
+                "--cold needs the broker's data directory: --spawn-broker or --broker-data-dir"
+                    .into(),
+            );
+        }
+        if a.tail_rate == Some(0) {
+            return bad("--tail-rate must be at least 1".into());
+        }
         if a.topic.as_deref().is_some_and(str::is_empty) {
             return bad("--topic must not be empty".into());
         }
@@ -305,6 +347,9 @@ impl Settings {
                     .map_or(1, |n| n.min(u32::from(u16::MAX)) as u16),
             ),
             broker_flush: a.broker_flush,
+            cold: a.cold,
+            tail_rate: a.tail_rate,
+            broker_data_dir: a.broker_data_dir,
             broker_window_mb: a.broker_page_cache_window_mb.or(a
                 .spawn_cluster
                 .filter(|n| *n > 1)
@@ -357,7 +402,7 @@ pub(crate) fn run_report(mode: Mode, args: Args) -> Result<report::Report, Error
         None => PathBuf::new(),
     };
     let broker_arg = args.broker.clone();
-    let settings = Settings::check(mode, args)?;
+    let mut settings = Settings::check(mode, args)?;
     let extra: Vec<String> = settings
         .broker_window_mb
         .map(|mb| vec!["--page-cache-window-mb".to_string(), mb.to_string()])
@@ -374,6 +419,9 @@ pub(crate) fn run_report(mode: Mode, args: Args) -> Result<report::Report, Error
     } else {
         Vec::new()
     };
+    if settings.spawn_broker {
+        settings.broker_data_dir = brokers.first().map(spawn::SpawnedBroker::data_dir);
+    }
     let addr = if brokers.is_empty() {
         broker_arg
     } else {

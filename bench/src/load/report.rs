@@ -142,7 +142,7 @@ impl Report {
             Stop::Count(n) => (None, Some(n)),
         };
         let flush = s.broker_flush.map(|f| format!("{f:?}").to_lowercase());
-        let pairs: [(&str, Value); 21] = [
+        let pairs: [(&str, Value); 22] = [
             ("mode", s.mode.name().into()),
             ("producers", s.producers.into()),
             ("consumers", s.consumers.into()),
@@ -169,6 +169,7 @@ impl Report {
             ("brokers", s.spawn_cluster.unwrap_or(1).into()),
             ("replication_factor", s.replication_factor.into()),
             ("broker_page_cache_window_mb", s.broker_window_mb.into()),
+            ("cold", s.cold.into()),
         ];
         for (k, v) in pairs {
             self.set(k, v);

@@ -213,6 +213,11 @@ impl SpawnedBroker {
         &self.addr
     }
 
+    /// The broker's data directory (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self._data.path().join("data")
+    }
+
     /// The broker's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

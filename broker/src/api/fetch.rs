@@ -1,7 +1,9 @@
 //! Fetch (key 5), with long polling: answers once `min_bytes` of committed records are available
 //! or the wait (bounded by `max_fetch_wait`) is over. A one-partition fetch waits on that
 //! partition's high watermark; a wider one on any partition's. Reads go through each replica,
-//! below its high watermark, bounded by the response budget.
+//! below its high watermark, bounded by the response budget. A read of data behind the page-cache
+//! window never blocks the connection's worker on the disk: the replica starts reading it ahead
+//! and the fetch awaits it (unless other partitions already filled the answer).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +11,8 @@ use std::time::{Duration, Instant};
 use sluice_protocol::wire::{
     ErrorCode, FetchPartitionResult, FetchRequest, FetchResponse, FetchTopicResult, Response,
 };
+
+use sluice_storage::{ColdWait, ReadOrWait};
 
 use super::Answer;
 use crate::broker::Broker;
@@ -22,9 +26,19 @@ pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Answer {
     loop {
         any.borrow_and_update();
         let once = fetch_once(&broker, &req);
-        if once.bytes >= req.min_bytes as usize || once.errors || Instant::now() >= deadline {
+        // Nothing read yet but cold bytes on their way: wait for them, whatever `min_bytes` says,
+        // rather than answer empty and be asked again at once.
+        let cold_only = once.bytes == 0 && once.cold.is_some();
+        if (once.bytes >= req.min_bytes as usize && !cold_only)
+            || once.errors
+            || Instant::now() >= deadline
+        {
             count_sent(&broker, &once.response);
             return Ok(Response::Fetch(once.response));
+        }
+        if let Some(cold) = once.cold {
+            let _ = tokio::time::timeout_at(deadline.into(), cold).await;
+            continue;
         }
         match once.first {
             // One partition: wait for that partition's high watermark to move.
@@ -60,6 +74,8 @@ struct FetchOnce {
     errors: bool,
     /// The first partition asked for and its offset (what a one-partition fetch waits on).
     first: Option<(Arc<Replica>, u64)>,
+    /// The first partition whose bytes are being read from disk (read-ahead started).
+    cold: Option<ColdWait>,
 }
 
 fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
@@ -67,6 +83,7 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
     let mut total = 0usize;
     let mut errors = false;
     let mut first = None;
+    let mut cold = None;
     let topics = req
         .topics
         .iter()
@@ -99,11 +116,15 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
                     if budget == 0 {
                         return r;
                     }
-                    match part.read(fp.offset, (fp.max_bytes as usize).min(budget).max(1)) {
-                        Ok(read) => {
+                    let max = (fp.max_bytes as usize).min(budget).max(1);
+                    match part.read_or_wait(fp.offset, max) {
+                        Ok(ReadOrWait::Ready(read)) => {
                             budget = budget.saturating_sub(read.bytes.len());
                             total += read.bytes.len();
                             r.records = read.bytes;
+                        }
+                        Ok(ReadOrWait::Wait(w)) => {
+                            cold.get_or_insert(w);
                         }
                         Err(e) => {
                             r.error = e.code;
@@ -120,5 +141,6 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
         bytes: total,
         errors,
         first,
+        cold,
     }
 }

@@ -114,10 +114,20 @@ pub async fn start(
         Arc::new(crate::groups::CoordinatorService(groups.clone())),
     ];
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    let cold_reads = match config.cold_reads {
+        Some(c) => {
+            Some(sluice_storage::ColdReads::start(c).map_err(|e| NodeError::Data(e.to_string()))?)
+        }
+        None => None,
+    };
+    let cache = crate::replica::settings::CacheSettings {
+        page_cache_window_bytes: config.page_cache_window_bytes,
+        cold_reads,
+    };
     let replicas = Replicas::new(
         &config.data_dir,
         config.flush,
-        config.page_cache_window_bytes,
+        cache,
         services,
         metrics.clone(),
     )

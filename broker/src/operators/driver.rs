@@ -163,12 +163,16 @@ impl Driver {
     ) -> Result<(), Stop> {
         while fold.position < until {
             let start = fold.position;
-            let read = self.replica.read_local(start, READ_BYTES).map_err(|e| {
-                Stop::Failed(format!(
-                    "cannot read source offset {start} (deleted by retention before the operator read it?): {}",
-                    e.message
-                ))
-            })?;
+            let read = self
+                .replica
+                .read_local_async(start, READ_BYTES)
+                .await
+                .map_err(|e| {
+                    Stop::Failed(format!(
+                        "cannot read source offset {start} (deleted by retention before the operator read it?): {}",
+                        e.message
+                    ))
+                })?;
             fold.read(read.bytes, until, &self.targets, out.as_deref_mut())?;
             if fold.position == start {
                 // Nothing more below the high watermark: an empty read means what is left is raft

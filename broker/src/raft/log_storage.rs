@@ -48,7 +48,7 @@ macro_rules! read_from_group {
                 range: RB,
             ) -> io::Result<Vec<Entry>> {
                 let (start, end) = bounds(&range);
-                self.group.entries(start, end)
+                self.group.entries_up_to_async(start, end, usize::MAX).await
             }
 
             /// What one append request carries: bounded in bytes as well as in entries, so a
@@ -58,7 +58,9 @@ macro_rules! read_from_group {
                 start: u64,
                 end: u64,
             ) -> io::Result<Vec<Entry>> {
-                self.group.entries_up_to(start, end, MAX_APPEND_BYTES)
+                self.group
+                    .entries_up_to_async(start, end, MAX_APPEND_BYTES)
+                    .await
             }
 
             async fn read_vote(&mut self) -> io::Result<Option<Vote>> {

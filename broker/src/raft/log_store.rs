@@ -26,7 +26,7 @@ use sluice_protocol::RecordBatch;
 use sluice_storage::PartitionLog;
 use tokio::sync::mpsc;
 
-use super::entry::{batch_for, entry_from_batch};
+use super::entry::batch_for;
 pub use super::index_map::{EntryPos, IndexMap};
 pub use super::log_storage::{LogReader, LogStore};
 use super::meta_file::{MetaFile, RaftMeta};
@@ -403,57 +403,16 @@ impl GroupLog {
         Ok(())
     }
 
-    /// The entries with indexes in `[start, end)` that the log holds.
-    pub fn entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
-        self.entries_up_to(start, end, usize::MAX)
-    }
-
-    /// Like [`GroupLog::entries`], but stops after the entry that reaches `max_bytes` of batches
-    /// (always at least one entry): what one append request carries.
-    pub fn entries_up_to(&self, start: u64, end: u64, max_bytes: usize) -> io::Result<Vec<Entry>> {
-        let (first, mut offset) = {
-            let map = lock(&self.map);
-            let start = start.max(map.first);
-            let end = end.min(map.first + map.entries.len() as u64);
-            if start >= end {
-                return Ok(Vec::new());
-            }
-            match map.get(start) {
-                Some(p) => (start, p.base_offset),
-                None => return Ok(Vec::new()),
-            }
-        };
-        let want = (end - first) as usize;
-        let mut out = Vec::with_capacity(want.min(1024));
-        let mut index = first;
-        let mut bytes = 0usize;
-        while index < end && bytes < max_bytes {
-            let read = self
-                .log
-                .read(offset, READ_STEP_BYTES)
-                .map_err(|e| io_error(format!("reading raft entry {index}: {e}")))?;
-            if read.bytes.is_empty() {
-                break;
-            }
-            let mut rest = read.bytes;
-            while !rest.is_empty() && index < end && bytes < max_bytes {
-                let (batch, tail) = RecordBatch::decode_verified(&rest)
-                    .map_err(|e| io_error(format!("raft entry {index}: {e}")))?;
-                rest = tail;
-                bytes += batch.as_bytes().len();
-                if batch.header().raft_index != index {
-                    return Err(io_error(format!(
-                        "raft log out of order: expected index {index} at offset {}, found {}",
-                        batch.header().base_offset,
-                        batch.header().raft_index
-                    )));
-                }
-                out.push(entry_from_batch(batch).map_err(|e| io_error(e.to_string()))?);
-                index += 1;
-            }
-            offset = read.next_offset;
+    /// The first entry at or after `start` below `end` the log holds: its index, the end clipped
+    /// to the log, and the offset of its batch.
+    pub(super) fn entry_start(&self, start: u64, end: u64) -> Option<(u64, u64, u64)> {
+        let map = lock(&self.map);
+        let start = start.max(map.first);
+        let end = end.min(map.first + map.entries.len() as u64);
+        if start >= end {
+            return None;
         }
-        Ok(out)
+        map.get(start).map(|p| (start, end, p.base_offset))
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -472,7 +431,7 @@ impl GroupLog {
 pub const MAX_APPEND_BYTES: usize = 8 << 20;
 
 /// Bytes read per step when entries are fetched for replication or apply.
-const READ_STEP_BYTES: usize = 4 << 20;
+pub(super) const READ_STEP_BYTES: usize = 4 << 20;
 
 /// Fires append callbacks in order after the fsync that covers them. Each round takes every job
 /// queued so far and runs one fsync for all of them (group commit).

@@ -22,6 +22,7 @@ pub mod activity;
 pub mod append_pipeline;
 pub mod append_stream;
 pub mod codec;
+pub mod entries;
 pub mod entry;
 pub mod group;
 pub mod index_map;

@@ -173,7 +173,8 @@ impl PeerNetwork {
         loop {
             let batches = if offset < hw {
                 let read = log
-                    .read_below(offset, SNAPSHOT_CHUNK_BYTES, hw)
+                    .read_below_async(offset, SNAPSHOT_CHUNK_BYTES, hw)
+                    .await
                     .map_err(|e| {
                         StreamingError::Network(NetworkError::from_string(e.to_string()))
                     })?;

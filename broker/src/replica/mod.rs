@@ -40,7 +40,7 @@ use bytes::Bytes;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, ServerState};
 use sluice_protocol::wire::Acks;
-use sluice_storage::ReadResult;
+use sluice_storage::{ReadOrWait, ReadResult};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -206,6 +206,29 @@ impl Replica {
             .log
             .log
             .read_below(offset, max_bytes, self.high_watermark())?)
+    }
+
+    /// [`Replica::read`] without blocking on the disk: when the bytes are behind the page-cache
+    /// window and not read yet, starts reading them and returns what to await before asking again.
+    pub fn read_or_wait(&self, offset: u64, max_bytes: usize) -> Result<ReadOrWait> {
+        if !self.is_leader() {
+            return Err(ServiceError::not_leader(self.leader_addr()));
+        }
+        Ok(self
+            .group
+            .log
+            .log
+            .read_below_or_wait(offset, max_bytes, self.high_watermark())?)
+    }
+
+    /// [`Replica::read_local`] for async callers: awaits cold bytes instead of blocking a worker.
+    pub async fn read_local_async(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        Ok(self
+            .group
+            .log
+            .log
+            .read_below_async(offset, max_bytes, self.high_watermark())
+            .await?)
     }
 
     /// The first committed offset whose record timestamp is at or after `timestamp_ms`, or `None`

@@ -15,7 +15,7 @@ use sluice_protocol::wire::ErrorCode;
 use sluice_storage::{FlushPolicy, PartitionLog};
 
 use super::services::LeaderService;
-use super::settings::{validate_name, TopicSettings};
+use super::settings::{validate_name, CacheSettings, TopicSettings};
 use super::Replica;
 use crate::error::{Result, ServiceError};
 use crate::metrics::Metrics;
@@ -59,7 +59,7 @@ pub struct ReplicaSpec<'a> {
 pub struct Replicas {
     dir: PathBuf,
     flush: FlushPolicy,
-    cache_window: Option<u64>,
+    cache: CacheSettings,
     topics: RwLock<HashMap<String, Arc<HostedTopic>>>,
     /// Run on every replica this broker leads.
     services: Vec<Arc<dyn LeaderService>>,
@@ -99,7 +99,7 @@ impl Replicas {
     pub fn new(
         data_dir: &Path,
         flush: FlushPolicy,
-        cache_window: Option<u64>,
+        cache: CacheSettings,
         services: Vec<Arc<dyn LeaderService>>,
         metrics: Arc<Metrics>,
     ) -> Result<Replicas> {
@@ -108,7 +108,7 @@ impl Replicas {
         Ok(Replicas {
             dir,
             flush,
-            cache_window,
+            cache,
             topics: RwLock::new(HashMap::new()),
             any_append: Arc::new(tokio::sync::watch::channel(0u64).0),
             services,
@@ -169,7 +169,7 @@ impl Replicas {
             .map_err(|m| ServiceError::new(ErrorCode::INVALID_CONFIG, m))?;
         let tdir = self.dir.join(name);
         let pdir = tdir.join(partition.to_string());
-        let cfg = settings.log_config(self.flush, self.cache_window);
+        let cfg = settings.log_config(self.flush, &self.cache);
         let file = TopicFile {
             id: topic_id,
             configs: configs.to_vec(),

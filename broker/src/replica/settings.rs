@@ -147,13 +147,10 @@ impl TopicSettings {
         }
     }
 
-    pub fn log_config(
-        &self,
-        flush: FlushPolicy,
-        page_cache_window_bytes: Option<u64>,
-    ) -> LogConfig {
+    pub fn log_config(&self, flush: FlushPolicy, cache: &CacheSettings) -> LogConfig {
         LogConfig {
-            page_cache_window_bytes,
+            page_cache_window_bytes: cache.page_cache_window_bytes,
+            cold_reads: cache.cold_reads.clone(),
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
             retention_bytes: self.retention_bytes,
@@ -162,6 +159,14 @@ impl TopicSettings {
             ..LogConfig::default()
         }
     }
+}
+
+/// How a broker's partition logs use the page cache: the window of newest data kept cached, and
+/// the shared cold-read pool that serves what lies behind it (see `sluice_storage::ColdReads`).
+#[derive(Debug, Clone, Default)]
+pub struct CacheSettings {
+    pub page_cache_window_bytes: Option<u64>,
+    pub cold_reads: Option<std::sync::Arc<sluice_storage::ColdReads>>,
 }
 
 /// Whether a topic is internal (named `__...`, like `__consumer_offsets`): created and written by

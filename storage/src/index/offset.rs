@@ -50,6 +50,42 @@ impl OffsetIndex {
         lo.checked_sub(1).map(|i| self.entry(i))
     }
 
+    /// Positions of indexed batches, for planning reads by byte range: the last indexed position
+    /// in `(after, at_most]` and the first in `(after, below)`. Entry positions strictly increase,
+    /// so both are binary searches; only entries below `below` (the loaded segment length) count,
+    /// since an entry may be published a moment before its batch.
+    pub(crate) fn positions_around(
+        &self,
+        after: u64,
+        at_most: u64,
+        below: u64,
+    ) -> (Option<u64>, Option<u64>) {
+        let n = self.file.len();
+        let pos = |i: usize| u64::from(self.entry(i).1);
+        // First entry with position > x.
+        let upper = |x: u64| {
+            let (mut lo, mut hi) = (0usize, n);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if pos(mid) <= x {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        let first_after = upper(after);
+        let floor = upper(at_most.min(below.saturating_sub(1)))
+            .checked_sub(1)
+            .filter(|&i| i >= first_after)
+            .map(pos);
+        let next = (first_after < n)
+            .then(|| pos(first_after))
+            .filter(|&p| p < below);
+        (floor, next)
+    }
+
     /// Appends an entry. Entries strictly increase in both relative offset and position (a
     /// programmer error otherwise: the writer indexes batches in order, and recovery checks the
     /// offsets it reads from a file before indexing them).

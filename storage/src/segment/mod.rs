@@ -10,8 +10,10 @@
 //!
 //! Files of this module: `open` (opening an existing segment after a clean or unclean stop),
 //! `recover` (the recovery scan that cuts a torn or corrupt tail), `write` (append, seal, sync,
-//! truncation: the single writer's side) and `read` (readers' side: locate, verify, serve).
+//! truncation: the single writer's side), `read` (readers' side: locate, verify, serve) and `cold`
+//! (direct reads of byte ranges for the cold-read path, `crate::cold`).
 
+mod cold;
 mod open;
 mod read;
 mod recover;
@@ -85,6 +87,10 @@ pub(crate) struct Segment {
     cache_dropped_upto: std::sync::atomic::AtomicU64,
     /// Reads were prefetched up to here (see `Segment::read`).
     prefetched_upto: std::sync::atomic::AtomicU64,
+    /// The descriptor cold reads use, opened on the first one (see `segment::cold`).
+    direct: std::sync::OnceLock<cold::DirectFile>,
+    /// Truncations so far; raised before a truncation touches a byte (see `Segment::truncations`).
+    truncations: std::sync::atomic::AtomicU64,
 }
 
 /// The system's page size (4 KiB if it cannot be read), a power of two.
@@ -193,6 +199,8 @@ impl Segment {
             index_interval_bytes: config.index_interval_bytes,
             cache_dropped_upto: std::sync::atomic::AtomicU64::new(0),
             prefetched_upto: std::sync::atomic::AtomicU64::new(0),
+            direct: std::sync::OnceLock::new(),
+            truncations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

@@ -20,12 +20,15 @@ impl Segment {
     /// after the last batch returned, or `None` if no batch at or after `offset` is in this segment.
     /// Batches at or past `limit_offset` (the log end the caller loaded) are not returned: the
     /// segment publishes a batch a moment before the log end moves past it, and a read must never
-    /// hand out an offset the log does not admit to yet.
+    /// hand out an offset the log does not admit to yet. `prefetch`: ask the kernel to read ahead
+    /// (off when cold reads serve uncached data instead: read-ahead through the map would make
+    /// the bytes ahead look cached and keep the reader on the map).
     pub(crate) fn read(
         &self,
         offset: u64,
         max_bytes: usize,
         limit_offset: u64,
+        prefetch: bool,
     ) -> Result<Option<(Bytes, u64)>> {
         let end = self.len.load();
         let Some(start) = self.locate(offset, end)? else {
@@ -65,7 +68,9 @@ impl Segment {
         if pos == start {
             return Ok(None);
         }
-        self.prefetch(start, (pos + PREFETCH_AHEAD_BYTES).min(end));
+        if prefetch {
+            self.prefetch(start, (pos + PREFETCH_AHEAD_BYTES).min(end));
+        }
         Ok(Some((self.data.slice(start as usize..pos as usize), next)))
     }
 
@@ -110,7 +115,7 @@ impl Segment {
 
     /// Start position for a scan to relative offset `rel`, using only index entries below `end` (an
     /// entry may be published a moment before the batch it points to).
-    fn floor_position(&self, rel: u32, end: u64) -> u64 {
+    pub(super) fn floor_position(&self, rel: u32, end: u64) -> u64 {
         let mut rel = rel;
         loop {
             match self.offset_index.floor(rel) {

@@ -218,6 +218,9 @@ impl Segment {
     pub(crate) fn truncate_to(&self, pos: u64, next_offset: u64) -> Result<()> {
         let len = self.len.load();
         debug_assert!(pos <= len);
+        // Before any byte changes: a cold reader holding bytes of this segment sees the count move
+        // and reads them again.
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         self.len.retreat(pos);
         self.next_offset.retreat(next_offset.max(self.base_offset));
         if self.verified.load() > pos {

@@ -178,6 +178,9 @@ impl GroupSettings {
             sluice_bin: None,
             broker_flush: None,
             broker_page_cache_window_mb: None,
+            cold: false,
+            tail_rate: None,
+            broker_data_dir: None,
         };
         Settings::check(Mode::Consume, args)
     }

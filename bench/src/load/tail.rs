@@ -1,0 +1,208 @@
+//! `sluice-bench consume --tail-rate N`: does a replay hurt tailing consumers? A consumer tails
+//! the backlog's topic while a producer writes to it at N records/s (each value stamped with its
+//! send time, as in `e2e`), first alone, then while a second consumer replays the backlog from the
+//! start (from a dropped page cache with `--cold`). Both phases produce for the same time: as long
+//! as the replay took alone in the main measurement, so the second phase's tail runs while the
+//! replay (slower under the extra load) is still going. Reported: the tail's end-to-end latency in
+//! each phase and the replay's rate under the tail's load.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_client::{Admin, OffsetSpec, SeekTo};
+use tokio::sync::watch;
+
+use super::backlog::Backlog;
+use super::consume::{self, Consumed, SETTLE_WAIT};
+use super::produce::{self, histogram, Plan};
+use super::report::{mib, round1, round3, Report};
+use super::{offsets, settled_end_offsets, Error, Settings, Stop, Topic};
+
+/// How long the tail may take to reach the end once its producer finished.
+const DRAIN_WAIT: Duration = Duration::from_secs(60);
+
+/// What one phase measured.
+#[derive(Debug)]
+pub(crate) struct Phase {
+    /// The tailing consumer: records, and end-to-end latency per record.
+    pub tail: Consumed,
+    /// The replay, if the phase had one, and how long it took.
+    pub replay: Option<(Consumed, Duration)>,
+}
+
+/// Runs one phase: a producer at `rate` for `duration` with a consumer tailing it, and, with
+/// `replay`, a consumer reading the topic from its start (after dropping `cold`'s pages).
+#[allow(clippy::too_many_arguments)]
+async fn phase(
+    s: &Settings,
+    addr: &str,
+    topic: &Topic,
+    admin: &Admin,
+    rate: u64,
+    duration: Duration,
+    replay: bool,
+    cold: Option<&Backlog>,
+) -> Result<Phase, Error> {
+    let one = Settings {
+        consumers: 1,
+        ..s.clone()
+    };
+    let base = Instant::now();
+    let tailers = consume::readers(&one, addr, topic, SeekTo::Latest).await?;
+    let starts = consume::positions(&tailers, topic);
+    let (ends_tx, ends_rx) = watch::channel(None);
+    let mut tail = Vec::new();
+    for r in tailers {
+        tail.push(tokio::spawn(consume::read(
+            r,
+            addr.to_string(),
+            topic.name.clone(),
+            ends_rx.clone(),
+            Some(base),
+            histogram()?,
+        )));
+    }
+    let replay_task = if replay {
+        if let Some(b) = cold {
+            b.drop_cache()?;
+        }
+        let ends = offsets(admin, addr, topic, OffsetSpec::Latest).await?;
+        Some(spawn_replay(
+            s.clone(),
+            addr.to_string(),
+            topic.clone(),
+            ends,
+        )?)
+    } else {
+        None
+    };
+    let plan = Plan {
+        stop: Stop::Duration(duration),
+        rate: Some(rate),
+        stamp_base: Some(base),
+    };
+    let produced = produce::produce(&one, addr, topic, plan).await?;
+    let ends =
+        settled_end_offsets(admin, addr, topic, &starts, produced.records, SETTLE_WAIT).await?;
+    // A send error only means the tail already ended (on an error, which joining reports).
+    let _ = ends_tx.send(Some(Arc::new(ends)));
+    let tail = tokio::time::timeout(DRAIN_WAIT, consume::join(tail))
+        .await
+        .map_err(|_| format!("the tailing consumer did not catch up within {DRAIN_WAIT:?}"))??;
+    let replay = match replay_task {
+        Some(t) => Some(
+            t.await
+                .map_err(|_| "the replay thread ended without an answer")??,
+        ),
+        None => None,
+    };
+    Ok(Phase { tail, replay })
+}
+
+/// Starts the replay (the topic read from its start to `ends`) on a thread of its own, with its
+/// own runtime, at the lowest CPU priority: on this 2-core machine the replaying client (decoding
+/// and checking every record) would otherwise take the bench's workers from the tailing consumer
+/// and its producer, which a replaying client elsewhere would not. The broker's side is untouched.
+/// What a replay thread answers: what it read and how long it took.
+type ReplayResult = Result<(Consumed, Duration), Error>;
+
+fn spawn_replay(
+    s: Settings,
+    addr: String,
+    topic: Topic,
+    ends: Vec<u64>,
+) -> Result<tokio::sync::oneshot::Receiver<ReplayResult>, Error> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-replay".into())
+        .spawn(move || {
+            // SAFETY: plain syscalls about this thread itself; a failure only leaves its priority.
+            unsafe {
+                let tid = libc::gettid();
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+            }
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::from(format!("cannot start the replay's runtime: {e}")))
+                .and_then(|rt| rt.block_on(replay(&s, &addr, &topic, ends)));
+            let _ = tx.send(out);
+        })
+        .map_err(|e| format!("cannot start the replay thread: {e}"))?;
+    Ok(rx)
+}
+
+async fn replay(
+    s: &Settings,
+    addr: &str,
+    topic: &Topic,
+    ends: Vec<u64>,
+) -> Result<(Consumed, Duration), Error> {
+    let readers = consume::readers(s, addr, topic, SeekTo::Earliest).await?;
+    let (_keep, rx) = watch::channel(Some(Arc::new(ends)));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for r in readers {
+        tasks.push(tokio::spawn(consume::read(
+            r,
+            addr.to_string(),
+            topic.name.clone(),
+            rx.clone(),
+            None,
+            histogram()?,
+        )));
+    }
+    let c = consume::join(tasks).await?;
+    let took = c
+        .last_record
+        .map_or(Duration::ZERO, |t| t.saturating_duration_since(started));
+    Ok((c, took))
+}
+
+/// `--tail-rate`: runs the two phases, each producing for as long as the replay took alone
+/// (`replay_alone`, at least 3 s), and adds their figures to the consume report.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn report(
+    r: &mut Report,
+    s: &Settings,
+    addr: &str,
+    topic: &Topic,
+    admin: &Admin,
+    rate: u64,
+    replay_alone: Duration,
+    cold: Option<&Backlog>,
+) -> Result<(), Error> {
+    let d = replay_alone.max(Duration::from_secs(3));
+    let alone = phase(s, addr, topic, admin, rate, d, false, None).await?;
+    let with = phase(s, addr, topic, admin, rate, d, true, cold).await?;
+    let p99 = |c: &Consumed| c.latency.value_at_quantile(0.99) as f64 / 1000.0;
+    let (a, w) = (p99(&alone.tail), p99(&with.tail));
+    r.latency("tail end to end, alone", &alone.tail.latency);
+    r.latency("tail end to end, during the replay", &with.tail.latency);
+    r.latency_json("tail_alone_", &alone.tail.latency);
+    r.latency_json("tail_replay_", &with.tail.latency);
+    r.set("tail_rate", rate.into());
+    r.set("tail_p99_ratio", round3(w / a.max(1e-9)).into());
+    let mut line =
+        format!(
+        "tail: a consumer tailing {rate} records/s for {:.1} s, end-to-end p99 {a:.3} ms alone, \
+         {w:.3} ms while a second consumer replayed the backlog{} ({:.2}x)",
+        d.as_secs_f64(),
+        if cold.is_some() { " from a dropped cache" } else { "" },
+        w / a.max(1e-9)
+    );
+    if let Some((c, took)) = &with.replay {
+        r.throughput("replay during the tail", c.records, c.value_bytes, *took);
+        r.set(
+            "replay_under_tail_mb_per_s",
+            round1(mib(c.value_bytes) / took.as_secs_f64().max(1e-9)).into(),
+        );
+        line.push_str(&format!(
+            "; the replay took {:.2} s (alone: {:.2} s)",
+            took.as_secs_f64(),
+            replay_alone.as_secs_f64()
+        ));
+    }
+    r.note(line);
+    Ok(())
+}

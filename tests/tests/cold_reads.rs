@@ -1,0 +1,205 @@
+//! Cold reads through real brokers (`sluice_storage::ColdReads`): data behind a (tiny) page-cache
+//! window read by a consumer, and by a follower catching up, comes back byte for byte as the log
+//! holds it, and is read without filling the page cache (the old segments stay uncached, which a
+//! read through the segment maps would not leave them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_protocol::wire::{Acks, ErrorCode, LATEST};
+use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
+use sluice_storage::{LogConfig, PartitionLog};
+use sluice_tests::cluster::{create, eventually, leaders, Cluster};
+use sluice_tests::{Broker, RawConn};
+
+/// A 1 MiB page-cache window, 1 MiB of read-ahead per reader (so 1 MiB direct reads).
+const COLD: &[&str] = &[
+    "--page-cache-window-mb",
+    "1",
+    "--cold-read-ahead-mb",
+    "1",
+    "--cold-read-budget-mb",
+    "8",
+];
+
+/// A batch of 32 records of ~2 KB whose values name the batch and record.
+fn big_batch(tag: usize) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..32 {
+        let mut v = format!("{tag}-{i}-").into_bytes();
+        v.resize(2000, b'a' + (tag % 26) as u8);
+        b.append(1000, None, Some(&v), &[]);
+    }
+    b.seal().unwrap()
+}
+
+fn log_dir(data: &Path, topic: &str) -> PathBuf {
+    data.join("topics").join(topic).join("0")
+}
+
+/// The segment files of a partition, oldest first, without the newest `keep`.
+fn old_segments(dir: &Path, keep: usize) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    v.sort();
+    v.truncate(v.len().saturating_sub(keep));
+    v
+}
+
+/// Drops the files' pages from the page cache (those no process has mapped).
+fn drop_cache(files: &[PathBuf]) {
+    for f in files {
+        let file = std::fs::File::open(f).unwrap();
+        // SAFETY: advice on our own descriptor; it changes no file contents.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
+/// Pages of the files in the page cache, and pages in all.
+fn resident(files: &[PathBuf]) -> (usize, usize) {
+    let (mut res, mut all) = (0, 0);
+    for f in files {
+        let file = std::fs::File::open(f).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        if len == 0 {
+            continue;
+        }
+        // SAFETY: a private read-only map of a file we opened, unmapped below; mincore writes
+        // one byte per page into `vec`, which holds that many.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            let pages = len.div_ceil(4096);
+            let mut vec = vec![0u8; pages];
+            assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+            libc::munmap(p, len);
+            res += vec.iter().filter(|b| *b & 1 == 1).count();
+            all += pages;
+        }
+    }
+    (res, all)
+}
+
+/// Every batch of a stopped broker's partition log, read straight from its files (through the
+/// maps, every CRC checked): the bytes a fully cached read returns.
+fn stored(dir: &Path) -> Vec<u8> {
+    let (log, _) = PartitionLog::open(dir, LogConfig::default()).unwrap();
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let r = log.read(offset, 1 << 20).unwrap();
+        out.extend_from_slice(&r.bytes);
+        offset = r.next_offset;
+    }
+    out
+}
+
+/// A consumer replays ~10 MiB of a partition whose page-cache window is 1 MiB, after the old
+/// segments' pages were dropped: every fetched batch passes its CRCs, the bytes are exactly what
+/// the log holds (read afterwards through the maps), and the old segments are still uncached
+/// after the replay (direct reads). Seen failing with `--cold-read-budget-mb 0` (reads through the
+/// maps: the old segments came back into the page cache, 100 % resident).
+#[test]
+fn a_consumer_replaying_behind_the_window_gets_the_stored_bytes_and_leaves_the_cache_alone() {
+    let mut b = Broker::start(COLD);
+    let mut c = RawConn::connect(b.addr);
+    c.create_topic("t", 1, &[("segment.bytes", "2097152")]);
+    for i in 0..160 {
+        let r = c.produce_acks("t", 0, big_batch(i), Acks::All);
+        assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+    }
+    let end = c.list_offset("t", 0, LATEST).offset as u64;
+    let dir = log_dir(b.data_dir(), "t");
+    let old = old_segments(&dir, 1);
+    assert!(old.len() >= 3, "too few segments: {old:?}");
+    drop_cache(&old);
+    let (before, pages) = resident(&old);
+
+    let mut fetched = Vec::new();
+    let mut offset = 0u64;
+    while offset < end {
+        let p = c.fetch("t", 0, offset, 1000);
+        assert_eq!(p.error, ErrorCode::NONE);
+        assert!(!p.records.is_empty(), "nothing at {offset}");
+        for batch in RecordBatch::iter_all(p.records.clone()) {
+            let batch = batch.expect("a fetched batch failed its checks");
+            offset = batch.header().next_offset();
+        }
+        fetched.extend_from_slice(&p.records);
+    }
+    let (after, _) = resident(&old);
+    assert!(
+        after <= before + pages / 10,
+        "the replay filled the page cache: {before} -> {after} of {pages} pages"
+    );
+    b.terminate();
+    assert_eq!(fetched, stored(&dir), "fetched bytes differ from the log");
+}
+
+/// A follower stopped while ~10 MiB are written catches up from the leader's segments behind the
+/// leader's 1 MiB window, dropped from the page cache first (raft append entries, read by the
+/// leader's cold readers): its log then holds the leader's batches byte for byte. Seen failing
+/// (the catch-up stalled: every cold read reported a corrupt batch) with `Segment::read_direct`
+/// returning 0 instead of where the asked position lies in its aligned buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catching_up_from_behind_the_window_gets_the_leaders_bytes() {
+    let mut args = vec![
+        "--raft-heartbeat-ms",
+        "100",
+        "--raft-election-timeout-ms",
+        "800",
+    ];
+    args.extend_from_slice(COLD);
+    let mut cluster = Cluster::start(3, &args);
+    create(&cluster, "f", 1, 3, &[("segment.bytes", "2097152")]);
+    let leader = leaders(&cluster, "f", 1).unwrap()[0];
+    let follower = (leader % 3) + 1;
+    let mut c = RawConn::connect(cluster.addr(leader));
+    cluster.member(follower).broker.kill();
+    for i in 0..160 {
+        let r = c.produce_acks("f", 0, big_batch(i), Acks::All);
+        assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+    }
+    let end = c.list_offset("f", 0, LATEST).offset as u64;
+    let lead_dir = {
+        let m = cluster.member(leader);
+        log_dir(m.broker.data_dir(), "f")
+    };
+    // The leader's old segments leave the page cache, so the catch-up reads them from disk.
+    drop_cache(&old_segments(&lead_dir, 1));
+    cluster.member(follower).broker.restart();
+    eventually(Duration::from_secs(60), "the follower to catch up", || {
+        let mut f = RawConn::connect(cluster.addr(follower));
+        let m = f.try_metadata(Some(vec!["f".to_string()]))?;
+        let p = m.topics.first()?.partitions.first()?;
+        (p.high_watermark as u64 >= end).then_some(())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let foll_dir = {
+        let m = cluster.member(follower);
+        log_dir(m.broker.data_dir(), "f")
+    };
+    for m in cluster.members.iter_mut() {
+        m.broker.terminate();
+    }
+    let (lead, foll) = (stored(&lead_dir), stored(&foll_dir));
+    assert!(
+        lead.len() > 8 << 20,
+        "the leader holds {} bytes",
+        lead.len()
+    );
+    assert!(foll == lead, "the follower's log differs from the leader's");
+}
