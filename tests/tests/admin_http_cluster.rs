@@ -1,7 +1,8 @@
 //! The HTTP admin API on a 3-broker cluster: every broker is ready and answers for the whole
-//! cluster, including what only other brokers hold — the offsets of partitions it hosts no replica
-//! of (asked of their leaders), groups coordinated elsewhere — and a replica move started over
-//! HTTP completes.
+//! cluster, including what only other brokers hold — the offsets and sizes of partitions it hosts
+//! no replica of, every replica's state and every broker's raft state (each asked of the broker
+//! that has it), groups coordinated elsewhere — a broker that is down costs only its own rows, and
+//! a replica move started over HTTP completes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -66,8 +67,8 @@ async fn every_broker_answers_for_the_whole_cluster() {
         );
         assert_eq!(run.code, 0, "{}", run.stderr);
     }
-    // Every broker gives the same high watermarks, whether it hosts the partition or not; only
-    // its own replicas have a size.
+    // Every broker gives the same high watermarks and sizes, whether it hosts the partition or
+    // not (both come from the partition's leader).
     let mut seen: Option<Vec<Value>> = None;
     for (i, base) in bases.iter().enumerate() {
         let node = i as u64 + 1;
@@ -85,7 +86,7 @@ async fn every_broker_answers_for_the_whole_cluster() {
                 .unwrap()
                 .iter()
                 .any(|r| r.as_u64() == Some(node));
-            assert_eq!(p["size_bytes"].is_u64(), hosted, "broker {node}: {p}");
+            assert!(p["size_bytes"].as_u64() > Some(0), "broker {node}: {p}");
             assert!(p["error"].is_null(), "{p}");
             remote += usize::from(!hosted);
         }
@@ -167,4 +168,156 @@ async fn every_broker_answers_for_the_whole_cluster() {
         (t["partitions"][0]["replicas"] == json!(target)).then_some(())
     })
     .await;
+}
+
+/// The leader's row among a partition's `replica_states`.
+fn leader_state(p: &Value) -> Option<&Value> {
+    let states = p["replica_states"].as_array()?;
+    let mut leading = states.iter().filter(|r| r["role"] == "leader");
+    let first = leading.next()?;
+    leading.next().is_none().then_some(first)
+}
+
+/// Each broker reports what it holds (DescribeReplicas), and any broker's admin API shows all of
+/// it. Broken once: answering `replicas_everywhere` from the local broker only (no DescribeReplicas
+/// to the others) made it fail (a timeout in `until`: no partition had exactly one leading replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broker_shows_every_replica_and_every_brokers_raft_state() {
+    let mut cluster = Cluster::start(3, &[]);
+    let http = Client::new();
+    let bases: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| m.broker.admin_url())
+        .collect();
+    for base in &bases {
+        until(60, "readiness", || async {
+            (get(&http, base, "/readyz").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+    }
+    let created = http
+        .post(format!("{}/v1/topics", bases[0]))
+        .json(&json!({"name": "t", "partitions": 3, "replication_factor": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let lines: String = (0..300).map(|i| format!("record-{i}\n")).collect();
+    let run = sluice(cluster.bootstrap(), &["produce", "t"], Some(&lines));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // From every broker: each partition's three replicas, one of them leading (the partition's
+    // leader), all with the leader's log end once caught up, each with bytes on disk.
+    for base in &bases {
+        let t = until(30, "every replica's state", || async {
+            let (s, t) = get(&http, base, "/v1/topics/t").await;
+            let ps = t["partitions"].as_array()?;
+            let settled = s == StatusCode::OK
+                && ps.iter().all(|p| {
+                    let Some(leader) = leader_state(p) else {
+                        return false;
+                    };
+                    let states = p["replica_states"].as_array().unwrap();
+                    states.len() == 3
+                        && states.iter().all(|r| {
+                            r["error"].is_null()
+                                && r["log_end_offset"] == leader["log_end_offset"]
+                                && r["size_bytes"].as_u64() > Some(0)
+                        })
+                });
+            settled.then_some(t)
+        })
+        .await;
+        let mut stored = 0;
+        for p in t["partitions"].as_array().unwrap() {
+            let leader = leader_state(p).unwrap();
+            assert_eq!(p["leader"], leader["broker"], "{p}");
+            assert_eq!(p["log_end_offset"], leader["log_end_offset"], "{p}");
+            assert_eq!(p["size_bytes"], leader["size_bytes"], "{p}");
+            assert_eq!(p["high_watermark"], leader["high_watermark"], "{p}");
+            let brokers: Vec<&Value> = p["replica_states"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| &r["broker"])
+                .collect();
+            let replicas: Vec<&Value> = p["replicas"].as_array().unwrap().iter().collect();
+            assert_eq!(brokers, replicas, "in replica order: {p}");
+            stored +=
+                p["high_watermark"].as_u64().unwrap() - p["log_start_offset"].as_u64().unwrap();
+        }
+        // The records, plus a few raft entries per partition (its first ones, leader changes).
+        assert!(
+            (300..320).contains(&stored),
+            "{stored} offsets for 300 records: {t}"
+        );
+    }
+
+    // The cluster view from every broker: each broker's own metadata raft state and replicas, with
+    // exactly one metadata leader — the controller — and every partition led once.
+    for base in &bases {
+        let c = until(30, "every broker's raft state", || async {
+            let (s, c) = get(&http, base, "/v1/cluster").await;
+            let brokers = c["brokers"].as_array()?;
+            let leading: u64 = brokers
+                .iter()
+                .map(|b| b["replicas"]["leading"].as_u64().unwrap_or(0))
+                .sum();
+            (s == StatusCode::OK
+                && brokers.len() == 3
+                && brokers
+                    .iter()
+                    .all(|b| b["metadata_raft"]["role"].is_string())
+                && leading == 3)
+                .then_some(c)
+        })
+        .await;
+        let brokers = c["brokers"].as_array().unwrap();
+        let meta_leaders: Vec<&Value> = brokers
+            .iter()
+            .filter(|b| b["metadata_raft"]["role"] == "leader")
+            .map(|b| &b["node_id"])
+            .collect();
+        assert_eq!(meta_leaders, vec![&c["controller"]], "{c}");
+        for b in brokers {
+            assert_eq!(b["replicas"]["hosted"], 3, "{c}");
+            assert!(b["error"].is_null(), "{c}");
+        }
+    }
+
+    // Broker 3 down: its rows say so, the rest is still answered.
+    cluster.member(3).broker.kill();
+    let (s, c) = until(30, "broker 3's row to report the failure", || async {
+        let (s, c) = get(&http, &bases[0], "/v1/cluster").await;
+        let b3 = c["brokers"]
+            .as_array()?
+            .iter()
+            .find(|b| b["node_id"] == 3)?
+            .clone();
+        b3["error"].is_string().then_some((s, c))
+    })
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    for b in c["brokers"].as_array().unwrap() {
+        let down = b["node_id"] == 3;
+        assert_eq!(b["metadata_raft"].is_null(), down, "{c}");
+        assert_eq!(b["error"].is_string(), down, "{c}");
+    }
+    let t = until(30, "leaders among the live brokers", || async {
+        let (_, t) = get(&http, &bases[1], "/v1/topics/t").await;
+        let ps = t["partitions"].as_array()?;
+        ps.iter()
+            .all(|p| leader_state(p).is_some_and(|l| l["broker"] != 3))
+            .then_some(t)
+    })
+    .await;
+    for p in t["partitions"].as_array().unwrap() {
+        for r in p["replica_states"].as_array().unwrap() {
+            let down = r["broker"] == 3;
+            assert_eq!(r["error"].is_string(), down, "{p}");
+            assert_eq!(r["role"].is_null(), down, "{p}");
+        }
+        assert!(p["high_watermark"].as_u64() > Some(0), "{p}");
+    }
 }

@@ -185,6 +185,10 @@ fn sample(api: ApiKey) -> Request {
             delete: vec!["retention.bytes".into()],
         }),
         ApiKey::BalanceLeaders => Request::BalanceLeaders(BalanceLeadersRequest { local: false }),
+        ApiKey::DescribeReplicas => Request::DescribeReplicas(DescribeReplicasRequest {
+            topics: vec!["t".into()],
+            partitions: true,
+        }),
     }
 }
 

@@ -137,7 +137,7 @@ fn raft_sample(
         partition,
         term: s.term,
         // openraft's leader state is this broker leading.
-        leader: s.role == "leader",
+        leader: s.role == crate::raft::Role::Leader,
         leader_changes,
         last_log_index: s.last_log_index.unwrap_or(0),
         committed_index: s.committed_index.unwrap_or(0),

@@ -12,6 +12,7 @@
 //! - [`moves`]: start and complete partition replica moves;
 //! - [`operators`]: window operator definitions (create, list, describe, pause, resume, delete);
 //! - [`producers`]: producer ids and epochs for idempotent producers;
+//! - [`replicas`]: what each broker holds (raft state, replicas, offsets, sizes), asked of each;
 //! - [`status`]: readiness, raft state and replicas by role;
 //! - [`view`]: the cluster as a client sees it (brokers, controller, topics, partition leaders).
 
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod moves;
 pub mod operators;
 pub mod producers;
+pub mod replicas;
 pub mod status;
 pub mod topic_configs;
 pub mod topics;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::broker::Broker;
 use crate::raft::RaftStatus;
+pub use crate::replica::report::ReplicaCounts;
 
 /// Why this broker is or is not ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -13,16 +14,6 @@ pub struct Readiness {
     pub ready: bool,
     /// What keeps it from being ready; empty when ready.
     pub reasons: Vec<String>,
-}
-
-/// This broker's replicas, counted by role.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ReplicaCounts {
-    pub hosted: u32,
-    pub leading: u32,
-    pub following: u32,
-    /// Hosted replicas that know no leader (elections under way, or cut off).
-    pub without_leader: u32,
 }
 
 /// Most not-ready partitions named in a readiness answer (a broker with thousands of replicas
@@ -85,17 +76,6 @@ impl Broker {
 
     /// This broker's replicas by role.
     pub fn replica_counts(&self) -> ReplicaCounts {
-        let mut c = ReplicaCounts::default();
-        for t in self.replicas.list() {
-            for r in t.partitions.values() {
-                c.hosted += 1;
-                match r.leader() {
-                    None => c.without_leader += 1,
-                    Some(_) if r.is_leader() => c.leading += 1,
-                    Some(_) => c.following += 1,
-                }
-            }
-        }
-        c
+        self.replicas.counts()
     }
 }

@@ -27,6 +27,7 @@ mod delete_operator;
 mod delete_topics;
 mod describe_group;
 mod describe_operator;
+mod describe_replicas;
 mod fetch;
 mod find_coordinator;
 mod group_heartbeat;
@@ -163,6 +164,8 @@ api_table! {
     AlterTopicConfigs => alter_topic_configs, detached;
     // Waits for leadership transfers, here and on the other brokers.
     BalanceLeaders  => balance_leaders,  detached;
+    // Reads every hosted replica from memory; apart, so a broker with many does not hold the line.
+    DescribeReplicas => describe_replicas, detached;
 }
 
 /// The wire form of an admin service's outcome.
@@ -209,7 +212,8 @@ mod tests {
                 | ApiKey::AlterOperator
                 | ApiKey::DeleteOperator
                 | ApiKey::AlterTopicConfigs
-                | ApiKey::BalanceLeaders => Order::Detached,
+                | ApiKey::BalanceLeaders
+                | ApiKey::DescribeReplicas => Order::Detached,
                 // Reads the peer address in order, then answers apart.
                 ApiKey::GroupHeartbeat => Order::Connection,
                 // Answered at once from memory: no reason to leave the connection.

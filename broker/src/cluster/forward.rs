@@ -2,19 +2,23 @@
 //! deletion, adding a broker) is forwarded whole (as its wire request, over the peer connection) and
 //! its answer relayed; a command a broker proposes on its own behalf goes as `MetadataCommand`,
 //! forwarded again by a receiver that no longer leads. Also asking another broker to hand the
-//! partitions it leads to their preferred replicas (a cluster-wide leader balance). This is the one
+//! partitions it leads to their preferred replicas (a cluster-wide leader balance), and what
+//! another broker holds (DescribeReplicas, for the admin API's cluster-wide views). This is the one
 //! place outside the adapters that names the wire request and response enums: forwarding *is* a
 //! wire round trip.
 
 use sluice_protocol::wire::{
-    BalanceLeadersRequest, CreateTopicsRequest, DeleteTopicsRequest, ErrorCode, LeaderMove,
-    LeaderMoveOutcome, MetadataCommandRequest, NewTopic, Request, Response,
+    BalanceLeadersRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeReplicasRequest,
+    DescribeReplicasResponse, ErrorCode, LeaderMove, LeaderMoveOutcome, MetadataCommandRequest,
+    NewTopic, RaftRole, RaftState, Request, Response,
 };
 
 use super::rebalance::{LeaderOutcome, PartitionLeader};
 use super::state::Command;
 use super::Cluster;
 use crate::error::{Result, ServiceError};
+use crate::raft::{RaftSummary, Role};
+use crate::replica::report::{BrokerReplicas, ReplicaCounts, ReplicaReport};
 
 impl Cluster {
     /// The metadata leader's address when it is another broker (requests go there).
@@ -206,5 +210,85 @@ fn admin_outcome(response: Response) -> Result<()> {
             }
         }
         _ => Err(ServiceError::unknown("unexpected answer")),
+    }
+}
+
+impl Cluster {
+    /// What the broker at `addr` holds (DescribeReplicas): its metadata raft state, its replicas by
+    /// role and, with `partitions`, each replica of `topics` (every topic when empty), waiting at
+    /// most `timeout`.
+    pub async fn describe_replicas_at(
+        &self,
+        addr: &str,
+        topics: Vec<String>,
+        partitions: bool,
+        timeout: std::time::Duration,
+    ) -> Result<BrokerReplicas> {
+        let request = Request::DescribeReplicas(DescribeReplicasRequest { topics, partitions });
+        match self
+            .ctx
+            .peers
+            .client()
+            .request_to_with_timeout(addr, &request, timeout)
+            .await
+        {
+            Ok(Response::DescribeReplicas(r)) if r.error.is_ok() => Ok(replicas_from_wire(r)),
+            Ok(Response::DescribeReplicas(r)) => Err(ServiceError::new(r.error, r.message)),
+            Ok(_) => Err(ServiceError::unknown("unexpected answer")),
+            Err(e) => Err(ServiceError::new(
+                ErrorCode::REQUEST_TIMED_OUT,
+                format!("broker at {addr}: {e}"),
+            )),
+        }
+    }
+}
+
+fn raft_from_wire(r: RaftState) -> RaftSummary {
+    RaftSummary {
+        term: r.term,
+        role: match r.role {
+            RaftRole::Leader => Role::Leader,
+            RaftRole::Follower => Role::Follower,
+            RaftRole::Candidate => Role::Candidate,
+            RaftRole::Learner => Role::Learner,
+            RaftRole::Shutdown => Role::Shutdown,
+        },
+        leader: r.leader,
+        last_log_index: r.last_log_index,
+        committed_index: r.committed_index,
+        applied_index: r.applied_index,
+    }
+}
+
+/// Another broker's DescribeReplicas answer.
+fn replicas_from_wire(r: DescribeReplicasResponse) -> BrokerReplicas {
+    BrokerReplicas {
+        node_id: r.node_id,
+        metadata: raft_from_wire(r.metadata),
+        counts: ReplicaCounts {
+            hosted: r.hosted,
+            leading: r.leading,
+            following: r.following,
+            without_leader: r.without_leader,
+        },
+        topics: r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let parts = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| ReplicaReport {
+                        partition: p.partition,
+                        raft: raft_from_wire(p.raft),
+                        log_start_offset: p.log_start_offset,
+                        log_end_offset: p.log_end_offset,
+                        high_watermark: p.high_watermark,
+                        size_bytes: p.size_bytes,
+                    })
+                    .collect();
+                (t.topic, parts)
+            })
+            .collect(),
     }
 }

@@ -1,9 +1,12 @@
-//! `GET /v1/cluster`: the brokers (with the partitions each leads), the controller (metadata
-//! leader), the metadata group's raft state as this broker sees it, and this broker's replicas by
-//! role; `POST /v1/cluster/balance-leaders`: leadership back to the preferred replicas. Translation
-//! only ([`Broker::describe_cluster`], `admin::status`, `admin::leaders`).
+//! `GET /v1/cluster`: the brokers (with the partitions each leads, and each broker's own raft state
+//! and replicas by role, asked of it), the controller (metadata leader), and the answering broker's
+//! metadata raft state and replicas; `POST /v1/cluster/balance-leaders`: leadership back to the
+//! preferred replicas. Translation only ([`Broker::describe_cluster`], `admin::replicas`,
+//! `admin::status`, `admin::leaders`).
 //!
 //! [`Broker::describe_cluster`]: crate::broker::Broker::describe_cluster
+
+use std::collections::BTreeMap;
 
 use axum::extract::State;
 use serde::Serialize;
@@ -15,7 +18,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::Json;
 use super::AppState;
 use crate::cluster::rebalance::LeaderOutcome;
-use crate::raft::RaftStatus;
+use crate::raft::RaftSummary;
+use crate::replica::report::ReplicaCounts;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,6 +40,13 @@ pub struct BrokerInfo {
     /// The last metadata log index known to match on it: filled only when the answering broker
     /// is the controller (only the raft leader tracks its followers).
     pub metadata_matched_index: Option<u64>,
+    /// The metadata group's raft state on that broker, as it reports it (`null` if it did not
+    /// answer).
+    pub metadata_raft: Option<RaftInfo>,
+    /// That broker's replicas by role, as it reports them (`null` if it did not answer).
+    pub replicas: Option<ReplicaInfo>,
+    /// Why `metadata_raft` and `replicas` are missing, if they are.
+    pub error: Option<String>,
 }
 
 /// A raft group's state as the answering broker sees it.
@@ -50,11 +61,11 @@ pub struct RaftInfo {
     pub applied_index: Option<u64>,
 }
 
-impl From<&RaftStatus> for RaftInfo {
-    fn from(s: &RaftStatus) -> RaftInfo {
+impl From<&RaftSummary> for RaftInfo {
+    fn from(s: &RaftSummary) -> RaftInfo {
         RaftInfo {
             term: s.term,
-            role: s.role.to_string(),
+            role: s.role.name().to_string(),
             leader: s.leader,
             last_log_index: s.last_log_index,
             committed_index: s.committed_index,
@@ -63,13 +74,24 @@ impl From<&RaftStatus> for RaftInfo {
     }
 }
 
-/// The answering broker's replicas by role.
+/// A broker's replicas by role.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReplicaInfo {
     pub hosted: u32,
     pub leading: u32,
     pub following: u32,
     pub without_leader: u32,
+}
+
+impl From<&ReplicaCounts> for ReplicaInfo {
+    fn from(c: &ReplicaCounts) -> ReplicaInfo {
+        ReplicaInfo {
+            hosted: c.hosted,
+            leading: c.leading,
+            following: c.following,
+            without_leader: c.without_leader,
+        }
+    }
 }
 
 /// The cluster as the answering broker sees it.
@@ -86,7 +108,8 @@ pub struct Cluster {
     pub replicas: ReplicaInfo,
 }
 
-/// Brokers, controller, metadata raft state, and this broker's replicas.
+/// Brokers (each with its own raft state and replicas, asked of it), controller, and the
+/// answering broker's metadata raft state and replicas.
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
     responses((status = 200, body = Cluster)))]
 async fn cluster(State(s): State<AppState>) -> Json<Cluster> {
@@ -95,33 +118,47 @@ async fn cluster(State(s): State<AppState>) -> Json<Cluster> {
     let meta = b.metadata_raft_status();
     let leaders = b.leader_counts();
     let count = |id: u32| leaders.iter().find(|l| l.node_id == id);
-    let counts = b.replica_counts();
+    let mut reported: BTreeMap<u32, _> = b
+        .replicas_everywhere(None, &[], false)
+        .await
+        .into_iter()
+        .collect();
+    let here = b.local_replicas(&[], false);
     Json(Cluster {
-        node_id: b.cluster.ctx.node_id as u32,
+        node_id: here.node_id,
         controller: view.controller,
         brokers: view
             .brokers
             .into_iter()
-            .map(|x| BrokerInfo {
-                leaders: count(x.node_id).map_or(0, |l| l.leaders),
-                preferred_leaders: count(x.node_id).map_or(0, |l| l.preferred),
-                metadata_matched_index: meta
-                    .matched
-                    .iter()
-                    .find(|(id, _)| *id == u64::from(x.node_id))
-                    .and_then(|(_, m)| *m),
-                node_id: x.node_id,
-                host: x.host,
-                port: x.port,
+            .map(|x| {
+                let (metadata_raft, replicas, error) = match reported.remove(&x.node_id) {
+                    Some(Ok(r)) => (
+                        Some(RaftInfo::from(&r.metadata)),
+                        Some(ReplicaInfo::from(&r.counts)),
+                        None,
+                    ),
+                    Some(Err(e)) => (None, None, Some(e.to_string())),
+                    None => (None, None, Some("not a raft member (yet)".to_string())),
+                };
+                BrokerInfo {
+                    leaders: count(x.node_id).map_or(0, |l| l.leaders),
+                    preferred_leaders: count(x.node_id).map_or(0, |l| l.preferred),
+                    metadata_matched_index: meta
+                        .matched
+                        .iter()
+                        .find(|(id, _)| *id == u64::from(x.node_id))
+                        .and_then(|(_, m)| *m),
+                    metadata_raft,
+                    replicas,
+                    error,
+                    node_id: x.node_id,
+                    host: x.host,
+                    port: x.port,
+                }
             })
             .collect(),
-        metadata_raft: RaftInfo::from(&meta),
-        replicas: ReplicaInfo {
-            hosted: counts.hosted,
-            leading: counts.leading,
-            following: counts.following,
-            without_leader: counts.without_leader,
-        },
+        metadata_raft: RaftInfo::from(&meta.summary()),
+        replicas: ReplicaInfo::from(&here.counts),
     })
 }
 

@@ -2,14 +2,15 @@
 //! `POST /v1/topics/{name}/partitions/{partition}/reassignment` (a replica move). Translation only:
 //! creation, settings and deletion are [`Broker::create_topics`], [`Broker::alter_topic_configs`]
 //! and [`Broker::delete_topics`]; a partition's
-//! offsets come from this broker's replica when it hosts one, else from the partition's leader
+//! offsets and sizes come from the brokers hosting its replicas (`Broker::replicas_everywhere`, one
+//! DescribeReplicas per broker), and only when no replica reports leading from whoever leads now
 //! (through `sluice-client`, as `sluice topic describe` does).
 //!
 //! [`Broker::create_topics`]: crate::broker::Broker::create_topics
 //! [`Broker::delete_topics`]: crate::broker::Broker::delete_topics
 //! [`Broker::alter_topic_configs`]: crate::broker::Broker::alter_topic_configs
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,6 +27,8 @@ use super::extract::{Json, Path};
 use super::AppState;
 use crate::admin::topics::NewTopic;
 use crate::admin::view::TopicView;
+use crate::raft::Role;
+use crate::replica::report::ReplicaReport;
 use crate::replica::settings::is_internal;
 
 /// Partitions whose offsets are asked of their leaders at the same time.
@@ -71,6 +74,30 @@ pub struct CreateTopic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// One replica of a partition, as the broker hosting it reports it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicaDetail {
+    pub broker: u32,
+    /// Its raft role (`leader`, `follower`, `candidate`, `learner`, `shutdown`); `null` when the
+    /// broker did not answer or does not host the replica (yet).
+    pub role: Option<String>,
+    pub term: Option<u64>,
+    /// The leader it knows.
+    pub leader: Option<u64>,
+    pub log_start_offset: Option<u64>,
+    /// The end of its log, committed or not.
+    pub log_end_offset: Option<u64>,
+    pub high_watermark: Option<u64>,
+    /// Bytes of its segments on disk.
+    pub size_bytes: Option<u64>,
+    /// Raft log positions: last entry written, committed, applied.
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// Why the numbers are missing, if they are.
+    pub error: Option<String>,
+}
+
 /// One partition of a topic.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PartitionDetail {
@@ -79,13 +106,15 @@ pub struct PartitionDetail {
     pub leader: Option<u32>,
     /// Replica broker ids; the first is the preferred leader.
     pub replicas: Vec<u32>,
-    /// From this broker's replica, else from the leader; `null` when neither answered.
+    /// From the leader's replica; `null` when no leader answered.
     pub high_watermark: Option<u64>,
     pub log_start_offset: Option<u64>,
-    /// Of this broker's replica (`null` when it hosts none): the end of its log, committed or not.
+    /// Of the leader's replica: the end of its log, committed or not.
     pub log_end_offset: Option<u64>,
-    /// Bytes of this broker's replica's segments on disk (`null` when it hosts none).
+    /// Bytes of the leader's replica's segments on disk (each replica's in `replica_states`).
     pub size_bytes: Option<u64>,
+    /// Every replica, as the broker hosting it reports it, in `replicas` order.
+    pub replica_states: Vec<ReplicaDetail>,
     /// Why the offsets are missing, if they are.
     pub error: Option<String>,
 }
@@ -182,7 +211,7 @@ async fn create(
     }
 }
 
-/// A topic with every partition's leader, replicas, offsets and (for this broker's replicas) size.
+/// A topic with every partition's leader, replicas, offsets and sizes, and each replica's state.
 #[utoipa::path(get, path = "/v1/topics/{name}", tag = "topics",
     params(("name" = String, Path, description = "Topic name")),
     responses((status = 200, body = TopicDetail), (status = 404, body = ErrorBody)))]
@@ -256,7 +285,7 @@ async fn reassign(
     ))
 }
 
-/// The topic as this broker and the partitions' leaders see it.
+/// The topic as the brokers hosting its replicas report it (each asked once, all at once).
 pub(super) async fn detail(s: &AppState, name: &str) -> Result<TopicDetail, ApiError> {
     let view = s
         .broker
@@ -269,12 +298,44 @@ pub(super) async fn detail(s: &AppState, name: &str) -> Result<TopicDetail, ApiE
     else {
         return Err(unknown_topic(name));
     };
-    let local = s.broker.replicas.get(name);
+    let hosts: BTreeSet<u32> = partitions
+        .iter()
+        .flat_map(|p| p.replicas.iter().copied())
+        .collect();
+    let topics = [name.to_string()];
+    let answers = s
+        .broker
+        .replicas_everywhere(Some(&hosts), &topics, true)
+        .await;
+    // (broker, partition) -> its report, or why the broker gave none.
+    let mut reports: BTreeMap<(u32, u32), ReplicaReport> = BTreeMap::new();
+    let mut silent: BTreeMap<u32, String> = BTreeMap::new();
+    for (broker, answer) in answers {
+        match answer {
+            Ok(b) => {
+                for (_, parts) in b.topics.into_iter().filter(|(t, _)| t == name) {
+                    for r in parts {
+                        reports.insert((broker, r.partition), r);
+                    }
+                }
+            }
+            Err(e) => {
+                silent.insert(broker, e.to_string());
+            }
+        }
+    }
     let partitions = stream::iter(partitions)
         .map(|p| {
-            let replica = local
-                .as_ref()
-                .and_then(|t| t.partitions.get(&p.partition))
+            let states: Vec<ReplicaDetail> = p
+                .replicas
+                .iter()
+                .map(|b| replica_detail(*b, reports.get(&(*b, p.partition)), silent.get(b)))
+                .collect();
+            let leading = p
+                .replicas
+                .iter()
+                .filter_map(|b| reports.get(&(*b, p.partition)))
+                .find(|r| r.raft.role == Role::Leader)
                 .cloned();
             async move {
                 let mut d = PartitionDetail {
@@ -285,15 +346,18 @@ pub(super) async fn detail(s: &AppState, name: &str) -> Result<TopicDetail, ApiE
                     log_start_offset: None,
                     log_end_offset: None,
                     size_bytes: None,
+                    replica_states: states,
                     error: None,
                 };
-                if let Some(r) = replica {
-                    d.high_watermark = Some(r.high_watermark());
-                    d.log_start_offset = Some(r.log_start_offset());
-                    d.log_end_offset = Some(r.log_end_offset());
-                    d.size_bytes = Some(r.size_bytes());
+                if let Some(r) = leading {
+                    d.high_watermark = Some(r.high_watermark);
+                    d.log_start_offset = Some(r.log_start_offset);
+                    d.log_end_offset = Some(r.log_end_offset);
+                    d.size_bytes = Some(r.size_bytes);
                     return d;
                 }
+                // No replica reported leading (an election, or the leader did not answer): ask
+                // for the committed range the way a client would, through whoever leads now.
                 let earliest = s
                     .admin
                     .list_offsets(name, d.partition, OffsetSpec::Earliest);
@@ -317,4 +381,31 @@ pub(super) async fn detail(s: &AppState, name: &str) -> Result<TopicDetail, ApiE
         configs: configs.into_iter().collect(),
         partitions,
     })
+}
+
+/// Replica `broker`'s row: its report, or why there is none.
+fn replica_detail(
+    broker: u32,
+    report: Option<&ReplicaReport>,
+    silent: Option<&String>,
+) -> ReplicaDetail {
+    let error = match (report, silent) {
+        (Some(_), _) => None,
+        (None, Some(e)) => Some(format!("broker {broker} did not answer: {e}")),
+        (None, None) => Some(format!("broker {broker} does not host it (yet)")),
+    };
+    ReplicaDetail {
+        broker,
+        role: report.map(|r| r.raft.role.name().to_string()),
+        term: report.map(|r| r.raft.term),
+        leader: report.and_then(|r| r.raft.leader),
+        log_start_offset: report.map(|r| r.log_start_offset),
+        log_end_offset: report.map(|r| r.log_end_offset),
+        high_watermark: report.map(|r| r.high_watermark),
+        size_bytes: report.map(|r| r.size_bytes),
+        last_log_index: report.and_then(|r| r.raft.last_log_index),
+        committed_index: report.and_then(|r| r.raft.committed_index),
+        applied_index: report.and_then(|r| r.raft.applied_index),
+        error,
+    }
 }

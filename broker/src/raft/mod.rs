@@ -35,7 +35,7 @@ pub mod registry;
 pub mod state_machine;
 pub mod status;
 
-pub use status::RaftStatus;
+pub use status::{RaftStatus, RaftSummary, Role};
 
 use std::fmt;
 

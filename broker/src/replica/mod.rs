@@ -24,6 +24,7 @@ pub mod marks;
 pub mod producers;
 mod propose;
 pub mod registry;
+pub mod report;
 pub mod services;
 pub mod settings;
 pub mod state;

@@ -114,6 +114,9 @@ define_apis! {
     /// Admin (and broker to broker, `local`): move leadership to each partition's preferred
     /// replica where it is up and in sync.
     BalanceLeaders  = 30, balance_leaders,  (BalanceLeadersRequest)  => BalanceLeadersResponse;
+    /// Admin (and broker to broker): the receiving broker's raft state and replicas, with their
+    /// offsets and sizes on disk.
+    DescribeReplicas = 31, describe_replicas, (DescribeReplicasRequest) => DescribeReplicasResponse;
 }
 
 /// An error code with a stable number. Unknown numbers from newer peers are kept as they are.

@@ -285,7 +285,70 @@ fn request() -> impl Strategy<Value = Request> {
             Request::AlterTopicConfigs(AlterTopicConfigsRequest { name, set, delete })
         }),
         any::<bool>().prop_map(|local| Request::BalanceLeaders(BalanceLeadersRequest { local })),
+        (vec(name()), any::<bool>()).prop_map(|(topics, partitions)| {
+            Request::DescribeReplicas(DescribeReplicasRequest { topics, partitions })
+        }),
     ]
+}
+
+/// Indexes and ids the wire can carry: known ones below `i64::MAX`, or unknown.
+fn known() -> impl Strategy<Value = Option<u64>> {
+    proptest::option::of(0..=i64::MAX as u64)
+}
+
+fn raft_state() -> impl Strategy<Value = RaftState> {
+    (any::<u64>(), 0..5usize, known(), known(), known(), known()).prop_map(
+        |(term, role, leader, last_log_index, committed_index, applied_index)| RaftState {
+            term,
+            role: [
+                RaftRole::Leader,
+                RaftRole::Follower,
+                RaftRole::Candidate,
+                RaftRole::Learner,
+                RaftRole::Shutdown,
+            ][role],
+            leader,
+            last_log_index,
+            committed_index,
+            applied_index,
+        },
+    )
+}
+
+fn replica_state() -> impl Strategy<Value = ReplicaState> {
+    (any::<u32>(), raft_state(), any::<[u64; 4]>()).prop_map(|(partition, raft, n)| ReplicaState {
+        partition,
+        raft,
+        log_start_offset: n[0],
+        log_end_offset: n[1],
+        high_watermark: n[2],
+        size_bytes: n[3],
+    })
+}
+
+fn describe_replicas_response() -> impl Strategy<Value = Response> {
+    (
+        (code(), name(), any::<u32>()),
+        raft_state(),
+        any::<[u32; 4]>(),
+        vec((name(), vec(replica_state()))),
+    )
+        .prop_map(|((error, message, node_id), metadata, c, topics)| {
+            Response::DescribeReplicas(DescribeReplicasResponse {
+                error,
+                message,
+                node_id,
+                metadata,
+                hosted: c[0],
+                leading: c[1],
+                following: c[2],
+                without_leader: c[3],
+                topics: topics
+                    .into_iter()
+                    .map(|(topic, partitions)| TopicReplicas { topic, partitions })
+                    .collect(),
+            })
+        })
 }
 
 fn operator_definition() -> impl Strategy<Value = OperatorDefinition> {
@@ -730,6 +793,7 @@ fn response() -> impl Strategy<Value = Response> {
                         .collect(),
                 }
             )),
+        describe_replicas_response(),
     ]
 }
 

@@ -3,8 +3,9 @@
 //! API: the byte format must never change by accident. A format change on purpose updates the hex
 //! here (and `docs/protocol.md`) in the same commit. The consumer-group APIs (keys 8 to 15) were
 //! captured when they were added, and their bytes checked field by field against the layouts in
-//! their modules' docs. So were the operator APIs (keys 24 to 28), AlterTopicConfigs (key 29) and
-//! BalanceLeaders (key 30).
+//! their modules' docs. So were the operator APIs (keys 24 to 28), AlterTopicConfigs (key 29),
+//! BalanceLeaders (key 30) and DescribeReplicas (key 31, checked against a layout computed apart
+//! from the encoder).
 
 use super::*;
 
@@ -192,6 +193,10 @@ pub(super) fn requests() -> Vec<Request> {
             delete: vec!["retention.ms".into()],
         }),
         Request::BalanceLeaders(BalanceLeadersRequest { local: true }),
+        Request::DescribeReplicas(DescribeReplicasRequest {
+            topics: vec!["t".into()],
+            partitions: true,
+        }),
     ]
 }
 
@@ -546,6 +551,41 @@ pub(super) fn responses() -> Vec<Response> {
                 },
             ],
         }),
+        Response::DescribeReplicas(DescribeReplicasResponse {
+            error: ErrorCode::NONE,
+            message: String::new(),
+            node_id: 2,
+            metadata: RaftState {
+                term: 3,
+                role: RaftRole::Leader,
+                leader: Some(2),
+                last_log_index: Some(10),
+                committed_index: Some(10),
+                applied_index: Some(9),
+            },
+            hosted: 2,
+            leading: 1,
+            following: 1,
+            without_leader: 0,
+            topics: vec![TopicReplicas {
+                topic: "t".into(),
+                partitions: vec![ReplicaState {
+                    partition: 0,
+                    raft: RaftState {
+                        term: 5,
+                        role: RaftRole::Follower,
+                        leader: Some(1),
+                        last_log_index: Some(7),
+                        committed_index: Some(7),
+                        applied_index: None,
+                    },
+                    log_start_offset: 0,
+                    log_end_offset: 7,
+                    high_watermark: 6,
+                    size_bytes: 4096,
+                }],
+            }],
+        }),
     ]
 }
 
@@ -579,6 +619,7 @@ pub(super) const REQUEST_FRAMES: &[&str] = &[
     "0c0000001c0000000700000002006f70",
     "380000001d00000007000000010074010000000f00726574656e74696f6e2e6279746573040038313932010000000c00726574656e74696f6e2e6d73",
     "090000001e0000000700000001",
+    "100000001f000000070000000100000001007401",
 ];
 
 /// Response frames (correlation id 9) of [`responses`], in hex, in the same order.
@@ -611,6 +652,7 @@ pub(super) const RESPONSE_FRAMES: &[&str] = &[
     "0c000000090000000000000000000000",
     "27000000090000000000000000000000010000000f00726574656e74696f6e2e6279746573040038313932",
     "4500000009000000000000000000000002000000010074000000000100000002000000010000000000000100740100000003000000ffffffffffffffff0209006e6f206c6561646572",
+    "a10000000900000000000000000000000200000003000000000000000002000000000000000a000000000000000a00000000000000090000000000000002000000010000000100000000000000010000000100740100000000000000050000000000000001010000000000000007000000000000000700000000000000ffffffffffffffff0000000000000000070000000000000006000000000000000010000000000000",
 ];
 
 pub(super) fn hex(chunks: &[Bytes]) -> String {
