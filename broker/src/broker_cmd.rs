@@ -46,6 +46,10 @@ pub struct BrokerArgs {
     /// that data through the segment maps instead (no direct reads) [default: 256].
     #[arg(long, env = "SLUICE_COLD_READ_BUDGET_MB")]
     cold_read_budget_mb: Option<u64>,
+    /// MB/s served to consumers replaying a backlog (more than 64 MiB behind) while producers are
+    /// active, in 1 MiB slices, so live traffic goes first; 0 never paces them [default: 256].
+    #[arg(long, env = "SLUICE_CATCH_UP_RATE_MB")]
+    catch_up_rate_mb: Option<u64>,
     /// How often retention and compaction run (ms).
     #[arg(long, env = "SLUICE_MAINTENANCE_INTERVAL_MS")]
     maintenance_interval_ms: Option<u64>,
@@ -171,6 +175,9 @@ fn build(args: BrokerArgs) -> Result<BrokerConfig, ConfigError> {
         args.cold_read_ahead_mb.or(file.cold_read_ahead_mb),
         args.cold_read_budget_mb.or(file.cold_read_budget_mb),
     )?;
+    if let Some(mb) = args.catch_up_rate_mb.or(file.catch_up_rate_mb) {
+        c.catch_up_rate_bytes = (mb > 0).then(|| mb.saturating_mul(1 << 20));
+    }
     if let Some(ms) = args
         .maintenance_interval_ms
         .or(file.maintenance_interval_ms)

@@ -34,6 +34,9 @@ pub struct BrokerConfig {
     /// How data behind the page-cache window is read (direct reads ahead of each sequential reader,
     /// bounded per reader and per broker; `None`: through the segment maps, like the rest).
     pub cold_reads: Option<sluice_storage::ColdReadConfig>,
+    /// Bytes per second served to fetches that are catching up while produce traffic is live
+    /// (`broker::catch_up`); `None`: catch-up reads are never paced.
+    pub catch_up_rate_bytes: Option<u64>,
     /// How often retention and compaction run.
     pub maintenance_interval: Duration,
     /// How long shutdown waits for in-flight requests.
@@ -151,6 +154,9 @@ impl Default for GroupConfig {
     }
 }
 
+/// Default `catch_up_rate_mb`.
+pub const CATCH_UP_RATE_MB: u64 = 256;
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
@@ -168,6 +174,9 @@ impl Default for BrokerConfig {
             page_cache_window_bytes: Some(1536 << 20),
             // Measured (docs/benchmarks.md, "Cold reads"): 4 MiB direct reads, two in flight.
             cold_reads: Some(sluice_storage::ColdReadConfig::default()),
+            // Measured (docs/benchmarks.md, "Cold reads"): keeps a tailing consumer's p99 near its
+            // own while a replay runs on these 2 cores.
+            catch_up_rate_bytes: Some(CATCH_UP_RATE_MB << 20),
             maintenance_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             default_partitions: 1,
@@ -208,6 +217,7 @@ pub struct FileConfig {
     pub page_cache_window_mb: Option<u64>,
     pub cold_read_ahead_mb: Option<u64>,
     pub cold_read_budget_mb: Option<u64>,
+    pub catch_up_rate_mb: Option<u64>,
     pub peers: Option<String>,
     pub join: Option<String>,
     pub raft_heartbeat_ms: Option<u64>,

@@ -127,4 +127,23 @@ impl PartitionLog {
         }
         Ok(answer(Bytes::new(), log_end))
     }
+
+    /// About how many bytes of the log lie at and after `offset`: from the indexed batch boundary
+    /// at or below it to the log's end (an index lookup; no byte of the log is touched). How far a
+    /// reader at `offset` is behind the tail, in what it has left to read; 0 at or past the end.
+    pub fn bytes_from(&self, offset: u64) -> u64 {
+        let segments = self.inner.segments_snapshot();
+        let first = segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        let Some(seg) = segments.get(first) else {
+            return 0;
+        };
+        if offset >= seg.next_offset() && first + 1 == segments.len() {
+            return 0;
+        }
+        let len = seg.len();
+        let rest: u64 = segments[first + 1..].iter().map(|s| s.len()).sum();
+        len - seg.scan_start(offset, len).min(len) + rest
+    }
 }

@@ -675,3 +675,35 @@ fn a_batch_can_keep_its_own_offset_past_the_end_and_the_gap_survives_reopen() {
     let offsets: Vec<u64> = read_all(&log).iter().map(|r| r.0).collect();
     assert_eq!(offsets, vec![0, 1, 50, 51, 52, 53]);
 }
+
+/// `bytes_from` is what a reader at an offset has left to read: the whole log from its start,
+/// nothing at the end, and from each batch the bytes of that batch and all after it (read back to
+/// check), give or take the index interval it looks up, across segments. Broken once: counting
+/// the reader's segment from its start instead of from the reader's batch made it fail.
+#[test]
+fn bytes_from_is_what_a_reader_has_left_to_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), small_config(FlushPolicy::Never)).unwrap();
+    for i in 0..200 {
+        log.append(&batch(&format!("b{i}"), 5, 0, 1000 + i))
+            .unwrap();
+    }
+    assert!(log.segment_bases().len() > 3);
+    assert_eq!(log.bytes_from(0), log.size_bytes());
+    assert_eq!(log.bytes_from(log.log_end_offset()), 0);
+    // The lookup starts at the indexed batch at or below the reader's (one every 512 bytes here).
+    for first in (0..1000).step_by(5 * 7) {
+        let mut left = 0u64;
+        let mut at = first;
+        while at < log.log_end_offset() {
+            let r = log.read(at, 1 << 20).unwrap();
+            left += r.bytes.len() as u64;
+            at = r.next_offset;
+        }
+        let got = log.bytes_from(first);
+        assert!(
+            (left..left + 1024).contains(&got),
+            "from offset {first}: {got} for {left} left"
+        );
+    }
+}

@@ -3,7 +3,8 @@
 //! partition's high watermark; a wider one on any partition's. Reads go through each replica,
 //! below its high watermark, bounded by the response budget. A read of data behind the page-cache
 //! window never blocks the connection's worker on the disk: the replica starts reading it ahead
-//! and the fetch awaits it (unless other partitions already filled the answer).
+//! and the fetch awaits it (unless other partitions already filled the answer). A reader far behind
+//! a partition's end gets small slices, paced, while producers are active (`broker::catch_up`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use sluice_protocol::wire::{
 use sluice_storage::{ColdWait, ReadOrWait};
 
 use super::Answer;
+use crate::broker::catch_up::{CATCH_UP_DISTANCE, CATCH_UP_SLICE};
 use crate::broker::Broker;
 use crate::replica::Replica;
 
@@ -34,6 +36,13 @@ pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Answer {
             || Instant::now() >= deadline
         {
             count_sent(&broker, &once.response);
+            if once.catch_up_bytes > 0 {
+                let hold = broker.catch_up.pace(once.catch_up_bytes);
+                if !hold.is_zero() {
+                    broker.metrics.catch_up_paced(hold);
+                    tokio::time::sleep(hold).await;
+                }
+            }
             return Ok(Response::Fetch(once.response));
         }
         if let Some(cold) = once.cold {
@@ -76,6 +85,8 @@ struct FetchOnce {
     first: Option<(Arc<Replica>, u64)>,
     /// The first partition whose bytes are being read from disk (read-ahead started).
     cold: Option<ColdWait>,
+    /// Bytes read for partitions this fetch is catching up on, while catch-up reads are paced.
+    catch_up_bytes: usize,
 }
 
 fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
@@ -84,6 +95,8 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
     let mut errors = false;
     let mut first = None;
     let mut cold = None;
+    let pacing = broker.catch_up.pacing();
+    let mut catch_up_bytes = 0usize;
     let topics = req
         .topics
         .iter()
@@ -116,11 +129,18 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
                     if budget == 0 {
                         return r;
                     }
-                    let max = (fp.max_bytes as usize).min(budget).max(1);
+                    let mut max = (fp.max_bytes as usize).min(budget).max(1);
+                    let catching_up = pacing && part.bytes_from(fp.offset) > CATCH_UP_DISTANCE;
+                    if catching_up {
+                        max = max.min(CATCH_UP_SLICE);
+                    }
                     match part.read_or_wait(fp.offset, max) {
                         Ok(ReadOrWait::Ready(read)) => {
                             budget = budget.saturating_sub(read.bytes.len());
                             total += read.bytes.len();
+                            if catching_up {
+                                catch_up_bytes += read.bytes.len();
+                            }
                             r.records = read.bytes;
                         }
                         Ok(ReadOrWait::Wait(w)) => {
@@ -142,5 +162,6 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
         errors,
         first,
         cold,
+        catch_up_bytes,
     }
 }

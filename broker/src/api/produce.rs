@@ -20,6 +20,7 @@ use crate::metrics::{Bound, Rejection};
 use crate::replica::PendingAppend;
 
 pub async fn handle(broker: &Arc<Broker>, conn: &mut Connection, req: ProduceRequest) -> Pending {
+    broker.catch_up.produced();
     // A slot for the whole wait, or THROTTLED now: nothing of the request is proposed.
     let slot = match &broker.produce_slots {
         None => None,

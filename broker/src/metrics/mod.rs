@@ -97,6 +97,8 @@ pub struct Metrics {
     rejected_by: Vec<Counter>,
     waits: Family<Labels, Counter>,
     waits_by: Vec<Counter>,
+    catch_up_paced: Counter,
+    catch_up_paced_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     connections_open: Gauge,
     connections_total: Counter,
     inflight_bytes: Gauge,
@@ -247,6 +249,8 @@ impl Metrics {
             rejected_by,
             waits,
             waits_by,
+            catch_up_paced: Counter::default(),
+            catch_up_paced_seconds: Counter::default(),
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
             inflight_bytes: Gauge::default(),
@@ -277,6 +281,12 @@ impl Metrics {
 
     pub fn rejected(&self, why: Rejection) {
         self.rejected_by[why as usize].inc();
+    }
+
+    /// A catching-up fetch was held back `hold` so live traffic goes first.
+    pub fn catch_up_paced(&self, hold: std::time::Duration) {
+        self.catch_up_paced.inc();
+        self.catch_up_paced_seconds.inc_by(hold.as_secs_f64());
     }
 
     /// A request had to wait for room in `bound`.
@@ -369,6 +379,16 @@ impl Metrics {
             "backpressure_waits",
             "Requests that waited for room in a bounded buffer before being read or proposed",
             self.waits.clone(),
+        );
+        reg.register(
+            "fetch_catch_up_paced",
+            "Fetches of consumers catching up (far behind a partition's end) held back while producers were active",
+            self.catch_up_paced.clone(),
+        );
+        reg.register(
+            "fetch_catch_up_paced_seconds",
+            "Time catching-up fetches were held back while producers were active",
+            self.catch_up_paced_seconds.clone(),
         );
         reg.register(
             "connections_open",

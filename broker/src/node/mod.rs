@@ -141,6 +141,7 @@ pub async fn start(
     }
     let broker = Arc::new(Broker {
         produce_budget: Arc::new(Semaphore::new(config.max_produce_bytes)),
+        catch_up: crate::broker::catch_up::CatchUp::new(config.catch_up_rate_bytes),
         produce_slots: config
             .max_pending_produces
             .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)))),

@@ -261,6 +261,11 @@ impl Replica {
         self.group.log.log.log_end_offset()
     }
 
+    /// About how many bytes a reader at `offset` has left to read to the log's end.
+    pub fn bytes_from(&self, offset: u64) -> u64 {
+        self.group.log.log.bytes_from(offset)
+    }
+
     /// Bytes of this replica's segments on disk.
     pub fn size_bytes(&self) -> u64 {
         self.group.log.log.size_bytes()

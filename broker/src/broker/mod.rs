@@ -1,6 +1,8 @@
 //! The running broker's shared services: configuration, the hosted replicas, this broker's place in
-//! the cluster, the produce budget and the metrics. Adapters (`api/`, next `http/`) and typed services (`admin/`)
+//! the cluster, the produce budget, catch-up pacing ([`catch_up`]) and the metrics. Adapters (`api/`, next `http/`) and typed services (`admin/`)
 //! work through it; it never sees a wire request or response.
+
+pub mod catch_up;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,4 +33,6 @@ pub struct Broker {
     pub operator_stats: Arc<crate::operators::stats::Registry>,
     /// Every metric of the broker (`render_metrics` in `admin::metrics` scrapes it).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Catch-up reads yield to live traffic (`catch_up_rate_mb`).
+    pub catch_up: catch_up::CatchUp,
 }
