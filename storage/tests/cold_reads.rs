@@ -324,3 +324,53 @@ fn uncached_bytes_inside_the_window_are_read_cold() {
     assert_eq!(joined(&read_through(&log, 0, 1 << 20)), expected);
     assert!(pool.stats().chunks > 10, "{:?}", pool.stats());
 }
+
+/// Gentle reads (`ColdReads::set_gentle`, what the broker asks for while it paces catch-up reads):
+/// a replay reads one small chunk at a time (one pooled buffer held, reads of at most the gentle
+/// size) and still gets exactly the stored bytes; switched off, the full read-ahead comes back.
+/// Seen failing with `set_gentle` ignored by `StreamSet::top_up` (4 buffers held, 1 MiB reads).
+#[test]
+fn gentle_reads_hold_one_small_chunk_and_return_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 12);
+    let cached = {
+        let (log, _) = PartitionLog::open(dir.path(), config(None, 1 << 30)).unwrap();
+        joined(&read_through(&log, 0, 1 << 20))
+    };
+    let (chunk, reader, gentle) = (1usize << 20, 4usize << 20, 256usize << 10);
+    let pool = cold(chunk, reader, 64 << 20);
+    pool.set_gentle(Some(gentle));
+    {
+        let (log, _) = PartitionLog::open(dir.path(), config(Some(pool.clone()), 1 << 20)).unwrap();
+        let got = read_through(&log, 0, 64 << 10);
+        assert_eq!(
+            joined(&got),
+            cached,
+            "gentle cold reads differ from cached reads"
+        );
+    }
+    let s = pool.stats();
+    assert!(s.chunks > 8, "too little was read cold: {s:?}");
+    assert!(
+        s.reader_peak_bytes <= chunk,
+        "more than one buffer held: {s:?}"
+    );
+    // Batches up to 150 KB: a read may end past the gentle size only to finish one.
+    assert!(
+        s.bytes / s.chunks <= gentle as u64,
+        "reads too large: {s:?}"
+    );
+    // Back to the full read-ahead: a second replay holds several chunks and reads whole ones.
+    pool.set_gentle(None);
+    {
+        let (log, _) = PartitionLog::open(dir.path(), config(Some(pool.clone()), 1 << 20)).unwrap();
+        let again = read_through(&log, 0, 64 << 10);
+        assert_eq!(joined(&again), cached);
+    }
+    let t = pool.stats();
+    assert!(t.reader_peak_bytes > chunk, "{t:?}");
+    assert!(
+        (t.bytes - s.bytes) / (t.chunks - s.chunks) > gentle as u64,
+        "{s:?} then {t:?}"
+    );
+}

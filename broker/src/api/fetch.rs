@@ -16,7 +16,7 @@ use sluice_protocol::wire::{
 use sluice_storage::{ColdWait, ReadOrWait};
 
 use super::Answer;
-use crate::broker::catch_up::{CATCH_UP_DISTANCE, CATCH_UP_SLICE};
+use crate::broker::catch_up::{CATCH_UP_DISTANCE, CATCH_UP_SLICE, GENTLE_READ_BYTES};
 use crate::broker::Broker;
 use crate::replica::Replica;
 
@@ -96,6 +96,9 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
     let mut first = None;
     let mut cold = None;
     let pacing = broker.catch_up.pacing();
+    broker
+        .replicas
+        .gentle_cold_reads(pacing.then_some(GENTLE_READ_BYTES));
     let mut catch_up_bytes = 0usize;
     let topics = req
         .topics

@@ -7,6 +7,10 @@
 //! the disk and the network allow. It never refuses a fetch or changes what it returns: only how
 //! much comes at once and when.
 //!
+//! While pacing, cold reads (data behind the page-cache window) also read one 2 MiB chunk at a time
+//! instead of their full read-ahead, so a replay's direct reads never keep the disk busy for long
+//! in front of the fsync a produce waits for.
+//!
 //! Why small slices and not only a rate: the socket copy of one response happens at once, so a
 //! 64 MiB answer paced to a rate still takes a core for tens of milliseconds in one go — exactly
 //! the stall a tailing consumer's p99 sees. 1 MiB slices keep each burst near a millisecond.
@@ -22,6 +26,12 @@ pub const CATCH_UP_DISTANCE: u64 = 64 << 20;
 
 /// Most bytes a catching-up fetch gets per partition while it is paced.
 pub const CATCH_UP_SLICE: usize = 1 << 20;
+
+/// Size of the one direct read each cold reader has in flight while catch-up reads are paced
+/// (`ColdReads::set_gentle`): short enough not to hold the disk long in front of an fsync.
+/// Measured (docs/benchmarks.md, "Catch-up pacing"): 2 MiB took a tailing consumer's p99 during a
+/// replay from 1.8-2.0x of its own to 1.2-1.4x.
+pub const GENTLE_READ_BYTES: usize = 2 << 20;
 
 /// Produce traffic this recent makes catch-up reads yield.
 const LIVE_FOR: Duration = Duration::from_secs(1);

@@ -24,13 +24,13 @@ pub(crate) mod stream;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use buffer::Budget;
+use buffer::{round_up, Budget};
 use chunk::Chunk;
 
 use crate::error::{Result, StorageError};
@@ -129,6 +129,9 @@ pub struct ColdReads {
     reader_peak: AtomicU64,
     chunks: AtomicU64,
     bytes: AtomicU64,
+    /// While non-zero, each reader reads one chunk of this many bytes at a time (see
+    /// [`ColdReads::set_gentle`]).
+    gentle: AtomicUsize,
 }
 
 impl std::fmt::Debug for ColdReads {
@@ -167,7 +170,29 @@ impl ColdReads {
             reader_peak: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            gentle: AtomicUsize::new(0),
         }))
+    }
+
+    /// Gentle reads: with `Some(n)`, every reader reads one chunk of `n` bytes at a time (rounded
+    /// up to 4 KiB, at most `chunk_bytes`) instead of its full read-ahead, so that a read ahead of
+    /// a replay never keeps the disk busy for long in front of someone's fsync; `None` returns to
+    /// the configured read-ahead. Chunks already planned are not cut. Measured in
+    /// docs/benchmarks.md ("Catch-up pacing"): 2 MiB one at a time kept a tailing consumer's p99
+    /// near its own while a replay ran, and reads slower than the full read-ahead.
+    pub fn set_gentle(&self, bytes: Option<usize>) {
+        let n = bytes.map_or(0, |n| round_up(n.max(1)).min(self.config.chunk_bytes));
+        if self.gentle.load(Ordering::Relaxed) != n {
+            self.gentle.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The chunk size and read-ahead bound of a reader now.
+    fn read_ahead(&self) -> (usize, usize) {
+        match self.gentle.load(Ordering::Relaxed) {
+            0 => (self.config.chunk_bytes, self.config.reader_bytes),
+            n => (n, n),
+        }
     }
 
     pub fn config(&self) -> ColdReadConfig {

@@ -234,9 +234,9 @@ impl StreamSet {
 
     /// Plans chunks ahead of the stream up to its read-ahead bound, the budget and the window.
     fn top_up(&self, s: &mut Stream, segments: &[Arc<Segment>]) {
-        let cfg = self.cold.config;
+        let (chunk_bytes, reader_bytes) = self.cold.read_ahead();
         loop {
-            if !s.chunks.is_empty() && s.queued() + cfg.chunk_bytes > cfg.reader_bytes {
+            if !s.chunks.is_empty() && s.queued() + chunk_bytes > reader_bytes {
                 return;
             }
             let Some(i) = index_of(segments, &s.plan_seg) else {
@@ -260,7 +260,7 @@ impl StreamSet {
             {
                 return;
             }
-            let target = (s.plan_pos & !(ALIGN as u64 - 1)) + cfg.chunk_bytes as u64;
+            let target = (s.plan_pos & !(ALIGN as u64 - 1)) + chunk_bytes as u64;
             let end = s.plan_seg.chunk_end(s.plan_pos, target, len);
             if !self.add_chunk(s, t, end) {
                 return;
