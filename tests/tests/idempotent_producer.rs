@@ -301,7 +301,7 @@ async fn produce_until(
             let (v, d) = pending.pop_front().unwrap();
             note(v, d.await);
         }
-        if n % 50 == 0 {
+        if n.is_multiple_of(50) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
