@@ -345,11 +345,9 @@ fn produce_client(bootstrap: &str, n: usize, tag: &str) -> BTreeSet<(u32, u64)> 
         let producer = sluice_client::Producer::new(
             bootstrap,
             sluice_client::ProducerConfig {
+                // Idempotent (the default): this once needed idempotence off, when a batch raft
+                // dropped after the leader kill stayed "in flight" until its retries ran out.
                 acks: sluice_client::Acks::All,
-                // Only acknowledged records are checked; idempotence is off because after the
-                // leader kill an idempotent batch came back REQUEST_TIMED_OUT ("a copy of this
-                // batch is still in flight") once its retries ran out (noted for issue 12).
-                idempotence: false,
                 ..sluice_client::ProducerConfig::default()
             },
         )

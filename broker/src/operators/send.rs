@@ -1,7 +1,7 @@
 //! Writing an operator's target batches: each target partition's batches in order, to that
 //! partition's leader, acks `all`, targets side by side. The batches carry the operator's producer
 //! id and sequences, so a resend (after a lost answer, a retry, or a new leader redoing the tail)
-//! is dropped by the target as a duplicate: `DUPLICATE_SEQUENCE` (older than the five batches it
+//! is dropped by the target as a duplicate: `DUPLICATE_SEQUENCE` (older than the eight batches it
 //! remembers) counts as written, as a duplicate inside that window already answers success.
 //!
 //! This module only talks to brokers; what the batches hold is `fold`'s business.

@@ -4,7 +4,11 @@
 //! - a blank entry (a new leader's first entry) and a membership entry are *control* batches of one
 //!   record whose key says which (`sluice.raft.blank`, `sluice.raft.membership`) and whose value holds
 //!   the encoded membership. Consumers skip control batches; each takes one offset, like Kafka's
-//!   control records, so offsets stay dense and equal on every replica.
+//!   control records, so offsets stay dense and equal on every replica;
+//! - a *void* batch (key `sluice.void`) is a normal entry stored in place of a leader's proposal
+//!   that must not be stored after all (its admission was forgotten: an earlier batch of its
+//!   producer never reached the log, see `PartitionState::accept_append`). Raft had given it an
+//!   index already, so something must take it; a control batch that no state and no consumer reads.
 //!
 //! The batch header carries the entry's raft term and index (patched in on append), so a stored
 //! batch is a complete raft entry: [`entry_from_batch`] rebuilds it without any side table.
@@ -21,6 +25,7 @@ use super::{log_id, Entry, Membership, Proposal};
 
 pub const KEY_BLANK: &[u8] = b"sluice.raft.blank";
 pub const KEY_MEMBERSHIP: &[u8] = b"sluice.raft.membership";
+pub const KEY_VOID: &[u8] = b"sluice.void";
 
 /// Control batches carry no event time: -1, like Kafka's "no timestamp", so they never move a
 /// segment's time index or retention clock.
@@ -46,6 +51,11 @@ pub fn batch_for(
         EntryPayload::Blank => control_batch(KEY_BLANK, &[]),
         EntryPayload::Membership(m) => control_batch(KEY_MEMBERSHIP, &encode_membership(m)),
     }
+}
+
+/// The batch stored in place of a proposal that may not be stored (see the module doc).
+pub fn void_batch() -> Result<RecordBatch, EntryError> {
+    control_batch(KEY_VOID, &[])
 }
 
 fn control_batch(key: &[u8], value: &[u8]) -> Result<RecordBatch, EntryError> {
@@ -76,7 +86,7 @@ pub fn entry_from_batch(batch: RecordBatch) -> Result<Entry, EntryError> {
         let value = record.value.unwrap_or_default();
         EntryPayload::Membership(decode_membership(&mut Reader::new(value))?)
     } else {
-        // A control batch that is not raft's (none exist yet): treat it as data.
+        // A control batch that is not raft's (an operator mark, a void batch): a normal entry.
         EntryPayload::Normal(Proposal::stored(batch))
     };
     Ok(Entry {

@@ -9,7 +9,9 @@
 //! - an append is readable when `append` returns; its callback fires only after an fsync covering
 //!   it, from one flusher task per group, in append order (group commit: one fsync for every append
 //!   that queued behind it);
-//! - the vote and the purge point are durable before the call that set them returns.
+//! - the vote and the purge point are durable before the call that set them returns;
+//! - a leader's proposal the partition state no longer admits is stored as a void batch, never as
+//!   itself (`PartitionState::accept_append`).
 //!
 //! Purging is logical: it moves the purge point and drops entries from the map; retention later
 //! deletes whole segments below it ([`GroupLog::with_retention_limit`]).
@@ -302,8 +304,18 @@ impl GroupLog {
             let term = term_of(&entry.log_id);
             // Entries follow each other: refused before anything is written.
             map.check_next(index)?;
-            let batch = batch_for(&entry.payload).map_err(|e| io_error(e.to_string()))?;
+            let mut batch = batch_for(&entry.payload).map_err(|e| io_error(e.to_string()))?;
+            let mut void = false;
             if let EntryPayload::Normal(p) = &entry.payload {
+                // A leader's proposal whose admission the state forgot (an earlier batch of its
+                // producer never reached the log): storing it would leave a hole in its producer's
+                // sequences, so its index holds a void batch and its producer hears NOT_LEADER.
+                if let Some(t) = &p.ticket {
+                    if tracks && !state.accept_append(t.number(), &p.batch) {
+                        batch = super::entry::void_batch().map_err(|e| io_error(e.to_string()))?;
+                        void = true;
+                    }
+                }
                 if super::entry::is_raft_entry_batch(&p.batch) {
                     return Err(io_error(format!(
                         "raft entry {index}: a normal entry holds raft's own control batch"
@@ -333,11 +345,15 @@ impl GroupLog {
                     next_offset: info.last_offset + 1,
                 },
             )?;
-            if let EntryPayload::Normal(p) = entry.payload {
-                if tracks {
-                    state.appended(index, info.base_offset..info.last_offset + 1, &p.batch);
+            if let EntryPayload::Normal(mut p) = entry.payload {
+                if let Some(t) = p.ticket.take() {
+                    t.settle();
                 }
-                if let Some(ack) = p.ack {
+                if tracks {
+                    state.appended(index, info.base_offset..info.last_offset + 1, &batch);
+                }
+                // A void batch's ack is dropped unsent: its produce answers NOT_LEADER.
+                if let (Some(ack), false) = (p.ack, void) {
                     let _ = ack.send(info.base_offset..info.last_offset + 1);
                 }
             }

@@ -46,10 +46,13 @@ use tokio::sync::oneshot;
 pub type AppendAck = oneshot::Sender<std::ops::Range<u64>>;
 
 /// The application data of a normal raft entry: one record batch (already CRC-checked by whoever
-/// built the entry), plus, on the leader only, the channel the produce handler waits on for the
-/// offsets the batch was appended at (acks `leader`).
+/// built the entry), plus, on the leader only, the ticket of its admission and the channel the
+/// produce handler waits on for the offsets the batch was appended at (acks `leader`).
 pub struct Proposal {
     pub batch: RecordBatch,
+    /// Declared before `ack`, so it drops first: a proposal raft drops records its ticket before the
+    /// produce handler can see the closed `ack` and its producer can retry.
+    pub ticket: Option<partition_state::Ticket>,
     pub ack: Option<AppendAck>,
     /// The batch was read from a log (a leader's, sent to a follower): it carries the offsets it
     /// was stored at, which a follower's append must reproduce. Fresh proposals carry none.
@@ -61,6 +64,7 @@ impl Proposal {
     pub fn new(batch: RecordBatch) -> Proposal {
         Proposal {
             batch,
+            ticket: None,
             ack: None,
             stored: false,
         }
@@ -70,6 +74,7 @@ impl Proposal {
     pub fn stored(batch: RecordBatch) -> Proposal {
         Proposal {
             batch,
+            ticket: None,
             ack: None,
             stored: true,
         }

@@ -12,8 +12,12 @@
 //! - on open: `restore` from the saved snapshot (if any), then `appended` again for every entry the
 //!   log holds above the snapshot point (when [`PartitionState::tracks_appends`]), then `committed`
 //!   for the committed ones as raft applies them again;
-//! - leader: `admit` for each batch, in proposal order, before the batch is proposed;
-//!   `leader_reset` when admitted batches will never be appended (a failed proposal, a new term);
+//! - leader: `admit` for each batch, in proposal order, before the batch is proposed, with the
+//!   [`Ticket`] number its proposal carries to the log; `leader_reset` when admitted batches will
+//!   never be appended (a failed hand-off, a new term); `dropped` when raft dropped a proposal
+//!   without storing it (noticed when its ticket is dropped, passed on at the next lock);
+//!   `accept_append` just before a ticketed proposal is written (a refused one is stored as a
+//!   void control batch in its place);
 //! - every replica: `appended` for each normal entry when it is written to the local log, in log order
 //!   (before it is committed: admission sees uncommitted appends);
 //! - `truncated(after)` when an uncommitted suffix is cut: undo `appended` for entries after `after`;
@@ -22,11 +26,13 @@
 
 use std::io;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use sluice_protocol::wire::ErrorCode;
 use sluice_protocol::RecordBatch;
+use tokio::sync::watch;
 
 use super::Membership;
 
@@ -51,10 +57,28 @@ pub trait PartitionState: Send + 'static {
     /// Leader only, in proposal order, before `batch` is proposed. It sees every batch admitted or
     /// appended before it, so two in-flight copies of one batch cannot both be admitted. An admitted
     /// batch whose proposal then fails is never `appended`; the state must not wait for it (a new
-    /// term starts from what the log holds).
-    fn admit(&mut self, batch: &RecordBatch) -> Result<Admission, Refusal> {
-        let _ = batch;
+    /// term starts from what the log holds). `ticket` is the number the batch's proposal carries
+    /// (increasing in admission order), for `dropped` and `accept_append`.
+    fn admit(&mut self, batch: &RecordBatch, ticket: u64) -> Result<Admission, Refusal> {
+        let _ = (batch, ticket);
         Ok(Admission::Propose)
+    }
+
+    /// Leader only: raft dropped the proposal numbered `ticket` without storing it (it lost its
+    /// term or lease before appending, or stopped). Forget its admission, so a retry is admitted
+    /// again; an admission it does not hold (already appended, or forgotten) is no news.
+    fn dropped(&mut self, ticket: u64) {
+        let _ = ticket;
+    }
+
+    /// Leader only, just before the proposal numbered `ticket` holding `batch` is written to the
+    /// log: whether it may be. Raft stores proposals in the order they were handed over, so every
+    /// admission before `ticket` still waiting was dropped. `false` (its admission was forgotten,
+    /// and storing it could leave a hole before it): the log stores a void control batch at its
+    /// place instead and its producer is answered `NOT_LEADER`.
+    fn accept_append(&mut self, ticket: u64, batch: &RecordBatch) -> bool {
+        let _ = (ticket, batch);
+        true
     }
 
     /// Leader only: batches admitted so far that have not reached the log never will (a proposal
@@ -124,9 +148,17 @@ impl PartitionState for NoState {
 }
 
 /// One partition's state, shared by its log store (append, truncate), state machine (commit,
-/// snapshot) and replica (admit). Hooks run under this lock, so they see one order.
+/// snapshot) and replica (admit). Hooks run under this lock, so they see one order. It also issues
+/// the [`Ticket`]s of the leader's proposals and passes the numbers of dropped ones on to
+/// [`PartitionState::dropped`] whenever it is locked.
 #[derive(Clone)]
-pub struct SharedState(Arc<Mutex<Box<dyn PartitionState>>>);
+pub struct SharedState(Arc<Shared>);
+
+struct Shared {
+    state: Mutex<Box<dyn PartitionState>>,
+    drops: Arc<Drops>,
+    next_ticket: AtomicU64,
+}
 
 impl std::fmt::Debug for SharedState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,15 +168,103 @@ impl std::fmt::Debug for SharedState {
 
 impl SharedState {
     pub fn new(state: Box<dyn PartitionState>) -> SharedState {
-        SharedState(Arc::new(Mutex::new(state)))
+        SharedState(Arc::new(Shared {
+            state: Mutex::new(state),
+            drops: Arc::new(Drops {
+                any: AtomicBool::new(false),
+                numbers: Mutex::new(Vec::new()),
+                seen: watch::channel(0).0,
+            }),
+            next_ticket: AtomicU64::new(1),
+        }))
     }
 
-    /// The state, locked. A poisoned lock means a hook panicked half way: the state can no longer
-    /// be trusted to match the log, so this stops loudly instead of serving it.
+    /// The state, locked, told first of the proposals dropped since it was last locked. A poisoned
+    /// lock means a hook panicked half way: the state can no longer be trusted to match the log, so
+    /// this stops loudly instead of serving it.
     pub fn lock(&self) -> MutexGuard<'_, Box<dyn PartitionState>> {
-        match self.0.lock() {
+        let mut g = match self.0.state.lock() {
             Ok(g) => g,
             Err(_) => panic!("partition state lock poisoned: a state hook panicked mid-update"),
+        };
+        // One load on the hot path (no write to a line other threads read); the list only when a
+        // proposal was dropped.
+        if self.0.drops.any.load(Ordering::Acquire)
+            && self.0.drops.any.swap(false, Ordering::AcqRel)
+        {
+            for n in self.0.drops.take() {
+                g.dropped(n);
+            }
         }
+        g
+    }
+
+    /// A new ticket for a proposal about to be admitted (numbers increase).
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            number: self.0.next_ticket.fetch_add(1, Ordering::Relaxed),
+            drops: Some(self.0.drops.clone()),
+        }
+    }
+
+    /// Changes each time a ticketed proposal is dropped: a produce waiting for a copy of a batch in
+    /// flight wakes and decides again.
+    pub fn drops(&self) -> watch::Receiver<u64> {
+        self.0.drops.seen.subscribe()
+    }
+}
+
+/// The numbers of ticketed proposals dropped since the state was last locked.
+struct Drops {
+    /// Whether `numbers` may hold any: read on every lock, so one atomic, not the list's lock.
+    any: AtomicBool,
+    numbers: Mutex<Vec<u64>>,
+    seen: watch::Sender<u64>,
+}
+
+impl Drops {
+    // Never panics on a poisoned lock: it runs in `Drop`, perhaps while unwinding.
+    fn numbers(&self) -> MutexGuard<'_, Vec<u64>> {
+        self.numbers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.numbers())
+    }
+}
+
+/// The leader's number for one admitted proposal, carried in it to the log. If the proposal is
+/// dropped before the log settles it (raft refused or discarded it), dropping the ticket records
+/// its number, and the state forgets the admission at its next lock. No lock of the state is
+/// taken here, so a ticket may drop anywhere, under the state's lock included.
+pub struct Ticket {
+    number: u64,
+    drops: Option<Arc<Drops>>,
+}
+
+impl Ticket {
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Its proposal's fate is decided (stored, stored void, or never proposed): nothing to record.
+    pub fn settle(mut self) {
+        self.drops = None;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(d) = self.drops.take() {
+            d.numbers().push(self.number);
+            d.any.store(true, Ordering::Release);
+            d.seen.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ticket({})", self.number)
     }
 }

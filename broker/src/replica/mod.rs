@@ -76,6 +76,9 @@ pub struct Replica {
     metrics: PartitionMetrics,
     /// Leadership transfers of this partition (one at a time).
     transfer: Arc<transfer::TransferState>,
+    /// Tests: how many of the next proposals raft is made to drop (see `propose::hand_off`).
+    #[cfg(test)]
+    refuse_next: std::sync::atomic::AtomicUsize,
 }
 
 impl Replica {
@@ -128,6 +131,8 @@ impl Replica {
             closed,
             metrics,
             transfer: Arc::default(),
+            #[cfg(test)]
+            refuse_next: Default::default(),
         }
     }
 

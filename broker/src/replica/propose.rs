@@ -16,6 +16,7 @@ use super::state::Admission;
 use super::{Leadership, Replica};
 use crate::error::{Result, ServiceError};
 use crate::metrics::Latency;
+use crate::raft::partition_state::Ticket;
 use crate::raft::{Proposal, TypeConfig};
 
 type CompleteRx = oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
@@ -128,19 +129,29 @@ pub(super) async fn propose(
     let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
     // Subscribed only once a copy is found in flight (rare), then decided again before waiting,
     // so a move between the first try and the subscription is not missed.
-    let mut hw = None;
+    let mut watches = None;
     loop {
         if let Some(pending) = propose_once(replica, &batches, acks).await? {
             return Ok(pending);
         }
-        let Some(hw) = hw.as_mut() else {
-            hw = Some(replica.group.high_watermark.subscribe());
+        let Some((hw, drops)) = watches.as_mut() else {
+            watches = Some((
+                replica.group.high_watermark.subscribe(),
+                replica.group.log.state().drops(),
+            ));
             continue;
         };
         // A copy of one of these batches is still on its way into the log: its outcome is this
         // request's. Wait until the log moves (it is appended and committed, or a new term drops
-        // it), then decide again: a duplicate then, or admitted afresh.
-        let moved = tokio::time::timeout_at(deadline, hw.changed()).await;
+        // it) or raft drops a proposal (perhaps that copy), then decide again: a duplicate then,
+        // or admitted afresh.
+        let moved = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                r = hw.changed() => r,
+                r = drops.changed() => r,
+            }
+        })
+        .await;
         if !matches!(moved, Ok(Ok(()))) {
             return Err(ServiceError::new(
                 ErrorCode::REQUEST_TIMED_OUT,
@@ -242,7 +253,8 @@ async fn propose_once(
     // Under the order lock: nothing queued behind other proposals ages the lease checked here.
     confirm_lease(replica).await?;
     let admissions = {
-        let mut state = group.log.state().lock();
+        let shared = group.log.state();
+        let mut state = shared.lock();
         if let Leadership::Leader { term } = replica.leadership_now() {
             if *order != term {
                 // Proposals admitted in an earlier term that never reached the log never will.
@@ -253,27 +265,37 @@ async fn propose_once(
         let mut admissions = Vec::with_capacity(batches.len());
         let mut proposed: Vec<&RecordBatch> = Vec::new();
         for batch in batches {
-            let a = match state.admit(batch) {
+            let ticket = shared.ticket();
+            let a = match state.admit(batch, ticket.number()) {
                 Ok(a) => a,
                 Err((code, msg)) => {
                     // Batches of this request admitted before the refusal are never proposed.
                     state.unadmit(&proposed);
+                    settle_all(admissions);
+                    ticket.settle();
                     return Err(ServiceError::new(code, msg));
                 }
             };
             match a {
                 Admission::InFlight => {
                     state.unadmit(&proposed);
+                    settle_all(admissions);
+                    ticket.settle();
                     return Ok(None);
                 }
-                Admission::Propose => proposed.push(batch),
-                Admission::Duplicate(_) => {}
+                Admission::Propose => {
+                    proposed.push(batch);
+                    admissions.push((a, Some(ticket)));
+                }
+                Admission::Duplicate(_) => {
+                    ticket.settle();
+                    admissions.push((a, None));
+                }
             }
-            admissions.push(a);
         }
         admissions
     };
-    for (batch, admission) in batches.iter().zip(admissions) {
+    for (batch, (admission, ticket)) in batches.iter().zip(admissions) {
         let (tx, rx) = oneshot::channel();
         if let Admission::Duplicate(offsets) = admission {
             // Already in the log: answer with its offsets, once committed for acks `all`.
@@ -299,10 +321,11 @@ async fn propose_once(
         };
         let proposal = Proposal {
             batch: batch.clone(),
+            ticket,
             ack: Some(tx),
             stored: false,
         };
-        if let Err(e) = group.raft.client_write_ff(proposal, responder).await {
+        if let Err(e) = hand_off(replica, proposal, responder).await {
             group.log.state().lock().leader_reset();
             return Err(ServiceError::shutting_down(e.to_string()));
         }
@@ -317,4 +340,43 @@ async fn propose_once(
     }
     drop(order);
     Ok(Some(pending))
+}
+
+/// The tickets of admissions that will not be proposed (their request was refused or must wait):
+/// nothing to record for them.
+fn settle_all(admissions: Vec<(Admission, Option<Ticket>)>) {
+    for t in admissions.into_iter().filter_map(|(_, t)| t) {
+        t.settle();
+    }
+}
+
+/// Hands a proposal to raft. Tests can make raft drop the next ones (`Replica::refuse_next`).
+async fn hand_off(
+    replica: &Replica,
+    proposal: Proposal,
+    responder: Option<openraft::type_config::alias::WriteResponderOf<TypeConfig>>,
+) -> std::result::Result<(), openraft::errors::Fatal<TypeConfig>> {
+    #[cfg(test)]
+    if replica
+        .refuse_next
+        .fetch_update(
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+            |n| n.checked_sub(1),
+        )
+        .is_ok()
+    {
+        // Expecting the leader of term 0, which no group has: raft answers ForwardToLeader and
+        // drops the proposal without storing it, as when a leader loses its lease.
+        let write = replica.group.raft.write(proposal).with_leader(0u64);
+        return match responder {
+            Some(r) => write.responder(r).await,
+            None => write.await,
+        };
+    }
+    replica
+        .group
+        .raft
+        .client_write_ff(proposal, responder)
+        .await
 }

@@ -37,8 +37,16 @@ impl TopicState {
 }
 
 impl PartitionState for TopicState {
-    fn admit(&mut self, batch: &RecordBatch) -> Result<Admission, Refusal> {
-        self.producers.admit(batch)
+    fn admit(&mut self, batch: &RecordBatch, ticket: u64) -> Result<Admission, Refusal> {
+        self.producers.admit(batch, ticket)
+    }
+
+    fn dropped(&mut self, ticket: u64) {
+        self.producers.dropped(ticket)
+    }
+
+    fn accept_append(&mut self, ticket: u64, batch: &RecordBatch) -> bool {
+        self.producers.accept_append(ticket, batch)
     }
 
     fn leader_reset(&mut self) {

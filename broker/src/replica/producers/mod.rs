@@ -13,14 +13,27 @@
 //!   raft that are not in the log yet). Admission decides against it, so it sees every batch
 //!   before it in proposal order and two copies of one batch can never both be proposed.
 //!
-//! `tip` is rebuilt from the other two after a truncation or a leader reset; otherwise it is
-//! updated in place. Nothing here does I/O or reads a clock (see `table`).
+//! `tip` is rebuilt from the other two after a truncation, a leader reset or a dropped proposal;
+//! otherwise it is updated in place. Nothing here does I/O or reads a clock (see `table`).
+//!
+//! No gaps within an epoch. A proposal raft drops without storing it (the leader lost its term or
+//! its lease before appending it) takes its admission with it, and every later admission of the
+//! same producer, which can no longer reach the log in sequence order. So a retry of the dropped
+//! batch is admitted again at once, and a retry of a later one is refused `OUT_OF_ORDER_SEQUENCE`
+//! until the dropped one is retried (clients retry those in order; Redpanda's `rm_stm` resets a
+//! producer's in-flight requests after a failed replicate the same way). The later proposals may
+//! already be on their way into raft: the log store asks `accept_append` before writing each, and
+//! one whose admission is gone is stored as a void batch instead. Raft stores proposals in the
+//! order they were handed over, so an admission still waiting when a later one is written was
+//! dropped, even if no drop was reported. Hence the log never holds a batch whose predecessor in
+//! its producer's epoch is missing, which is what `DUPLICATE_SEQUENCE` (a sequence older than the
+//! window was written) rests on.
 
 mod table;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::ops::Range;
 
@@ -46,8 +59,12 @@ pub struct ProducerState {
     limits: Limits,
     committed: Table,
     pending: VecDeque<Pending>,
-    /// Admitted on this leader, not yet appended, in proposal order.
-    admitted: VecDeque<BatchId>,
+    /// Admitted on this leader, not yet appended, in proposal order, with their tickets.
+    admitted: VecDeque<(u64, BatchId)>,
+    /// Producers (and the epoch) of dropped admissions, kept known in `tip` until this leader's
+    /// term ends or they reach the log: a producer whose first batch was dropped must see
+    /// `OUT_OF_ORDER_SEQUENCE` for its later ones, not `UNKNOWN_PRODUCER_ID`.
+    dropped_producers: BTreeMap<i64, BatchId>,
     tip: Table,
 }
 
@@ -74,22 +91,40 @@ impl ProducerState {
         for p in &self.pending {
             tip.apply(&p.id, Some(p.offsets.clone()), &self.limits);
         }
-        for a in &self.admitted {
+        for (_, a) in &self.admitted {
             tip.apply(a, None, &self.limits);
         }
+        for d in self.dropped_producers.values() {
+            tip.know(d);
+        }
         self.tip = tip;
+    }
+
+    /// Forgets the admission `ticket` and every later one of its producer (see the module doc);
+    /// the caller rebuilds the tip. False if it holds no such admission.
+    fn forget(&mut self, ticket: u64) -> bool {
+        let Some(&(_, id)) = self.admitted.iter().find(|(t, _)| *t == ticket) else {
+            return false;
+        };
+        self.admitted
+            .retain(|(t, a)| *t < ticket || a.producer_id != id.producer_id);
+        // Bounded like the producers themselves; past that, such a producer starts over.
+        if self.dropped_producers.len() < self.limits.max_producers {
+            self.dropped_producers.entry(id.producer_id).or_insert(id);
+        }
+        true
     }
 }
 
 impl PartitionState for ProducerState {
-    fn admit(&mut self, batch: &RecordBatch) -> Result<Admission, Refusal> {
+    fn admit(&mut self, batch: &RecordBatch, ticket: u64) -> Result<Admission, Refusal> {
         let Some(id) = BatchId::of(batch.header())? else {
             return Ok(Admission::Propose);
         };
         Ok(match self.tip.check(&id, &self.limits)? {
             Verdict::Plain | Verdict::Append => {
                 self.tip.apply(&id, None, &self.limits);
-                self.admitted.push_back(id);
+                self.admitted.push_back((ticket, id));
                 Admission::Propose
             }
             Verdict::Duplicate(offsets) => Admission::Duplicate(offsets),
@@ -98,10 +133,36 @@ impl PartitionState for ProducerState {
     }
 
     fn leader_reset(&mut self) {
-        if !self.admitted.is_empty() {
+        if !self.admitted.is_empty() || !self.dropped_producers.is_empty() {
             self.admitted.clear();
+            self.dropped_producers.clear();
             self.rebuild_tip();
         }
+    }
+
+    fn dropped(&mut self, ticket: u64) {
+        if self.forget(ticket) {
+            self.rebuild_tip();
+        }
+    }
+
+    fn accept_append(&mut self, ticket: u64, batch: &RecordBatch) -> bool {
+        if !matches!(BatchId::of(batch.header()), Ok(Some(_))) {
+            return true;
+        }
+        // Raft keeps proposal order: admissions before this one that are still waiting were
+        // dropped, reported or not.
+        let mut forgot = false;
+        while let Some(&(t, _)) = self.admitted.front() {
+            if t >= ticket {
+                break;
+            }
+            forgot |= self.forget(t);
+        }
+        if forgot {
+            self.rebuild_tip();
+        }
+        self.admitted.front().is_some_and(|(t, _)| *t == ticket)
     }
 
     fn unadmit(&mut self, batches: &[&RecordBatch]) {
@@ -110,7 +171,7 @@ impl PartitionState for ProducerState {
             if let Ok(Some(id)) = BatchId::of(b.header()) {
                 // The caller's batches are the newest admissions, newest last.
                 assert_eq!(
-                    self.admitted.back(),
+                    self.admitted.back().map(|(_, a)| a),
                     Some(&id),
                     "unadmit of a batch that is not the newest admission"
                 );
@@ -133,7 +194,9 @@ impl PartitionState for ProducerState {
             self.pending.back().is_none_or(|p| p.index < index),
             "appends arrive in log order"
         );
-        if self.admitted.front() == Some(&id) {
+        // Known from the log from now on.
+        self.dropped_producers.remove(&id.producer_id);
+        if self.admitted.front().is_some_and(|(_, a)| *a == id) {
             // This leader's own proposal reaching its log: the tip already holds it.
             self.admitted.pop_front();
             self.tip.set_offsets(&id, offsets.clone());
@@ -141,7 +204,8 @@ impl PartitionState for ProducerState {
             self.tip.apply(&id, Some(offsets.clone()), &self.limits);
         } else {
             // Someone else's entry while proposals of ours are outstanding (we lost leadership):
-            // those will never be appended here in the order admitted.
+            // those will never be appended here in the order admitted (if one still reaches
+            // this log, `accept_append` refuses it).
             self.admitted.clear();
             self.pending.push_back(Pending { index, id, offsets });
             self.rebuild_tip();
@@ -157,6 +221,7 @@ impl PartitionState for ProducerState {
         }
         // Admitted batches are proposals of a term that is over if its entries are being cut.
         self.admitted.clear();
+        self.dropped_producers.clear();
         self.rebuild_tip();
     }
 
@@ -190,6 +255,7 @@ impl PartitionState for ProducerState {
         self.committed = Table::decode(state)?;
         self.pending.clear();
         self.admitted.clear();
+        self.dropped_producers.clear();
         self.tip = self.committed.clone();
         Ok(())
     }

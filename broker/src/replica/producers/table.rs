@@ -251,6 +251,17 @@ impl Table {
         );
     }
 
+    /// Makes producer `b.producer_id` known at `b.epoch` with no batches, if it is not known at
+    /// all: its next batch must then start at sequence 0, and a later one is refused out of order
+    /// rather than as an unknown producer (which would make its client start over).
+    pub fn know(&mut self, b: &BatchId) {
+        self.producers.entry(b.producer_id).or_insert(Producer {
+            epoch: b.epoch,
+            batches: VecDeque::new(),
+            last_ms: b.timestamp_ms,
+        });
+    }
+
     /// An admitted batch reached the log at `offsets`. If its producer moved to a newer epoch
     /// meanwhile, the batch has left the window and nothing changes.
     pub fn set_offsets(&mut self, b: &BatchId, offsets: Range<u64>) {
