@@ -2,10 +2,10 @@
 //! seam, simulated power loss): staging the leader's segments (open, reset, append, close), saving
 //! the snapshot file, saving the purge point, replacing the live log from the staging, dropping the
 //! staging. The machine stops at the `n`-th operation of each kind (file creation, write, length
-//! change, file fsync, directory fsync, rename) for every `n` until the install finishes without
-//! reaching it; after the cut the group opens (finishing or dropping the install) and holds
-//! either the old state or the new one, whole: never a snapshot naming entries the log cannot
-//! serve, never a half-replaced log.
+//! change, file fsync, directory fsync, rename, removal) for every `n` until the install finishes
+//! without reaching it; after the cut the group opens (finishing or dropping the install) and
+//! holds either the old state or the new one, whole: never a snapshot naming entries the log
+//! cannot serve, never a half-replaced log.
 //!
 //! It found a real bug: a cut after the snapshot file was saved but before its purge point came
 //! back with the new snapshot and, once the open finished the install, a log starting at index 10
@@ -123,6 +123,7 @@ async fn a_snapshot_install_cut_at_any_step_comes_back_old_or_new_never_half() {
         Op::Sync,
         Op::SyncDir,
         Op::Rename,
+        Op::Remove,
     ] {
         for n in 1.. {
             let dir = tempfile::tempdir().unwrap();

@@ -76,6 +76,15 @@ pub enum Flushed {
     Then(Box<dyn FnOnce(io::Result<()>) + Send>),
 }
 
+impl Debug for Flushed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flushed::Raft(_) => "Flushed::Raft",
+            Flushed::Then(_) => "Flushed::Then",
+        })
+    }
+}
+
 impl From<IOFlushed<TypeConfig>> for Flushed {
     fn from(callback: IOFlushed<TypeConfig>) -> Flushed {
         Flushed::Raft(callback)
