@@ -2,10 +2,10 @@
 //! seam, simulated power loss): staging the leader's segments (open, reset, append, close), saving
 //! the snapshot file, saving the purge point, replacing the live log from the staging, dropping the
 //! staging. The machine stops at the `n`-th operation of each kind (file creation, write, length
-//! change, file fsync, directory fsync, rename) for every `n` until the install finishes without
-//! reaching it; after the cut the group opens (finishing or dropping the install) and holds
-//! either the old state or the new one, whole: never a snapshot naming entries the log cannot
-//! serve, never a half-replaced log.
+//! change, file fsync, directory fsync, rename, removal) for every `n` until the install finishes
+//! without reaching it; after the cut the group opens (finishing or dropping the install) and
+//! holds either the old state or the new one, whole: never a snapshot naming entries the log
+//! cannot serve, never a half-replaced log.
 //!
 //! It found a real bug: a cut after the snapshot file was saved but before its purge point came
 //! back with the new snapshot and, once the open finished the install, a log starting at index 10
@@ -13,9 +13,15 @@
 //! the purge point before it replaces the log. Also seen failing: with `write_file_durably` not
 //! fsyncing the temporary file, `raft.snapshot` came back empty and the group did not open; with
 //! `PartitionLog::close` not fsyncing the staging's active segment, the new snapshot came back over
-//! the old log (the staging had lost its batches and was dropped). Removing only the directory
-//! fsync of `write_file_durably` is not caught here: the live log's reset fsyncs the same
-//! directory before anything depends on the renames.
+//! the old log (the staging had lost its batches and was dropped).
+//!
+//! Each cut is also checked on an image that keeps all but one of the name changes no directory
+//! fsync covered (which one turns with each cut), as a file system that wrote them out of order.
+//! Removing only the directory fsync of `write_file_durably` is caught there, every run: at the
+//! cut at the 9th length change, the purge point's `raft.meta` rename survived while the earlier
+//! `raft.snapshot` rename was lost, and the group opened with the old log and snapshot but the new
+//! purge point. (With every unsynced change lost it is not caught: the live log's reset fsyncs the
+//! same directory before anything depends on the renames.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -27,7 +33,7 @@ use sluice_broker::raft::log_store::GroupLog;
 use sluice_broker::raft::state_machine::{GroupSm, SnapshotData, SnapshotState};
 use sluice_broker::raft::{log_id, SnapshotMeta, StoredMembership};
 use sluice_protocol::RecordBatch;
-use sluice_storage::fault::{LastWrite, Op, Plan};
+use sluice_storage::fault::{LastWrite, Names, Op, Plan};
 use sluice_storage::{FlushPolicy, LogConfig, PartitionLog};
 
 fn raft_batch(tag: &str) -> bytes::Bytes {
@@ -106,6 +112,59 @@ fn batches(log: &PartitionLog) -> Vec<(u64, u64, String)> {
         .unwrap_or_default()
 }
 
+/// After a cut: the group opens on `live` (finishing or dropping the install) and holds the old
+/// state or the new one, whole (the new one if the install was not cut). Whether it is the new one.
+async fn check_after_cut(
+    live: &Path,
+    what: &str,
+    crashed: bool,
+    old: &[(u64, u64, String)],
+    new: &[(u64, u64, String)],
+) -> bool {
+    let listing: Vec<String> = std::fs::read_dir(live)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let len = e.metadata().unwrap().len();
+            format!("{}:{len}", e.file_name().to_string_lossy())
+        })
+        .collect();
+    let what = format!("{what} {listing:?}");
+    let (log, _) = PartitionLog::open(live, config())
+        .unwrap_or_else(|e| panic!("{what}: the log does not open: {e}"));
+    let group = GroupLog::open(log.clone())
+        .unwrap_or_else(|e| panic!("{what}: the group does not open: {e}"));
+    let hw = Arc::new(tokio::sync::watch::channel(0u64).0);
+    let mut sm = GroupSm::open(group.clone(), hw.clone())
+        .unwrap_or_else(|e| panic!("{what}: the state machine does not open: {e}"));
+    let snapshot = sm.get_current_snapshot().await.unwrap();
+    let state = group.log_state();
+    let got = batches(&log);
+    let came_back_new = match snapshot.map(|s| s.meta.last_log_id) {
+        Some(Some(l)) if l == log_id(2, 14) => {
+            assert_eq!(got, new, "{what}: the new snapshot over another log");
+            assert_eq!(log.log_start_offset(), 100, "{what}");
+            assert_eq!(log.log_end_offset(), 110, "{what}");
+            assert_eq!(*hw.borrow(), 110, "{what}");
+            assert_eq!(state.last_purged_log_id, Some(log_id(2, 14)), "{what}");
+            true
+        }
+        other => {
+            assert!(crashed, "{what}: finished, yet the snapshot is {other:?}");
+            assert_eq!(got, old, "{what}: no new snapshot, yet the log changed");
+            assert_eq!(state.last_purged_log_id, None, "{what}");
+            assert_eq!(state.last_log_id, Some(log_id(1, 3)), "{what}");
+            false
+        }
+    };
+    assert!(
+        !group.staging_dir().exists(),
+        "{what}: the staging is left behind after opening"
+    );
+    log.close().unwrap();
+    came_back_new
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_install_cut_at_any_step_comes_back_old_or_new_never_half() {
     let seed: u64 = std::env::var("SLUICE_POWER_SEED")
@@ -115,7 +174,7 @@ async fn a_snapshot_install_cut_at_any_step_comes_back_old_or_new_never_half() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let old: Vec<(u64, u64, String)> = (1..=3).map(|i| (1, i, format!("old{i}-0"))).collect();
     let new: Vec<(u64, u64, String)> = (0..5).map(|i| (2, 10 + i, format!("new{i}-0"))).collect();
-    let (mut cuts, mut came_back_new) = (0, 0);
+    let (mut cuts, mut came_back_new, mut reordered_new) = (0, 0, 0);
     for op in [
         Op::Create,
         Op::Write,
@@ -123,6 +182,7 @@ async fn a_snapshot_install_cut_at_any_step_comes_back_old_or_new_never_half() {
         Op::Sync,
         Op::SyncDir,
         Op::Rename,
+        Op::Remove,
     ] {
         for n in 1.. {
             let dir = tempfile::tempdir().unwrap();
@@ -142,58 +202,40 @@ async fn a_snapshot_install_cut_at_any_step_comes_back_old_or_new_never_half() {
             } else {
                 LastWrite::Keep(rng.gen_range(0..300))
             };
+            // Also an image in which the name changes no directory fsync covered reach the disk
+            // all but one (which one turns with each cut): a file system may write them in any
+            // order.
+            let images = tempfile::tempdir().unwrap();
+            let unsynced = armed.unsynced_names();
+            let reordered = (unsynced > 0).then(|| {
+                let names = Names::all_but(unsynced, cuts % unsynced);
+                let image = images.path().join("cut");
+                armed
+                    .pull_plug_into_with(LastWrite::Lose, &names, &image)
+                    .unwrap();
+                (image.join("0"), names)
+            });
             let cut = armed.pull_plug(last).unwrap();
-            let listing: Vec<String> = std::fs::read_dir(&live)
-                .unwrap()
-                .map(|e| {
-                    let e = e.unwrap();
-                    let len = e.metadata().unwrap().len();
-                    format!("{}:{len}", e.file_name().to_string_lossy())
-                })
-                .collect();
-            let what = format!("seed {seed}, cut at {op:?} #{n} ({result:?}, {cut:?}) {listing:?}");
+            let what = format!("seed {seed}, cut at {op:?} #{n} ({result:?}, {cut:?})");
             if !crashed {
                 assert!(result.is_ok(), "{what}: no cut, yet the install failed");
             }
-            // Back on what was durable: the group opens, finishing or dropping the install.
-            let (log, _) = PartitionLog::open(&live, config())
-                .unwrap_or_else(|e| panic!("{what}: the log does not open: {e}"));
-            let group = GroupLog::open(log.clone())
-                .unwrap_or_else(|e| panic!("{what}: the group does not open: {e}"));
-            let hw = Arc::new(tokio::sync::watch::channel(0u64).0);
-            let mut sm = GroupSm::open(group.clone(), hw.clone())
-                .unwrap_or_else(|e| panic!("{what}: the state machine does not open: {e}"));
-            let snapshot = sm.get_current_snapshot().await.unwrap();
-            let state = group.log_state();
-            let got = batches(&log);
-            match snapshot.map(|s| s.meta.last_log_id) {
-                Some(Some(l)) if l == log_id(2, 14) => {
-                    came_back_new += 1;
-                    assert_eq!(got, new, "{what}: the new snapshot over another log");
-                    assert_eq!(log.log_start_offset(), 100, "{what}");
-                    assert_eq!(log.log_end_offset(), 110, "{what}");
-                    assert_eq!(*hw.borrow(), 110, "{what}");
-                    assert_eq!(state.last_purged_log_id, Some(log_id(2, 14)), "{what}");
-                }
-                other => {
-                    assert!(crashed, "{what}: finished, yet the snapshot is {other:?}");
-                    assert_eq!(got, old, "{what}: no new snapshot, yet the log changed");
-                    assert_eq!(state.last_purged_log_id, None, "{what}");
-                    assert_eq!(state.last_log_id, Some(log_id(1, 3)), "{what}");
-                }
+            came_back_new += u32::from(check_after_cut(&live, &what, crashed, &old, &new).await);
+            if let Some((live, names)) = reordered {
+                let what = format!("{what}, name changes kept {names:?}");
+                reordered_new +=
+                    u32::from(check_after_cut(&live, &what, crashed, &old, &new).await);
             }
-            assert!(
-                !group.staging_dir().exists(),
-                "{what}: the staging is left behind after opening"
-            );
-            log.close().unwrap();
             cuts += 1;
             if !crashed {
                 break;
             }
         }
     }
-    eprintln!("snapshot install: {cuts} cuts, {came_back_new} came back with the new snapshot");
+    eprintln!(
+        "snapshot install: {cuts} cuts, {came_back_new} came back with the new snapshot \
+         ({reordered_new} of their reordered images)"
+    );
     assert!(
         came_back_new > 6,
         "too few cuts landed after the install became durable"

@@ -2,10 +2,10 @@
 //! once they are older than the tombstone retention. Survivors keep their offsets, so offsets become
 //! sparse; a batch whose records all survive is copied byte for byte.
 //!
-//! The rewrite runs without the writer lock into `<base>.*.cleaned` files. The swap takes the writer
-//! lock, writes a `<base>.swap` marker, renames the cleaned files into place and removes the marker; an
-//! open that finds a marker finishes the renames, and one that finds `.cleaned` files without a marker
-//! deletes them. Segments that retention or truncation removed meanwhile are skipped.
+//! The rewrite runs without the writer lock into `<base>.*.cleaned` files, fsynced with their names.
+//! The swap takes the writer lock, writes a `<base>.swap` marker, renames the cleaned files into
+//! place and removes the marker; an open that finds a marker finishes the renames, and one that
+//! finds `.cleaned` files without a marker deletes them. Segments that retention or truncation removed meanwhile are skipped.
 
 use std::collections::HashMap;
 use std::fs;
@@ -160,6 +160,13 @@ pub(crate) fn compact(inner: &Inner, now_ms: i64, limit_offset: u64) -> Result<C
         rewritten.push((seg.clone(), cleaned.len()));
     }
 
+    if !rewritten.is_empty() {
+        // The cleaned copies' names must be durable before a marker can name them: a power cut may
+        // keep a directory's later changes and lose earlier ones, and a marker kept without one of
+        // them would finish the swap with an old index beside the new log.
+        sync_dir(&inner.dir)?;
+    }
+
     // Swap under the writer lock.
     let w = lock(&inner.writer);
     inner.check_usable(&w)?;
@@ -260,7 +267,7 @@ fn swap_in(dir: &Path, base: u64) -> Result<()> {
     write_file_durably(dir, &marker_name(base), b"").ctx("create swap marker", &m)?;
     rename_cleaned(dir, base)?;
     sync_dir(dir)?;
-    fs::remove_file(&m).ctx("remove swap marker", &m)?;
+    crate::io::remove_file(&m).ctx("remove swap marker", &m)?;
     sync_dir(dir)
 }
 
@@ -283,7 +290,7 @@ fn remove_cleaned(dir: &Path, base: u64) -> Result<()> {
     let p = SegmentPaths::new(dir, base, ".cleaned");
     for f in [p.log, p.index, p.timeindex] {
         if f.exists() {
-            fs::remove_file(&f).ctx("remove cleaned file", &f)?;
+            crate::io::remove_file(&f).ctx("remove cleaned file", &f)?;
         }
     }
     Ok(())
@@ -310,11 +317,11 @@ pub(crate) fn finish_interrupted_swaps(dir: &Path) -> Result<()> {
         rename_cleaned(dir, base)?;
         sync_dir(dir)?;
         let m = marker(dir, base);
-        fs::remove_file(&m).ctx("remove swap marker", &m)?;
+        crate::io::remove_file(&m).ctx("remove swap marker", &m)?;
     }
     for path in cleaned {
         if path.exists() {
-            fs::remove_file(&path).ctx("remove unfinished compaction output", &path)?;
+            crate::io::remove_file(&path).ctx("remove unfinished compaction output", &path)?;
         }
     }
     if !markers.is_empty() {

@@ -29,7 +29,8 @@
 //!
 //! Simulated power loss (`power`): [`Plan::power_loss`] makes the plan model what the disk holds
 //! durably, and [`Armed::pull_plug`] rewrites the scope to it, as a machine that lost power would
-//! find it. [`Plan::crash_at`] and [`Armed::crash`] stop the "machine" at a chosen operation: from
+//! find it; [`Armed::pull_plug_with`] also keeps a chosen subset of the name changes (creations,
+//! renames, removals) no directory fsync covered, as a file system that wrote them in any order. [`Plan::crash_at`] and [`Armed::crash`] stop the "machine" at a chosen operation: from
 //! there every intercepted operation under the scope fails with EIO and none becomes durable.
 //!
 //! ```ignore
@@ -59,7 +60,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 mod torn_model_tests;
 
-pub use power::{LastWrite, PowerCut, TornWrite};
+pub use power::{LastWrite, Names, PowerCut, TornWrite};
 
 /// Kinds of intercepted operations (each counted separately).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,9 +78,11 @@ pub enum Op {
     /// `rename` (durable files over their target, compaction's cleaned files into place); the path
     /// matched against the scope is the target.
     Rename,
+    /// Removing a file's name (`unlink`: compaction's marker and leftovers, deleted segments).
+    Remove,
 }
 
-const OPS: usize = 6;
+const OPS: usize = 7;
 
 impl Op {
     fn index(self) -> usize {
@@ -90,6 +93,7 @@ impl Op {
             Op::Sync => 3,
             Op::SyncDir => 4,
             Op::Rename => 5,
+            Op::Remove => 6,
         }
     }
 }
@@ -255,6 +259,13 @@ impl Armed {
         self.state.crashed.store(true, Ordering::SeqCst);
     }
 
+    /// How many name changes (file creations, renames, removals) under the scope no directory fsync
+    /// covered yet: the positions [`Names::Keep`] picks from (0 the oldest). 0 without
+    /// [`Plan::power_loss`].
+    pub fn unsynced_names(&self) -> usize {
+        self.state.power.as_ref().map_or(0, |p| p.unsynced_names())
+    }
+
     /// Whether the machine stopped ([`Armed::crash`], or the operation [`Plan::crash_at`] names).
     pub fn crashed(&self) -> bool {
         self.state.crashed.load(Ordering::SeqCst)
@@ -267,6 +278,13 @@ impl Armed {
     /// "process") is gone: dropped without `close`. The model lives in this process and sees only
     /// this process's operations: a log driven by a child process is not covered.
     pub fn pull_plug(self, last: LastWrite) -> io::Result<PowerCut> {
+        self.pull_plug_with(last, &Names::Lose)
+    }
+
+    /// [`Armed::pull_plug`], with the name changes no directory fsync covered surviving as `names`
+    /// says (`pull_plug` loses them all): a file system may write a directory's changes to disk in
+    /// any order until it is fsynced.
+    pub fn pull_plug_with(self, last: LastWrite, names: &Names) -> io::Result<PowerCut> {
         self.crash();
         // Disarm first: the rewrite below goes through `std::fs`, not the seam, but a log left open
         // by mistake must not feed the model while it is being applied.
@@ -275,7 +293,7 @@ impl Armed {
         ARMED.store(plans.len(), Ordering::SeqCst);
         drop(plans);
         match &self.state.power {
-            Some(p) => p.restore(last),
+            Some(p) => p.restore(last, names),
             None => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "pull_plug on a plan without power_loss()",
@@ -293,9 +311,21 @@ impl Armed {
     /// what the image lacks. The caller exits while it still holds the handle; whoever restarts it
     /// puts `target` in the scope's place.
     pub fn pull_plug_into(&self, last: LastWrite, target: &Path) -> io::Result<PowerCut> {
+        self.pull_plug_into_with(last, &Names::Lose, target)
+    }
+
+    /// [`Armed::pull_plug_into`], with the unsynced name changes surviving as `names` says. The
+    /// model is left as it is, so a test can write several images of one cut, each keeping other
+    /// changes.
+    pub fn pull_plug_into_with(
+        &self,
+        last: LastWrite,
+        names: &Names,
+        target: &Path,
+    ) -> io::Result<PowerCut> {
         self.crash();
         match &self.state.power {
-            Some(p) => p.image_into(last, target),
+            Some(p) => p.image_into(last, names, target),
             None => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "pull_plug_into on a plan without power_loss()",
@@ -364,6 +394,8 @@ pub(crate) struct OpInfo<'a> {
     pub(crate) path: &'a Path,
     /// The open file a write, fsync or length change acts on (`None` for the others).
     pub(crate) file: Option<&'a File>,
+    /// A rename's source (`path` is its target); `None` for the others.
+    pub(crate) from: Option<&'a Path>,
     /// Position of a write (0 for other operations).
     pub(crate) pos: u64,
     /// Bytes of a write (0 for other operations).
@@ -382,6 +414,22 @@ pub(crate) enum Action {
         keep: usize,
         then: Option<io::Error>,
     },
+}
+
+/// Tells the power-loss models that `path` was opened with create and is `file` (the open ran, so no
+/// plan failed it): its name may be new, and lost with its directory's next fsync undone.
+pub(crate) fn created(path: &Path, file: &File) {
+    if ARMED.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    let matching: Vec<Arc<State>> = lock(&PLANS)
+        .iter()
+        .filter(|s| path.starts_with(&s.plan.scope))
+        .cloned()
+        .collect();
+    for p in matching.iter().filter_map(|s| s.power.as_ref()) {
+        p.created(path, file);
+    }
 }
 
 /// Asks the armed plans about one operation. `None`: run it normally.

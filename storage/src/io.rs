@@ -1,5 +1,6 @@
-//! The storage crate's I/O layer: every write, fsync (file and directory), rename, file creation and
-//! length change the crate makes goes through the small wrappers here, plus segment file names.
+//! The storage crate's I/O layer: every write, fsync (file and directory), rename, file creation,
+//! removal and length change the crate makes goes through the small wrappers here, plus segment file
+//! names.
 //!
 //! The wrappers are the fault-injection seam: with the `fault-injection` feature each one asks
 //! `crate::fault` first whether to run, fail or tear the operation; without it they are the plain
@@ -30,6 +31,7 @@ fn injected(
         op,
         path,
         file,
+        from: None,
         pos,
         len,
         data,
@@ -181,14 +183,37 @@ fn timed(fsync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
 
 /// Renames `from` over `to` (atomic within a file system; durable once the directory is fsynced).
 pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    seam!(Rename, to);
+    #[cfg(any(test, feature = "fault-injection"))]
+    if let Some(crate::fault::Action::Fail(e) | crate::fault::Action::Tear { then: Some(e), .. }) =
+        crate::fault::intercept(crate::fault::OpInfo {
+            op: crate::fault::Op::Rename,
+            path: to,
+            file: None,
+            from: Some(from),
+            pos: 0,
+            len: 0,
+            data: &[],
+        })
+    {
+        return Err(e);
+    }
     std::fs::rename(from, to)
+}
+
+/// Removes the name `path` (durable once its directory is fsynced).
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    seam!(Remove, path);
+    std::fs::remove_file(path)
 }
 
 /// Opens `path` with `options`, which create the file if it does not exist.
 pub(crate) fn create(path: &Path, options: &OpenOptions) -> io::Result<File> {
     seam!(Create, path);
-    options.open(path)
+    let file = options.open(path)?;
+    // The power-loss model learns the new name's inode only now that it exists.
+    #[cfg(any(test, feature = "fault-injection"))]
+    crate::fault::created(path, &file);
+    Ok(file)
 }
 
 /// Sets the length of `file` (at `path`): trims and preallocation (`ftruncate`).

@@ -165,7 +165,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         {
             indexes.push((base, entry.path()));
         } else if name == "checkpoint.tmp" {
-            let _ = fs::remove_file(entry.path());
+            let _ = crate::io::remove_file(&entry.path());
         } else if name != checkpoint::FILE_NAME {
             tracing::debug!(file = name, "ignoring unknown file in log directory");
         }
@@ -173,7 +173,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     logs.sort_unstable();
     for (base, path) in indexes {
         if logs.binary_search(&base).is_err() {
-            fs::remove_file(&path).ctx("remove stray index", &path)?;
+            crate::io::remove_file(&path).ctx("remove stray index", &path)?;
         }
     }
     Ok(logs)
@@ -182,7 +182,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 pub(crate) fn remove_segment_files(dir: &Path, base: u64) -> Result<()> {
     let p = SegmentPaths::new(dir, base, "");
     for path in [p.log, p.index, p.timeindex] {
-        match fs::remove_file(&path) {
+        match crate::io::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).ctx("delete segment file", &path),

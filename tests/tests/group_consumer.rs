@@ -42,7 +42,9 @@ async fn three_members_read_every_record_exactly_once() {
             seen.clone(),
             false,
         ));
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The next one joins once this one owns partitions (so it has some to give away).
+        let newest = members.last().unwrap();
+        until("the newest member assigned", || !newest.owned().is_empty()).await;
     }
     until("a balanced group", || {
         balanced(&members.iter().collect::<Vec<_>>(), 12)
@@ -51,8 +53,8 @@ async fn three_members_read_every_record_exactly_once() {
     produced += produce(&addr, "t", 12, 500).await;
     assert_eq!(produced, 12_000);
     until("every record", || counts(&seen).len() == produced).await;
-    // Anything returned twice would show up by now.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Anything returned twice would show up in the members' next polls.
+    polled_again(&members.iter().collect::<Vec<_>>()).await;
     let sets: Vec<BTreeSet<u32>> = members.iter().map(Running::owned).collect();
     for (i, a) in sets.iter().enumerate() {
         for b in &sets[i + 1..] {
@@ -135,7 +137,7 @@ async fn a_crashed_members_partitions_continue_from_its_commits() {
         c.len() == produced && tail.iter().all(|r| c.get(r).is_some_and(|n| *n > 1))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    polled_again(&[&y, &z]).await;
     // The others took x's partitions, but only once its session was over.
     let first_takeover = seen
         .lock()
@@ -205,11 +207,16 @@ async fn a_joining_member_moves_only_what_it_receives_while_the_rest_keep_flowin
         .map(|(t, _)| *t)
         .max()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stream goes on until the newcomer has read each partition it got.
+    until("c reading what it got", || {
+        let s = seen.lock().unwrap();
+        c1.iter().all(|p| s.iter().any(|r| r.1 == 2 && r.2 == *p))
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let produced = producer.await.unwrap();
     until("every record", || counts(&seen).len() == produced).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    polled_again(&[&a, &b, &c]).await;
 
     assert!(
         a1.is_subset(&a0) && b1.is_subset(&b0),

@@ -170,6 +170,7 @@ fn members_share_exactly_once_a_killed_ones_partitions_move_and_a_join_moves_onl
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s = stop.clone();
     let baddr = broker.addr;
+    let flow_from = Instant::now();
     let flow = std::thread::spawn(move || {
         let mut c = RawConn::connect(baddr);
         let mut produced = BTreeSet::new();
@@ -179,7 +180,18 @@ fn members_share_exactly_once_a_killed_ones_partitions_move_and_a_join_moves_onl
         }
         produced
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The join comes once both members print records of the flow.
+    let deadline = Instant::now() + WAIT;
+    while !m[1..3]
+        .iter()
+        .all(|x| x.seen().iter().any(|&(_, _, t)| t > flow_from))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the members never printed the flow"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let joined_at = Instant::now();
     m.push(GroupProcess::start(&addr, "t", "g", SESSION_MS));
     let after = assignment(&wait_stable(&addr, 3, 12));
@@ -189,7 +201,23 @@ fn members_share_exactly_once_a_killed_ones_partitions_move_and_a_join_moves_onl
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // The flow goes on until the newcomer printed a record of each partition it got.
+    let theirs: BTreeSet<u32> = after
+        .iter()
+        .filter(|(id, _)| !before.contains_key(*id))
+        .flat_map(|(_, parts)| parts.iter().map(|&p| p as u32))
+        .collect();
+    assert_eq!(theirs.len(), 4, "{before:?} -> {after:?}");
+    while !theirs
+        .iter()
+        .all(|p| m[3].seen().iter().any(|&(q, _, _)| q == *p))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the newcomer never read {theirs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let flowed = flow.join().unwrap();
     let old: BTreeSet<u64> = before.values().flatten().copied().collect();
@@ -396,8 +424,17 @@ fn members_continue_on_a_new_coordinator_after_the_old_one_is_killed() {
         assert!(f.error.is_ok(), "{f:?}");
         f.node_id
     };
-    // Let a commit interval pass so there is something committed to continue from.
-    std::thread::sleep(Duration::from_millis(500));
+    // Something committed to continue from: every partition has a committed offset.
+    eventually(
+        Duration::from_secs(30),
+        "a commit on every partition",
+        || {
+            let mut c = RawConn::connect(cluster.addr(coordinator));
+            let o = sluice_tests::groups::fetch_offsets(&mut c, "g", &[0, 1, 2, 3, 4, 5]);
+            (o.error.is_ok() && o.offsets.len() == 6 && o.offsets.iter().all(|p| p.offset >= 0))
+                .then_some(())
+        },
+    );
     cluster.member(coordinator).broker.kill();
     let survivor = if coordinator == 1 { 2 } else { 1 };
     eventually(Duration::from_secs(30), "a new coordinator", || {

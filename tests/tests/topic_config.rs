@@ -23,6 +23,12 @@ const MAINTAIN: &[&str] = &[
     "5",
 ];
 
+/// What a broker logs (at debug) after each maintenance round, and the harness's log filter
+/// (`sluice_tests::DEFAULT_LOG`) with that line.
+const ROUND_DONE: &str = "maintenance round done";
+const MAINTAIN_LOG: &str =
+    "warn,openraft=error,sluice_broker::replica::services=info,sluice_broker::node::maintenance=debug";
+
 /// 4 KiB segments; a retention that never deletes any of what the tests write.
 const TOPIC_CONFIGS: &[&str] = &[
     "--config",
@@ -81,7 +87,7 @@ fn topic_json(broker: &Broker, topic: &str) -> String {
 /// `update_settings` left out: the metadata had the new retention, the open replica did not.
 #[test]
 fn lowered_retention_moves_the_log_start_survives_a_restart_and_bad_changes_are_refused() {
-    let mut broker = Broker::start(MAINTAIN);
+    let mut broker = Broker::start_logging(MAINTAIN, MAINTAIN_LOG);
     let a = broker.addr;
     let mut args = vec!["topic", "create", "t"];
     args.extend_from_slice(TOPIC_CONFIGS);
@@ -89,8 +95,12 @@ fn lowered_retention_moves_the_log_start_survives_a_restart_and_bad_changes_are_
     let mut c = RawConn::connect(a);
     let end = fill(&mut c, "t", "a", 200);
     // Several maintenance rounds with the creation's retention delete none of the records (only
-    // a first segment of raft's own entries, stamped long ago, may go by `retention.ms`).
-    std::thread::sleep(Duration::from_millis(500));
+    // a first segment of raft's own entries, stamped long ago, may go by `retention.ms`): three
+    // more rounds done, so at least two ran wholly after the fill.
+    let rounds = broker.log_lines(ROUND_DONE).len();
+    eventually(Duration::from_secs(30), "maintenance rounds", || {
+        (broker.log_lines(ROUND_DONE).len() >= rounds + 3).then_some(())
+    });
     let before = log_start(a, "t").unwrap();
     assert!(before < end / 10, "{before} of {end}");
 

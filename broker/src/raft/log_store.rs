@@ -68,7 +68,38 @@ impl Drop for LogStartPin {
 
 /// What the flusher task owes raft: a callback to fire once everything appended before it is fsynced.
 struct FlushJob {
-    callback: IOFlushed<TypeConfig>,
+    callback: Flushed,
+}
+
+/// Who hears that an append is durable: raft's own callback, or any function (a test that stops the
+/// machine at the very instant a callback fires, so it checks what was durable then).
+pub enum Flushed {
+    Raft(IOFlushed<TypeConfig>),
+    Then(Box<dyn FnOnce(io::Result<()>) + Send>),
+}
+
+impl Debug for Flushed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flushed::Raft(_) => "Flushed::Raft",
+            Flushed::Then(_) => "Flushed::Then",
+        })
+    }
+}
+
+impl From<IOFlushed<TypeConfig>> for Flushed {
+    fn from(callback: IOFlushed<TypeConfig>) -> Flushed {
+        Flushed::Raft(callback)
+    }
+}
+
+impl Flushed {
+    fn fire(self, result: io::Result<()>) {
+        match self {
+            Flushed::Raft(callback) => callback.io_completed(result),
+            Flushed::Then(f) => f(result),
+        }
+    }
 }
 
 /// A group's log shared by its log store, log readers, state machine and snapshot sender.
@@ -294,8 +325,9 @@ impl GroupLog {
     pub fn append(
         &self,
         entries: impl IntoIterator<Item = Entry>,
-        callback: IOFlushed<TypeConfig>,
+        callback: impl Into<Flushed>,
     ) -> io::Result<()> {
+        let callback = callback.into();
         let mut map = lock(&self.map);
         let mut state = self.state.lock();
         let tracks = state.tracks_appends();
@@ -462,7 +494,7 @@ async fn flusher(log: PartitionLog, mut rx: mpsc::UnboundedReceiver<FlushJob>) {
         };
         for job in jobs.drain(..) {
             job.callback
-                .io_completed(result.clone().map_err(|e| io_error(format!("fsync: {e}"))));
+                .fire(result.clone().map_err(|e| io_error(format!("fsync: {e}"))));
         }
     }
 }

@@ -13,11 +13,17 @@
 //! - a write that runs is remembered (position, bytes) until its file's next fsync; the last such
 //!   write of the scope may reach the disk torn ([`LastWrite`]), every other one is lost.
 //!
-//! Deletions and renames need no hook: a name removed or renamed since its directory's last fsync is
-//! still in the durable listing. A directory fsync makes its whole listing durable at once, so the
-//! model cannot reorder two changes to one directory that one fsync covers. Reading the scope may
-//! fail inside an I/O call, where the model cannot report it: the failure is kept and
-//! `pull_plug` returns it.
+//! - a file creation, rename or removal through the seam is remembered as a name change until an
+//!   fsync of its directory covers it; when the power goes, [`Names`] says which of those reach the
+//!   disk: none (what `pull_plug` does: each directory as its last fsync left it), or any chosen
+//!   subset, applied in the order they ran over the fsynced listings: a file system may write a
+//!   directory's unsynced changes in any order, so a later rename can survive an earlier creation.
+//!   A rename survives or is lost whole (both its names).
+//!
+//! Changes made around the seam (a plain `fs::remove_file`, `fs::create_dir`) are never chosen: a
+//! name such a call removed is still in the durable listing, one it created is lost, until a
+//! directory fsync covers it. Reading the scope may fail inside an I/O call, where the model cannot
+//! report it: the failure is kept and `pull_plug` returns it.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +46,30 @@ pub enum LastWrite {
     /// Its first `n` bytes (all of it if shorter), over its file's durable content; if it starts
     /// past the durable end, the lost writes before it read as zeros.
     Keep(usize),
+}
+
+/// Which name changes no directory fsync covered (creations, renames, removals through the seam)
+/// reach the disk when the power goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Names {
+    /// None: every directory holds the listing its last fsync saw.
+    Lose,
+    /// The changes at these positions among the unsynced ones, in the order they ran (0 the oldest;
+    /// see [`super::Armed::unsynced_names`]), applied in that order over the fsynced listings; the
+    /// others are lost.
+    Keep(Vec<usize>),
+}
+
+impl Names {
+    /// All `n` unsynced changes survive.
+    pub fn all(n: usize) -> Names {
+        Names::Keep((0..n).collect())
+    }
+
+    /// All `n` unsynced changes but the one at position `lost` survive.
+    pub fn all_but(n: usize, lost: usize) -> Names {
+        Names::Keep((0..n).filter(|&i| i != lost).collect())
+    }
 }
 
 /// What [`super::Armed::pull_plug`] did to the scope.
@@ -73,6 +103,13 @@ enum Node {
 
 type Listing = BTreeMap<OsString, Node>;
 
+/// A name change no directory fsync covered yet. Each end is a directory, a name in it, and what
+/// the name holds after the change (`None`: removed); a rename has two ends.
+#[derive(Debug)]
+struct NameChange {
+    ends: Vec<(PathBuf, OsString, Option<Node>)>,
+}
+
 /// A write no fsync of its file covered yet.
 #[derive(Debug)]
 struct Pending {
@@ -91,6 +128,8 @@ struct Model {
     /// Keeps every inode seen alive, so its number is not reused while the model runs.
     held: HashMap<u64, File>,
     pending: HashMap<u64, Pending>,
+    /// Name changes under the scope no fsync of their directory covered, in the order they ran.
+    unsynced: Vec<NameChange>,
     seq: u64,
     error: Option<String>,
 }
@@ -125,29 +164,54 @@ impl Power {
             Op::Sync => m.on_sync(info),
             Op::SyncDir => m.listing(info.path).map(|l| {
                 m.listings.insert(info.path.to_path_buf(), l);
+                m.synced_dir(info.path);
             }),
-            Op::Create | Op::SetLen | Op::Rename => Ok(()),
+            Op::Rename => match info.from {
+                Some(from) => m.on_rename(from, info.path),
+                None => Err(io::Error::other("the seam passed no rename source")),
+            },
+            Op::Remove => m.on_remove(info.path),
+            // A creation is learnt once the file exists (`created`); a length change is content.
+            Op::Create | Op::SetLen => Ok(()),
         };
         if let Err(e) = r {
             m.note(format!("{:?} {}: {e}", info.op, info.path.display()));
         }
     }
 
-    /// Rewrites the scope to its durable state (see [`super::Armed::pull_plug`]).
-    pub(super) fn restore(&self, last: LastWrite) -> io::Result<PowerCut> {
+    /// Learns that `path` was opened with create and is `file`: maybe a new name.
+    pub(super) fn created(&self, path: &Path, file: &File) {
+        let mut m = lock(&self.model);
+        if let Err(e) = m.on_create(path, file) {
+            m.note(format!("Create {}: {e}", path.display()));
+        }
+    }
+
+    /// Name changes no directory fsync covered yet.
+    pub(super) fn unsynced_names(&self) -> usize {
+        lock(&self.model).unsynced.len()
+    }
+
+    /// Rewrites the scope to its durable state (see [`super::Armed::pull_plug_with`]).
+    pub(super) fn restore(&self, last: LastWrite, names: &Names) -> io::Result<PowerCut> {
         let m = lock(&self.model);
         if let Some(e) = &m.error {
             return Err(io::Error::other(format!("power-loss model: {e}")));
         }
         let torn = m.torn(last);
         let mut cut = PowerCut::default();
-        m.restore_dir(&m.root, torn, &mut cut)?;
+        m.restore_dir(&m.root, torn, names, &mut cut)?;
         Ok(cut)
     }
 
     /// Writes the scope's durable state into `target`, a directory that must not exist yet (see
     /// [`super::Armed::pull_plug_into`]). The scope itself is left alone.
-    pub(super) fn image_into(&self, last: LastWrite, target: &Path) -> io::Result<PowerCut> {
+    pub(super) fn image_into(
+        &self,
+        last: LastWrite,
+        names: &Names,
+        target: &Path,
+    ) -> io::Result<PowerCut> {
         let m = lock(&self.model);
         if let Some(e) = &m.error {
             return Err(io::Error::other(format!("power-loss model: {e}")));
@@ -161,7 +225,7 @@ impl Power {
         let torn = m.torn(last);
         let mut cut = PowerCut::default();
         fs::create_dir(target)?;
-        m.image_dir(&m.root, target, torn, &mut cut)?;
+        m.image_dir(&m.root, target, torn, names, &mut cut)?;
         Ok(cut)
     }
 }
@@ -204,21 +268,42 @@ impl Model {
         Ok(body)
     }
 
+    /// What `dir` lists after the power cut: its fsynced listing with the unsynced changes `names`
+    /// keeps applied over it, in the order they ran.
+    fn durable_listing(&self, dir: &Path, names: &Names) -> Listing {
+        let mut listing = self.listings.get(dir).cloned().unwrap_or_default();
+        let Names::Keep(keep) = names else {
+            return listing;
+        };
+        for (i, change) in self.unsynced.iter().enumerate() {
+            if !keep.contains(&i) {
+                continue;
+            }
+            for (_, name, node) in change.ends.iter().filter(|e| e.0 == dir) {
+                match node {
+                    Some(n) => listing.insert(name.clone(), *n),
+                    None => listing.remove(name),
+                };
+            }
+        }
+        listing
+    }
+
     /// Writes the durable listing of `dir` (and below) into `target`, which exists.
     fn image_dir(
         &self,
         dir: &Path,
         target: &Path,
         torn: Option<(u64, &Pending, usize)>,
+        names: &Names,
         cut: &mut PowerCut,
     ) -> io::Result<()> {
-        let empty = Listing::new();
-        for (name, entry) in self.listings.get(dir).unwrap_or(&empty) {
+        for (name, entry) in &self.durable_listing(dir, names) {
             let to = target.join(name);
             match *entry {
                 Node::Dir => {
                     fs::create_dir(&to)?;
-                    self.image_dir(&dir.join(name), &to, torn, cut)?;
+                    self.image_dir(&dir.join(name), &to, torn, names, cut)?;
                 }
                 Node::File(ino) => {
                     let body = self.durable_body(ino, &to, torn, cut)?;
@@ -326,14 +411,70 @@ impl Model {
         Ok(())
     }
 
+    /// A directory fsync covered every change to `dir` so far.
+    fn synced_dir(&mut self, dir: &Path) {
+        for change in &mut self.unsynced {
+            change.ends.retain(|e| e.0 != dir);
+        }
+        self.unsynced.retain(|c| !c.ends.is_empty());
+    }
+
+    fn on_create(&mut self, path: &Path, file: &File) -> io::Result<()> {
+        let ino = file.metadata()?.ino();
+        if let Entry::Vacant(slot) = self.held.entry(ino) {
+            slot.insert(File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))?);
+        }
+        self.change(vec![(path, Some(Node::File(ino)))])
+    }
+
+    /// Before the rename runs: `from`'s file will be named `to`.
+    fn on_rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        let meta = match fs::symlink_metadata(from) {
+            Ok(m) => m,
+            // The rename fails: nothing changes.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            // Its listings are kept by path and would not follow it.
+            return Err(io::Error::other("renaming a directory is not modelled"));
+        }
+        if let Entry::Vacant(slot) = self.held.entry(meta.ino()) {
+            slot.insert(File::open(from)?);
+        }
+        // Removal first: a rename onto itself leaves the name.
+        self.change(vec![(from, None), (to, Some(Node::File(meta.ino())))])
+    }
+
+    /// Before the removal runs.
+    fn on_remove(&mut self, path: &Path) -> io::Result<()> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => self.change(vec![(path, None)]),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn change(&mut self, ends: Vec<(&Path, Option<Node>)>) -> io::Result<()> {
+        let mut out = Vec::with_capacity(ends.len());
+        for (path, node) in ends {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                return Err(io::Error::other("a name change without a directory"));
+            };
+            out.push((dir.to_path_buf(), name.to_os_string(), node));
+        }
+        self.unsynced.push(NameChange { ends: out });
+        Ok(())
+    }
+
     fn restore_dir(
         &self,
         dir: &Path,
         torn: Option<(u64, &Pending, usize)>,
+        names: &Names,
         cut: &mut PowerCut,
     ) -> io::Result<()> {
-        let empty = Listing::new();
-        let durable = self.listings.get(dir).unwrap_or(&empty);
+        let durable = &self.durable_listing(dir, names);
         for e in fs::read_dir(dir)? {
             let e = e?;
             let is_dir = e.file_type()?.is_dir();
@@ -356,7 +497,7 @@ impl Model {
             match *entry {
                 Node::Dir => {
                     fs::create_dir_all(&path)?;
-                    self.restore_dir(&path, torn, cut)?;
+                    self.restore_dir(&path, torn, names, cut)?;
                 }
                 Node::File(ino) => {
                     let body = self.durable_body(ino, &path, torn, cut)?;

@@ -1,13 +1,14 @@
 //! The power-loss model itself, driven through the I/O wrappers with no log on top: what
 //! `pull_plug` keeps (fsynced file content, fsynced directory listings, a torn last write) and what
-//! it undoes (unsynced writes, creations, renames and deletions).
+//! it undoes (unsynced writes, creations, renames and deletions), and that `pull_plug_with` keeps
+//! any chosen subset of the unsynced name changes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::{self, OpenOptions};
 use std::path::Path;
 
-use crate::fault::{LastWrite, Plan};
-use crate::io::{create, rename, sync_data, sync_dir, write_all_at};
+use crate::fault::{LastWrite, Names, Plan};
+use crate::io::{create, remove_file, rename, sync_data, sync_dir, write_all_at};
 
 fn open_rw(path: &Path) -> fs::File {
     create(path, OpenOptions::new().read(true).write(true).create(true)).unwrap()
@@ -105,4 +106,53 @@ fn pull_plug_into_writes_the_durable_state_elsewhere() {
         "the scope is left alone"
     );
     assert_eq!(fs::read(scope.join("sub/f")).unwrap(), b"kept-lost");
+}
+
+/// A file system may write a directory's unsynced changes in any order: of a creation (fsynced
+/// data, unsynced name), a later rename and a later removal, each subset can be what the disk
+/// holds, applied over the fsynced listing. A later rename survives while the earlier creation is
+/// lost (the renamed file under its new name, with its durable data); a kept removal stays done, a
+/// lost one is undone; a directory fsync leaves nothing to choose. Broken by making the model
+/// ignore the kept changes (every directory as its last fsync left it): the rename kept alone
+/// came back undone and the test failed; and by not clearing the changes a directory fsync covers:
+/// `unsynced_names` was 2, not 0, after the fsync and the test failed.
+#[test]
+fn unsynced_name_changes_survive_in_any_subset() {
+    let cases: [(Names, &[&str]); 6] = [
+        (Names::Lose, &["a", "old"]),
+        (Names::Keep(vec![1]), &["a2", "old"]),
+        (Names::Keep(vec![0]), &["a", "n", "old"]),
+        (Names::Keep(vec![2]), &["a"]),
+        (Names::all_but(3, 0), &["a2"]),
+        (Names::all(3), &["a2", "n"]),
+    ];
+    for (keep, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("a"), b"armed").unwrap();
+        fs::write(d.join("old"), b"removed later").unwrap();
+        let armed = Plan::new(d).power_loss().arm();
+        let n = open_rw(&d.join("n"));
+        write_all_at(&n, &d.join("n"), &[b"new"], 0).unwrap();
+        sync_data(&n, &d.join("n")).unwrap();
+        rename(&d.join("a"), &d.join("a2")).unwrap();
+        remove_file(&d.join("old")).unwrap();
+        assert_eq!(armed.unsynced_names(), 3);
+        let cut = armed.pull_plug_with(LastWrite::Lose, &keep).unwrap();
+        assert_eq!(names(d), want, "{keep:?}: {cut:?}");
+        for (name, body) in [("a", &b"armed"[..]), ("a2", b"armed"), ("n", b"new")] {
+            if want.contains(&name) {
+                assert_eq!(fs::read(d.join(name)).unwrap(), body, "{keep:?}: {name}");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let armed = Plan::new(d).power_loss().arm();
+    open_rw(&d.join("n"));
+    rename(&d.join("n"), &d.join("n2")).unwrap();
+    sync_dir(d).unwrap();
+    assert_eq!(armed.unsynced_names(), 0);
+    armed.pull_plug(LastWrite::Lose).unwrap();
+    assert_eq!(names(d), ["n2"]);
 }

@@ -138,7 +138,7 @@ impl Segment {
     ) -> Result<Segment> {
         let paths = SegmentPaths::new(dir, base_offset, suffix);
         for p in [&paths.index, &paths.timeindex] {
-            match std::fs::remove_file(p) {
+            match io::remove_file(p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).ctx("remove stale index", p),

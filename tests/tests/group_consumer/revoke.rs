@@ -53,11 +53,18 @@ async fn a_slow_revocation_commit_stalls_no_kept_partition_and_hands_over_exactl
     .await;
     let b = run(member(&addr, cfg), 1, seen.clone(), false);
     until("a balanced pair", || balanced(&[&a, &b], 4)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stream goes on until b has read each partition it got.
+    until("b reading what it got", || {
+        let s = seen.lock().unwrap();
+        b.owned()
+            .iter()
+            .all(|p| s.iter().any(|r| r.1 == 1 && r.2 == *p))
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let produced = producer.await.unwrap();
     until("every record", || counts(&seen).len() == produced).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    polled_again(&[&a, &b]).await;
 
     let (kept, moved) = (a.owned(), b.owned());
     // a commits nothing but on revocation (and on close, still to come): the first is its own.

@@ -3,7 +3,7 @@
 //! admin commit and a proxy that makes offset lookups fail or holds commits back.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -116,6 +116,8 @@ pub type Seen = Arc<Mutex<Vec<(Instant, usize, u32, u64)>>>;
 pub struct Running {
     pub assignment: Arc<Mutex<BTreeSet<u32>>>,
     pub events: Events,
+    /// Polls returned (and noted) so far.
+    polls: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -132,7 +134,8 @@ pub fn run(mut c: GroupConsumer, who: usize, seen: Seen, commit_each: bool) -> R
     c.set_listener(Box::new(Recorder(events.clone())));
     let assignment: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let (a, s) = (assignment.clone(), stop.clone());
+    let polls = Arc::new(AtomicU64::new(0));
+    let (a, s, n) = (assignment.clone(), stop.clone(), polls.clone());
     let task = tokio::spawn(async move {
         while !s.load(Ordering::Relaxed) {
             let records = c.poll(Duration::from_millis(100)).await.unwrap();
@@ -141,12 +144,14 @@ pub fn run(mut c: GroupConsumer, who: usize, seen: Seen, commit_each: bool) -> R
                 c.commit_sync().await.unwrap();
             }
             *a.lock().unwrap() = c.assignment().into_iter().map(|(_, p)| p).collect();
+            n.fetch_add(1, Ordering::SeqCst);
         }
         c.close().await.unwrap();
     });
     Running {
         assignment,
         events,
+        polls,
         stop,
         task,
     }
@@ -162,6 +167,23 @@ impl Running {
         self.task.await.unwrap();
         self.events.lock().unwrap().clone()
     }
+}
+
+/// Waits until each of `members` has returned from two more polls, so at least one whole poll of
+/// each began after this call: whatever they would return now (a record read twice, say) has been
+/// noted. Replaces a fixed pause before checking that something did not happen.
+pub async fn polled_again(members: &[&Running]) {
+    let from: Vec<u64> = members
+        .iter()
+        .map(|m| m.polls.load(Ordering::SeqCst))
+        .collect();
+    until("two more polls of every member", || {
+        members
+            .iter()
+            .zip(&from)
+            .all(|(m, f)| m.polls.load(Ordering::SeqCst) >= f + 2)
+    })
+    .await;
 }
 
 /// Waits (up to 60 s) until `f` holds.
