@@ -46,8 +46,9 @@ pub struct BrokerArgs {
     /// that data through the segment maps instead (no direct reads) [default: 256].
     #[arg(long, env = "SLUICE_COLD_READ_BUDGET_MB")]
     cold_read_budget_mb: Option<u64>,
-    /// MB/s served to consumers replaying a backlog (more than 64 MiB behind) while producers are
-    /// active, in 1 MiB slices, so live traffic goes first; 0 never paces them [default: 256].
+    /// MiB/s served, all together, to consumers replaying a backlog (more than 64 MiB behind) while
+    /// producers are active, in 1 MiB slices, so live traffic goes first; 0 never paces them
+    /// [default: 256].
     #[arg(long, env = "SLUICE_CATCH_UP_RATE_MB")]
     catch_up_rate_mb: Option<u64>,
     /// How often retention and compaction run (ms).

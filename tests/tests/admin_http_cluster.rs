@@ -34,10 +34,9 @@ async fn until<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-/// Broken once: not asking the leader for a partition this broker does not host (leaving
-/// `high_watermark: null`) made it fail ("timed out waiting for offsets from every broker").
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_broker_answers_for_the_whole_cluster() {
+/// Three brokers, each ready, and topic `t` created over HTTP (through broker `via`, 0-based)
+/// with 3 partitions and `rf` replicas; the cluster, a client and each broker's admin URL.
+async fn ready_cluster_with_topic(via: usize, rf: u16) -> (Cluster, Client, Vec<String>) {
     let cluster = Cluster::start(3, &[]);
     let http = Client::new();
     let bases: Vec<String> = cluster
@@ -52,12 +51,20 @@ async fn every_broker_answers_for_the_whole_cluster() {
         .await;
     }
     let created = http
-        .post(format!("{}/v1/topics", bases[2]))
-        .json(&json!({"name": "t", "partitions": 3, "replication_factor": 2}))
+        .post(format!("{}/v1/topics", bases[via]))
+        .json(&json!({"name": "t", "partitions": 3, "replication_factor": rf}))
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
+    (cluster, http, bases)
+}
+
+/// Broken once: not asking the leader for a partition this broker does not host (leaving
+/// `high_watermark: null`) made it fail ("timed out waiting for offsets from every broker").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broker_answers_for_the_whole_cluster() {
+    let (cluster, http, bases) = ready_cluster_with_topic(2, 2).await;
     for p in 0..3 {
         let lines: String = (0..=p).map(|i| format!("r{i}\n")).collect();
         let run = sluice(
@@ -183,26 +190,7 @@ fn leader_state(p: &Value) -> Option<&Value> {
 /// to the others) made it fail (a timeout in `until`: no partition had exactly one leading replica).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_broker_shows_every_replica_and_every_brokers_raft_state() {
-    let mut cluster = Cluster::start(3, &[]);
-    let http = Client::new();
-    let bases: Vec<String> = cluster
-        .members
-        .iter()
-        .map(|m| m.broker.admin_url())
-        .collect();
-    for base in &bases {
-        until(60, "readiness", || async {
-            (get(&http, base, "/readyz").await.0 == StatusCode::OK).then_some(())
-        })
-        .await;
-    }
-    let created = http
-        .post(format!("{}/v1/topics", bases[0]))
-        .json(&json!({"name": "t", "partitions": 3, "replication_factor": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
+    let (mut cluster, http, bases) = ready_cluster_with_topic(0, 3).await;
     let lines: String = (0..300).map(|i| format!("record-{i}\n")).collect();
     let run = sluice(cluster.bootstrap(), &["produce", "t"], Some(&lines));
     assert_eq!(run.code, 0, "{}", run.stderr);

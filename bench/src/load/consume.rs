@@ -215,10 +215,10 @@ pub(crate) async fn join(
     Ok(total)
 }
 
-/// `sluice-bench consume`.
 /// How long after the fill the replay starts: longer than the broker counts producers as active.
 const PRODUCERS_QUIET: Duration = Duration::from_millis(1500);
 
+/// `sluice-bench consume`.
 pub(crate) async fn run(
     s: &Settings,
     addr: &str,

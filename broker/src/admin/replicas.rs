@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::broker::Broker;
-use crate::error::Result;
+use crate::error::{Result, ServiceError};
 use crate::replica::report::BrokerReplicas;
 
 /// How long another broker's answer is waited for.
@@ -53,6 +53,17 @@ impl Broker {
                 self.cluster
                     .describe_replicas_at(&addr, topics.to_vec(), partitions, PEER_WAIT)
                     .await
+                    .and_then(|r| {
+                        // An address now served by another broker must not pass for this one.
+                        if r.node_id == id {
+                            Ok(r)
+                        } else {
+                            Err(ServiceError::unknown(format!(
+                                "broker {} answered at broker {id}'s address {addr}",
+                                r.node_id
+                            )))
+                        }
+                    })
             };
             (id, answer)
         }))

@@ -16,7 +16,7 @@ use sluice_protocol::wire::{
 use sluice_storage::{ColdWait, ReadOrWait};
 
 use super::Answer;
-use crate::broker::catch_up::{CATCH_UP_DISTANCE, CATCH_UP_SLICE, GENTLE_READ_BYTES};
+use crate::broker::catch_up::{CATCH_UP_DISTANCE, CATCH_UP_SLICE};
 use crate::broker::Broker;
 use crate::replica::Replica;
 
@@ -31,22 +31,26 @@ pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Answer {
         // Nothing read yet but cold bytes on their way: wait for them, whatever `min_bytes` says,
         // rather than answer empty and be asked again at once.
         let cold_only = once.bytes == 0 && once.cold.is_some();
-        if (once.bytes >= req.min_bytes as usize && !cold_only)
+        // A partition cut short (its slice or the response budget) has more now: waiting for
+        // `min_bytes` would only read the same bytes again.
+        if ((once.bytes >= req.min_bytes as usize || once.capped) && !cold_only)
             || once.errors
             || Instant::now() >= deadline
         {
             count_sent(&broker, &once.response);
-            if once.catch_up_bytes > 0 {
-                let hold = broker.catch_up.pace(once.catch_up_bytes);
-                if !hold.is_zero() {
-                    broker.metrics.catch_up_paced(hold);
-                    tokio::time::sleep(hold).await;
-                }
-            }
+            // The slice read for a reader catching up takes its time on the schedule; the next
+            // catching-up read waits for it (below), so nothing is held back with its bytes.
+            broker.catch_up.book(once.catch_up_bytes);
             return Ok(Response::Fetch(once.response));
         }
         if let Some(cold) = once.cold {
             let _ = tokio::time::timeout_at(deadline.into(), cold).await;
+            continue;
+        }
+        if let Some(hold) = once.catch_up_deferred {
+            // Only catching-up partitions had data and the schedule is full: wait for room.
+            broker.metrics.catch_up_paced(hold);
+            let _ = tokio::time::timeout_at(deadline.into(), tokio::time::sleep(hold)).await;
             continue;
         }
         match once.first {
@@ -87,6 +91,10 @@ struct FetchOnce {
     cold: Option<ColdWait>,
     /// Bytes read for partitions this fetch is catching up on, while catch-up reads are paced.
     catch_up_bytes: usize,
+    /// A catching-up partition was not read because the catch-up schedule is full for this long.
+    catch_up_deferred: Option<Duration>,
+    /// A partition's read stopped below its high watermark (its slice or the response budget).
+    capped: bool,
 }
 
 fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
@@ -96,10 +104,15 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
     let mut first = None;
     let mut cold = None;
     let pacing = broker.catch_up.pacing();
-    broker
-        .replicas
-        .gentle_cold_reads(pacing.then_some(GENTLE_READ_BYTES));
+    // At most one catch-up slice per answer, and only when the schedule has room now.
+    let mut catch_up_wait = if pacing {
+        broker.catch_up.wait_for_room()
+    } else {
+        None
+    };
     let mut catch_up_bytes = 0usize;
+    let mut catch_up_deferred = None;
+    let mut capped = false;
     let topics = req
         .topics
         .iter()
@@ -135,14 +148,27 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
                     let mut max = (fp.max_bytes as usize).min(budget).max(1);
                     let catching_up = pacing && part.bytes_from(fp.offset) > CATCH_UP_DISTANCE;
                     if catching_up {
+                        if let Some(wait) = catch_up_wait {
+                            catch_up_deferred.get_or_insert(wait);
+                            return r;
+                        }
                         max = max.min(CATCH_UP_SLICE);
                     }
                     match part.read_or_wait(fp.offset, max) {
                         Ok(ReadOrWait::Ready(read)) => {
                             budget = budget.saturating_sub(read.bytes.len());
                             total += read.bytes.len();
-                            if catching_up {
+                            capped |= read.next_offset < read.log_end_offset;
+                            if let Some((p, at)) = first.as_mut() {
+                                if Arc::ptr_eq(p, &part) {
+                                    // A one-partition wait is for data past what was read.
+                                    *at = read.next_offset;
+                                }
+                            }
+                            if catching_up && !read.bytes.is_empty() {
                                 catch_up_bytes += read.bytes.len();
+                                // The slice of this answer is taken.
+                                catch_up_wait = Some(Duration::ZERO);
                             }
                             r.records = read.bytes;
                         }
@@ -166,5 +192,7 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> FetchOnce {
         first,
         cold,
         catch_up_bytes,
+        catch_up_deferred: catch_up_deferred.filter(|_| total == 0),
+        capped,
     }
 }

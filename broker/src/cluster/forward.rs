@@ -161,23 +161,34 @@ impl Cluster {
         timeout: std::time::Duration,
     ) -> Result<Vec<PartitionLeader>> {
         let request = Request::BalanceLeaders(BalanceLeadersRequest { local: true });
-        match self
-            .ctx
-            .peers
-            .client()
-            .request_to_with_timeout(addr, &request, timeout)
-            .await
-        {
-            Ok(Response::BalanceLeaders(r)) if r.error.is_ok() => {
+        match self.ask_peer(addr, &request, timeout).await? {
+            Response::BalanceLeaders(r) if r.error.is_ok() => {
                 Ok(r.partitions.into_iter().map(from_wire).collect())
             }
-            Ok(Response::BalanceLeaders(r)) => Err(ServiceError::new(r.error, r.message)),
-            Ok(_) => Err(ServiceError::unknown("unexpected answer")),
-            Err(e) => Err(ServiceError::new(
-                ErrorCode::REQUEST_TIMED_OUT,
-                format!("broker at {addr}: {e}"),
-            )),
+            Response::BalanceLeaders(r) => Err(ServiceError::new(r.error, r.message)),
+            _ => Err(ServiceError::unknown("unexpected answer")),
         }
+    }
+
+    /// `request` sent to the broker at `addr` over the peer connection, answered within `timeout`
+    /// (a broker that does not answer in time, or cannot be reached, is `REQUEST_TIMED_OUT`).
+    async fn ask_peer(
+        &self,
+        addr: &str,
+        request: &Request,
+        timeout: std::time::Duration,
+    ) -> Result<Response> {
+        self.ctx
+            .peers
+            .client()
+            .request_to_with_timeout(addr, request, timeout)
+            .await
+            .map_err(|e| {
+                ServiceError::new(
+                    ErrorCode::REQUEST_TIMED_OUT,
+                    format!("broker at {addr}: {e}"),
+                )
+            })
     }
 }
 
@@ -225,20 +236,10 @@ impl Cluster {
         timeout: std::time::Duration,
     ) -> Result<BrokerReplicas> {
         let request = Request::DescribeReplicas(DescribeReplicasRequest { topics, partitions });
-        match self
-            .ctx
-            .peers
-            .client()
-            .request_to_with_timeout(addr, &request, timeout)
-            .await
-        {
-            Ok(Response::DescribeReplicas(r)) if r.error.is_ok() => Ok(replicas_from_wire(r)),
-            Ok(Response::DescribeReplicas(r)) => Err(ServiceError::new(r.error, r.message)),
-            Ok(_) => Err(ServiceError::unknown("unexpected answer")),
-            Err(e) => Err(ServiceError::new(
-                ErrorCode::REQUEST_TIMED_OUT,
-                format!("broker at {addr}: {e}"),
-            )),
+        match self.ask_peer(addr, &request, timeout).await? {
+            Response::DescribeReplicas(r) if r.error.is_ok() => Ok(replicas_from_wire(r)),
+            Response::DescribeReplicas(r) => Err(ServiceError::new(r.error, r.message)),
+            _ => Err(ServiceError::unknown("unexpected answer")),
         }
     }
 }

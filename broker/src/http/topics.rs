@@ -331,11 +331,14 @@ pub(super) async fn detail(s: &AppState, name: &str) -> Result<TopicDetail, ApiE
                 .iter()
                 .map(|b| replica_detail(*b, reports.get(&(*b, p.partition)), silent.get(b)))
                 .collect();
+            // The replica that says it leads, in the highest term (an old leader that has not
+            // heard of the new term yet may still say so for a moment).
             let leading = p
                 .replicas
                 .iter()
                 .filter_map(|b| reports.get(&(*b, p.partition)))
-                .find(|r| r.raft.role == Role::Leader)
+                .filter(|r| r.raft.role == Role::Leader)
+                .max_by_key(|r| r.raft.term)
                 .cloned();
             async move {
                 let mut d = PartitionDetail {

@@ -120,6 +120,7 @@ pub async fn start(
         }
         None => None,
     };
+    let cold_for_pacing = cold_reads.clone();
     let cache = crate::replica::settings::CacheSettings {
         page_cache_window_bytes: config.page_cache_window_bytes,
         cold_reads,
@@ -141,7 +142,10 @@ pub async fn start(
     }
     let broker = Arc::new(Broker {
         produce_budget: Arc::new(Semaphore::new(config.max_produce_bytes)),
-        catch_up: crate::broker::catch_up::CatchUp::new(config.catch_up_rate_bytes),
+        catch_up: crate::broker::catch_up::CatchUp::new(
+            config.catch_up_rate_bytes,
+            cold_for_pacing,
+        ),
         produce_slots: config
             .max_pending_produces
             .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)))),

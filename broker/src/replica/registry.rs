@@ -121,14 +121,6 @@ impl Replicas {
         self.any_append.subscribe()
     }
 
-    /// Cold reads of every hosted log read one chunk of `bytes` at a time (`None`: their full
-    /// read-ahead); see `ColdReads::set_gentle`.
-    pub fn gentle_cold_reads(&self, bytes: Option<usize>) {
-        if let Some(c) = &self.cache.cold_reads {
-            c.set_gentle(bytes);
-        }
-    }
-
     pub fn get(&self, name: &str) -> Option<Arc<HostedTopic>> {
         self.topics
             .read()

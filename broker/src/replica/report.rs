@@ -75,9 +75,10 @@ impl Replicas {
     /// The hosted replicas of `topics` (of every topic when empty), by topic name; topics with no
     /// replica here are left out.
     pub fn reports(&self, topics: &[String]) -> Vec<(String, Vec<ReplicaReport>)> {
+        let wanted: std::collections::HashSet<&str> = topics.iter().map(String::as_str).collect();
         self.list()
             .into_iter()
-            .filter(|t| topics.is_empty() || topics.contains(&t.name))
+            .filter(|t| wanted.is_empty() || wanted.contains(t.name.as_str()))
             .map(|t| {
                 let parts = t.partitions.values().map(|r| r.report()).collect();
                 (t.name.clone(), parts)

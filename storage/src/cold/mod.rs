@@ -129,9 +129,12 @@ pub struct ColdReads {
     reader_peak: AtomicU64,
     chunks: AtomicU64,
     bytes: AtomicU64,
-    /// While non-zero, each reader reads one chunk of this many bytes at a time (see
-    /// [`ColdReads::set_gentle`]).
+    /// While non-zero and before `gentle_until_ms`, each reader reads one chunk of this many bytes
+    /// at a time (see [`ColdReads::gentle_for`]).
     gentle: AtomicUsize,
+    /// Milliseconds since `epoch` until which reads stay gentle.
+    gentle_until_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for ColdReads {
@@ -171,28 +174,40 @@ impl ColdReads {
             chunks: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             gentle: AtomicUsize::new(0),
+            gentle_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         }))
     }
 
-    /// Gentle reads: with `Some(n)`, every reader reads one chunk of `n` bytes at a time (rounded
-    /// up to 4 KiB, at most `chunk_bytes`) instead of its full read-ahead, so that a read ahead of
-    /// a replay never keeps the disk busy for long in front of someone's fsync; `None` returns to
-    /// the configured read-ahead. Chunks already planned are not cut. Measured in
+    /// Gentle reads for the next `period`: every reader reads one chunk of `bytes` at a time
+    /// (rounded up to 4 KiB, at most `chunk_bytes`) instead of its full read-ahead, so that reads
+    /// ahead of a replay never keep the disk busy for long in front of someone's fsync; after the
+    /// period, the configured read-ahead again (a caller renews it while it wants gentle reads:
+    /// the broker on every produce). Chunks already planned are not cut. Measured in
     /// docs/benchmarks.md ("Catch-up pacing"): 2 MiB one at a time kept a tailing consumer's p99
     /// near its own while a replay ran, and reads slower than the full read-ahead.
-    pub fn set_gentle(&self, bytes: Option<usize>) {
-        let n = bytes.map_or(0, |n| round_up(n.max(1)).min(self.config.chunk_bytes));
+    pub fn gentle_for(&self, bytes: usize, period: Duration) {
+        let n = round_up(bytes.max(1)).min(self.config.chunk_bytes);
+        let until = (self.epoch.elapsed() + period).as_millis() as u64;
         if self.gentle.load(Ordering::Relaxed) != n {
             self.gentle.store(n, Ordering::Relaxed);
         }
+        self.gentle_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    /// Gentle reads end now (the next chunks are planned with the full read-ahead).
+    pub fn not_gentle(&self) {
+        self.gentle_until_ms.store(0, Ordering::Relaxed);
     }
 
     /// The chunk size and read-ahead bound of a reader now.
     fn read_ahead(&self) -> (usize, usize) {
-        match self.gentle.load(Ordering::Relaxed) {
-            0 => (self.config.chunk_bytes, self.config.reader_bytes),
-            n => (n, n),
+        let n = self.gentle.load(Ordering::Relaxed);
+        let until = self.gentle_until_ms.load(Ordering::Relaxed);
+        if n == 0 || (self.epoch.elapsed().as_millis() as u64) >= until {
+            return (self.config.chunk_bytes, self.config.reader_bytes);
         }
+        (n, n)
     }
 
     pub fn config(&self) -> ColdReadConfig {
