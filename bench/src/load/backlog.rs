@@ -20,6 +20,11 @@ use super::{Error, Settings, Topic};
 const BLOCK: usize = 1 << 20;
 /// How often the drop-behind baseline drops what it read.
 const DROP_EVERY: u64 = 64 << 20;
+/// The pause after dropping the backlog's pages before a measured read starts. Dropping
+/// gigabytes of cache makes this VM hand the memory back to its host, which stalls every process
+/// for a while: an artifact of the benchmark's own preparation, so every measured read (the
+/// replay, the tail phases, the `pread` baselines) starts after the same pause.
+pub(crate) const SETTLE_AFTER_DROP: Duration = Duration::from_secs(3);
 
 /// A topic's segment files, per partition, oldest first.
 #[derive(Debug, Clone)]
@@ -70,10 +75,12 @@ impl Backlog {
         Ok(())
     }
 
-    /// Drops the cache, then reads every file sequentially in 1 MiB `pread`s, dropping what was
-    /// read behind the reader if `drop_behind`. Returns the bytes read and the time taken.
+    /// Drops the cache and waits [`SETTLE_AFTER_DROP`], then reads every file sequentially in
+    /// 1 MiB `pread`s, dropping what was read behind the reader if `drop_behind`. Returns the
+    /// bytes read and the time taken. Blocks its thread.
     pub(crate) fn pread_all(&self, drop_behind: bool) -> Result<(u64, Duration), Error> {
         self.drop_cache()?;
+        std::thread::sleep(SETTLE_AFTER_DROP);
         let mut buf = vec![0u8; BLOCK];
         let started = Instant::now();
         let mut total = 0u64;

@@ -260,6 +260,7 @@ pub(crate) async fn run(
     if s.cold {
         if let Some(b) = &disk {
             b.drop_cache()?;
+            tokio::time::sleep(backlog::SETTLE_AFTER_DROP).await;
         }
     }
     let readers = readers(s, addr, topic, SeekTo::Earliest).await?;

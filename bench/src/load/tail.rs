@@ -12,14 +12,11 @@ use std::time::{Duration, Instant};
 use sluice_client::{Admin, OffsetSpec, SeekTo};
 use tokio::sync::watch;
 
-use super::backlog::Backlog;
+use super::backlog::{Backlog, SETTLE_AFTER_DROP};
 use super::consume::{self, Consumed, SETTLE_WAIT};
 use super::produce::{self, histogram, Plan};
 use super::report::{mib, round1, round3, Report};
 use super::{offsets, settled_end_offsets, Error, Settings, Stop, Topic};
-
-/// How long a phase waits after dropping the backlog's pages before it starts.
-const SETTLE_AFTER_DROP: Duration = Duration::from_secs(3);
 
 /// How long the tail may take to reach the end once its producer finished.
 const DRAIN_WAIT: Duration = Duration::from_secs(60);
@@ -50,9 +47,7 @@ async fn phase(
         consumers: 1,
         ..s.clone()
     };
-    // Both phases start from the same page cache, settled: dropping gigabytes of cache makes this
-    // VM hand the memory back to its host, which stalls every process for a while — an artifact
-    // of the benchmark's own preparation, not of the replay, so it is kept out of both phases.
+    // Both phases start from the same page cache, settled (see SETTLE_AFTER_DROP).
     if let Some(b) = cold {
         b.drop_cache()?;
         tokio::time::sleep(SETTLE_AFTER_DROP).await;
