@@ -244,6 +244,7 @@ pub(crate) async fn run(
             stop: s.stop,
             rate: None,
             stamp_base: None,
+            halt: None,
         };
         let out = produce::produce(s, addr, topic, plan).await?;
         settled_end_offsets(admin, addr, topic, &before, out.records, SETTLE_WAIT).await?;

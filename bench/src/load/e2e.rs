@@ -49,6 +49,7 @@ pub(crate) async fn run(
         stop: s.stop,
         rate: s.rate,
         stamp_base: Some(base),
+        halt: None,
     };
     let produced = produce::produce(s, addr, topic, plan).await?;
     let ends =

@@ -25,6 +25,7 @@
 //! merged across producers at the end.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -55,13 +56,15 @@ pub(crate) struct Outcome {
 }
 
 /// How the producers run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub stop: Stop,
     /// Records per second across all producers; `None` = as fast as possible.
     pub rate: Option<u64>,
     /// e2e: values start with the send time in ns since this instant.
     pub stamp_base: Option<Instant>,
+    /// Also stop when this is set (the tail benchmark's producer runs until a replay ends).
+    pub halt: Option<Arc<AtomicBool>>,
 }
 
 /// `sluice-bench produce`.
@@ -74,6 +77,7 @@ pub(crate) async fn run(s: &Settings, addr: &str, topic: &Topic) -> Result<Repor
             stop: s.stop,
             rate: s.rate,
             stamp_base: None,
+            halt: None,
         },
     )
     .await?;
@@ -147,6 +151,7 @@ pub(crate) async fn produce(
                 Stop::Duration(d) => Some(started + d),
                 Stop::Count(_) => None,
             },
+            halt: plan.halt.clone(),
             // Each producer paces its share; the shares add up to --rate.
             rate: plan.rate.map(|r| (r / n + u64::from(i < r % n)) as f64),
         };
@@ -348,12 +353,24 @@ impl Values {
 }
 
 /// One producer's share of the work.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Quota {
     count: Option<u64>,
     deadline: Option<Instant>,
+    halt: Option<Arc<AtomicBool>>,
     /// Records per second for this producer (at least 1: --rate is checked against --producers).
     rate: Option<f64>,
+}
+
+impl Quota {
+    /// Whether sending ends at `now` (the deadline passed or the halt flag is set).
+    fn ends(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+            || self
+                .halt
+                .as_ref()
+                .is_some_and(|h| h.load(Ordering::Relaxed))
+    }
 }
 
 /// Timer tick of the rate limiter: at most this often, at least once per record.
@@ -391,7 +408,7 @@ async fn send_records(
             // clock read, so a yield never ages the send times that follow).
             tokio::task::coop::consume_budget().await;
             let now = Instant::now();
-            if quota.deadline.is_some_and(|d| now >= d) {
+            if quota.ends(now) {
                 break;
             }
             let ms = clock.ms(now);
@@ -426,7 +443,7 @@ async fn send_records(
             .min(limit);
         while sent < due {
             let now = Instant::now();
-            if quota.deadline.is_some_and(|d| now >= d) {
+            if quota.ends(now) {
                 return Ok(sent);
             }
             let record =
@@ -434,7 +451,7 @@ async fn send_records(
             send_one(producer, record, now, out).await?;
             sent += 1;
         }
-        if sent >= limit || quota.deadline.is_some_and(|d| Instant::now() >= d) {
+        if sent >= limit || quota.ends(Instant::now()) {
             return Ok(sent);
         }
     }

@@ -1,11 +1,13 @@
 //! `sluice-bench consume --tail-rate N`: does a replay hurt tailing consumers? A consumer tails
 //! the backlog's topic while a producer writes to it at N records/s (each value stamped with its
 //! send time, as in `e2e`), first alone, then while a second consumer replays the backlog from the
-//! start (from a dropped page cache with `--cold`). Both phases produce for the same time: as long
-//! as the replay took alone in the main measurement, so the second phase's tail runs while the
-//! replay (slower under the extra load) is still going. Reported: the tail's end-to-end latency in
-//! each phase and the replay's rate under the tail's load.
+//! start (from a dropped page cache with `--cold`). The phase with the replay runs first and its
+//! producer writes until the replay has read the whole backlog, so the tail is measured over the
+//! whole replay (paced by the broker while the producer is active, so it takes longer than alone);
+//! the phase alone then produces for as long. Reported: the tail's end-to-end latency in each phase
+//! and the replay's rate under the tail's load.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,10 @@ use super::{offsets, settled_end_offsets, Error, Settings, Stop, Topic};
 
 /// How long the tail may take to reach the end once its producer finished.
 const DRAIN_WAIT: Duration = Duration::from_secs(60);
+/// The longest the phase with a replay produces for (past it the replay goes on unmeasured).
+const REPLAY_PHASE_CAP: Duration = Duration::from_secs(600);
+/// The shortest a phase produces for.
+const MIN_PHASE: Duration = Duration::from_secs(3);
 
 /// What one phase measured.
 #[derive(Debug)]
@@ -28,10 +34,13 @@ pub(crate) struct Phase {
     pub tail: Consumed,
     /// The replay, if the phase had one, and how long it took.
     pub replay: Option<(Consumed, Duration)>,
+    /// How long the producer wrote.
+    pub produced_for: Duration,
 }
 
-/// Runs one phase: a producer at `rate` for `duration` with a consumer tailing it, and, with
-/// `replay`, a consumer reading the topic from its start; with `cold`, after dropping its pages.
+/// Runs one phase: a producer at `rate` with a consumer tailing it, for `duration` or, with
+/// `replay`, until a second consumer has read the topic from its start to where it ended when the
+/// phase began (at least [`MIN_PHASE`]); with `cold`, after dropping the topic's pages.
 #[allow(clippy::too_many_arguments)]
 async fn phase(
     s: &Settings,
@@ -67,21 +76,26 @@ async fn phase(
             histogram()?,
         )));
     }
+    let halt = Arc::new(AtomicBool::new(false));
     let replay_task = if replay {
         let ends = offsets(admin, addr, topic, OffsetSpec::Latest).await?;
-        Some(spawn_replay(
-            s.clone(),
-            addr.to_string(),
-            topic.clone(),
-            ends,
-        )?)
+        let done = spawn_replay(s.clone(), addr.to_string(), topic.clone(), ends)?;
+        let halt = halt.clone();
+        Some(tokio::spawn(async move {
+            let out = done.await;
+            // The tail keeps its producer for at least MIN_PHASE.
+            tokio::time::sleep(MIN_PHASE.saturating_sub(base.elapsed())).await;
+            halt.store(true, Ordering::Relaxed);
+            out
+        }))
     } else {
         None
     };
     let plan = Plan {
-        stop: Stop::Duration(duration),
+        stop: Stop::Duration(if replay { REPLAY_PHASE_CAP } else { duration }),
         rate: Some(rate),
         stamp_base: Some(base),
+        halt: Some(halt),
     };
     let produced = produce::produce(&one, addr, topic, plan).await?;
     let ends =
@@ -94,11 +108,16 @@ async fn phase(
     let replay = match replay_task {
         Some(t) => Some(
             t.await
+                .map_err(|e| format!("the replay's watcher failed: {e}"))?
                 .map_err(|_| "the replay thread ended without an answer")??,
         ),
         None => None,
     };
-    Ok(Phase { tail, replay })
+    Ok(Phase {
+        tail,
+        replay,
+        produced_for: produced.elapsed,
+    })
 }
 
 /// Starts the replay (the topic read from its start to `ends`) on a thread of its own, with its
@@ -161,8 +180,8 @@ async fn replay(
     Ok((c, took))
 }
 
-/// `--tail-rate`: runs the two phases, each producing for as long as the replay took alone
-/// (`replay_alone`, at least 3 s), and adds their figures to the consume report.
+/// `--tail-rate`: runs the phase with a replay, then the phase alone for as long, and adds their
+/// figures to the consume report (`replay_alone`: how long the replay took with nothing else).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn report(
     r: &mut Report,
@@ -174,9 +193,9 @@ pub(crate) async fn report(
     replay_alone: Duration,
     cold: Option<&Backlog>,
 ) -> Result<(), Error> {
-    let d = replay_alone.max(Duration::from_secs(3));
+    let with = phase(s, addr, topic, admin, rate, MIN_PHASE, true, cold).await?;
+    let d = with.produced_for.max(MIN_PHASE);
     let alone = phase(s, addr, topic, admin, rate, d, false, cold).await?;
-    let with = phase(s, addr, topic, admin, rate, d, true, cold).await?;
     let p99 = |c: &Consumed| c.latency.value_at_quantile(0.99) as f64 / 1000.0;
     let (a, w) = (p99(&alone.tail), p99(&with.tail));
     r.latency("tail end to end, alone", &alone.tail.latency);

@@ -77,6 +77,7 @@ pub(super) async fn run(g: &GroupSettings, addr: &str, admin: &Admin) -> Result<
         stop: s.stop,
         rate: None,
         stamp_base: None,
+        halt: None,
     };
     eprintln!(
         "sluice-bench: group: filling {} with {} MiB of {} B records",
