@@ -234,6 +234,48 @@ mod tests {
         assert_eq!(b.exempt_peak(), ALIGN);
     }
 
+    /// The read buffers are eligible for huge pages (the kernel's `THPeligible` of their
+    /// mapping), so a direct read into one is a single request on a disk that takes few segments
+    /// per request (see `Budget::alloc`). Seen failing with the `MADV_HUGEPAGE` advice removed
+    /// (`THPeligible: 0` under this machine's `madvise` mode). A kernel with transparent huge
+    /// pages off (`[never]`) or without the smaps field cannot give them: nothing to check there.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn read_buffers_are_eligible_for_huge_pages() {
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+        if thp.map_or(true, |t| t.contains("[never]")) {
+            return;
+        }
+        let b = Budget::new(8 << 20, 4 << 20);
+        let mut buf = b.take(4 << 20).unwrap();
+        buf.spare()[0] = 1;
+        let start = buf.spare().as_ptr() as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        // The mapping's block: its header line names its range, the fields follow.
+        let mut ours = false;
+        let mut eligible = None;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().and_then(|r| {
+                let (a, z) = r.split_once('-')?;
+                Some((
+                    usize::from_str_radix(a, 16).ok()?,
+                    usize::from_str_radix(z, 16).ok()?,
+                ))
+            });
+            if let Some((a, z)) = range {
+                ours = a <= start && start < z;
+            } else if ours {
+                if let Some(v) = line.strip_prefix("THPeligible:") {
+                    eligible = Some(v.trim() == "1");
+                }
+            }
+        }
+        match eligible {
+            Some(e) => assert!(e, "the read buffer's mapping is not eligible for huge pages"),
+            None => eprintln!("no THPeligible field for the buffer's mapping: not checked"),
+        }
+    }
+
     #[test]
     fn chunk_sized_buffers_are_reused() {
         let b = Budget::new(8 * ALIGN, ALIGN);
