@@ -1,7 +1,8 @@
 //! Catch-up reads yield to live traffic (`broker::catch_up`): a consumer far behind a partition's
 //! end gets small slices, paced to the broker's catch-up rate, only while producers are active; a
 //! consumer near the end is never sliced, and once producers are quiet the one far behind gets
-//! whole answers again. Through a real broker with raw fetches.
+//! whole answers again; a refused produce does not count as live traffic. Through a real broker
+//! with raw fetches.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -133,4 +134,16 @@ fn a_consumer_far_behind_gets_paced_slices_only_while_producers_are_active() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // A produce the broker refuses (an unknown topic) writes nothing: not live traffic, so the
+    // reader far behind still gets a whole answer. Broken once: with the broker counting every
+    // produce request as live (before the proposal), this answer was a 1 MiB slice.
+    let r = c.produce_acks("no-such-topic", 0, batch(97), Acks::Leader);
+    assert_ne!(r.error, ErrorCode::NONE, "the produce was refused");
+    let p = fetch(&mut c, "t", 0);
+    assert!(
+        p.records.len() > 4 << 20,
+        "after a refused produce, a reader far behind got {} bytes",
+        p.records.len()
+    );
 }

@@ -20,7 +20,6 @@ use crate::metrics::{Bound, Rejection};
 use crate::replica::PendingAppend;
 
 pub async fn handle(broker: &Arc<Broker>, conn: &mut Connection, req: ProduceRequest) -> Pending {
-    broker.catch_up.produced();
     // A slot for the whole wait, or THROTTLED now: nothing of the request is proposed.
     let slot = match &broker.produce_slots {
         None => None,
@@ -50,6 +49,11 @@ pub async fn handle(broker: &Arc<Broker>, conn: &mut Connection, req: ProduceReq
     };
     let pending = broker.metrics.produce_pending();
     let (response, proposed) = propose(broker, &req).await;
+    if !proposed.is_empty() {
+        // Live traffic for catch-up pacing: only records this broker leads and accepted (a
+        // produce refused, or sent to a follower, writes nothing here).
+        broker.catch_up.produced();
+    }
     let timeout = broker.config.replication_timeout;
     let acks = req.acks;
     Pending::Later(Box::pin(async move {

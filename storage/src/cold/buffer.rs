@@ -271,7 +271,10 @@ mod tests {
             }
         }
         match eligible {
-            Some(e) => assert!(e, "the read buffer's mapping is not eligible for huge pages"),
+            Some(e) => assert!(
+                e,
+                "the read buffer's mapping is not eligible for huge pages"
+            ),
             None => eprintln!("no THPeligible field for the buffer's mapping: not checked"),
         }
     }
