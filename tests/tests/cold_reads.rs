@@ -1,7 +1,8 @@
 //! Cold reads through real brokers (`sluice_storage::ColdReads`): data behind a (tiny) page-cache
-//! window read by a consumer, and by a follower catching up, comes back byte for byte as the log
-//! holds it, and is read without filling the page cache (the old segments stay uncached, which a
-//! read through the segment maps would not leave them).
+//! window read by a consumer, by a follower catching up, and by a window operator reading its
+//! source from the start, comes back byte for byte as the log holds it (the operator: its sink
+//! equals the model's over what was produced), and is read without filling the page cache (the old
+//! segments stay uncached, which a read through the segment maps would not leave them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::io::AsRawFd;
@@ -13,6 +14,7 @@ use sluice_protocol::wire::{Acks, ErrorCode, LATEST};
 use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 use sluice_storage::{LogConfig, PartitionLog};
 use sluice_tests::cluster::{create, eventually, leaders, Cluster};
+use sluice_tests::operators::{expected, wait_for_model, OperatorDef, Rec};
 use sluice_tests::{Broker, RawConn};
 
 /// A 1 MiB page-cache window, 1 MiB of read-ahead per reader (so 1 MiB direct reads).
@@ -202,4 +204,77 @@ async fn a_follower_catching_up_from_behind_the_window_gets_the_leaders_bytes() 
         lead.len()
     );
     assert!(foll == lead, "the follower's log differs from the leader's");
+}
+
+/// A window operator created over ~10 MiB of stored source behind a 1 MiB page-cache window (the
+/// old segments dropped from the page cache first) reads its source from offset 0: its sink then
+/// equals the model's results over the records as produced (a tumbling count and sum per key), and
+/// the old source segments are still uncached afterwards (the operator's source reads,
+/// `Replica::read_local_async`, went direct). Seen failing with `--cold-read-budget-mb 0` (reads
+/// through the maps: the sink still equal to the model, but the old segments back in the page
+/// cache, 1 -> 2021 of 2021 pages resident).
+#[test]
+fn a_window_operator_reading_its_source_from_the_start_leaves_the_cache_alone() {
+    let b = Broker::start(COLD);
+    let mut c = RawConn::connect(b.addr);
+    c.create_topic("src", 1, &[("segment.bytes", "2097152")]);
+    // 160 batches of 32 records of ~2 KB over 8 keys, 10 ms of event time apart (a 1 s window
+    // holds ~12 records of each key), values the operator sums.
+    let base_ts = 1_700_000_000_000i64;
+    let mut source: Vec<Rec> = Vec::new();
+    for i in 0..160u64 {
+        let mut builder = BatchBuilder::new(Compression::None);
+        let mut recs = Vec::new();
+        for j in 0..32u64 {
+            let n = i * 32 + j;
+            let ts = base_ts + 10 * n as i64;
+            let key = Bytes::from(format!("key-{}", n % 8));
+            let mut v = format!(r#"{{"ts": {ts}, "v": {}, "pad": ""#, n % 97).into_bytes();
+            v.resize(1998, b'a' + (n % 26) as u8);
+            v.extend_from_slice(b"\"}");
+            let value = Bytes::from(v);
+            builder.append(ts, Some(&key), Some(&value), &[]);
+            recs.push((ts, key, value));
+        }
+        let r = c.produce_acks("src", 0, builder.seal().unwrap(), Acks::All);
+        assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
+        for (k, (ts, key, value)) in recs.into_iter().enumerate() {
+            source.push(Rec {
+                offset: r.base_offset + k as u64,
+                timestamp_ms: ts,
+                key: Some(key),
+                value: Some(value),
+                headers: Vec::new(),
+            });
+        }
+    }
+    let dir = log_dir(b.data_dir(), "src");
+    let old = old_segments(&dir, 1);
+    assert!(old.len() >= 3, "too few segments: {old:?}");
+    drop_cache(&old);
+    let (before, pages) = resident(&old);
+
+    let mut def = OperatorDef::new("counts", "src", "tumbling:1s");
+    def.aggregates = "count,sum".into();
+    let source = [source];
+    let want = expected(&def.spec(), &source, &[]);
+    assert!(
+        want.sink_records() > 300,
+        "the source makes too few results: {}",
+        want.sink_records()
+    );
+    def.create(b.addr);
+    wait_for_model(
+        &[b.addr],
+        &def,
+        &source,
+        &want,
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    );
+    let (after, _) = resident(&old);
+    assert!(
+        after <= before + pages / 10,
+        "the operator's source reads filled the page cache: {before} -> {after} of {pages} pages"
+    );
 }
