@@ -1,6 +1,9 @@
 //! Harness for the end-to-end tests: start the real `sluice` binary on a random loopback port with a
 //! temporary data directory, stop it with SIGTERM or SIGKILL, restart it on the same data; and a
 //! minimal blocking protocol connection for tests that must send exact (or deliberately wrong) bytes.
+//! Beside it: clusters (`cluster`), the CLI (`cli`), group members (`groups`, `consumer_process`),
+//! a lossy proxy (`lossy`), the window operators' model (`operators`) and a strict reader of
+//! Prometheus text (`prometheus`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,6 +23,7 @@ pub mod consumer_process;
 pub mod groups;
 pub mod lossy;
 pub mod operators;
+pub mod prometheus;
 
 /// Path of the `sluice` binary, built once per test process (`SLUICE_BIN` overrides).
 pub fn sluice_bin() -> PathBuf {

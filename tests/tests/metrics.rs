@@ -12,54 +12,11 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus_parse::{LineInfo, Scrape, Value};
+use prometheus_parse::{Scrape, Value};
 use sluice_protocol::wire::{Acks, ErrorCode};
 use sluice_protocol::RecordBatch;
+use sluice_tests::prometheus::parse;
 use sluice_tests::{batch, groups, Broker, RawConn};
-
-/// Parses `text` as Prometheus text, refusing any line that is not a HELP, a TYPE or a sample of a
-/// family whose TYPE came first, and any histogram that is not cumulative.
-fn parse(text: &str) -> Scrape {
-    let mut typed: Vec<String> = Vec::new();
-    for line in text.lines() {
-        match LineInfo::parse(line) {
-            LineInfo::Doc { .. } => {}
-            LineInfo::Type {
-                metric_name,
-                metric_alias,
-                ..
-            } => typed.push(metric_alias.unwrap_or(metric_name)),
-            LineInfo::Sample {
-                metric_name, value, ..
-            } => {
-                let declared = |n: &str| typed.iter().any(|t| t == n);
-                let base = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .find_map(|s| metric_name.strip_suffix(s))
-                    .filter(|b| declared(b))
-                    .unwrap_or(metric_name);
-                assert!(declared(base), "no TYPE before {line:?}");
-                assert!(
-                    value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
-                    "not a number: {line:?}"
-                );
-            }
-            other => panic!("not Prometheus text: {line:?} ({other:?})"),
-        }
-    }
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    for s in &scrape.samples {
-        if let Value::Histogram(h) = &s.value {
-            assert!(
-                h.windows(2).all(|w| w[0].count <= w[1].count),
-                "{} is not cumulative",
-                s.metric
-            );
-            assert_eq!(h.last().map(|b| b.less_than), Some(f64::INFINITY));
-        }
-    }
-    scrape
-}
 
 /// The value of the one sample of `metric` whose labels include `labels`.
 fn number(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {

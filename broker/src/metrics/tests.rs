@@ -6,40 +6,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use prometheus_parse::{LineInfo, Scrape, Value};
+use prometheus_parse::{Scrape, Value};
 use sluice_protocol::wire::ApiKey;
 use sluice_protocol::{BatchBuilder, Compression};
 
+// The strict Prometheus-text reader the end-to-end test uses too (one source; by path because the
+// broker may not depend on the tests crate).
+#[path = "../../../tests/src/prometheus.rs"]
+mod prometheus;
+use prometheus::parse;
+
 use super::snapshot::{BufferSample, LagSample, OperatorSample, PartitionSample, RaftSample};
 use super::*;
-
-/// Parses `text` as Prometheus text: every line is a HELP, a TYPE or a sample, and every sample
-/// belongs to a family whose TYPE came first.
-fn parse(text: &str) -> Scrape {
-    let mut typed: Vec<String> = Vec::new();
-    for line in text.lines() {
-        match LineInfo::parse(line) {
-            LineInfo::Doc { .. } => {}
-            LineInfo::Type {
-                metric_name,
-                metric_alias,
-                ..
-            } => {
-                typed.push(metric_alias.unwrap_or(metric_name));
-            }
-            LineInfo::Sample { metric_name, .. } => {
-                let base = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .find_map(|s| metric_name.strip_suffix(s))
-                    .filter(|b| typed.iter().any(|t| t == b))
-                    .unwrap_or(metric_name);
-                assert!(typed.iter().any(|t| t == base), "no TYPE before {line:?}");
-            }
-            other => panic!("not Prometheus text: {line:?} ({other:?})"),
-        }
-    }
-    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
-}
 
 /// The value of `metric` with exactly `labels`.
 fn value(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<Value> {
