@@ -101,6 +101,50 @@ fn paced_e2e_and_consume_against_a_running_broker() {
     assert_eq!(v["records"], 10000);
 }
 
+/// A tiny cold replay with a tail (a 4 MiB backlog behind a 1 MiB page-cache window): the report
+/// says the backlog exceeds the window, has the `pread` baselines and the tail's two phases, and
+/// the replay read every record. No figure is judged: this checks the interface of the catch-up
+/// benchmark (docs/benchmarks.md, "Cold reads").
+#[test]
+fn a_cold_consume_with_a_tail_reports_baselines_and_both_phases() {
+    let sluice = sluice_bin();
+    let out = bench(&[
+        "consume",
+        "--spawn-broker",
+        "--sluice-bin",
+        sluice.to_str().unwrap(),
+        "--broker-page-cache-window-mb",
+        "1",
+        "--record-size",
+        "1024",
+        "--count",
+        "4000",
+        "--cold",
+        "--tail-rate",
+        "2000",
+    ]);
+    let v = summary(&out);
+    assert_eq!(v["records"], 4000);
+    assert_eq!(v["cold"], true);
+    assert_eq!(v["backlog_exceeds_window"], true);
+    for key in [
+        "consume_file_mb_per_s",
+        "pread_mb_per_s",
+        "pread_drop_behind_mb_per_s",
+        "cold_vs_pread_drop_behind",
+        "tail_alone_p99_ms",
+        "tail_replay_p99_ms",
+        "tail_p99_ratio",
+        "replay_under_tail_mb_per_s",
+    ] {
+        assert!(
+            v[key].as_f64().is_some_and(|x| x > 0.0),
+            "{key}: {}",
+            v[key]
+        );
+    }
+}
+
 #[test]
 fn an_unreachable_broker_is_a_clear_error() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
