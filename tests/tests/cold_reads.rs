@@ -1,8 +1,9 @@
 //! Cold reads through real brokers (`sluice_storage::ColdReads`): data behind a (tiny) page-cache
-//! window read by a consumer, by a follower catching up, and by a window operator reading its
-//! source from the start, comes back byte for byte as the log holds it (the operator: its sink
-//! equals the model's over what was produced), and is read without filling the page cache (the old
-//! segments stay uncached, which a read through the segment maps would not leave them).
+//! window read by a consumer, by a follower catching up (through raft append entries, and through
+//! a snapshot transfer), and by a window operator reading its source from the start, comes back
+//! byte for byte as the log holds it (the operator: its sink equals the model's over what was
+//! produced), and is read without filling the page cache (the old segments stay uncached, which a
+//! read through the segment maps would not leave them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::io::AsRawFd;
@@ -15,7 +16,7 @@ use sluice_protocol::{BatchBuilder, Compression, RecordBatch};
 use sluice_storage::{LogConfig, PartitionLog};
 use sluice_tests::cluster::{create, eventually, leaders, Cluster};
 use sluice_tests::operators::{expected, wait_for_model, OperatorDef, Rec};
-use sluice_tests::{Broker, RawConn};
+use sluice_tests::{Broker, RawConn, DEFAULT_LOG};
 
 /// A 1 MiB page-cache window, 1 MiB of read-ahead per reader (so 1 MiB direct reads).
 const COLD: &[&str] = &[
@@ -151,13 +152,26 @@ fn a_consumer_replaying_behind_the_window_gets_the_stored_bytes_and_leaves_the_c
     assert_eq!(fetched, stored(&dir), "fetched bytes differ from the log");
 }
 
-/// A follower stopped while ~10 MiB are written catches up from the leader's segments behind the
-/// leader's 1 MiB window, dropped from the page cache first (raft append entries, read by the
-/// leader's cold readers): its log then holds the leader's batches byte for byte. Seen failing
-/// (the catch-up stalled: every cold read reported a corrupt batch) with `Segment::read_direct`
-/// returning 0 instead of where the asked position lies in its aligned buffer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_catching_up_from_behind_the_window_gets_the_leaders_bytes() {
+/// A three-broker cluster (the cold-read flags, fast raft timers, `extra`) whose follower of
+/// topic `f` was down while ~10 MiB were written, and has caught up since.
+struct CaughtUp {
+    cluster: Cluster,
+    follower: u32,
+    /// The leader's log end offset after the writes.
+    end: u64,
+    lead_dir: PathBuf,
+    foll_dir: PathBuf,
+    /// The leader's segments but its newest, dropped from the page cache before the follower
+    /// restarted, and their pages resident right after the drop / in all.
+    old: Vec<PathBuf>,
+    before: (usize, usize),
+}
+
+/// Starts the cluster, stops a follower of `f`, writes 160 batches of ~64 KB through the leader
+/// (its 2 MiB segments leave its 1 MiB window behind), drops the leader's old segments from the
+/// page cache so the catch-up reads them from disk, restarts the follower and waits until its
+/// replica's high watermark reaches the leader's end.
+async fn a_follower_catches_up(extra: &[&str], log_filter: Option<&str>) -> CaughtUp {
     let mut args = vec![
         "--raft-heartbeat-ms",
         "100",
@@ -165,7 +179,8 @@ async fn a_follower_catching_up_from_behind_the_window_gets_the_leaders_bytes() 
         "800",
     ];
     args.extend_from_slice(COLD);
-    let mut cluster = Cluster::start(3, &args);
+    args.extend_from_slice(extra);
+    let mut cluster = Cluster::start_logging(3, &args, log_filter);
     create(&cluster, "f", 1, 3, &[("segment.bytes", "2097152")]);
     let leader = leaders(&cluster, "f", 1).unwrap()[0];
     let follower = (leader % 3) + 1;
@@ -176,12 +191,11 @@ async fn a_follower_catching_up_from_behind_the_window_gets_the_leaders_bytes() 
         assert_eq!(r.error, ErrorCode::NONE, "{}", r.message);
     }
     let end = c.list_offset("f", 0, LATEST).offset as u64;
-    let lead_dir = {
-        let m = cluster.member(leader);
-        log_dir(m.broker.data_dir(), "f")
-    };
-    // The leader's old segments leave the page cache, so the catch-up reads them from disk.
-    drop_cache(&old_segments(&lead_dir, 1));
+    let lead_dir = log_dir(cluster.member(leader).broker.data_dir(), "f");
+    let old = old_segments(&lead_dir, 1);
+    assert!(old.len() >= 3, "too few segments: {old:?}");
+    drop_cache(&old);
+    let before = resident(&old);
     cluster.member(follower).broker.restart();
     eventually(Duration::from_secs(60), "the follower to catch up", || {
         let mut f = RawConn::connect(cluster.addr(follower));
@@ -190,20 +204,92 @@ async fn a_follower_catching_up_from_behind_the_window_gets_the_leaders_bytes() 
         (p.high_watermark as u64 >= end).then_some(())
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let foll_dir = {
-        let m = cluster.member(follower);
-        log_dir(m.broker.data_dir(), "f")
-    };
-    for m in cluster.members.iter_mut() {
-        m.broker.terminate();
+    let foll_dir = log_dir(cluster.member(follower).broker.data_dir(), "f");
+    CaughtUp {
+        cluster,
+        follower,
+        end,
+        lead_dir,
+        foll_dir,
+        old,
+        before,
     }
-    let (lead, foll) = (stored(&lead_dir), stored(&foll_dir));
+}
+
+impl CaughtUp {
+    /// Stops every broker and checks that the follower's log holds the leader's ~10 MiB of
+    /// batches byte for byte.
+    fn stop_and_compare(mut self) {
+        for m in self.cluster.members.iter_mut() {
+            m.broker.terminate();
+        }
+        let (lead, foll) = (stored(&self.lead_dir), stored(&self.foll_dir));
+        assert!(
+            lead.len() > 8 << 20,
+            "the leader holds {} bytes",
+            lead.len()
+        );
+        assert!(foll == lead, "the follower's log differs from the leader's");
+    }
+}
+
+/// A follower stopped while ~10 MiB are written catches up from the leader's segments behind the
+/// leader's 1 MiB window, dropped from the page cache first (raft append entries, read by the
+/// leader's cold readers): its log then holds the leader's batches byte for byte. Seen failing
+/// (the catch-up stalled: every cold read reported a corrupt batch) with `Segment::read_direct`
+/// returning 0 instead of where the asked position lies in its aligned buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catching_up_from_behind_the_window_gets_the_leaders_bytes() {
+    a_follower_catches_up(&[], None).await.stop_and_compare();
+}
+
+/// The harness's log filter plus the raft state machine's info line ("installed a snapshot").
+fn snapshot_log() -> String {
+    format!("{DEFAULT_LOG},sluice_broker::raft::state_machine=info")
+}
+
+/// As above, but the leader snapshots every 20 raft entries and keeps only 5 behind, so while the
+/// follower is down it purges the entries the follower lacks and the restarted follower is sent
+/// a snapshot: the leader streams its retained segments (`send_snapshot`, `read_below_async`).
+/// The follower logs installing, for this partition, a snapshot with staged segments up to a high
+/// watermark past half of the log (so most batches came through the snapshot, not append
+/// entries), its log then holds the leader's batches byte for byte, and the leader's old segments
+/// are still uncached afterwards (the snapshot stream read them direct; 20 -> 20 of 2012 pages
+/// resident when it passed). Seen failing with `--cold-read-budget-mb 0` (reads through the maps:
+/// the old segments back in the page cache, 628 -> 2012 of 2012 pages), and without the two raft
+/// flags (the follower caught up through append entries: no snapshot installed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sent_a_snapshot_from_behind_the_window_gets_the_leaders_bytes_uncached() {
+    let purging = ["--raft-snapshot-entries", "20", "--raft-keep-entries", "5"];
+    let mut up = a_follower_catches_up(&purging, Some(&snapshot_log())).await;
+    let (after, _) = resident(&up.old);
+    let (before, pages) = up.before;
+    // "installed a snapshot from the leader dir=D high_watermark=H staged=true".
+    let dir = format!("dir={}", up.foll_dir.display());
+    let installed: Vec<u64> = up
+        .cluster
+        .member(up.follower)
+        .broker
+        .log_lines("installed a snapshot")
+        .iter()
+        .filter(|l| l.contains(&dir) && l.contains("staged=true"))
+        .filter_map(|l| {
+            let hw = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("high_watermark="));
+            hw?.parse().ok()
+        })
+        .collect();
     assert!(
-        lead.len() > 8 << 20,
-        "the leader holds {} bytes",
-        lead.len()
+        installed.iter().any(|hw| *hw > up.end / 2),
+        "the follower installed no snapshot of most of the log (end {}): {installed:?}",
+        up.end
     );
-    assert!(foll == lead, "the follower's log differs from the leader's");
+    assert!(
+        after <= before + pages / 10,
+        "the snapshot transfer filled the page cache: {before} -> {after} of {pages} pages"
+    );
+    up.stop_and_compare();
 }
 
 /// A window operator created over ~10 MiB of stored source behind a 1 MiB page-cache window (the

@@ -335,6 +335,12 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         // raft never asks for (it ignores snapshots older than what is committed here).
         self.high_watermark
             .send_replace(snapshot.state.high_watermark);
+        tracing::info!(
+            dir = %self.dir.display(),
+            high_watermark = snapshot.state.high_watermark,
+            staged = snapshot.staged.is_some(),
+            "installed a snapshot from the leader"
+        );
         Ok(())
     }
 
