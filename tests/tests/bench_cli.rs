@@ -143,6 +143,13 @@ fn a_cold_consume_with_a_tail_reports_baselines_and_both_phases() {
             v[key]
         );
     }
+    assert_eq!(v["tail_pairs"], 1);
+    let ratios = v["tail_p99_ratios"].as_array().expect("tail_p99_ratios");
+    assert_eq!(ratios.len(), 1);
+    assert_eq!(
+        ratios[0], v["tail_p99_ratio"],
+        "one pair: its ratio is the median"
+    );
 }
 
 #[test]

@@ -137,6 +137,11 @@ pub struct Args {
     /// while a second consumer replays the backlog (from a dropped cache with --cold).
     #[arg(long)]
     pub(crate) tail_rate: Option<u64>,
+    /// consume --tail-rate: pairs of tail phases (with the replay, then alone for as long), one
+    /// after the other; the reported ratio is the median of the pairs' p99 ratios (this VM's tail
+    /// p99 alone varies by 1.5x between runs, so one pair is a noisy figure).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) tail_pairs: u32,
     /// The data directory of the --broker broker (for --cold and for the report of how the backlog
     /// compares with the broker's page-cache window; known for --spawn-broker).
     #[arg(long, conflicts_with_all = ["spawn_broker", "spawn_cluster"])]
@@ -178,6 +183,7 @@ impl Args {
             broker_page_cache_window_mb: None,
             cold: false,
             tail_rate: None,
+            tail_pairs: 1,
             broker_data_dir: None,
         }
     }
@@ -218,6 +224,8 @@ pub(crate) struct Settings {
     pub cold: bool,
     /// consume: tailing consumer's producer rate.
     pub tail_rate: Option<u64>,
+    /// consume: pairs of tail phases.
+    pub tail_pairs: u32,
     /// The broker's data directory, when known (spawned, or --broker-data-dir).
     pub broker_data_dir: Option<PathBuf>,
 }
@@ -294,6 +302,12 @@ impl Settings {
         if a.tail_rate == Some(0) {
             return bad("--tail-rate must be at least 1".into());
         }
+        if a.tail_pairs == 0 || a.tail_pairs > 100 {
+            return bad("--tail-pairs must be within 1..=100".into());
+        }
+        if a.tail_pairs != 1 && a.tail_rate.is_none() {
+            return bad("--tail-pairs needs --tail-rate".into());
+        }
         if a.topic.as_deref().is_some_and(str::is_empty) {
             return bad("--topic must not be empty".into());
         }
@@ -332,6 +346,7 @@ impl Settings {
             broker_flush: a.broker_flush,
             cold: a.cold,
             tail_rate: a.tail_rate,
+            tail_pairs: a.tail_pairs,
             broker_data_dir: a.broker_data_dir,
             broker_window_mb: a.broker_page_cache_window_mb.or(a
                 .spawn_cluster

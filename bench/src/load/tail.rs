@@ -4,8 +4,10 @@
 //! start (from a dropped page cache with `--cold`). The phase with the replay runs first and its
 //! producer writes until the replay has read the whole backlog, so the tail is measured over the
 //! whole replay (paced by the broker while the producer is active, so it takes longer than alone);
-//! the phase alone then produces for as long. Reported: the tail's end-to-end latency in each phase
-//! and the replay's rate under the tail's load.
+//! the phase alone then produces for as long. With `--tail-pairs N` the pair runs N times (each
+//! replay reads the backlog as filled, not what the tails added). Reported: the tail's end-to-end
+//! latency in each phase (all pairs together), each pair's p99 ratio and their median, and the
+//! replay's rate under the tail's load.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use super::backlog::{Backlog, SETTLE_AFTER_DROP};
 use super::consume::{self, Consumed, SETTLE_WAIT};
 use super::produce::{self, histogram, Plan};
 use super::report::{mib, round1, round3, Report};
-use super::{offsets, settled_end_offsets, Error, Settings, Stop, Topic};
+use super::{median, offsets, settled_end_offsets, Error, Settings, Stop, Topic};
 
 /// How long the tail may take to reach the end once its producer finished.
 const DRAIN_WAIT: Duration = Duration::from_secs(60);
@@ -39,8 +41,8 @@ pub(crate) struct Phase {
 }
 
 /// Runs one phase: a producer at `rate` with a consumer tailing it, for `duration` or, with
-/// `replay`, until a second consumer has read the topic from its start to where it ended when the
-/// phase began (at least [`MIN_PHASE`]); with `cold`, after dropping the topic's pages.
+/// `replay`, until a second consumer has read the topic from its start to those end offsets (at
+/// least [`MIN_PHASE`]); with `cold`, after dropping the topic's pages.
 #[allow(clippy::too_many_arguments)]
 async fn phase(
     s: &Settings,
@@ -49,7 +51,7 @@ async fn phase(
     admin: &Admin,
     rate: u64,
     duration: Duration,
-    replay: bool,
+    replay: Option<&[u64]>,
     cold: Option<&Backlog>,
 ) -> Result<Phase, Error> {
     let one = Settings {
@@ -77,9 +79,8 @@ async fn phase(
         )));
     }
     let halt = Arc::new(AtomicBool::new(false));
-    let replay_task = if replay {
-        let ends = offsets(admin, addr, topic, OffsetSpec::Latest).await?;
-        let done = spawn_replay(s.clone(), addr.to_string(), topic.clone(), ends)?;
+    let replay_task = if let Some(ends) = replay {
+        let done = spawn_replay(s.clone(), addr.to_string(), topic.clone(), ends.to_vec())?;
         let halt = halt.clone();
         Some(tokio::spawn(async move {
             let out = done.await;
@@ -92,7 +93,11 @@ async fn phase(
         None
     };
     let plan = Plan {
-        stop: Stop::Duration(if replay { REPLAY_PHASE_CAP } else { duration }),
+        stop: Stop::Duration(if replay.is_some() {
+            REPLAY_PHASE_CAP
+        } else {
+            duration
+        }),
         rate: Some(rate),
         stamp_base: Some(base),
         halt: Some(halt),
@@ -180,8 +185,9 @@ async fn replay(
     Ok((c, took))
 }
 
-/// `--tail-rate`: runs the phase with a replay, then the phase alone for as long, and adds their
-/// figures to the consume report (`replay_alone`: how long the replay took with nothing else).
+/// `--tail-rate`: runs `s.tail_pairs` pairs of phases (with a replay, then alone for as long) and
+/// adds their figures to the consume report (`replay_alone`: how long the replay took with nothing
+/// else).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn report(
     r: &mut Report,
@@ -193,37 +199,69 @@ pub(crate) async fn report(
     replay_alone: Duration,
     cold: Option<&Backlog>,
 ) -> Result<(), Error> {
-    let with = phase(s, addr, topic, admin, rate, MIN_PHASE, true, cold).await?;
-    let d = with.produced_for.max(MIN_PHASE);
-    let alone = phase(s, addr, topic, admin, rate, d, false, cold).await?;
+    assert!(s.tail_pairs >= 1, "checked by Settings");
+    let backlog = offsets(admin, addr, topic, OffsetSpec::Latest).await?;
     let p99 = |c: &Consumed| c.latency.value_at_quantile(0.99) as f64 / 1000.0;
-    let (a, w) = (p99(&alone.tail), p99(&with.tail));
-    r.latency("tail end to end, alone", &alone.tail.latency);
-    r.latency("tail end to end, during the replay", &with.tail.latency);
-    r.latency_json("tail_alone_", &alone.tail.latency);
-    r.latency_json("tail_replay_", &with.tail.latency);
-    r.set("tail_rate", rate.into());
-    r.set("tail_p99_ratio", round3(w / a.max(1e-9)).into());
-    let mut line =
-        format!(
-        "tail: a consumer tailing {rate} records/s for {:.1} s, end-to-end p99 {a:.3} ms alone, \
-         {w:.3} ms while a second consumer replayed the backlog{} ({:.2}x)",
-        d.as_secs_f64(),
-        if cold.is_some() { " from a dropped cache" } else { "" },
-        w / a.max(1e-9)
-    );
-    if let Some((c, took)) = &with.replay {
-        r.throughput("replay during the tail", c.records, c.value_bytes, *took);
-        r.set(
-            "replay_under_tail_mb_per_s",
-            round1(mib(c.value_bytes) / took.as_secs_f64().max(1e-9)).into(),
+    let (mut alone_all, mut with_all) = (histogram()?, histogram()?);
+    let (mut ratios, mut tailed) = (Vec::new(), Duration::ZERO);
+    let (mut replayed_bytes, mut replayed_records, mut replay_took) = (0u64, 0u64, Duration::ZERO);
+    for pair in 1..=s.tail_pairs {
+        let with = phase(s, addr, topic, admin, rate, MIN_PHASE, Some(&backlog), cold).await?;
+        let d = with.produced_for.max(MIN_PHASE);
+        let alone = phase(s, addr, topic, admin, rate, d, None, cold).await?;
+        let (a, w) = (p99(&alone.tail), p99(&with.tail));
+        let ratio = w / a.max(1e-9);
+        ratios.push(round3(ratio));
+        tailed += d;
+        alone_all
+            .add(&alone.tail.latency)
+            .map_err(|e| format!("cannot merge latencies: {e}"))?;
+        with_all
+            .add(&with.tail.latency)
+            .map_err(|e| format!("cannot merge latencies: {e}"))?;
+        let mut line = format!(
+            "tail pair {pair}: a consumer tailing {rate} records/s for {:.1} s, end-to-end p99 \
+             {a:.3} ms alone, {w:.3} ms while a second consumer replayed the backlog{} ({ratio:.2}x)",
+            d.as_secs_f64(),
+            if cold.is_some() { " from a dropped cache" } else { "" },
         );
-        line.push_str(&format!(
-            "; the replay took {:.2} s (alone: {:.2} s)",
-            took.as_secs_f64(),
-            replay_alone.as_secs_f64()
-        ));
+        if let Some((c, took)) = &with.replay {
+            replayed_bytes += c.value_bytes;
+            replayed_records += c.records;
+            replay_took += *took;
+            line.push_str(&format!(
+                "; the replay took {:.2} s (alone: {:.2} s)",
+                took.as_secs_f64(),
+                replay_alone.as_secs_f64()
+            ));
+        }
+        r.note(line);
     }
-    r.note(line);
+    let ratio = median(&ratios);
+    r.latency("tail end to end, alone", &alone_all);
+    r.latency("tail end to end, during the replay", &with_all);
+    r.latency_json("tail_alone_", &alone_all);
+    r.latency_json("tail_replay_", &with_all);
+    r.set("tail_rate", rate.into());
+    r.set("tail_pairs", s.tail_pairs.into());
+    r.set("tail_p99_ratio", round3(ratio).into());
+    r.set("tail_p99_ratios", ratios.clone().into());
+    r.throughput(
+        "replay during the tail",
+        replayed_records,
+        replayed_bytes,
+        replay_took,
+    );
+    r.set(
+        "replay_under_tail_mb_per_s",
+        round1(mib(replayed_bytes) / replay_took.as_secs_f64().max(1e-9)).into(),
+    );
+    r.note(format!(
+        "tail: p99 during a replay against alone, median of {} pair(s): {ratio:.2}x ({:?}); {:.1} s \
+         tailed in each kind of phase",
+        ratios.len(),
+        ratios,
+        tailed.as_secs_f64()
+    ));
     Ok(())
 }

@@ -180,6 +180,7 @@ impl GroupSettings {
             broker_page_cache_window_mb: None,
             cold: false,
             tail_rate: None,
+            tail_pairs: 1,
             broker_data_dir: None,
         };
         Settings::check(Mode::Consume, args)
