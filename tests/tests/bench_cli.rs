@@ -144,6 +144,7 @@ fn a_cold_consume_with_a_tail_reports_baselines_and_both_phases() {
         );
     }
     assert_eq!(v["tail_pairs"], 1);
+    assert_eq!(v["tail_replay_capped"], false);
     let ratios = v["tail_p99_ratios"].as_array().expect("tail_p99_ratios");
     assert_eq!(ratios.len(), 1);
     assert_eq!(

@@ -18,6 +18,7 @@ pub(crate) mod scrape;
 mod settings;
 pub(crate) mod spawn;
 mod tail;
+mod values;
 
 use std::path::PathBuf;
 use std::time::Duration;

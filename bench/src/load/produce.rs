@@ -1,11 +1,8 @@
 //! `sluice-bench produce`, and the producer side that `consume` (to fill its backlog) and `e2e` use:
 //! `--producers` tasks, each with its own [`Producer`], send unkeyed records, either as fast as
-//! `send` accepts them or paced to `--rate` by a token bucket refilled on timer ticks. Values are cut
-//! from one buffer of random bytes generated before the clock starts (each value is a [`Bytes`]
-//! slice of it: a reference count, no allocation); consecutive records take consecutive slices, and
-//! the buffer is at least twice the batch size, so no batch holds two equal values and compression
-//! sees incompressible data, as it would with distinct random values. e2e values are an 8-byte send
-//! timestamp followed by such a slice, written into a shared arena (one allocation per arena).
+//! `send` accepts them or paced to `--rate` by a token bucket refilled on timer ticks. Values come
+//! from [`super::values`]: slices of random bytes made before the clock starts (e2e: a send
+//! timestamp first).
 //!
 //! Each record's produce-ack latency is the time from a clock reading taken before its `send` call
 //! to the moment its [`DeliveryFuture`] is seen resolved. Paced runs (`--rate`) read the clock per
@@ -27,9 +24,9 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use sluice_client::{
     ClientError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, TrySendError,
@@ -38,7 +35,8 @@ use tokio::sync::mpsc;
 
 use super::collector::Collector;
 use super::report::{self, Report};
-use super::{broker_error, Error, Settings, Stop, Topic, STAMP_BYTES};
+use super::values::{Pool, Values, WallClock};
+use super::{broker_error, Error, Settings, Stop, Topic};
 
 /// What the producers did.
 #[derive(Debug)]
@@ -260,98 +258,6 @@ pub(super) enum Failure {
     Delivery(ClientError),
 }
 
-/// `len` non-repeating pseudo-random bytes, so nothing downstream can shortcut on patterns. They
-/// are leaked (once per run: MAX_POOL bytes at most, or about 3 records for records over 64 MiB)
-/// to be a `'static` slice: a value cut from it
-/// is a static `Bytes`, which costs no reference-count operations, where a slice of a shared
-/// buffer costs two atomic operations per record (a measurable share of a 100-byte record).
-fn random_bytes(len: usize) -> Bytes {
-    let mut x = super::random_u64() | 1;
-    let mut v = vec![0u8; len];
-    for chunk in v.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
-    Bytes::from_static(Vec::leak(v))
-}
-
-/// Random bytes that values are sliced from, in order, wrapping around at the end.
-#[derive(Debug, Clone)]
-struct Pool {
-    bytes: Bytes,
-    record_size: usize,
-    next: usize,
-}
-
-/// Bounds of the random buffer: at least twice the batch size (no repeats within a batch).
-const MIN_POOL: usize = 8 << 20;
-const MAX_POOL: usize = 128 << 20;
-
-impl Pool {
-    fn new(record_size: usize, batch_bytes: usize) -> Pool {
-        let len = batch_bytes
-            .saturating_mul(2)
-            .clamp(MIN_POOL, MAX_POOL)
-            .max(record_size.saturating_mul(2))
-            .saturating_add(record_size);
-        Pool {
-            bytes: random_bytes(len),
-            record_size,
-            next: 0,
-        }
-    }
-
-    /// The next `record_size` bytes of the buffer.
-    fn next(&mut self) -> Bytes {
-        if self.next + self.record_size > self.bytes.len() {
-            self.next = 0;
-        }
-        let v = self.bytes.slice(self.next..self.next + self.record_size);
-        self.next += self.record_size;
-        v
-    }
-}
-
-/// Where a producer's record values come from.
-#[derive(Debug)]
-enum Values {
-    /// Slices of the random buffer.
-    Plain(Pool),
-    /// The send timestamp (ns since `base`, u64 LE) followed by a slice of the random buffer past
-    /// its first 8 bytes, written into a shared arena that is replaced when full: one allocation per
-    /// arena, not per record.
-    Stamped {
-        pool: Pool,
-        arena: BytesMut,
-        base: Instant,
-    },
-}
-
-/// Records per stamped-value arena.
-const ARENA_RECORDS: usize = 1024;
-
-impl Values {
-    fn next(&mut self, now: Instant) -> Bytes {
-        match self {
-            Values::Plain(pool) => pool.next(),
-            Values::Stamped { pool, arena, base } => {
-                let payload = pool.next();
-                let len = payload.len();
-                if arena.capacity() < len {
-                    *arena = BytesMut::with_capacity(len * ARENA_RECORDS);
-                }
-                let ns = u64::try_from(now.saturating_duration_since(*base).as_nanos())
-                    .unwrap_or(u64::MAX);
-                arena.extend_from_slice(&ns.to_le_bytes());
-                arena.extend_from_slice(&payload[STAMP_BYTES..]);
-                arena.split().freeze()
-            }
-        }
-    }
-}
-
 /// One producer's share of the work.
 #[derive(Debug, Clone)]
 struct Quota {
@@ -457,30 +363,6 @@ async fn send_records(
     }
 }
 
-/// Wall-clock milliseconds derived from `Instant` readings the sender takes anyway: records carry
-/// an explicit timestamp, so the client does not read the clock again per record.
-struct WallClock {
-    base: Instant,
-    base_ms: i64,
-}
-
-impl WallClock {
-    fn new() -> WallClock {
-        let base_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        WallClock {
-            base: Instant::now(),
-            base_ms,
-        }
-    }
-
-    fn ms(&self, now: Instant) -> i64 {
-        let since = i64::try_from(now.saturating_duration_since(self.base).as_millis());
-        self.base_ms.saturating_add(since.unwrap_or(i64::MAX))
-    }
-}
-
 /// Records sent at most this many per clock read when sending as fast as possible.
 const CLOCK_EVERY: u64 = 16;
 /// Delivery futures handed to the collector together.
@@ -538,70 +420,4 @@ pub(crate) fn add_produce_json(r: &mut Report, prefix: &str, out: &Outcome) {
     );
     r.set(&format!("{prefix}records"), out.records.into());
     r.set(&format!("{prefix}seconds"), report::round3(secs).into());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stamp(v: &[u8]) -> u64 {
-        u64::from_le_bytes(v[..8].try_into().unwrap())
-    }
-
-    #[test]
-    fn stamped_values_carry_the_send_time_and_random_bytes() {
-        let base = Instant::now();
-        let pool = Pool::new(64, 1 << 20);
-        let mut v = Values::Stamped {
-            pool: pool.clone(),
-            arena: BytesMut::new(),
-            base,
-        };
-        let t1 = base + Duration::from_nanos(1234);
-        let a = v.next(t1);
-        let b = v.next(t1 + Duration::from_nanos(1));
-        assert_eq!(a.len(), 64);
-        assert_eq!(stamp(&a), 1234);
-        assert_eq!(stamp(&b), 1235);
-        assert_eq!(a[8..], pool.bytes[8..64]);
-        assert_eq!(b[8..], pool.bytes[72..128]);
-        // Many more than one arena's worth stay intact.
-        let all: Vec<Bytes> = (0..3 * ARENA_RECORDS as u64)
-            .map(|i| v.next(base + Duration::from_nanos(i)))
-            .collect();
-        for (i, x) in all.iter().enumerate() {
-            assert_eq!(stamp(x), i as u64);
-        }
-    }
-
-    #[test]
-    fn plain_values_are_distinct_slices_of_one_buffer() {
-        let mut pool = Pool::new(1000, 1 << 20);
-        assert!(pool.bytes.len() >= 2 << 20);
-        let a = pool.next();
-        let b = pool.next();
-        assert_eq!(a.len(), 1000);
-        assert_eq!(distance(&a, &b), 1000);
-        assert_ne!(a, b);
-        // A batch's worth of values never repeats one.
-        let batch: Vec<Bytes> = (0..(1 << 20) / 1000).map(|_| pool.next()).collect();
-        let distinct: std::collections::HashSet<&[u8]> = batch.iter().map(|b| &b[..]).collect();
-        assert_eq!(distinct.len(), batch.len());
-        // Wraps around without running past the end.
-        for _ in 0..20_000 {
-            assert_eq!(pool.next().len(), 1000);
-        }
-    }
-
-    /// Byte distance between the starts of two slices of one buffer.
-    fn distance(a: &Bytes, b: &Bytes) -> usize {
-        b.as_ptr() as usize - a.as_ptr() as usize
-    }
-
-    #[test]
-    fn huge_records_still_fit_the_pool() {
-        let mut pool = Pool::new(20 << 20, 1 << 20);
-        assert_eq!(pool.next().len(), 20 << 20);
-        assert_eq!(pool.next().len(), 20 << 20);
-    }
 }

@@ -78,7 +78,8 @@ impl CatchUp {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// A produce request arrived (a few relaxed stores per request, nothing per record).
+    /// This broker accepted a produce (it leads at least one of its partitions and proposed the
+    /// records): live traffic. A few relaxed stores per request, nothing per record.
     pub fn produced(&self) {
         if self.rate.is_some() {
             self.last_produce_ms.store(self.now_ms(), Ordering::Relaxed);
