@@ -27,7 +27,7 @@ use std::time::Duration;
 use sluice_client::Admin;
 
 use super::spawn::{self, SpawnedBroker};
-use super::{AcksArg, Args, CompressionArg, Error, Mode, OnOff, Settings, Stop};
+use super::{AcksArg, Args, Error, Mode, Settings, Stop};
 
 /// A measurement `--only` can pick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -154,34 +154,13 @@ impl GroupSettings {
     /// batches, acks leader, idempotent.
     fn load_settings(&self, partitions: u32, stop: Stop) -> Result<Settings, Error> {
         let args = Args {
-            producers: 1,
-            consumers: 1,
-            partitions: Some(partitions),
-            record_size: self.record_size,
-            batch_bytes: 1 << 20,
-            linger_ms: 0,
-            max_in_flight: None,
-            acks: AcksArg::Leader,
-            idempotence: OnOff::On,
-            rate: None,
             duration: None,
             count: match stop {
                 Stop::Count(n) => Some(n),
                 Stop::Duration(_) => None,
             },
-            compression: CompressionArg::None,
-            broker: String::new(),
-            topic: None,
-            spawn_broker: false,
-            spawn_cluster: None,
             replication_factor: Some(1),
-            sluice_bin: None,
-            broker_flush: None,
-            broker_page_cache_window_mb: None,
-            cold: false,
-            tail_rate: None,
-            tail_pairs: 1,
-            broker_data_dir: None,
+            ..Args::produce_for(0.0, self.record_size, partitions, AcksArg::Leader)
         };
         Settings::check(Mode::Consume, args)
     }
