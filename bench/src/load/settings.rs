@@ -150,9 +150,9 @@ pub struct Args {
 
 impl Args {
     /// A produce load for `duration` seconds of `record_size`-byte records into `partitions`, for
-    /// the benchmarks that compose runs (replication, leaders, scrape, group): one producer and consumer,
-    /// 1 MiB batches, idempotent, no compression, a fresh topic, against no broker yet (the caller
-    /// sets `broker` or a spawn field).
+    /// the benchmarks that compose runs (replication, leaders, scrape, group): one producer and
+    /// consumer, 1 MiB batches, idempotent, no compression, a fresh topic, against no broker yet
+    /// (the caller sets `broker` or a spawn field).
     pub(crate) fn produce_for(
         duration: f64,
         record_size: usize,
